@@ -1,0 +1,32 @@
+"""Build pagesync-sim: the Cython kernels in _ext/ become pagesync_model._cykernels.
+
+The extension is mandatory: a failed compile fails the install, so a silently slow numpy-only install
+cannot happen. PAGESYNC_DEBUG=1 turns Cython's bounds and wraparound checks back on.
+"""
+import os
+
+import numpy
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+DEBUG = os.environ.get("PAGESYNC_DEBUG", "") not in ("", "0")
+
+directives = {
+    "language_level": "3",
+    "boundscheck": DEBUG,
+    "wraparound": DEBUG,
+    "cdivision": not DEBUG,
+    "initializedcheck": DEBUG,
+}
+
+extensions = [
+    Extension(
+        "pagesync_model._cykernels",
+        ["_ext/kernels.pyx"],
+        include_dirs=[numpy.get_include(), "_ext"],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+        extra_compile_args=["-O3"] if not DEBUG else ["-O0", "-g"],
+    ),
+]
+
+setup(ext_modules=cythonize(extensions, compiler_directives=directives))
