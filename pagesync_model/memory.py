@@ -1,0 +1,115 @@
+"""Physical memory of the source machine: frames, their PTEs, the dirty bitmap and page contents.
+
+Layout (frame numbers, low to high)::
+
+    [0, kernel)            kernel image and data, mapped by the kernel page tables
+    [pt_base, +n_pt)       page-table pages: one per ptes_per_pt frames (512 for 4 KiB pages)
+    [module_base, +n_mod)  the pagesync module's own structures: the dirty bitmap and its stack
+    [user_base, n_frames)  user memory, split evenly among `processes` page-table trees
+
+Every frame is mapped by exactly one PTE (``pte[f]`` is the PTE mapping frame f), so a harvest
+walk over a page-table tree is a walk over a contiguous range of this array. Page-table pages and
+module structures change without any dirty bit recording it (the page walker writes A/D bits
+through physical addresses, and the module writes its bitmap while harvesting); that is why the
+Stratus blackout list always contains them.
+
+Contents are versions (``VERSION_DTYPE``): 0 means an all-zero page, every write adds one. The
+working set is the user pages with dense indices [0, W); the zero pages are dense [W, W + Z);
+a dense index i lives in frame ``user_base + (i * mult) % user_frames``, where ``mult`` is 1 for a
+contiguous layout and a large number coprime with ``user_frames`` for a scattered one (so a
+working set is spread over all of user memory, as anonymous memory is after a long uptime).
+"""
+import math
+
+import numpy as np
+
+from .kernels.dtypes import (INDEX_DTYPE, PTE_ACCESSED, PTE_DIRTY, PTE_DTYPE, PTE_PRESENT, PTE_RW,
+                             VERSION_DTYPE, WORD_DTYPE)
+
+GOLDEN = (math.sqrt(5) - 1) / 2
+CHUNK = 1 << 22
+MODULE_STACK_BYTES = 16 * 1024
+
+
+def scatter_multiplier(modulus):
+    """An odd multiplier near modulus * 0.618 that is coprime with ``modulus`` (and < 2**32)."""
+    if modulus <= 2:
+        return 1
+    m = max(1, int(modulus * GOLDEN))
+    while math.gcd(m, modulus) != 1:
+        m += 1
+    return m % modulus or 1
+
+
+class Memory:
+    """The source machine's physical memory.
+
+    Parameters: ``size`` and ``page_size`` in bytes, ``kernel_size`` bytes of kernel region,
+    ``working_set_pages`` and ``zero_pages`` counts of user pages, ``layout`` ('contiguous' or
+    'scattered'), ``processes`` user page-table trees. Raises ValueError when they do not fit.
+    """
+
+    def __init__(self, size, page_size, kernel_size, working_set_pages, zero_pages=0, layout="scattered",
+                 processes=1):
+        if size % page_size:
+            raise ValueError("memory size must be a multiple of the page size")
+        self.page_size = int(page_size)
+        self.n_frames = n = int(size // page_size)
+        self.ptes_per_pt = max(1, page_size // 8)
+        self.kernel_frames = int(kernel_size // page_size)
+        self.pt_base = self.kernel_frames
+        self.n_pt = -(-n // self.ptes_per_pt)
+        self.module_base = self.pt_base + self.n_pt
+        n_words = -(-n // 64)
+        self.n_module = -(-(n_words * 8) // page_size) + max(1, MODULE_STACK_BYTES // page_size)
+        self.user_base = self.module_base + self.n_module
+        self.user_frames = n - self.user_base
+        if self.user_frames <= 0:
+            raise ValueError("no user memory is left after the kernel, page tables and module structures")
+        if working_set_pages + zero_pages > self.user_frames:
+            raise ValueError("working set and zero pages do not fit in user memory")
+        self.working_set_pages = int(working_set_pages)
+        self.zero_pages = int(zero_pages)
+        self.layout = layout
+        self.mult = 1 if layout == "contiguous" else scatter_multiplier(self.user_frames)
+        self.processes = int(min(processes, self.user_frames))
+
+        # Every page has been written since boot, so every PTE starts dirty; the first rendezvous
+        # harvest moves that to soft dirty.
+        self.pte = np.full(n, PTE_PRESENT | PTE_RW | PTE_ACCESSED | PTE_DIRTY, dtype=PTE_DTYPE)
+        self.bitmap = np.zeros(n_words, dtype=WORD_DTYPE)
+        self.versions = np.ones(n, dtype=VERSION_DTYPE)
+        for lo in range(0, self.zero_pages, CHUNK):
+            frames = self.dense_to_frames(np.arange(self.working_set_pages + lo,
+                                                    self.working_set_pages + min(self.zero_pages, lo + CHUNK),
+                                                    dtype=INDEX_DTYPE))
+            self.versions[frames] = 0
+            self.pte[frames] &= ~PTE_DTYPE(PTE_DIRTY | PTE_ACCESSED)
+        # Harvest segments: the kernel tables first, then one tree per user process.
+        user_bounds = self.user_base + (np.arange(self.processes + 1, dtype=INDEX_DTYPE) * self.user_frames)
+        user_bounds //= self.processes
+        self.segment_bounds = np.concatenate([np.array([0], dtype=INDEX_DTYPE), user_bounds])
+        self.segment_ptes = np.diff(self.segment_bounds)
+
+    @property
+    def size(self):
+        return self.n_frames * self.page_size
+
+    @property
+    def pinned_range(self):
+        """Frames always in the blackout list: page-table pages and module structures."""
+        return self.pt_base, self.user_base
+
+    def dense_to_frames(self, dense):
+        """Frame numbers of user pages with dense indices ``dense`` (an int64 array)."""
+        if self.mult == 1:
+            return self.user_base + dense
+        return self.user_base + (dense.astype(np.uint64) * np.uint64(self.mult) % np.uint64(self.user_frames)
+                                 ).astype(INDEX_DTYPE)
+
+    def touch_module(self):
+        """The module rewrote its bitmap and stack: their contents changed."""
+        self.versions[self.module_base:self.user_base] += 1
+
+    def nbytes(self):
+        return self.pte.nbytes + self.bitmap.nbytes + self.versions.nbytes

@@ -1,0 +1,106 @@
+"""The CPUs of the source machine: their write streams, their TLBs and the time they lose to tracking.
+
+All CPUs are stepped together by one process (``cpus``), one event per quantum, so the number of
+SimPy events does not grow with the CPU count or the write count. Any other process that is about
+to read or change page state first calls ``Cpus.advance_to(now)``: every write that happened
+before that instant is applied before the read, and none after it. Writes are therefore applied at
+most one quantum late and never early, which is what makes a write before or after the scanner's
+position land in the right pass.
+
+Time lost to tracking is charged back to the workload: a write that walks the page tables because
+a flush emptied the TLB, or that must set a cleared dirty bit, costs cycles that the CPU owes
+(``debt``) and pays from its next running time, so a CPU slowed by tracking also writes less.
+"""
+import numpy as np
+
+from ..kernels.dtypes import INDEX_DTYPE, TLB_FLAG_DTYPE, TLB_TAG_DTYPE
+
+
+class Cpus:
+    """``ncpu`` CPUs at ``clock`` Hz, each writing ``rate`` pages/s through a TLB of ``tlb_entries``.
+
+    ``walk_cycles`` is the cost of a page walk after a flush-induced TLB miss, ``dirty_cycles`` the
+    cost of the locked update that sets a clear PTE dirty bit.
+    """
+
+    def __init__(self, env, memory, workload, kernels, ncpu, clock, rate, tlb_entries, walk_cycles, dirty_cycles):
+        self.env = env
+        self.memory = memory
+        self.workload = workload
+        self.kernels = kernels
+        self.ncpu = int(ncpu)
+        self.clock = float(clock)
+        self.rate_per_cycle = float(rate) / self.clock
+        self.walk_cycles = float(walk_cycles)
+        self.dirty_cycles = float(dirty_cycles)
+        self.tlb_tag = np.full((self.ncpu, int(tlb_entries)), -1, dtype=TLB_TAG_DTYPE)
+        self.tlb_flags = np.zeros((self.ncpu, int(tlb_entries)), dtype=TLB_FLAG_DTYPE)
+        self.carry = np.zeros(self.ncpu)
+        self.debt = np.zeros(self.ncpu)
+        self.throttle = 0.0
+        self.t_done = 0
+        self.stopped = False
+        self._bounds = np.zeros(self.ncpu + 1, dtype=INDEX_DTYPE)
+        self._counts = np.zeros((self.ncpu, 3), dtype=INDEX_DTYPE)
+        # Totals over the run.
+        self.writes = 0
+        self.walks = 0
+        self.dirty_sets = 0
+        self.flush_refills = 0
+        self.tracking_cycles = 0.0   # cycles all CPUs spent on flush refills and dirty-bit updates
+        self.running_cycles = 0      # wall cycles during which the CPUs were not stopped
+        self.throttled_cycles = 0.0  # cycles all CPUs gave up to throttling
+
+    def advance_to(self, t):
+        """Apply every write the CPUs issue up to cycle ``t``."""
+        dt = t - self.t_done
+        if dt <= 0:
+            return
+        self.t_done = t
+        if self.stopped:
+            return
+        self.running_cycles += dt
+        run = dt * (1.0 - self.throttle)
+        self.throttled_cycles += (dt - run) * self.ncpu
+        avail = run - self.debt
+        self.debt = np.where(avail < 0, -avail, 0.0)
+        expected = np.maximum(avail, 0.0) * self.rate_per_cycle + self.carry
+        counts = np.floor(expected).astype(INDEX_DTYPE)
+        self.carry = expected - counts
+        total = int(counts.sum())
+        if total == 0:
+            return
+        frames = self.workload.generate(counts)
+        np.cumsum(counts, out=self._bounds[1:])
+        m = self.memory
+        self.kernels.apply_writes(frames, self._bounds, m.pte, m.versions, self.tlb_tag, self.tlb_flags,
+                                  m.pt_base, m.ptes_per_pt, self._counts)
+        walks, dirty_sets, refills = self._counts.sum(axis=0)
+        extra = self._counts[:, 2] * self.walk_cycles + self._counts[:, 1] * self.dirty_cycles
+        self.debt += extra
+        self.tracking_cycles += float(extra.sum())
+        self.writes += total
+        self.walks += int(walks)
+        self.dirty_sets += int(dirty_sets)
+        self.flush_refills += int(refills)
+
+    def stop(self):
+        """Rendezvous: bring the writes up to now, then no CPU runs until ``resume``."""
+        self.advance_to(self.env.now)
+        self.stopped = True
+
+    def resume(self):
+        """Release the CPUs; the stopped interval issues no writes."""
+        self.advance_to(self.env.now)
+        self.stopped = False
+
+    def flush_tlbs(self):
+        """Invalidate every TLB entry on every CPU; tags stay so a refill can be told from a capacity miss."""
+        self.tlb_flags.fill(0)
+
+
+def cpus(env, machine_cpus, quantum_cycles):
+    """Process role: the CPUs run their workloads, one batch of writes per quantum."""
+    while True:
+        yield env.timeout(quantum_cycles)
+        machine_cpus.advance_to(env.now)
