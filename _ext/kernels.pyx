@@ -1,0 +1,624 @@
+# cython: language_level=3
+"""Hot loops of pagesync-sim: PTE harvest, TLB-aware write application, dirty bitmap, copy lists.
+
+Compiled by setup.py into ``pagesync_model._cykernels``. The specification is
+pagesync_model/kernels/CONTRACT.md; the numpy twin (pagesync_model/kernels/numpy_kernels.py) and the
+naive reference (tests/reference_kernels.py) must give identical results, and the tests hold all
+three to that. Dtypes and PTE/TLB bits come from kernels.pxd, which mirrors kernels/dtypes.py.
+
+Conventions: the caller allocates every buffer (C-contiguous, exact dtype). IN buffers are ``const``
+memoryviews (read-only arrays are accepted), OUT buffers are overwritten, INOUT buffers are updated in
+place. Arguments are validated (shapes, ranges that would otherwise index out of bounds) before any
+buffer is modified, then the loop runs without the GIL. Integers returned are Python ints.
+Bounds checking is off unless built with PAGESYNC_DEBUG=1, so the validation here is what keeps a bad
+argument from corrupting memory.
+"""
+from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
+
+# The module is built as pagesync_model._cykernels, so Cython does not pair it with kernels.pxd by
+# file name; the declarations are cimported explicitly (setup.py puts _ext on the include path). The
+# .pxd holds only ctypedefs, enums and C macros, so this adds no runtime import.
+from kernels cimport (
+    PTE_ACCESSED, PTE_DIRTY, PTE_SOFT_DIRTY, SPLITMIX_GAMMA, SPLITMIX_M1, SPLITMIX_M2, TLB_DIRTY,
+    TLB_VALID, ctz64, index_t, popcount64, pte_t, tlb_flag_t, tlb_tag_t, version_t, word_t,
+)
+
+cdef uint64_t ALL_ONES = 0xFFFFFFFFFFFFFFFF
+cdef uint64_t LOW32 = 0xFFFFFFFF
+cdef uint64_t TWO32 = 0x100000000
+
+
+# --------------------------------------------------------------------------------------------------
+# validation helpers (Python level, run before the nogil loops)
+
+cdef inline void _check_range(int64_t lo, int64_t hi, int64_t nbits) except *:
+    if lo < 0 or hi < lo or hi > nbits:
+        raise ValueError(
+            f"need 0 <= lo <= hi <= {nbits} (64 * len(bitmap)), got lo={lo}, hi={hi}")
+
+
+cdef inline void _check_pt(int64_t n_frames, int64_t pt_base, int64_t ptes_per_pt) except *:
+    if ptes_per_pt < 1:
+        raise ValueError(f"ptes_per_pt must be >= 1, got {ptes_per_pt}")
+    if n_frames > 0 and (pt_base < 0 or pt_base + (n_frames - 1) // ptes_per_pt >= n_frames):
+        raise ValueError(
+            f"page-table region [pt_base, pt_base + (n_frames-1)//ptes_per_pt] = [{pt_base}, "
+            f"{pt_base + (n_frames - 1) // ptes_per_pt}] must lie inside versions[0:{n_frames}]")
+
+
+cdef inline void _check_generator_map(int64_t span, int64_t mult, int64_t modulus) except *:
+    if span < 0 or span > <int64_t>TWO32:
+        raise ValueError(f"span must be in [0, 2**32], got {span}")
+    if modulus < 1 or modulus > <int64_t>TWO32 or span > modulus:
+        raise ValueError(f"need span <= modulus <= 2**32 and modulus >= 1, got span={span}, modulus={modulus}")
+    if mult < 0 or mult >= <int64_t>TWO32:
+        raise ValueError(f"mult must be in [0, 2**32), got {mult}")
+    cdef int64_t a = mult, b = modulus, t
+    while b:
+        t = a % b
+        a = b
+        b = t
+    if a != 1:
+        raise ValueError(f"mult={mult} must be coprime with modulus={modulus} (gcd is {a})")
+
+
+# --------------------------------------------------------------------------------------------------
+# bitmap helpers (nogil)
+
+cdef inline uint64_t _mask_from(int64_t bit) noexcept nogil:
+    # bits [bit & 63, 64) of one word
+    return ALL_ONES << (bit & 63)
+
+
+cdef inline uint64_t _mask_upto(int64_t bit) noexcept nogil:
+    # bits [0, (bit & 63) + 1) of one word
+    return ALL_ONES >> (63 - (bit & 63))
+
+
+cdef inline void _clear_bits(uint64_t* words, int64_t lo, int64_t hi) noexcept nogil:
+    # clear bits [lo, hi), lo < hi
+    cdef int64_t wlo = lo >> 6, whi = (hi - 1) >> 6, w
+    if wlo == whi:
+        words[wlo] &= ~(_mask_from(lo) & _mask_upto(hi - 1))
+        return
+    words[wlo] &= ~_mask_from(lo)
+    for w in range(wlo + 1, whi):
+        words[w] = 0
+    words[whi] &= ~_mask_upto(hi - 1)
+
+
+# --------------------------------------------------------------------------------------------------
+# harvest
+
+cdef inline int64_t _harvest_one(pte_t* pte, uint64_t* bitmap, version_t* versions, int64_t f,
+                                 int64_t pt_base, int64_t ptes_per_pt, bint clear) noexcept nogil:
+    # the PTE of frame f is dirty: record it; returns 1 if its bitmap bit was 0
+    cdef uint64_t bit = (<uint64_t>1) << (f & 63)
+    cdef int64_t was_clear = (bitmap[f >> 6] & bit) == 0
+    bitmap[f >> 6] |= bit
+    if clear:
+        pte[f] = (pte[f] & ~(<pte_t>PTE_DIRTY)) | (<pte_t>PTE_SOFT_DIRTY)
+        versions[pt_base + f // ptes_per_pt] += 1
+    return was_clear
+
+
+def harvest(pte_t[::1] pte, const index_t[::1] bounds, word_t[::1] bitmap, version_t[::1] versions,
+            int64_t pt_base, int64_t ptes_per_pt, bint clear, index_t[::1] out_dirty):
+    """Walk PTE segments, moving hardware dirty bits to the bitmap (and to soft-dirty if ``clear``).
+
+    Buffers: ``pte`` INOUT u64[n_frames]; ``bounds`` IN i64[nseg+1], non-decreasing, segment s is
+    frames [bounds[s], bounds[s+1]); ``bitmap`` INOUT u64[ceil(n_frames/64)]; ``versions`` INOUT
+    u32[n_frames] (the page-table page of each cleared PTE gets a new version); ``out_dirty`` OUT
+    i64[nseg], dirty PTEs seen per segment.
+
+    Parameters: ``pt_base`` first frame of the page-table pages, ``ptes_per_pt`` PTEs per page-table
+    page, ``clear`` False for a read-only peek.
+
+    Returns the number of bitmap bits that went from 0 to 1.
+    Raises ValueError on mismatched lengths, bounds outside [0, n_frames] or decreasing, a page-table
+    region that does not fit in ``versions``.
+    """
+    cdef int64_t n = pte.shape[0], nseg = bounds.shape[0] - 1
+    if nseg < 0:
+        raise ValueError("bounds must hold at least one element (nseg + 1)")
+    if out_dirty.shape[0] != nseg:
+        raise ValueError(f"out_dirty has {out_dirty.shape[0]} elements, expected len(bounds) - 1 = {nseg}")
+    if versions.shape[0] != n:
+        raise ValueError(f"versions has {versions.shape[0]} elements, pte has {n}")
+    if bitmap.shape[0] != (n + 63) // 64:
+        raise ValueError(f"bitmap has {bitmap.shape[0]} words, expected ceil({n}/64) = {(n + 63) // 64}")
+    _check_pt(n, pt_base, ptes_per_pt)
+    cdef int64_t s
+    for s in range(nseg + 1):
+        if bounds[s] < 0 or bounds[s] > n or (s > 0 and bounds[s] < bounds[s - 1]):
+            raise ValueError(f"bounds must be non-decreasing within [0, {n}], bounds[{s}] = {bounds[s]}")
+    if n == 0:
+        out_dirty[:] = 0
+        return 0
+
+    cdef pte_t* p = &pte[0]
+    cdef uint64_t* bm = &bitmap[0]
+    cdef version_t* ver = &versions[0]
+    cdef int64_t f, g, end, cnt, new_bits = 0
+    cdef uint64_t acc, dirty = PTE_DIRTY
+    with nogil:
+        for s in range(nseg):
+            f = bounds[s]
+            end = bounds[s + 1]
+            cnt = 0
+            # Most PTEs are clean: OR eight of them and test the dirty bit once. This streams the
+            # array at close to memory bandwidth; only a group with a dirty PTE is looked at one by one.
+            while f + 8 <= end:
+                acc = p[f] | p[f + 1] | p[f + 2] | p[f + 3] | p[f + 4] | p[f + 5] | p[f + 6] | p[f + 7]
+                if acc & dirty:
+                    for g in range(f, f + 8):
+                        if p[g] & dirty:
+                            cnt += 1
+                            new_bits += _harvest_one(p, bm, ver, g, pt_base, ptes_per_pt, clear)
+                f += 8
+            while f < end:
+                if p[f] & dirty:
+                    cnt += 1
+                    new_bits += _harvest_one(p, bm, ver, f, pt_base, ptes_per_pt, clear)
+                f += 1
+            out_dirty[s] = cnt
+    return new_bits
+
+
+# --------------------------------------------------------------------------------------------------
+# apply_writes
+
+def apply_writes(const index_t[::1] frames, const index_t[::1] cpu_bounds, pte_t[::1] pte,
+                 version_t[::1] versions, tlb_tag_t[:, ::1] tlb_tag, tlb_flag_t[:, ::1] tlb_flags,
+                 int64_t pt_base, int64_t ptes_per_pt, index_t[:, ::1] out_counts):
+    """Apply a batch of CPU writes through per-CPU direct-mapped TLBs to the PTEs.
+
+    Buffers: ``frames`` IN i64[nw], the written frames; ``cpu_bounds`` IN i64[ncpu+1], non-decreasing
+    within [0, nw], CPU c performs frames[cpu_bounds[c]:cpu_bounds[c+1]] in order, CPU 0 first;
+    ``pte`` INOUT u64[n_frames]; ``versions`` INOUT u32[n_frames]; ``tlb_tag`` INOUT i64[ncpu, entries];
+    ``tlb_flags`` INOUT u8[ncpu, entries]; ``out_counts`` OUT i64[ncpu, 3] = (walks, dirty_sets,
+    flush_refills) per CPU.
+
+    A write hitting a TLB entry that is valid and dirty for its frame does not touch the PTE (the
+    hardware fact that makes a flush mandatory after clearing dirty bits). Otherwise the CPU walks the
+    page table, sets PTE dirty|accessed if the PTE was clean (a new version of its page-table page),
+    and caches the entry valid|dirty.
+
+    Raises ValueError on mismatched shapes, a frame outside [0, n_frames), bad cpu_bounds, entries < 1,
+    or a page-table region that does not fit in ``versions``.
+    """
+    cdef int64_t n = pte.shape[0], nw = frames.shape[0]
+    cdef int64_t ncpu = tlb_tag.shape[0], entries = tlb_tag.shape[1]
+    if versions.shape[0] != n:
+        raise ValueError(f"versions has {versions.shape[0]} elements, pte has {n}")
+    if tlb_flags.shape[0] != ncpu or tlb_flags.shape[1] != entries:
+        raise ValueError(f"tlb_flags has shape ({tlb_flags.shape[0]}, {tlb_flags.shape[1]}), "
+                         f"tlb_tag has ({ncpu}, {entries})")
+    if entries < 1:
+        raise ValueError("the TLB needs at least one entry per CPU")
+    if cpu_bounds.shape[0] != ncpu + 1:
+        raise ValueError(f"cpu_bounds has {cpu_bounds.shape[0]} elements, expected ncpu + 1 = {ncpu + 1}")
+    if out_counts.shape[0] != ncpu or out_counts.shape[1] != 3:
+        raise ValueError(f"out_counts has shape ({out_counts.shape[0]}, {out_counts.shape[1]}), "
+                         f"expected ({ncpu}, 3)")
+    _check_pt(n, pt_base, ptes_per_pt)
+    cdef int64_t c, w, f, slot, lo_w, hi_w, bad = -1
+    for c in range(ncpu + 1):
+        if cpu_bounds[c] < 0 or cpu_bounds[c] > nw or (c > 0 and cpu_bounds[c] < cpu_bounds[c - 1]):
+            raise ValueError(
+                f"cpu_bounds must be non-decreasing within [0, {nw}], cpu_bounds[{c}] = {cpu_bounds[c]}")
+    if ncpu > 0:
+        lo_w = cpu_bounds[0]
+        hi_w = cpu_bounds[ncpu]
+        with nogil:
+            for w in range(lo_w, hi_w):
+                if frames[w] < 0 or frames[w] >= n:
+                    bad = w
+                    break
+        if bad >= 0:
+            raise ValueError(f"frames[{bad}] = {frames[bad]} is outside [0, {n})")
+    out_counts[:, :] = 0
+
+    cdef int64_t walks, dirty_sets, refills
+    cdef tlb_flag_t valid_dirty = TLB_VALID | TLB_DIRTY
+    cdef pte_t dirty = PTE_DIRTY, set_bits = PTE_DIRTY | PTE_ACCESSED
+    with nogil:
+        for c in range(ncpu):
+            walks = 0
+            dirty_sets = 0
+            refills = 0
+            for w in range(cpu_bounds[c], cpu_bounds[c + 1]):
+                f = frames[w]
+                versions[f] += 1
+                slot = f % entries
+                if tlb_tag[c, slot] == f:
+                    if tlb_flags[c, slot] == valid_dirty:
+                        continue
+                    if not (tlb_flags[c, slot] & TLB_VALID):
+                        refills += 1
+                walks += 1
+                if not (pte[f] & dirty):
+                    pte[f] |= set_bits
+                    versions[pt_base + f // ptes_per_pt] += 1
+                    dirty_sets += 1
+                tlb_tag[c, slot] = f
+                tlb_flags[c, slot] = valid_dirty
+            out_counts[c, 0] = walks
+            out_counts[c, 1] = dirty_sets
+            out_counts[c, 2] = refills
+
+
+# --------------------------------------------------------------------------------------------------
+# bitmap kernels
+
+def bitmap_set_range(word_t[::1] bitmap, int64_t lo, int64_t hi):
+    """Set bits [lo, hi) of ``bitmap`` (INOUT u64[nwords]); return how many were 0.
+
+    Raises ValueError unless 0 <= lo <= hi <= 64 * nwords.
+    """
+    _check_range(lo, hi, bitmap.shape[0] * 64)
+    if lo == hi:
+        return 0
+    cdef uint64_t* bm = &bitmap[0]
+    cdef int64_t wlo = lo >> 6, whi = (hi - 1) >> 6, w, new_bits = 0
+    cdef uint64_t m
+    with nogil:
+        if wlo == whi:
+            m = _mask_from(lo) & _mask_upto(hi - 1)
+            new_bits = popcount64(m & ~bm[wlo])
+            bm[wlo] |= m
+        else:
+            m = _mask_from(lo)
+            new_bits = popcount64(m & ~bm[wlo])
+            bm[wlo] |= m
+            for w in range(wlo + 1, whi):
+                if bm[w] != ALL_ONES:
+                    new_bits += 64 - popcount64(bm[w])
+                    bm[w] = ALL_ONES
+            m = _mask_upto(hi - 1)
+            new_bits += popcount64(m & ~bm[whi])
+            bm[whi] |= m
+    return new_bits
+
+
+def bitmap_set_frames(word_t[::1] bitmap, const index_t[::1] frames):
+    """Set the bits of ``frames`` (IN i64[k], any order, duplicates allowed) in ``bitmap`` (INOUT).
+
+    Returns the number of distinct bits that were 0 before the call.
+    Raises ValueError if a frame is outside [0, 64 * nwords).
+    """
+    cdef int64_t k = frames.shape[0], nbits = bitmap.shape[0] * 64, i, f, bad = -1, new_bits = 0
+    cdef uint64_t bit
+    with nogil:
+        for i in range(k):
+            if frames[i] < 0 or frames[i] >= nbits:
+                bad = i
+                break
+    if bad >= 0:
+        raise ValueError(f"frames[{bad}] = {frames[bad]} is outside [0, {nbits})")
+    if k == 0:
+        return 0
+    cdef uint64_t* bm = &bitmap[0]
+    with nogil:
+        for i in range(k):
+            f = frames[i]
+            bit = (<uint64_t>1) << (f & 63)
+            if not (bm[f >> 6] & bit):
+                new_bits += 1
+                bm[f >> 6] |= bit
+    return new_bits
+
+
+def bitmap_popcount(const word_t[::1] bitmap, int64_t lo, int64_t hi):
+    """Number of set bits in [lo, hi) of ``bitmap`` (IN u64[nwords]).
+
+    Raises ValueError unless 0 <= lo <= hi <= 64 * nwords.
+    """
+    _check_range(lo, hi, bitmap.shape[0] * 64)
+    if lo == hi:
+        return 0
+    cdef const uint64_t* bm = &bitmap[0]
+    cdef int64_t wlo = lo >> 6, whi = (hi - 1) >> 6, w, total = 0
+    with nogil:
+        if wlo == whi:
+            total = popcount64(bm[wlo] & _mask_from(lo) & _mask_upto(hi - 1))
+        else:
+            total = popcount64(bm[wlo] & _mask_from(lo))
+            for w in range(wlo + 1, whi):
+                if bm[w]:
+                    total += popcount64(bm[w])
+            total += popcount64(bm[whi] & _mask_upto(hi - 1))
+    return total
+
+
+def bitmap_extract_runs(word_t[::1] bitmap, int64_t lo, int64_t hi, int64_t max_pages, bint clear,
+                        index_t[::1] out_starts, index_t[::1] out_lens):
+    """Find maximal runs of set bits in [lo, hi) (cut at lo and hi), optionally test-and-clear them.
+
+    Buffers: ``bitmap`` INOUT u64[nwords] (only modified if ``clear``); ``out_starts``, ``out_lens``
+    OUT i64[cap], the runs in increasing order (entries past ``nruns`` are left untouched).
+
+    Stops after the run that makes nruns == cap or pages >= max_pages (a run is never split);
+    ``next_pos`` is then that run's end, or ``hi`` when the scan reached hi. Calling again from
+    ``next_pos`` continues the scan exactly where it stopped.
+
+    Returns (nruns, pages, next_pos).
+    Raises ValueError unless 0 <= lo <= hi <= 64 * nwords, max_pages >= 1 and
+    len(out_starts) == len(out_lens) >= 1.
+    """
+    _check_range(lo, hi, bitmap.shape[0] * 64)
+    cdef int64_t cap = out_starts.shape[0]
+    if out_lens.shape[0] != cap:
+        raise ValueError(f"out_starts has {cap} elements, out_lens has {out_lens.shape[0]}")
+    if cap < 1:
+        raise ValueError("out_starts/out_lens must hold at least one run (cap >= 1)")
+    if max_pages < 1:
+        raise ValueError(f"max_pages must be >= 1, got {max_pages}")
+    if lo == hi:
+        return 0, 0, hi
+    cdef uint64_t* bm = &bitmap[0]
+    cdef int64_t pos = lo, w, start, end, nruns = 0, pages = 0, next_pos = hi
+    cdef int64_t wend = ((hi - 1) >> 6) + 1   # one past the last word that holds bits below hi
+    cdef uint64_t m
+    with nogil:
+        while pos < hi:
+            # next set bit >= pos, skipping zero words
+            w = pos >> 6
+            m = bm[w] & _mask_from(pos)
+            while m == 0:
+                w += 1
+                if w >= wend:
+                    break
+                m = bm[w]
+            if m == 0:
+                break
+            start = (w << 6) + ctz64(m)
+            if start >= hi:
+                break
+            # next clear bit > start, skipping full words
+            m = ~bm[w] & _mask_from(start)
+            while m == 0:
+                w += 1
+                if w >= wend:
+                    break
+                m = ~bm[w]
+            if m == 0:
+                end = hi
+            else:
+                end = (w << 6) + ctz64(m)
+                if end > hi:
+                    end = hi
+            if clear:
+                _clear_bits(bm, start, end)
+            out_starts[nruns] = start
+            out_lens[nruns] = end - start
+            nruns += 1
+            pages += end - start
+            pos = end
+            if nruns == cap or pages >= max_pages:
+                next_pos = end
+                break
+    return nruns, pages, next_pos
+
+
+# --------------------------------------------------------------------------------------------------
+# build_copy_list
+
+def build_copy_list(const index_t[::1] run_starts, const index_t[::1] run_lens, int64_t nearby,
+                    int64_t max_ranges, index_t[::1] out_starts, index_t[::1] out_ends):
+    """Build the Stratus blackout copy list (MAX_COPYRANGE ranges with NEARBY merging).
+
+    Buffers: ``run_starts``, ``run_lens`` IN i64[k], runs sorted by start, non-overlapping, each of
+    length >= 1; ``out_starts``, ``out_ends`` OUT i64[>= max_ranges], half-open ranges (entries past
+    ``nranges`` are left untouched).
+
+    A run whose first frame is within ``nearby`` frames of the last frame of the newest range extends
+    it; otherwise it starts a new range; when ``max_ranges`` ranges exist, the two ranges with the
+    smallest gap (ties: leftmost) are merged first (over-copy).
+
+    Returns nranges.
+    Raises ValueError on mismatched lengths, unsorted/overlapping/empty runs, nearby < 0,
+    max_ranges < 2, or output buffers shorter than max_ranges.
+    """
+    cdef int64_t k = run_starts.shape[0], i, j, n = 0, s, l, best, gap, best_gap
+    if run_lens.shape[0] != k:
+        raise ValueError(f"run_starts has {k} elements, run_lens has {run_lens.shape[0]}")
+    if nearby < 0:
+        raise ValueError(f"nearby must be >= 0, got {nearby}")
+    if max_ranges < 2:
+        raise ValueError(f"max_ranges must be >= 2, got {max_ranges}")
+    if out_starts.shape[0] < max_ranges or out_ends.shape[0] < max_ranges:
+        raise ValueError(f"out_starts/out_ends have {out_starts.shape[0]}/{out_ends.shape[0]} elements, "
+                         f"need max_ranges = {max_ranges}")
+    for i in range(k):
+        if run_lens[i] < 1:
+            raise ValueError(f"run_lens[{i}] = {run_lens[i]} must be >= 1")
+        if i > 0 and run_starts[i] < run_starts[i - 1] + run_lens[i - 1]:
+            raise ValueError(f"runs must be sorted and non-overlapping: run {i} starts at {run_starts[i]}, "
+                             f"run {i - 1} ends at {run_starts[i - 1] + run_lens[i - 1]}")
+    with nogil:
+        for i in range(k):
+            s = run_starts[i]
+            l = run_lens[i]
+            if n > 0 and s <= out_ends[n - 1] - 1 + nearby:
+                if s + l > out_ends[n - 1]:
+                    out_ends[n - 1] = s + l
+                continue
+            if n == max_ranges:
+                best = 0
+                best_gap = out_starts[1] - out_ends[0]
+                for j in range(1, n - 1):
+                    gap = out_starts[j + 1] - out_ends[j]
+                    if gap < best_gap:
+                        best_gap = gap
+                        best = j
+                out_ends[best] = out_ends[best + 1]
+                for j in range(best + 1, n - 1):
+                    out_starts[j] = out_starts[j + 1]
+                    out_ends[j] = out_ends[j + 1]
+                n -= 1
+            out_starts[n] = s
+            out_ends[n] = s + l
+            n += 1
+    return n
+
+
+# --------------------------------------------------------------------------------------------------
+# delivery and verification
+
+def deliver_runs(const version_t[::1] src, version_t[::1] dst, const index_t[::1] starts,
+                 const index_t[::1] lens):
+    """Copy runs of page versions: dst[s:s+l] = src[s:s+l] for each run.
+
+    Buffers: ``src`` IN u32[n]; ``dst`` INOUT u32[n]; ``starts``, ``lens`` IN i64[k].
+    Returns how many copied source frames held version 0 (all-zero pages), counted once per copy.
+    Raises ValueError on mismatched lengths or a run outside [0, n).
+    """
+    cdef int64_t n = src.shape[0], k = starts.shape[0], i, f, s, e, zeros = 0
+    if dst.shape[0] != n:
+        raise ValueError(f"dst has {dst.shape[0]} elements, src has {n}")
+    if lens.shape[0] != k:
+        raise ValueError(f"starts has {k} elements, lens has {lens.shape[0]}")
+    for i in range(k):
+        if starts[i] < 0 or lens[i] < 0 or starts[i] > n - lens[i]:
+            raise ValueError(f"run {i} = [{starts[i]}, {starts[i]} + {lens[i]}) is outside [0, {n})")
+    with nogil:
+        for i in range(k):
+            s = starts[i]
+            e = s + lens[i]
+            for f in range(s, e):
+                dst[f] = src[f]
+                zeros += src[f] == 0
+    return zeros
+
+
+def find_mismatch(const version_t[::1] a, const version_t[::1] b, index_t[::1] out):
+    """Count frames with a[f] != b[f]; write the first min(count, cap) of them, increasing, to ``out``.
+
+    Buffers: ``a``, ``b`` IN u32[n]; ``out`` OUT i64[cap] (cap may be 0; entries past the count are
+    left untouched).
+    Returns the number of mismatching frames.
+    Raises ValueError if a and b differ in length.
+    """
+    cdef int64_t n = a.shape[0], cap = out.shape[0], f, count = 0
+    if b.shape[0] != n:
+        raise ValueError(f"a has {n} elements, b has {b.shape[0]}")
+    with nogil:
+        for f in range(n):
+            if a[f] != b[f]:
+                if count < cap:
+                    out[count] = f
+                count += 1
+    return count
+
+
+# --------------------------------------------------------------------------------------------------
+# write-target generators
+
+cdef inline uint64_t _splitmix(uint64_t key, uint64_t k) noexcept nogil:
+    cdef uint64_t z = key + (k + 1) * SPLITMIX_GAMMA
+    z = (z ^ (z >> 30)) * SPLITMIX_M1
+    z = (z ^ (z >> 27)) * SPLITMIX_M2
+    return z ^ (z >> 31)
+
+
+def gen_random(const uint64_t[::1] stream_keys, uint64_t[::1] counters, const index_t[::1] counts,
+               int64_t hot_span, int64_t hot_threshold, int64_t span, int64_t base, int64_t mult,
+               int64_t modulus, index_t[::1] out):
+    """Counter-based splitmix64 write targets with a hot set, independent of batch sizes.
+
+    Buffers: ``stream_keys`` IN u64[ncpu]; ``counters`` INOUT u64[ncpu] (advanced by counts, mod
+    2^64); ``counts`` IN i64[ncpu]; ``out`` OUT i64[sum(counts)], CPU c's targets at offset
+    sum(counts[:c]).
+
+    Draw k of CPU c hashes (stream_keys[c], counters[c] + k); the high 32 bits pick hot
+    (hi < hot_threshold) or cold, the low 32 bits pick the working-set index by multiply-shift; the
+    target is base + (idx * mult) % modulus.
+
+    Raises ValueError on mismatched lengths, negative counts, or preconditions violated:
+    0 <= hot_span <= span <= modulus <= 2**32, 0 <= hot_threshold <= 2**32, mult < 2**32 coprime
+    with modulus.
+    """
+    cdef int64_t ncpu = stream_keys.shape[0], c, j, cnt, pos = 0, total = 0
+    if counters.shape[0] != ncpu or counts.shape[0] != ncpu:
+        raise ValueError(f"stream_keys, counters, counts have {ncpu}, {counters.shape[0]}, "
+                         f"{counts.shape[0]} elements; they must match")
+    for c in range(ncpu):
+        if counts[c] < 0:
+            raise ValueError(f"counts[{c}] = {counts[c]} must be >= 0")
+        total += counts[c]
+    if out.shape[0] != total:
+        raise ValueError(f"out has {out.shape[0]} elements, expected sum(counts) = {total}")
+    if hot_threshold < 0 or hot_threshold > <int64_t>TWO32:
+        raise ValueError(f"hot_threshold must be in [0, 2**32], got {hot_threshold}")
+    if hot_span < 0 or hot_span > span:
+        raise ValueError(f"need 0 <= hot_span <= span, got hot_span={hot_span}, span={span}")
+    _check_generator_map(span, mult, modulus)
+    cdef uint64_t z, hi, lo, idx, key, k0
+    cdef uint64_t thr = <uint64_t>hot_threshold, hspan = <uint64_t>hot_span
+    cdef uint64_t cspan = <uint64_t>(span - hot_span), umult = <uint64_t>mult, umod = <uint64_t>modulus
+    with nogil:
+        for c in range(ncpu):
+            key = stream_keys[c]
+            k0 = counters[c]
+            cnt = counts[c]
+            for j in range(cnt):
+                z = _splitmix(key, k0 + <uint64_t>j)
+                hi = z >> 32
+                lo = z & LOW32
+                # lo < 2^32 and spans <= 2^32, so the products fit in 64 bits
+                if hi < thr:
+                    idx = (lo * hspan) >> 32
+                else:
+                    idx = hspan + ((lo * cspan) >> 32)
+                out[pos] = base + <int64_t>((idx * umult) % umod)
+                pos += 1
+            counters[c] = k0 + <uint64_t>cnt
+    return None
+
+
+def gen_sequential(index_t[::1] cursors, const index_t[::1] counts, int64_t stride, int64_t span,
+                   int64_t base, int64_t mult, int64_t modulus, index_t[::1] out):
+    """Sequential (strided, wrapping) write targets per CPU.
+
+    Buffers: ``cursors`` INOUT i64[ncpu] (left in [0, span)); ``counts`` IN i64[ncpu]; ``out`` OUT
+    i64[sum(counts)], CPU c's targets at offset sum(counts[:c]).
+
+    Target j of CPU c is base + (idx * mult) % modulus with idx = (cursors[c] + j * stride) % span,
+    taken with Python's (non-negative) modulo, so negative strides walk backwards.
+
+    Raises ValueError on mismatched lengths, negative counts, span < 1, or preconditions violated:
+    span <= modulus <= 2**32, mult < 2**32 coprime with modulus.
+    """
+    cdef int64_t ncpu = cursors.shape[0], c, j, cnt, pos = 0, total = 0
+    if counts.shape[0] != ncpu:
+        raise ValueError(f"cursors has {ncpu} elements, counts has {counts.shape[0]}")
+    for c in range(ncpu):
+        if counts[c] < 0:
+            raise ValueError(f"counts[{c}] = {counts[c]} must be >= 0")
+        total += counts[c]
+    if out.shape[0] != total:
+        raise ValueError(f"out has {out.shape[0]} elements, expected sum(counts) = {total}")
+    if span < 1:
+        raise ValueError(f"span must be >= 1, got {span}")
+    _check_generator_map(span, mult, modulus)
+    # Python-style modulo, done before the loop: everything below stays in [0, span) < 2^32
+    cdef int64_t step = stride % span
+    if step < 0:
+        step += span
+    cdef int64_t idx
+    cdef uint64_t umult = <uint64_t>mult, umod = <uint64_t>modulus
+    with nogil:
+        for c in range(ncpu):
+            idx = cursors[c] % span
+            if idx < 0:
+                idx += span
+            cnt = counts[c]
+            for j in range(cnt):
+                out[pos] = base + <int64_t>((<uint64_t>idx * umult) % umod)
+                pos += 1
+                idx += step
+                if idx >= span:
+                    idx -= span
+            cursors[c] = idx
+    return None

@@ -1,0 +1,708 @@
+"""The numpy twin of the compiled kernels: same names, signatures, results and in-place effects.
+
+CONTRACT.md beside this file is the specification; the Cython kernels (_ext/kernels.pyx) are the
+production backend, and tests hold both (and a naive reference) to identical results. Every kernel is
+vectorised: the only Python loops are over bounded chunks of at most ``CHUNK`` = 2**22 elements (so a
+268 M-frame memory never needs a full-size temporary), over CPUs, and over runs in build_copy_list,
+which is sequential by nature.
+
+Arguments are validated the way the compiled module validates them: exact dtypes, C-contiguous
+buffers, matching shapes, in-range indices; violations raise ValueError before anything is modified.
+All uint64 arithmetic stays in uint64 (wrapping mod 2**64) through np.uint64 constants: mixing a uint64
+array with a Python int can silently promote to float64 on older numpy.
+"""
+import math
+import sys
+
+import numpy as np
+
+from pagesync_model.kernels.dtypes import (
+    INDEX_DTYPE, PTE_ACCESSED, PTE_DIRTY, PTE_DTYPE, PTE_SOFT_DIRTY, SPLITMIX_GAMMA, SPLITMIX_M1, SPLITMIX_M2,
+    TLB_DIRTY, TLB_FLAG_DTYPE, TLB_TAG_DTYPE, TLB_VALID, VERSION_DTYPE, WORD_DTYPE,
+)
+
+__all__ = [
+    "harvest", "apply_writes", "bitmap_set_range", "bitmap_set_frames", "bitmap_popcount",
+    "bitmap_extract_runs", "build_copy_list", "deliver_runs", "find_mismatch", "gen_random", "gen_sequential",
+]
+
+CHUNK = 1 << 22          # max elements of any temporary
+_WORD_CHUNK = CHUNK // 64
+
+_U = np.uint64
+_ONES = _U(0xFFFFFFFFFFFFFFFF)
+_LOW32 = _U(0xFFFFFFFF)
+_DIRTY = _U(PTE_DIRTY)
+_DIRTY_ACCESSED = _U(PTE_DIRTY | PTE_ACCESSED)
+# harvest turns the dirty bit into the soft-dirty bit with one shift (bit 6 -> bit 11)
+_SOFT_SHIFT = _U(PTE_SOFT_DIRTY.bit_length() - PTE_DIRTY.bit_length())
+assert PTE_SOFT_DIRTY == PTE_DIRTY << int(_SOFT_SHIFT)
+_VALID_DIRTY = TLB_VALID | TLB_DIRTY
+_GAMMA, _M1, _M2 = _U(SPLITMIX_GAMMA), _U(SPLITMIX_M1), _U(SPLITMIX_M2)
+_S30, _S27, _S31, _S32 = _U(30), _U(27), _U(31), _U(32)
+_TWO32 = 1 << 32
+
+if hasattr(np, "bitwise_count"):               # numpy >= 2.0
+    def _popcount(words):
+        """Total set bits of a uint64 array."""
+        return int(np.bitwise_count(words).sum(dtype=np.int64))
+else:                                          # pragma: no cover - numpy 1.26
+    _BYTE_POP = np.array([bin(i).count("1") for i in range(256)], dtype=np.int64)
+
+    def _popcount(words):
+        """Total set bits of a uint64 array."""
+        return int(_BYTE_POP[np.ascontiguousarray(words).view(np.uint8)].sum())
+
+
+# --------------------------------------------------------------------------------------------------
+# validation (mirrors the compiled module's checks and messages)
+
+def _buf(name, arr, dtype, ndim=1, writable=False):
+    if not isinstance(arr, np.ndarray):
+        raise ValueError(f"{name} must be a numpy array, got {type(arr).__name__}")
+    if arr.dtype != dtype:
+        raise ValueError(f"{name} has dtype {arr.dtype}, expected {np.dtype(dtype)}")
+    if arr.ndim != ndim:
+        raise ValueError(f"{name} has {arr.ndim} dimensions, expected {ndim}")
+    if not arr.flags.c_contiguous:
+        raise ValueError(f"{name} must be C-contiguous")
+    if writable and not arr.flags.writeable:
+        raise ValueError(f"{name} is read-only but is written by this kernel")
+    return arr
+
+
+def _check_range(lo, hi, nbits):
+    if lo < 0 or hi < lo or hi > nbits:
+        raise ValueError(f"need 0 <= lo <= hi <= {nbits} (64 * len(bitmap)), got lo={lo}, hi={hi}")
+
+
+def _check_pt(n_frames, pt_base, ptes_per_pt):
+    if ptes_per_pt < 1:
+        raise ValueError(f"ptes_per_pt must be >= 1, got {ptes_per_pt}")
+    if n_frames > 0 and (pt_base < 0 or pt_base + (n_frames - 1) // ptes_per_pt >= n_frames):
+        raise ValueError(
+            f"page-table region [pt_base, pt_base + (n_frames-1)//ptes_per_pt] = [{pt_base}, "
+            f"{pt_base + (n_frames - 1) // ptes_per_pt}] must lie inside versions[0:{n_frames}]")
+
+
+def _check_generator_map(span, mult, modulus):
+    if span < 0 or span > _TWO32:
+        raise ValueError(f"span must be in [0, 2**32], got {span}")
+    if modulus < 1 or modulus > _TWO32 or span > modulus:
+        raise ValueError(f"need span <= modulus <= 2**32 and modulus >= 1, got span={span}, modulus={modulus}")
+    if mult < 0 or mult >= _TWO32:
+        raise ValueError(f"mult must be in [0, 2**32), got {mult}")
+    g = math.gcd(mult, modulus)
+    if g != 1:
+        raise ValueError(f"mult={mult} must be coprime with modulus={modulus} (gcd is {g})")
+
+
+def _check_bounds(name, bounds, limit):
+    if len(bounds) and (bounds.min() < 0 or bounds.max() > limit or np.any(np.diff(bounds) < 0)):
+        bad = np.flatnonzero((bounds < 0) | (bounds > limit) | np.r_[False, np.diff(bounds) < 0])[0]
+        raise ValueError(f"{name} must be non-decreasing within [0, {limit}], {name}[{bad}] = {bounds[bad]}")
+
+
+def _check_indices(name, idx, limit, offset=0):
+    if len(idx) and (idx.min() < 0 or idx.max() >= limit):
+        bad = int(np.flatnonzero((idx < 0) | (idx >= limit))[0])
+        raise ValueError(f"{name}[{bad + offset}] = {idx[bad]} is outside [0, {limit})")
+
+
+# --------------------------------------------------------------------------------------------------
+# bit helpers
+
+def _pack_bits(flags, offset, nwords):
+    """uint64 words whose bits [offset, offset + len(flags)) are ``flags`` (bool), others 0."""
+    padded = np.zeros(nwords * 64, dtype=bool)
+    padded[offset:offset + len(flags)] = flags
+    packed = np.packbits(padded, bitorder="little")
+    if sys.byteorder == "little":
+        return packed.view(np.uint64)
+    return packed.view("<u8").astype(np.uint64)   # pragma: no cover
+
+
+def _unpack_bits(words):
+    """Bool array of the bits of uint64 ``words``, bit 0 of word 0 first."""
+    if sys.byteorder != "little":                  # pragma: no cover
+        words = words.astype("<u8")
+    return np.unpackbits(np.ascontiguousarray(words).view(np.uint8), bitorder="little").view(bool)
+
+
+def _edge_masks(lo, hi):
+    """(first word, last word, mask of bits >= lo in the first, mask of bits < hi in the last); lo < hi."""
+    wlo, whi = lo >> 6, (hi - 1) >> 6
+    first = _ONES << _U(lo & 63)
+    last = _ONES >> _U(63 - ((hi - 1) & 63))
+    return wlo, whi, first, last
+
+
+def _clear_range(bitmap, lo, hi):
+    if lo >= hi:
+        return
+    wlo, whi, first, last = _edge_masks(lo, hi)
+    if wlo == whi:
+        bitmap[wlo] &= ~(first & last)
+        return
+    bitmap[wlo] &= ~first
+    bitmap[wlo + 1:whi] = 0
+    bitmap[whi] &= ~last
+
+
+# --------------------------------------------------------------------------------------------------
+# harvest
+
+def harvest(pte, bounds, bitmap, versions, pt_base, ptes_per_pt, clear, out_dirty):
+    """Walk PTE segments, moving hardware dirty bits to the bitmap (and to soft-dirty if ``clear``).
+
+    Buffers: ``pte`` INOUT u64[n_frames]; ``bounds`` IN i64[nseg+1], non-decreasing, segment s is
+    frames [bounds[s], bounds[s+1]); ``bitmap`` INOUT u64[ceil(n_frames/64)]; ``versions`` INOUT
+    u32[n_frames]; ``out_dirty`` OUT i64[nseg], dirty PTEs per segment.
+
+    Returns the number of bitmap bits that went from 0 to 1.
+    Raises ValueError on mismatched lengths, bad bounds or a page-table region outside ``versions``.
+    """
+    _buf("pte", pte, PTE_DTYPE, writable=True)
+    _buf("bounds", bounds, INDEX_DTYPE)
+    _buf("bitmap", bitmap, WORD_DTYPE, writable=True)
+    _buf("versions", versions, VERSION_DTYPE, writable=True)
+    _buf("out_dirty", out_dirty, INDEX_DTYPE, writable=True)
+    pt_base, ptes_per_pt = int(pt_base), int(ptes_per_pt)
+    n, nseg = len(pte), len(bounds) - 1
+    if nseg < 0:
+        raise ValueError("bounds must hold at least one element (nseg + 1)")
+    if len(out_dirty) != nseg:
+        raise ValueError(f"out_dirty has {len(out_dirty)} elements, expected len(bounds) - 1 = {nseg}")
+    if len(versions) != n:
+        raise ValueError(f"versions has {len(versions)} elements, pte has {n}")
+    if len(bitmap) != (n + 63) // 64:
+        raise ValueError(f"bitmap has {len(bitmap)} words, expected ceil({n}/64) = {(n + 63) // 64}")
+    _check_pt(n, pt_base, ptes_per_pt)
+    _check_bounds("bounds", bounds, n)
+
+    out_dirty[:] = 0
+    new_bits = 0
+    for s in range(nseg):
+        a, b = int(bounds[s]), int(bounds[s + 1])
+        # chunks aligned to 64 frames so each one maps onto whole bitmap words
+        x = a
+        while x < b:
+            y = min(b, (x & ~63) + CHUNK)
+            p = pte[x:y]
+            sd = p & _DIRTY
+            d = sd != 0
+            cnt = int(np.count_nonzero(d))
+            if cnt:
+                out_dirty[s] += cnt
+                wx, wy = x >> 6, ((y - 1) >> 6) + 1
+                mask = _pack_bits(d, x - (wx << 6), wy - wx)
+                old = bitmap[wx:wy]
+                new_bits += _popcount(mask & ~old)
+                old |= mask
+                if clear:
+                    p ^= sd
+                    p |= sd << _SOFT_SHIFT
+                    pts = (np.flatnonzero(d) + x) // ptes_per_pt
+                    first = int(pts[0])
+                    per_pt = np.bincount(pts - first)
+                    versions[pt_base + first:pt_base + first + len(per_pt)] += per_pt.astype(VERSION_DTYPE)
+            x = y
+    return new_bits
+
+
+# --------------------------------------------------------------------------------------------------
+# apply_writes
+
+def _add_counts(versions, idx):
+    """versions[i] += (occurrences of i in idx), mod 2**32."""
+    u, c = np.unique(idx, return_counts=True)
+    versions[u] += c.astype(VERSION_DTYPE)
+
+
+def apply_writes(frames, cpu_bounds, pte, versions, tlb_tag, tlb_flags, pt_base, ptes_per_pt, out_counts):
+    """Apply a batch of CPU writes through per-CPU direct-mapped TLBs to the PTEs.
+
+    Buffers: ``frames`` IN i64[nw]; ``cpu_bounds`` IN i64[ncpu+1] (CPU c performs
+    frames[cpu_bounds[c]:cpu_bounds[c+1]] in order, CPU 0 first); ``pte``, ``versions`` INOUT;
+    ``tlb_tag`` INOUT i64[ncpu, entries]; ``tlb_flags`` INOUT u8[ncpu, entries]; ``out_counts`` OUT
+    i64[ncpu, 3] = (walks, dirty_sets, flush_refills) per CPU.
+
+    The sequential semantics are reproduced exactly without a loop over writes. Within a chunk of
+    writes (in global order), group them by TLB slot (cpu, frame % entries) with a stable sort:
+    - a write hits iff the slot's previous write in the chunk was to the same frame (every write
+      leaves its slot valid|dirty), or, for the slot's first write, iff the pre-chunk entry is
+      (frame, valid|dirty); a first write to an entry with the same tag but not valid is a
+      flush refill. Every other write walks.
+    - walks never clear PTE bits, so a walk sets the dirty bit iff the PTE was clean before the
+      chunk and it is the first walk of that frame in global order.
+    - the slot's last write decides its final TLB entry.
+    Chunks run one after another, so each sees the state the previous one left.
+
+    Raises ValueError on mismatched shapes, a frame outside [0, n_frames), bad cpu_bounds,
+    entries < 1 or a page-table region outside ``versions``.
+    """
+    _buf("frames", frames, INDEX_DTYPE)
+    _buf("cpu_bounds", cpu_bounds, INDEX_DTYPE)
+    _buf("pte", pte, PTE_DTYPE, writable=True)
+    _buf("versions", versions, VERSION_DTYPE, writable=True)
+    _buf("tlb_tag", tlb_tag, TLB_TAG_DTYPE, ndim=2, writable=True)
+    _buf("tlb_flags", tlb_flags, TLB_FLAG_DTYPE, ndim=2, writable=True)
+    _buf("out_counts", out_counts, INDEX_DTYPE, ndim=2, writable=True)
+    pt_base, ptes_per_pt = int(pt_base), int(ptes_per_pt)
+    n, nw = len(pte), len(frames)
+    ncpu, entries = tlb_tag.shape
+    if len(versions) != n:
+        raise ValueError(f"versions has {len(versions)} elements, pte has {n}")
+    if tlb_flags.shape != tlb_tag.shape:
+        raise ValueError(f"tlb_flags has shape {tlb_flags.shape}, tlb_tag has {tlb_tag.shape}")
+    if entries < 1:
+        raise ValueError("the TLB needs at least one entry per CPU")
+    if len(cpu_bounds) != ncpu + 1:
+        raise ValueError(f"cpu_bounds has {len(cpu_bounds)} elements, expected ncpu + 1 = {ncpu + 1}")
+    if out_counts.shape != (ncpu, 3):
+        raise ValueError(f"out_counts has shape {out_counts.shape}, expected ({ncpu}, 3)")
+    _check_pt(n, pt_base, ptes_per_pt)
+    _check_bounds("cpu_bounds", cpu_bounds, nw)
+    out_counts[...] = 0
+    if ncpu == 0:
+        return None
+    lo_w, hi_w = int(cpu_bounds[0]), int(cpu_bounds[-1])
+    _check_indices("frames", frames[lo_w:hi_w], n, offset=lo_w)   # frames outside belong to no CPU
+
+    tag_flat = tlb_tag.reshape(-1)
+    flags_flat = tlb_flags.reshape(-1)
+    ent = np.int64(entries)
+    for x in range(lo_w, hi_w, CHUNK):
+        y = min(hi_w, x + CHUNK)
+        f = frames[x:y]
+        m = y - x
+        cpu = np.searchsorted(cpu_bounds, np.arange(x, y, dtype=np.int64), side="right") - 1
+        key = cpu * ent + f % ent
+        order = np.argsort(key, kind="stable")
+        ks = key[order]
+        fs = f[order]
+        same_slot = np.empty(m, dtype=bool)
+        same_slot[0] = False
+        np.equal(ks[1:], ks[:-1], out=same_slot[1:])
+        hit_s = np.zeros(m, dtype=bool)
+        hit_s[1:] = same_slot[1:] & (fs[1:] == fs[:-1])
+        firsts = np.flatnonzero(~same_slot)
+        tag0 = tag_flat[ks[firsts]]
+        fl0 = flags_flat[ks[firsts]]
+        tag_match = tag0 == fs[firsts]
+        hit_s[firsts] = tag_match & (fl0 == _VALID_DIRTY)
+        refill_pos = order[firsts[tag_match & ((fl0 & TLB_VALID) == 0)]]
+
+        walk = np.empty(m, dtype=bool)
+        walk[order] = ~hit_s
+        walk_idx = np.flatnonzero(walk)
+        walk_frames, first_walk = np.unique(f[walk_idx], return_index=True)
+        clean = (pte[walk_frames] & _DIRTY) == 0
+        set_frames = walk_frames[clean]
+        set_writes = walk_idx[first_walk[clean]]
+
+        out_counts[:, 0] += np.bincount(cpu[walk_idx], minlength=ncpu)
+        out_counts[:, 1] += np.bincount(cpu[set_writes], minlength=ncpu)
+        out_counts[:, 2] += np.bincount(cpu[refill_pos], minlength=ncpu)
+
+        _add_counts(versions, f)
+        pte[set_frames] |= _DIRTY_ACCESSED
+        _add_counts(versions, pt_base + set_frames // ptes_per_pt)
+
+        last = np.empty(m, dtype=bool)
+        last[-1] = True
+        np.not_equal(ks[1:], ks[:-1], out=last[:-1])
+        tag_flat[ks[last]] = fs[last]
+        flags_flat[ks[last]] = _VALID_DIRTY
+    return None
+
+
+# --------------------------------------------------------------------------------------------------
+# bitmap kernels
+
+def bitmap_set_range(bitmap, lo, hi):
+    """Set bits [lo, hi) of ``bitmap`` (INOUT u64[nwords]); return how many were 0.
+
+    Raises ValueError unless 0 <= lo <= hi <= 64 * nwords.
+    """
+    _buf("bitmap", bitmap, WORD_DTYPE, writable=True)
+    lo, hi = int(lo), int(hi)
+    _check_range(lo, hi, len(bitmap) * 64)
+    if lo == hi:
+        return 0
+    wlo, whi, first, last = _edge_masks(lo, hi)
+    if wlo == whi:
+        m = first & last
+        new_bits = _popcount(np.array([m & ~bitmap[wlo]], dtype=np.uint64))
+        bitmap[wlo] |= m
+        return new_bits
+    new_bits = _popcount(np.array([first & ~bitmap[wlo], last & ~bitmap[whi]], dtype=np.uint64))
+    bitmap[wlo] |= first
+    bitmap[whi] |= last
+    for x in range(wlo + 1, whi, _WORD_CHUNK):
+        y = min(whi, x + _WORD_CHUNK)
+        new_bits += 64 * (y - x) - _popcount(bitmap[x:y])
+        bitmap[x:y] = _ONES
+    return new_bits
+
+
+def bitmap_set_frames(bitmap, frames):
+    """Set the bits of ``frames`` (IN i64[k], any order, duplicates allowed) in ``bitmap`` (INOUT).
+
+    Returns the number of distinct bits that were 0 before the call.
+    Raises ValueError if a frame is outside [0, 64 * nwords).
+    """
+    _buf("bitmap", bitmap, WORD_DTYPE, writable=True)
+    _buf("frames", frames, INDEX_DTYPE)
+    _check_indices("frames", frames, len(bitmap) * 64)
+    new_bits = 0
+    for x in range(0, len(frames), CHUNK):
+        u = np.unique(frames[x:x + CHUNK])
+        words = u >> 6
+        bits = _U(1) << (u & 63).astype(np.uint64)
+        uw, starts = np.unique(words, return_index=True)
+        masks = np.bitwise_or.reduceat(bits, starts)
+        new_bits += _popcount(masks & ~bitmap[uw])
+        bitmap[uw] |= masks
+    return new_bits
+
+
+def bitmap_popcount(bitmap, lo, hi):
+    """Number of set bits in [lo, hi) of ``bitmap`` (IN u64[nwords]).
+
+    Raises ValueError unless 0 <= lo <= hi <= 64 * nwords.
+    """
+    _buf("bitmap", bitmap, WORD_DTYPE)
+    lo, hi = int(lo), int(hi)
+    _check_range(lo, hi, len(bitmap) * 64)
+    if lo == hi:
+        return 0
+    wlo, whi, first, last = _edge_masks(lo, hi)
+    if wlo == whi:
+        return _popcount(np.array([bitmap[wlo] & first & last], dtype=np.uint64))
+    total = _popcount(np.array([bitmap[wlo] & first, bitmap[whi] & last], dtype=np.uint64))
+    for x in range(wlo + 1, whi, _WORD_CHUNK):
+        total += _popcount(bitmap[x:min(whi, x + _WORD_CHUNK)])
+    return total
+
+
+def bitmap_extract_runs(bitmap, lo, hi, max_pages, clear, out_starts, out_lens):
+    """Find maximal runs of set bits in [lo, hi) (cut at lo and hi), optionally test-and-clear them.
+
+    Buffers: ``bitmap`` INOUT u64[nwords] (modified only if ``clear``); ``out_starts``, ``out_lens``
+    OUT i64[cap] (entries past ``nruns`` untouched).
+
+    Stops after the run that makes nruns == cap or pages >= max_pages (runs are never split);
+    ``next_pos`` is that run's end, or ``hi`` when the scan reached hi.
+    Returns (nruns, pages, next_pos).
+    Raises ValueError unless 0 <= lo <= hi <= 64 * nwords, max_pages >= 1 and
+    len(out_starts) == len(out_lens) >= 1.
+    """
+    _buf("bitmap", bitmap, WORD_DTYPE, writable=True)
+    _buf("out_starts", out_starts, INDEX_DTYPE, writable=True)
+    _buf("out_lens", out_lens, INDEX_DTYPE, writable=True)
+    lo, hi, max_pages = int(lo), int(hi), int(max_pages)
+    _check_range(lo, hi, len(bitmap) * 64)
+    cap = len(out_starts)
+    if len(out_lens) != cap:
+        raise ValueError(f"out_starts has {cap} elements, out_lens has {len(out_lens)}")
+    if cap < 1:
+        raise ValueError("out_starts/out_lens must hold at least one run (cap >= 1)")
+    if max_pages < 1:
+        raise ValueError(f"max_pages must be >= 1, got {max_pages}")
+
+    nruns = pages = 0
+    pending = -1          # start of a run that reached the end of the previous chunk
+    pos = lo
+    while pos < hi:
+        y = min(hi, (pos & ~63) + CHUNK)
+        wx, wy = pos >> 6, ((y - 1) >> 6) + 1
+        words = bitmap[wx:wy]
+        if pending < 0 and not words.any():
+            pos = y
+            continue
+        bits = _unpack_bits(words)[pos - (wx << 6):y - (wx << 6)]
+        # edges of runs: ext[0] says a run is already open, ext[-1] = 1 keeps a run that reaches y
+        # open (it ends in a later chunk) unless y == hi, where every run is cut
+        ext = np.empty(len(bits) + 2, dtype=np.int8)
+        ext[0] = pending >= 0
+        ext[1:-1] = bits
+        ext[-1] = y < hi
+        d = np.diff(ext)
+        starts = np.flatnonzero(d[:-1] == 1) + pos
+        ends = np.flatnonzero(d == -1) + pos
+        if pending >= 0:
+            starts = np.concatenate(([pending], starts))
+        pending = int(starts[-1]) if len(starts) > len(ends) else -1
+        starts = starts[:len(ends)]
+        if len(ends):
+            lens = ends - starts
+            cum_pages = pages + np.cumsum(lens)
+            cum_runs = nruns + np.arange(1, len(ends) + 1)
+            stop = np.flatnonzero((cum_runs >= cap) | (cum_pages >= max_pages))
+            k = int(stop[0]) + 1 if len(stop) else len(ends)
+            out_starts[nruns:nruns + k] = starts[:k]
+            out_lens[nruns:nruns + k] = lens[:k]
+            nruns += k
+            pages = int(cum_pages[k - 1])
+            if len(stop):
+                end = int(ends[k - 1])
+                if clear:
+                    # every set bit in [pos, end) belongs to an appended run; earlier parts of a run
+                    # that started in a previous chunk were cleared with that chunk
+                    _clear_range(bitmap, pos, end)
+                return nruns, pages, end
+        if clear:
+            _clear_range(bitmap, pos, y)
+        pos = y
+    return nruns, pages, hi
+
+
+# --------------------------------------------------------------------------------------------------
+# build_copy_list
+
+def build_copy_list(run_starts, run_lens, nearby, max_ranges, out_starts, out_ends):
+    """Build the Stratus blackout copy list (MAX_COPYRANGE ranges with NEARBY merging).
+
+    Buffers: ``run_starts``, ``run_lens`` IN i64[k], sorted, non-overlapping, lengths >= 1;
+    ``out_starts``, ``out_ends`` OUT i64[>= max_ranges] (entries past nranges untouched).
+    Returns nranges.
+    Raises ValueError on mismatched lengths, unsorted/overlapping/empty runs, nearby < 0,
+    max_ranges < 2, or output buffers shorter than max_ranges.
+    """
+    _buf("run_starts", run_starts, INDEX_DTYPE)
+    _buf("run_lens", run_lens, INDEX_DTYPE)
+    _buf("out_starts", out_starts, INDEX_DTYPE, writable=True)
+    _buf("out_ends", out_ends, INDEX_DTYPE, writable=True)
+    nearby, max_ranges = int(nearby), int(max_ranges)
+    k = len(run_starts)
+    if len(run_lens) != k:
+        raise ValueError(f"run_starts has {k} elements, run_lens has {len(run_lens)}")
+    if nearby < 0:
+        raise ValueError(f"nearby must be >= 0, got {nearby}")
+    if max_ranges < 2:
+        raise ValueError(f"max_ranges must be >= 2, got {max_ranges}")
+    if len(out_starts) < max_ranges or len(out_ends) < max_ranges:
+        raise ValueError(f"out_starts/out_ends have {len(out_starts)}/{len(out_ends)} elements, "
+                         f"need max_ranges = {max_ranges}")
+    if k == 0:
+        return 0
+    run_ends = run_starts + run_lens
+    if run_lens.min() < 1:
+        i = int(np.flatnonzero(run_lens < 1)[0])
+        raise ValueError(f"run_lens[{i}] = {run_lens[i]} must be >= 1")
+    overlap = run_starts[1:] < run_ends[:-1]
+    if overlap.any():
+        i = int(np.flatnonzero(overlap)[0]) + 1
+        raise ValueError(f"runs must be sorted and non-overlapping: run {i} starts at {run_starts[i]}, "
+                         f"run {i - 1} ends at {run_ends[i - 1]}")
+    # With sorted, non-overlapping runs the newest range always ends where the previous run ended, so
+    # whether a run extends it (rule 1) does not depend on the merges: clusters can be formed up front.
+    opens = np.empty(k, dtype=bool)
+    opens[0] = True
+    np.greater(run_starts[1:], run_ends[:-1] - 1 + nearby, out=opens[1:])
+    first = np.flatnonzero(opens)
+    c_starts = run_starts[first].tolist()
+    c_ends = run_ends[np.r_[first[1:] - 1, k - 1]].tolist()
+
+    starts, ends = c_starts[:max_ranges], c_ends[:max_ranges]
+    gaps = [starts[i + 1] - ends[i] for i in range(len(starts) - 1)]
+    for s, e in zip(c_starts[max_ranges:], c_ends[max_ranges:]):
+        # rule 3: merge the closest neighbours (min() returns the leftmost of equal gaps)
+        i = gaps.index(min(gaps))
+        ends[i] = ends[i + 1]
+        del starts[i + 1], ends[i + 1], gaps[i]
+        if i < len(gaps):
+            gaps[i] = starts[i + 1] - ends[i]
+        gaps.append(s - ends[-1])
+        starts.append(s)
+        ends.append(e)
+    n = len(starts)
+    out_starts[:n] = starts
+    out_ends[:n] = ends
+    return n
+
+
+# --------------------------------------------------------------------------------------------------
+# delivery and verification
+
+def _run_pieces(starts, lens):
+    """Yield frame-index arrays covering the runs in order, each at most CHUNK long."""
+    half = CHUNK // 2
+    keep = lens > 0
+    starts, lens = starts[keep], lens[keep]
+    if not len(starts):
+        return
+    # cut runs into pieces of at most CHUNK/2 frames, then batch pieces at most CHUNK frames at a time
+    npieces = (lens + half - 1) // half
+    run_of = np.repeat(np.arange(len(starts)), npieces)
+    piece_no = np.arange(len(run_of)) - np.repeat(np.cumsum(npieces) - npieces, npieces)
+    p_starts = starts[run_of] + piece_no * half
+    p_lens = np.minimum(lens[run_of] - piece_no * half, half)
+    p_offset = np.cumsum(p_lens) - p_lens
+    batch = p_offset // half
+    cuts = np.flatnonzero(np.diff(batch)) + 1
+    for b0, b1 in zip(np.r_[0, cuts], np.r_[cuts, len(p_starts)]):
+        ps, pl = p_starts[b0:b1], p_lens[b0:b1]
+        total = int(pl.sum())
+        base = np.repeat(ps - (np.cumsum(pl) - pl), pl)
+        yield base + np.arange(total, dtype=np.int64)
+
+
+def deliver_runs(src, dst, starts, lens):
+    """Copy runs of page versions: dst[s:s+l] = src[s:s+l] for each run.
+
+    Buffers: ``src`` IN u32[n]; ``dst`` INOUT u32[n]; ``starts``, ``lens`` IN i64[k].
+    Returns how many copied source frames held version 0, counted once per copy.
+    Raises ValueError on mismatched lengths or a run outside [0, n).
+    """
+    _buf("src", src, VERSION_DTYPE)
+    _buf("dst", dst, VERSION_DTYPE, writable=True)
+    _buf("starts", starts, INDEX_DTYPE)
+    _buf("lens", lens, INDEX_DTYPE)
+    n, k = len(src), len(starts)
+    if len(dst) != n:
+        raise ValueError(f"dst has {len(dst)} elements, src has {n}")
+    if len(lens) != k:
+        raise ValueError(f"starts has {k} elements, lens has {len(lens)}")
+    if k:
+        bad = (starts < 0) | (lens < 0) | (starts > n - lens)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise ValueError(f"run {i} = [{starts[i]}, {starts[i]} + {lens[i]}) is outside [0, {n})")
+    zeros = 0
+    for idx in _run_pieces(starts, lens):
+        v = src[idx]
+        dst[idx] = v
+        zeros += int(np.count_nonzero(v == 0))
+    return zeros
+
+
+def find_mismatch(a, b, out):
+    """Count frames with a[f] != b[f]; write the first min(count, cap) of them, increasing, to ``out``.
+
+    Buffers: ``a``, ``b`` IN u32[n]; ``out`` OUT i64[cap] (entries past the count untouched).
+    Returns the number of mismatching frames.
+    Raises ValueError if a and b differ in length.
+    """
+    _buf("a", a, VERSION_DTYPE)
+    _buf("b", b, VERSION_DTYPE)
+    _buf("out", out, INDEX_DTYPE, writable=True)
+    n, cap = len(a), len(out)
+    if len(b) != n:
+        raise ValueError(f"a has {n} elements, b has {len(b)}")
+    count = 0
+    for x in range(0, n, CHUNK):
+        ne = a[x:x + CHUNK] != b[x:x + CHUNK]
+        if count < cap:
+            where = np.flatnonzero(ne)
+            take = min(len(where), cap - count)
+            out[count:count + take] = where[:take] + x
+            count += len(where)
+        else:
+            count += int(np.count_nonzero(ne))
+    return count
+
+
+# --------------------------------------------------------------------------------------------------
+# write-target generators
+
+def _splitmix(keys_plus):
+    """splitmix64 finaliser of (stream_key + (k+1)*GAMMA), uint64 in, uint64 out, wrapping."""
+    z = keys_plus
+    z = (z ^ (z >> _S30)) * _M1
+    z = (z ^ (z >> _S27)) * _M2
+    return z ^ (z >> _S31)
+
+
+def _check_counts(counts, ncpu, out):
+    if len(counts) != ncpu:
+        raise ValueError(f"counts has {len(counts)} elements, expected {ncpu}")
+    if ncpu and counts.min() < 0:
+        c = int(np.flatnonzero(counts < 0)[0])
+        raise ValueError(f"counts[{c}] = {counts[c]} must be >= 0")
+    total = int(counts.sum())
+    if len(out) != total:
+        raise ValueError(f"out has {len(out)} elements, expected sum(counts) = {total}")
+
+
+def gen_random(stream_keys, counters, counts, hot_span, hot_threshold, span, base, mult, modulus, out):
+    """Counter-based splitmix64 write targets with a hot set, independent of batch sizes.
+
+    Buffers: ``stream_keys`` IN u64[ncpu]; ``counters`` INOUT u64[ncpu] (advanced by counts, mod
+    2**64); ``counts`` IN i64[ncpu]; ``out`` OUT i64[sum(counts)], CPU c's targets at offset
+    sum(counts[:c]).
+    Raises ValueError on mismatched lengths, negative counts, or violated preconditions
+    (0 <= hot_span <= span <= modulus <= 2**32, 0 <= hot_threshold <= 2**32, mult < 2**32 coprime
+    with modulus).
+    """
+    _buf("stream_keys", stream_keys, np.uint64)
+    _buf("counters", counters, np.uint64, writable=True)
+    _buf("counts", counts, INDEX_DTYPE)
+    _buf("out", out, INDEX_DTYPE, writable=True)
+    hot_span, hot_threshold, span = int(hot_span), int(hot_threshold), int(span)
+    base, mult, modulus = int(base), int(mult), int(modulus)
+    ncpu = len(stream_keys)
+    if len(counters) != ncpu or len(counts) != ncpu:
+        raise ValueError(f"stream_keys, counters, counts have {ncpu}, {len(counters)}, {len(counts)} "
+                         "elements; they must match")
+    _check_counts(counts, ncpu, out)
+    if hot_threshold < 0 or hot_threshold > _TWO32:
+        raise ValueError(f"hot_threshold must be in [0, 2**32], got {hot_threshold}")
+    if hot_span < 0 or hot_span > span:
+        raise ValueError(f"need 0 <= hot_span <= span, got hot_span={hot_span}, span={span}")
+    _check_generator_map(span, mult, modulus)
+    thr, hspan, cspan = _U(hot_threshold), _U(hot_span), _U(span - hot_span)
+    umult, umod, ibase = _U(mult), _U(modulus), np.int64(base)
+    pos = 0
+    for c in range(ncpu):
+        cnt = int(counts[c])
+        # z0 = key + (counter + 1) * GAMMA; draw j adds j * GAMMA (all mod 2**64)
+        z0 = stream_keys[c:c + 1] + (counters[c:c + 1] + _U(1)) * _GAMMA
+        for x in range(0, cnt, CHUNK):
+            j = np.arange(x, min(cnt, x + CHUNK), dtype=np.uint64)
+            z = _splitmix(z0 + j * _GAMMA)
+            hi, lo = z >> _S32, z & _LOW32
+            # lo < 2**32 and spans <= 2**32: the products fit in 64 bits
+            idx = np.where(hi < thr, (lo * hspan) >> _S32, hspan + ((lo * cspan) >> _S32))
+            out[pos:pos + len(j)] = ((idx * umult) % umod).astype(np.int64) + ibase
+            pos += len(j)
+        counters[c:c + 1] += _U(cnt)
+    return None
+
+
+def gen_sequential(cursors, counts, stride, span, base, mult, modulus, out):
+    """Sequential (strided, wrapping) write targets per CPU.
+
+    Buffers: ``cursors`` INOUT i64[ncpu] (left in [0, span)); ``counts`` IN i64[ncpu]; ``out`` OUT
+    i64[sum(counts)], CPU c's targets at offset sum(counts[:c]). Target j of CPU c is
+    base + (idx * mult) % modulus with idx = (cursors[c] + j * stride) % span (Python modulo).
+    Raises ValueError on mismatched lengths, negative counts, span < 1, or violated preconditions
+    (span <= modulus <= 2**32, mult < 2**32 coprime with modulus).
+    """
+    _buf("cursors", cursors, INDEX_DTYPE, writable=True)
+    _buf("counts", counts, INDEX_DTYPE)
+    _buf("out", out, INDEX_DTYPE, writable=True)
+    stride, span, base, mult, modulus = int(stride), int(span), int(base), int(mult), int(modulus)
+    ncpu = len(cursors)
+    if len(counts) != ncpu:
+        raise ValueError(f"cursors has {ncpu} elements, counts has {len(counts)}")
+    _check_counts(counts, ncpu, out)
+    if span < 1:
+        raise ValueError(f"span must be >= 1, got {span}")
+    _check_generator_map(span, mult, modulus)
+    step = stride % span                      # Python modulo: 0 <= step < span <= 2**32
+    umult, umod, ibase = _U(mult), _U(modulus), np.int64(base)
+    pos = 0
+    for c in range(ncpu):
+        cnt = int(counts[c])
+        cur = int(cursors[c]) % span
+        for x in range(0, cnt, CHUNK):
+            j = np.arange(x, min(cnt, x + CHUNK), dtype=np.uint64)
+            # j < 2**22 per chunk start offset handled in Python ints, step and span < 2**32+1
+            first = (cur + x * step) % span
+            idx = (_U(first) + (j - _U(x)) * _U(step)) % _U(span)
+            out[pos:pos + len(j)] = ((idx * umult) % umod).astype(np.int64) + ibase
+            pos += len(j)
+        cursors[c] = (cur + cnt * step) % span
+    return None

@@ -1,0 +1,193 @@
+"""Deliberately naive pure-Python kernels: the obvious transcription of kernels/CONTRACT.md.
+
+Only tests use these, to hold the Cython kernels and the numpy twin to identical results. Every loop
+is a Python loop over Python ints; no vectorisation, no cleverness, no argument validation beyond
+what the transcription needs. Arrays are numpy arrays updated in place, exactly like the backends.
+"""
+from pagesync_model.kernels.dtypes import (
+    PTE_ACCESSED, PTE_DIRTY, PTE_SOFT_DIRTY, SPLITMIX_GAMMA, SPLITMIX_M1, SPLITMIX_M2, TLB_DIRTY, TLB_VALID,
+)
+
+MASK64 = (1 << 64) - 1
+MASK32 = (1 << 32) - 1
+
+
+def _get_bit(bitmap, f):
+    return (int(bitmap[f // 64]) >> (f % 64)) & 1
+
+
+def _set_bit(bitmap, f):
+    bitmap[f // 64] = int(bitmap[f // 64]) | (1 << (f % 64))
+
+
+def _clear_bit(bitmap, f):
+    bitmap[f // 64] = int(bitmap[f // 64]) & ~(1 << (f % 64)) & MASK64
+
+
+def harvest(pte, bounds, bitmap, versions, pt_base, ptes_per_pt, clear, out_dirty):
+    new_bits = 0
+    for s in range(len(bounds) - 1):
+        out_dirty[s] = 0
+        for f in range(int(bounds[s]), int(bounds[s + 1])):
+            if int(pte[f]) & PTE_DIRTY:
+                out_dirty[s] += 1
+                if not _get_bit(bitmap, f):
+                    new_bits += 1
+                _set_bit(bitmap, f)
+                if clear:
+                    pte[f] = (int(pte[f]) & ~PTE_DIRTY & MASK64) | PTE_SOFT_DIRTY
+                    p = pt_base + f // ptes_per_pt
+                    versions[p] = (int(versions[p]) + 1) & MASK32
+    return new_bits
+
+
+def apply_writes(frames, cpu_bounds, pte, versions, tlb_tag, tlb_flags, pt_base, ptes_per_pt, out_counts):
+    ncpu, entries = tlb_tag.shape
+    for c in range(ncpu):
+        walks = dirty_sets = flush_refills = 0
+        for w in range(int(cpu_bounds[c]), int(cpu_bounds[c + 1])):
+            f = int(frames[w])
+            versions[f] = (int(versions[f]) + 1) & MASK32
+            slot = f % entries
+            tag = int(tlb_tag[c, slot])
+            flags = int(tlb_flags[c, slot])
+            if tag == f and flags == TLB_VALID | TLB_DIRTY:
+                continue
+            walks += 1
+            if tag == f and not (flags & TLB_VALID):
+                flush_refills += 1
+            if int(pte[f]) & PTE_DIRTY == 0:
+                pte[f] = int(pte[f]) | PTE_DIRTY | PTE_ACCESSED
+                p = pt_base + f // ptes_per_pt
+                versions[p] = (int(versions[p]) + 1) & MASK32
+                dirty_sets += 1
+            tlb_tag[c, slot] = f
+            tlb_flags[c, slot] = TLB_VALID | TLB_DIRTY
+        out_counts[c, 0] = walks
+        out_counts[c, 1] = dirty_sets
+        out_counts[c, 2] = flush_refills
+
+
+def bitmap_set_range(bitmap, lo, hi):
+    new_bits = 0
+    for f in range(lo, hi):
+        if not _get_bit(bitmap, f):
+            new_bits += 1
+            _set_bit(bitmap, f)
+    return new_bits
+
+
+def bitmap_set_frames(bitmap, frames):
+    new_bits = 0
+    for f in frames:
+        f = int(f)
+        if not _get_bit(bitmap, f):
+            new_bits += 1
+            _set_bit(bitmap, f)
+    return new_bits
+
+
+def bitmap_popcount(bitmap, lo, hi):
+    return sum(_get_bit(bitmap, f) for f in range(lo, hi))
+
+
+def bitmap_extract_runs(bitmap, lo, hi, max_pages, clear, out_starts, out_lens):
+    cap = len(out_starts)
+    nruns = pages = 0
+    f = lo
+    while f < hi:
+        if not _get_bit(bitmap, f):
+            f += 1
+            continue
+        start = f
+        while f < hi and _get_bit(bitmap, f):
+            f += 1
+        if clear:
+            for g in range(start, f):
+                _clear_bit(bitmap, g)
+        out_starts[nruns] = start
+        out_lens[nruns] = f - start
+        nruns += 1
+        pages += f - start
+        if nruns == cap or pages >= max_pages:
+            return nruns, pages, f
+    return nruns, pages, hi
+
+
+def build_copy_list(run_starts, run_lens, nearby, max_ranges, out_starts, out_ends):
+    starts, ends = [], []
+    for s, l in zip(run_starts, run_lens):
+        s, l = int(s), int(l)
+        n = len(starts)
+        if n > 0 and s <= ends[n - 1] - 1 + nearby:
+            ends[n - 1] = max(ends[n - 1], s + l)
+        elif n < max_ranges:
+            starts.append(s)
+            ends.append(s + l)
+        else:
+            best = 0
+            for i in range(n - 1):
+                if starts[i + 1] - ends[i] < starts[best + 1] - ends[best]:
+                    best = i
+            ends[best] = ends[best + 1]
+            del starts[best + 1]
+            del ends[best + 1]
+            starts.append(s)
+            ends.append(s + l)
+    for i in range(len(starts)):
+        out_starts[i] = starts[i]
+        out_ends[i] = ends[i]
+    return len(starts)
+
+
+def deliver_runs(src, dst, starts, lens):
+    zeros = 0
+    for s, l in zip(starts, lens):
+        for f in range(int(s), int(s) + int(l)):
+            dst[f] = src[f]
+            if int(src[f]) == 0:
+                zeros += 1
+    return zeros
+
+
+def find_mismatch(a, b, out):
+    count = 0
+    for f in range(len(a)):
+        if int(a[f]) != int(b[f]):
+            if count < len(out):
+                out[count] = f
+            count += 1
+    return count
+
+
+def splitmix64(key, k):
+    z = (key + (k + 1) * SPLITMIX_GAMMA) & MASK64
+    z = ((z ^ (z >> 30)) * SPLITMIX_M1) & MASK64
+    z = ((z ^ (z >> 27)) * SPLITMIX_M2) & MASK64
+    return z ^ (z >> 31)
+
+
+def gen_random(stream_keys, counters, counts, hot_span, hot_threshold, span, base, mult, modulus, out):
+    pos = 0
+    for c in range(len(stream_keys)):
+        for j in range(int(counts[c])):
+            k = (int(counters[c]) + j) & MASK64
+            z = splitmix64(int(stream_keys[c]), k)
+            hi, lo = z >> 32, z & MASK32
+            if hi < hot_threshold:
+                idx = (lo * hot_span) >> 32
+            else:
+                idx = hot_span + ((lo * (span - hot_span)) >> 32)
+            out[pos] = base + (idx * mult) % modulus
+            pos += 1
+        counters[c] = (int(counters[c]) + int(counts[c])) & MASK64
+
+
+def gen_sequential(cursors, counts, stride, span, base, mult, modulus, out):
+    pos = 0
+    for c in range(len(cursors)):
+        for j in range(int(counts[c])):
+            idx = (int(cursors[c]) + j * stride) % span
+            out[pos] = base + (idx * mult) % modulus
+            pos += 1
+        cursors[c] = (int(cursors[c]) + int(counts[c]) * stride) % span
