@@ -86,10 +86,11 @@ class Memory:
             self.versions[frames] = 0
             self.pte[frames] &= ~PTE_DTYPE(PTE_DIRTY | PTE_ACCESSED)
         # Harvest segments: the kernel tables first, then one tree per user process.
-        user_bounds = self.user_base + (np.arange(self.processes + 1, dtype=INDEX_DTYPE) * self.user_frames)
-        user_bounds //= self.processes
+        user_bounds = self.user_base + (np.arange(self.processes + 1, dtype=INDEX_DTYPE) * self.user_frames
+                                        ) // self.processes
         self.segment_bounds = np.concatenate([np.array([0], dtype=INDEX_DTYPE), user_bounds])
         self.segment_ptes = np.diff(self.segment_bounds)
+        assert self.segment_bounds[0] == 0 and self.segment_bounds[-1] == n and (self.segment_ptes >= 0).all()
 
     @property
     def size(self):

@@ -1,0 +1,109 @@
+"""Command line: ``pagesync-sim CONFIG.yaml [options]`` runs one simulated mirror.
+
+Bad input (a missing or malformed file, an unknown key, a value without its unit, an unknown
+variant or backend, ...) gives one line on stderr naming what is wrong and where, and exit status 2.
+"""
+import argparse
+import sys
+
+from . import __version__
+
+PROG = "pagesync-sim"
+
+
+class UsageError(Exception):
+    """Bad command-line input: printed as one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, not usage + message
+        raise UsageError(message)
+
+
+def _fail(message):
+    print(f"{PROG}: {message}", file=sys.stderr)
+    return 2
+
+
+def build_parser():
+    from .sim.engine import VARIANTS
+    p = _Parser(prog=PROG, description="Simulate mirroring the memory of a running machine to a partner "
+                                       "(Stratus pagesync and other pre-copy algorithms).")
+    p.add_argument("config", help="scenario YAML file, e.g. configs/stratus.yaml")
+    p.add_argument("--json", metavar="PATH", help="write the full result as JSON ('-' for stdout)")
+    p.add_argument("--csv", metavar="PATH", help="write the per-pass records as CSV ('-' for stdout)")
+    p.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
+                   help="override a config value, e.g. --set link.bandwidth=10Gbit/s (repeatable)")
+    p.add_argument("--seed", type=int, help="seed of the write streams (overrides sim.seed)")
+    p.add_argument("--backend", default="auto", help="kernel backend: auto, cython or numpy (default auto)")
+    p.add_argument("--variant", choices=None, help=f"algorithm variant: {', '.join(VARIANTS)} (default from the "
+                                                   "config, normally correct)")
+    p.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    p.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    return p
+
+
+def _write(path, text):
+    if path == "-":
+        sys.stdout.write(text)
+        return
+    try:
+        with open(path, "w") as f:
+            f.write(text)
+    except OSError as exc:
+        raise UsageError(f"cannot write '{path}': {exc.strerror}") from None
+
+
+def run_main(argv):
+    from .config import ConfigError, load_config
+    from .kernels import BACKEND_NAMES, BackendError
+    from .results import format_table
+    from .sim.engine import VARIANTS, Engine
+
+    args = build_parser().parse_args(argv)
+    if args.backend not in BACKEND_NAMES:
+        raise UsageError(f"--backend: unknown backend '{args.backend}' (choose from {', '.join(BACKEND_NAMES)})")
+    if args.variant is not None and args.variant not in VARIANTS:
+        raise UsageError(f"--variant: unknown variant '{args.variant}' (choose from {', '.join(VARIANTS)})")
+    if args.seed is not None and args.seed < 0:
+        raise UsageError(f"--seed: must be >= 0, got {args.seed}")
+    try:
+        cfg = load_config(args.config, args.overrides)
+    except ConfigError as exc:
+        where = args.config if not str(exc).startswith(("cannot open", "--set")) else None
+        raise UsageError(f"{where}: {exc}" if where else str(exc)) from None
+    try:
+        engine = Engine(cfg, backend=args.backend, variant=args.variant, seed=args.seed)
+    except BackendError as exc:
+        raise UsageError(f"--backend: {exc}") from None
+    except MemoryError:
+        raise UsageError(f"{args.config}: not enough memory to hold {cfg.memory.size} bytes of simulated "
+                         "memory state") from None
+    result = engine.run()
+    if args.json:
+        _write(args.json, result.to_json())
+    if args.csv:
+        _write(args.csv, result.to_csv())
+    if not args.quiet and "-" not in (args.json, args.csv):
+        sys.stdout.write(format_table(result))
+    return 0
+
+
+SUBCOMMANDS = {}
+
+
+def main(argv=None):
+    """Entry point of ``pagesync-sim``; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if argv and argv[0] in SUBCOMMANDS:
+            return SUBCOMMANDS[argv[0]](argv[1:])
+        return run_main(argv)
+    except UsageError as exc:
+        return _fail(str(exc))
+    except KeyboardInterrupt:
+        return _fail("interrupted")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,94 @@
+"""The Stratus pagesync algorithm, as published on linux-mm (2009): ``stratus``.
+
+pagesync_synchronize_memory(copy, sync, threshold, passes):
+
+1. Rendezvous all CPUs and harvest: every hardware dirty bit becomes a soft dirty bit; zero the
+   bitmap and its count.
+2. Copy all of memory while the CPUs run.
+3. For pass = passes .. 0: a brownout harvest on all CPUs (user page tables in parallel, CPU i
+   taking process i mod ncpu, then CPU 0 the kernel tables; a per-PTE TLB flush and a final full
+   flush) moves hardware dirty to soft dirty and sets bitmap bits, counting 0->1 transitions.
+   If count < threshold or pass == 0: blackout. Otherwise release the CPUs and copy every maximal
+   run of dirty frames (test-and-clear), one copy call per run.
+4. Blackout: the copy list holds at most MAX_COPYRANGE (100) ranges; a dirty frame within NEARBY
+   (6) frames of the last range extends it; when the list is full the two closest ranges merge
+   (over-copying the gap). Page-table pages and the module's own structures are always in the list.
+   The platform copies the list and cuts over.
+
+Variant ``copy-before-clear`` reads pages before their dirty bits are cleared: each repeat pass's
+harvest only reads the hardware dirty bits; each chunk of dirty runs is read and sent, and only then
+are its pages' dirty bits cleared. A write landing between a page's read and its clear is lost. Variant ``no-tlb-flush`` is handled by the engine's
+brownout (no TLB invalidation after clearing).
+"""
+import numpy as np
+
+from ..kernels.dtypes import INDEX_DTYPE
+
+NAME = "stratus"
+
+
+def link_options(cfg):
+    """The platform DMA copies whole pages, zero or not, with no stream headers."""
+    return {}
+
+
+def scanner(e):
+    """Process role: the pagesync scanner."""
+    p = e.cfg.stratus
+    m = e.memory
+    read_first = e.variant == "copy-before-clear"
+
+    rec = e.open_pass("full")
+    h = yield from e.brownout(zero_bitmap=True)
+    e.end_brownout(h)
+    yield from e.link.copy([0], [m.n_frames])
+    e.close_pass(rec, m.n_frames, h.cycles)
+
+    for pass_left in range(p.passes, -1, -1):
+        rec = e.open_pass("pass")
+        t_stop = e.env.now
+        h = yield from e.brownout(clear=not read_first)
+        count = h.new_bits
+        if count < p.threshold or pass_left == 0:
+            rec.kind = "blackout"
+            yield from blackout(e, rec, count, count < p.threshold, t_stop)
+            return
+        e.end_brownout(h)
+        if read_first:
+            yield from copy_then_clear(e)
+        else:
+            yield from e.copy_bitmap_runs()
+        e.close_pass(rec, count, h.cycles)
+
+
+def copy_then_clear(e):
+    """Process step of the copy-before-clear variant: each chunk of runs is read and sent, and only
+    when it has gone are its pages' dirty bits cleared; writes in between are lost."""
+    m = e.memory
+    pos = 0
+    while pos < m.n_frames:
+        starts, lens, pos = e.extract_runs(m.bitmap, pos, m.n_frames, e.link.chunk_pages)
+        if len(starts):
+            yield from e.link.copy(starts, lens)
+            e.cpus.advance_to(e.env.now)
+            e.clear_runs(starts, lens)
+
+
+def blackout(e, rec, count, converged, t_stop):
+    """Process step: build the copy list, copy it with the CPUs stopped, cut over."""
+    p = e.cfg.stratus
+    m = e.memory
+    lo, hi = m.pinned_range
+    e.kernels.bitmap_set_range(m.bitmap, lo, hi)
+    starts, lens = e.all_runs()
+    out_s = np.empty(p.max_copyrange, dtype=INDEX_DTYPE)
+    out_e = np.empty(p.max_copyrange, dtype=INDEX_DTYPE)
+    n = e.kernels.build_copy_list(starts, lens, p.nearby, p.max_copyrange, out_s, out_e)
+    range_lens = out_e[:n] - out_s[:n]
+    overcopy = int(range_lens.sum() - lens.sum())
+    yield from e.link.copy(out_s[:n], range_lens)
+    yield from e.link.drain()
+    yield e.wait(e.cycles(p.cutover))
+    e.close_pass(rec, count, 0, overcopy=overcopy)
+    e.finish(converged, "threshold" if converged else "last-pass", t_stop, blackout_ranges=int(n),
+             blackout_overcopy_pages=overcopy)

@@ -1,0 +1,123 @@
+"""The mirror interconnect to the partner, and the partner that keeps the copy.
+
+The scanner hands the interconnect work (runs of frames) and never computes link timing itself,
+as in SimPy's ``latency.py`` example where the ``Cable`` owns the delay. A copy call costs
+``per_copy`` of setup, then its bytes at ``bandwidth``; the data reaches the partner ``latency``
+later. The link is a FIFO: a copy starts when the previous one has left (``busy_until``).
+
+Contents are read when a piece of a copy starts, after the CPUs' writes up to that instant have
+been applied (``sync``). Long copies are cut into pieces of at most ``chunk_pages`` so that writes
+keep interleaving with the copy at the quantum's resolution; the call overhead is still charged
+once per run. The version read is what the partner ends up with; since the link is FIFO and the
+partner is only compared at cut-over, the partner stores it at read time.
+"""
+import numpy as np
+
+from ..kernels.dtypes import INDEX_DTYPE, PARTNER_GARBAGE, VERSION_DTYPE
+
+
+class Partner:
+    """The partner node, or the hot-spare memory module: one version per frame, garbage until copied."""
+
+    def __init__(self, n_frames):
+        self.versions = np.full(n_frames, PARTNER_GARBAGE, dtype=VERSION_DTYPE)
+
+
+class Interconnect:
+    """Link of ``bandwidth`` bytes/s, ``latency`` s and ``per_copy`` s per copy call, timed in cycles at ``clock``.
+
+    ``page_header_bytes`` are added per page sent (a migration stream's page header);
+    ``zero_page_bytes`` (when not None) replaces the payload of an all-zero page (QEMU sends a
+    header and a flag instead of 4 KiB of zeros). ``sync`` is called before contents are read.
+    """
+
+    def __init__(self, env, memory, partner, kernels, bandwidth, latency, per_copy, clock, chunk_pages,
+                 sync=None, page_header_bytes=0, zero_page_bytes=None):
+        self.env = env
+        self.memory = memory
+        self.partner = partner
+        self.kernels = kernels
+        self.bandwidth = float(bandwidth)
+        self.clock = float(clock)
+        self.latency_cycles = int(round(latency * clock))
+        self.per_copy = float(per_copy)
+        self.chunk_pages = max(1, int(chunk_pages))
+        self.sync = sync or (lambda: None)
+        self.page_header_bytes = int(page_header_bytes)
+        self.zero_page_bytes = zero_page_bytes
+        self.busy_until = 0
+        self.last_arrival = 0
+        self.timeouts = 0
+        # Totals over the run.
+        self.bytes_sent = 0
+        self.pages_sent = 0
+        self.zero_pages_sent = 0
+        self.calls = 0
+        self.busy_cycles = 0
+
+    def wire_bytes(self, pages, zero_pages):
+        """Bytes on the wire for ``pages`` pages of which ``zero_pages`` are all-zero."""
+        ps = self.memory.page_size
+        payload = pages * ps if self.zero_page_bytes is None else (pages - zero_pages) * ps + zero_pages * \
+            self.zero_page_bytes
+        return payload + pages * self.page_header_bytes
+
+    def transfer_cycles(self, nbytes, calls):
+        """Cycles the link is busy sending ``nbytes`` in ``calls`` copy calls."""
+        return int(round((calls * self.per_copy + nbytes / self.bandwidth) * self.clock))
+
+    def _send(self, pages, zeros, calls):
+        nbytes = self.wire_bytes(pages, zeros)
+        start = max(self.env.now, self.busy_until)
+        cycles = self.transfer_cycles(nbytes, calls)
+        self.busy_until = start + cycles
+        self.last_arrival = self.busy_until + self.latency_cycles
+        self.bytes_sent += nbytes
+        self.pages_sent += pages
+        self.zero_pages_sent += zeros
+        self.calls += calls
+        self.busy_cycles += cycles
+        self.timeouts += 1
+        return self.env.timeout(self.busy_until - self.env.now)
+
+    def copy(self, starts, lens):
+        """Process step: copy runs ``[starts[i], starts[i] + lens[i])``, one copy call per run.
+
+        Returns (as the generator's value) the number of all-zero pages copied.
+        """
+        starts = np.ascontiguousarray(starts, dtype=INDEX_DTYPE)
+        lens = np.ascontiguousarray(lens, dtype=INDEX_DTYPE)
+        total = int(lens.sum())
+        if total == 0:
+            return 0
+        if total <= self.chunk_pages:
+            self.sync()
+            zeros = self.kernels.deliver_runs(self.memory.versions, self.partner.versions, starts, lens)
+            yield self._send(total, zeros, len(starts))
+            return zeros
+        # Cut the runs into pieces of chunk_pages; read each piece when it starts.
+        ends = np.cumsum(lens)
+        zeros_total = 0
+        for lo in range(0, total, self.chunk_pages):
+            hi = min(total, lo + self.chunk_pages)
+            first = int(np.searchsorted(ends, lo, side="right"))
+            last = int(np.searchsorted(ends, hi, side="left"))
+            run_lo = ends[first] - lens[first]
+            p_starts = starts[first:last + 1].copy()
+            p_lens = lens[first:last + 1].copy()
+            skip = lo - run_lo
+            p_starts[0] += skip
+            p_lens[0] -= skip
+            p_lens[-1] -= ends[last] - hi
+            calls = last + 1 - first - (1 if skip else 0)
+            self.sync()
+            zeros = self.kernels.deliver_runs(self.memory.versions, self.partner.versions, p_starts, p_lens)
+            zeros_total += zeros
+            yield self._send(hi - lo, zeros, calls)
+        return zeros_total
+
+    def drain(self):
+        """Process step: wait until everything sent so far has reached the partner."""
+        if self.last_arrival > self.env.now:
+            self.timeouts += 1
+            yield self.env.timeout(self.last_arrival - self.env.now)
