@@ -136,7 +136,17 @@ def _split(value: object, kind: str) -> tuple[Fraction, str]:
     number, unit = m.group(1), m.group(2)
     if not unit:
         raise _fail(value, kind, f"needs a unit such as {example}")
-    return Fraction(number), unit
+    try:
+        return Fraction(number), unit
+    except (ValueError, OverflowError):
+        raise _fail(value, kind, "the number is too long") from None
+
+
+def _float(exact: Fraction, value: object, kind: str) -> float:
+    try:
+        return float(exact)
+    except OverflowError:
+        raise _fail(value, kind, "the number is too large") from None
 
 
 def _unknown_unit(value: object, kind: str, unit: str, table: dict) -> UnitError:
@@ -177,7 +187,7 @@ def parse_bandwidth(value: object) -> float:
 
     ``value``: the string from the config. Raises UnitError for a bare number or an unknown unit.
     """
-    return float(_lookup(value, "bandwidth", BANDWIDTH_UNITS))
+    return _float(_lookup(value, "bandwidth", BANDWIDTH_UNITS), value, "bandwidth")
 
 
 def parse_duration(value: object) -> Union[float, Cycles]:
@@ -187,11 +197,12 @@ def parse_duration(value: object) -> Union[float, Cycles]:
     """
     number, unit = _split(value, "duration")
     if unit in _CYCLE_UNITS:
-        return Cycles(float(number))
+        return Cycles(_float(number, value, "duration"))
     try:
-        return float(number * DURATION_UNITS[unit])
+        exact = number * DURATION_UNITS[unit]
     except KeyError:
         raise _unknown_unit(value, "duration", unit, DURATION_UNITS) from None
+    return _float(exact, value, "duration")
 
 
 def parse_frequency(value: object) -> float:
@@ -199,7 +210,7 @@ def parse_frequency(value: object) -> float:
 
     ``value``: the string from the config. Raises UnitError for a bare number or an unknown unit.
     """
-    return float(_lookup(value, "frequency", FREQUENCY_UNITS))
+    return _float(_lookup(value, "frequency", FREQUENCY_UNITS), value, "frequency")
 
 
 def parse_rate(value: object) -> float:
@@ -213,7 +224,7 @@ def parse_rate(value: object) -> float:
     period = period.strip()
     if not slash or prefix not in _RATE_PREFIXES or period not in _RATE_PERIODS:
         raise _fail(value, "rate", f"unknown unit '{unit}'; expected {_LISTED_UNITS['rate']}")
-    return float(number * _RATE_PREFIXES[prefix] / _RATE_PERIODS[period])
+    return _float(number * _RATE_PREFIXES[prefix] / _RATE_PERIODS[period], value, "rate")
 
 
 _TABLES: dict[str, dict] = {

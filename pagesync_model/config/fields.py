@@ -1,0 +1,207 @@
+"""The pagesync-sim configuration fields, their defaults and the checks across them.
+
+Everything a config file may say is declared here as data on `SCHEMA`. Other modules extend it at
+import time instead of editing this file:
+
+    from pagesync_model.config.fields import SCHEMA, register_policy
+    from pagesync_model.config.schema import Field, INT, DURATION
+    register_policy("xen")
+    SCHEMA.section("xen", "Xen pre-copy stop rules (libxc).",
+                   max_rounds=Field(INT, 30, "Rounds before the final stop-and-copy.", ge=1))
+
+Defaults are written as a user would write them; sources for the hardware costs are in DESIGN.md.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from pagesync_model.config.schema import (
+    BANDWIDTH, CHOICE, DURATION, FRACTION, FREQUENCY, INT, RATE, REQUIRED, SIZE,
+    ConfigError, Field, Schema,
+)
+from pagesync_model.units import format_bytes
+
+__all__ = [
+    "SCHEMA", "POLICIES", "WORKLOAD_KINDS", "LAYOUTS", "VARIANTS", "PTE_BYTES", "MAX_FRAMES",
+    "register_policy", "MemoryRegions", "memory_regions",
+]
+
+# Lists kept by reference in their fields: appending to them (or SCHEMA.add_choice) extends the schema.
+POLICIES: list[str] = ["stratus"]
+WORKLOAD_KINDS: list[str] = ["uniform", "hotcold", "sequential"]
+LAYOUTS: list[str] = ["contiguous", "scattered"]
+VARIANTS: list[str] = ["correct", "copy-before-clear", "no-tlb-flush"]
+
+PTE_BYTES = 8                # an x86-64 page-table entry
+MAX_FRAMES = 2**32           # frame numbers are held in 32 bits
+MIN_PAGE_SIZE = 4096
+MODULE_STACK_BYTES = 16 * 1024   # must match pagesync_model/memory.py: the pagesync module's stack
+
+SCHEMA = Schema(cycle_clock="cpus.clock")
+
+
+def register_policy(name: str) -> None:
+    """Allow ``policy: <name>``; a policy module calls this at import and adds its own section."""
+    SCHEMA.add_choice("policy", name)
+
+
+def _page_size_check(value: int) -> str | None:
+    if value < MIN_PAGE_SIZE or value & (value - 1):
+        return "must be a power of two of at least 4KiB"
+    return None
+
+
+SCHEMA.extend(
+    "",
+    policy=Field(CHOICE, "stratus", "Mirroring policy: which rules decide passes, copies and the final stop.",
+                 choices=POLICIES),
+)
+
+SCHEMA.section(
+    "memory", "Physical memory of the machine being mirrored.",
+    size=Field(SIZE, REQUIRED, "Physical memory to mirror.", gt=0),
+    page_size=Field(SIZE, "4KiB", "Page size the dirty tracking works in.",
+                    check=_page_size_check, check_doc="power of two >= 4KiB"),
+    kernel_size=Field(SIZE, "256MiB", "Kernel image and data mapped by the kernel page tables.", ge=0),
+    zero_fraction=Field(FRACTION, 0.0, "Share of memory holding all-zero pages at the start.", ge=0, lt=1),
+    layout=Field(CHOICE, "scattered", "How the working set's pages spread over physical frames.",
+                 choices=LAYOUTS),
+    processes=Field(INT, 64, "User processes whose page tables the harvest walks in parallel.", ge=1),
+)
+
+SCHEMA.section(
+    "cpus", "Processors running the workload and doing the harvest.",
+    count=Field(INT, REQUIRED, "Number of CPUs.", ge=1),
+    clock=Field(FREQUENCY, "3GHz", "CPU clock; also converts durations given in cycles.", gt=0),
+    tlb_entries=Field(INT, 1536, "Second-level TLB entries per CPU.", ge=1),
+    tlb_walk=Field(DURATION, "30cycles", "Page walk after a TLB miss.", ge=0),
+    dirty_update=Field(DURATION, "100cycles",
+                       "Locked PTE update when the first write hits a clean PTE.", ge=0),
+)
+
+SCHEMA.section(
+    "workload", "The running workload's page writes.",
+    kind=Field(CHOICE, "uniform", "Write pattern over the working set.", choices=WORKLOAD_KINDS),
+    rate=Field(RATE, REQUIRED, "Page writes per second per CPU.", gt=0),
+    working_set=Field(SIZE, REQUIRED, "Memory the workload writes to.", gt=0),
+    hot_fraction=Field(FRACTION, 0.1, "hotcold: share of the working set that is hot.", gt=0, lt=1),
+    hot_share=Field(FRACTION, 0.9, "hotcold: share of writes that go to the hot pages.", ge=0, le=1),
+    stride=Field(INT, 1, "sequential: pages advanced between consecutive writes.", ge=1),
+)
+
+SCHEMA.section(
+    "tracking", "Cost of harvesting hardware dirty bits (all CPUs stopped).",
+    rendezvous=Field(DURATION, "5us", "IPIs and rendezvous to stop all CPUs.", ge=0),
+    pte_scan=Field(DURATION, "2cycles", "Per PTE walked.", ge=0),
+    pte_harvest=Field(DURATION, "150cycles",
+                      "Per dirty PTE: clear hardware dirty, set soft dirty, set the bitmap bit, invlpg.",
+                      ge=0),
+    tlb_flush=Field(DURATION, "2us", "Final full TLB flush on each CPU.", ge=0),
+)
+
+SCHEMA.section(
+    "link", "Interconnect to the partner.",
+    bandwidth=Field(BANDWIDTH, REQUIRED, "Link bandwidth.", gt=0),
+    latency=Field(DURATION, "2us", "One-way latency of a transfer.", ge=0),
+    per_copy=Field(DURATION, "5us", "Setup cost of one copy call (one range).", ge=0),
+)
+
+SCHEMA.section(
+    "stratus", "Stratus pagesync policy (pagesync_synchronize_memory).",
+    passes=Field(INT, 4, "Copy passes after the initial full copy before the forced blackout.", ge=0),
+    threshold=Field(INT, 1000, "Dirty pages below which the next pass is the blackout.", ge=0),
+    max_copyrange=Field(INT, 100, "Most ranges in the blackout copy list (MAX_COPYRANGE).", ge=2),
+    nearby=Field(INT, 6, "Frames within which a dirty frame extends a blackout range (NEARBY).", ge=0),
+    cutover=Field(DURATION, "1ms", "Platform cut-over after the final copy.", ge=0),
+)
+
+SCHEMA.section(
+    "sim", "Simulation control.",
+    quantum=Field(DURATION, "1ms", "Time step in which writes are generated and applied in batches.", gt=0),
+    seed=Field(INT, 1, "Random seed.", ge=0),
+    time_limit=Field(DURATION, "1h", "Simulated time after which the run is abandoned.", gt=0),
+    variant=Field(CHOICE, "correct",
+                  "Algorithm variant; the others deliberately reintroduce an ordering or TLB bug.",
+                  choices=VARIANTS),
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# memory layout shared by the checks and the model
+
+@dataclass(frozen=True)
+class MemoryRegions:
+    """How physical memory divides up, in bytes, every region a whole number of pages."""
+
+    frames: int
+    kernel_bytes: int
+    page_table_bytes: int
+    bitmap_bytes: int
+    module_stack_bytes: int
+    user_bytes: int
+
+    def describe(self) -> str:
+        module = self.bitmap_bytes + self.module_stack_bytes
+        return (f"{format_bytes(self.kernel_bytes)} kernel, {format_bytes(self.page_table_bytes)} "
+                f"page tables and {format_bytes(module)} dirty bitmap and module stack")
+
+
+def _round_up(n: int, unit: int) -> int:
+    return -(-n // unit) * unit
+
+
+def memory_regions(size: int, page_size: int, kernel_size: int) -> MemoryRegions:
+    """Split ``size`` bytes of memory with ``page_size`` pages into the kernel (``kernel_size``), one
+    8-byte PTE per frame, the dirty bitmap (one bit per frame, in 64-bit words) and the module's
+    stack, each rounded up to whole pages, and what is left for user pages (<= 0 when nothing is).
+    Must match the frame layout of pagesync_model/memory.py (tests/test_config.py checks it)."""
+    frames = size // page_size
+    page_tables = _round_up(frames * PTE_BYTES, page_size)
+    bitmap = _round_up(-(-frames // 64) * 8, page_size)
+    stack = max(1, MODULE_STACK_BYTES // page_size) * page_size
+    user = size - kernel_size - page_tables - bitmap - stack
+    return MemoryRegions(frames, kernel_size, page_tables, bitmap, stack, user)
+
+
+# ---------------------------------------------------------------------------------------------
+# checks across fields, in order; each names the most relevant path
+
+@SCHEMA.cross_check
+def _memory_shape(v: Mapping[str, Any], raw: Mapping[str, Any]) -> None:
+    size, page = v["memory.size"], v["memory.page_size"]
+    if size % page:
+        raise ConfigError("memory.size", f"{raw['memory.size']} is not a whole number of "
+                                         f"{raw['memory.page_size']} pages")
+    if size // page > MAX_FRAMES:
+        raise ConfigError("memory.size", f"{raw['memory.size']} is {size // page} pages of "
+                                         f"{raw['memory.page_size']}, more than the 2**32 frames supported "
+                                         f"({format_bytes(MAX_FRAMES * page)})")
+    if v["memory.kernel_size"] % page:
+        raise ConfigError("memory.kernel_size", f"{raw['memory.kernel_size']} is not a whole number of "
+                                                f"{raw['memory.page_size']} pages")
+    regions = memory_regions(size, page, v["memory.kernel_size"])
+    if regions.user_bytes <= 0:
+        raise ConfigError("memory.size", f"{raw['memory.size']} leaves no user memory beside the "
+                                         f"{regions.describe()} (see memory.kernel_size)")
+
+
+@SCHEMA.cross_check
+def _working_set_fits(v: Mapping[str, Any], raw: Mapping[str, Any]) -> None:
+    page, ws = v["memory.page_size"], v["workload.working_set"]
+    regions = memory_regions(v["memory.size"], page, v["memory.kernel_size"])
+    if ws < page:
+        raise ConfigError("workload.working_set", f"{raw['workload.working_set']} is smaller than one "
+                                                  f"{raw['memory.page_size']} page")
+    if ws > regions.user_bytes:
+        raise ConfigError("workload.working_set",
+                          f"{raw['workload.working_set']} is larger than the "
+                          f"{format_bytes(regions.user_bytes)} of user memory ({raw['memory.size']} "
+                          f"less {regions.describe()})")
+    zero_bytes = int(v["memory.zero_fraction"] * regions.frames) * page
+    if zero_bytes + ws > regions.user_bytes:
+        raise ConfigError("memory.zero_fraction",
+                          f"{raw['memory.zero_fraction']} of {raw['memory.size']} is "
+                          f"{format_bytes(zero_bytes)} of zero pages, which beside the "
+                          f"{raw['workload.working_set']} working set exceeds the "
+                          f"{format_bytes(regions.user_bytes)} of user memory")

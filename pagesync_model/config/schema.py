@@ -1,0 +1,621 @@
+"""Declarative typed configuration schema, in the manner of gem5 params and Ciw.
+
+A `Schema` is a tree of `Section`s whose leaves are `Field`s. A field has a `Kind` (size, bandwidth,
+duration, frequency, rate, int, float, fraction, choice, bool, str), a default or `REQUIRED`,
+bounds (gt/ge/lt/le), optional choices and an extra check, and a one-line doc. Nothing here knows
+about pagesync: `fields.py` declares the actual fields, other modules may add sections, fields,
+choices and cross-field checks to the same schema before a config is built.
+
+`Schema.build(data)` runs the pipeline
+    reject unknown keys -> fill defaults -> validate each field (type, unit, bounds)
+    -> resolve durations given in cycles with the clock field -> cross-field checks -> build
+and returns an immutable `Config` (attribute access: ``cfg.memory.size``). Every problem is a
+`ConfigError(path, message)` whose str is ``"<dotted.path>: <message>"``.
+"""
+from __future__ import annotations
+
+import difflib
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
+
+from pagesync_model import units
+from pagesync_model.units import Cycles
+
+__all__ = [
+    "REQUIRED",
+    "ConfigError",
+    "Kind",
+    "Field",
+    "Section",
+    "Schema",
+    "ConfigSection",
+    "Config",
+    "SIZE",
+    "BANDWIDTH",
+    "DURATION",
+    "FREQUENCY",
+    "RATE",
+    "INT",
+    "FLOAT",
+    "FRACTION",
+    "CHOICE",
+    "BOOL",
+    "STR",
+]
+
+
+class _Required:
+    """Sentinel default of a field the user must give."""
+
+    _instance = None
+
+    def __new__(cls):
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "REQUIRED"
+
+    def __reduce__(self):
+        return (_Required, ())
+
+
+REQUIRED: Any = _Required()
+
+
+class ConfigError(ValueError):
+    """A configuration problem at ``path`` (a dotted key such as 'link.bandwidth', an override such as
+    '--set foo.bar=1', a file name, or '' when the message names its subject itself).
+
+    ``str(err)`` is ``"<path>: <message>"`` (just the message when path is empty). ``source`` is the
+    file or '<dict>' the config came from, when known; it is not part of the str.
+    """
+
+    def __init__(self, path: str, message: str, source: Optional[str] = None):
+        super().__init__(path, message)
+        self.path = path
+        self.message = message
+        self.source = source
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}" if self.path else self.message
+
+
+def _quote(raw: object) -> str:
+    return f"'{raw}'"
+
+
+def _join(prefix: str, name: object) -> str:
+    return f"{prefix}.{name}" if prefix else str(name)
+
+
+def _suggest(word: object, candidates: Sequence[str]) -> Optional[str]:
+    if not isinstance(word, str):
+        return None
+    close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+# ---------------------------------------------------------------------------------------------
+# kinds
+
+@dataclass(frozen=True, eq=False)
+class Kind:
+    """How a raw YAML value becomes a typed one.
+
+    ``name`` appears in docs ('size'); ``parse(raw)`` returns the typed value or raises ValueError
+    (UnitError included) with a message that quotes the raw value; ``unit`` names the base unit of the
+    result for docs ('bytes'), '' when dimensionless.
+    """
+
+    name: str
+    parse: Callable[[Any], Any]
+    unit: str = ""
+
+
+def _parse_int(raw: Any) -> int:
+    if isinstance(raw, bool):
+        raise ValueError(f"cannot read {_quote(raw)} as a whole number")
+    if isinstance(raw, int):
+        return raw
+    if isinstance(raw, str):
+        try:
+            return int(raw.strip().replace("_", ""), 10)
+        except ValueError:
+            pass
+    raise ValueError(f"cannot read {_quote(raw)} as a whole number")
+
+
+def _parse_float(raw: Any) -> float:
+    value: Optional[float] = None
+    if isinstance(raw, (int, float)) and not isinstance(raw, bool):
+        value = float(raw)
+    elif isinstance(raw, str):
+        try:
+            value = float(raw.strip())
+        except ValueError:
+            value = None
+    if value is None or not math.isfinite(value):
+        raise ValueError(f"cannot read {_quote(raw)} as a number")
+    return value
+
+
+def _parse_fraction(raw: Any) -> float:
+    if isinstance(raw, str) and raw.strip().endswith("%"):
+        try:
+            return _parse_float(raw.strip()[:-1]) / 100.0
+        except ValueError:
+            raise ValueError(f"cannot read {_quote(raw)} as a fraction") from None
+    try:
+        return _parse_float(raw)
+    except ValueError:
+        raise ValueError(f"cannot read {_quote(raw)} as a fraction (a number such as 0.1 or 10%)") from None
+
+
+_TRUE = {"true", "yes", "on"}
+_FALSE = {"false", "no", "off"}
+
+
+def _parse_bool(raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    if isinstance(raw, str) and raw.strip().lower() in _TRUE | _FALSE:
+        return raw.strip().lower() in _TRUE
+    raise ValueError(f"cannot read {_quote(raw)} as true or false")
+
+
+def _parse_str(raw: Any) -> str:
+    if isinstance(raw, str):
+        return raw
+    raise ValueError(f"cannot read {_quote(raw)} as text")
+
+
+SIZE = Kind("size", units.parse_size, "bytes")
+BANDWIDTH = Kind("bandwidth", units.parse_bandwidth, "bytes/s")
+DURATION = Kind("duration", units.parse_duration, "seconds")
+FREQUENCY = Kind("frequency", units.parse_frequency, "Hz")
+RATE = Kind("rate", units.parse_rate, "per second")
+INT = Kind("int", _parse_int)
+FLOAT = Kind("float", _parse_float)
+FRACTION = Kind("fraction", _parse_fraction)
+CHOICE = Kind("choice", _parse_str)
+BOOL = Kind("bool", _parse_bool)
+STR = Kind("str", _parse_str)
+
+
+# ---------------------------------------------------------------------------------------------
+# fields and sections
+
+@dataclass(frozen=True, eq=False)
+class Field:
+    """One typed parameter.
+
+    kind     -- a `Kind` (SIZE, DURATION, INT, CHOICE, ...)
+    default  -- the value used when the key is absent, written as a user would write it ("4KiB"), or
+                REQUIRED
+    doc      -- a one-line description
+    gt, ge, lt, le -- bounds on the parsed value (bytes, seconds, ...), each reported as
+                'must be > 0, got '<raw>''
+    choices  -- for CHOICE: the allowed strings; the list is kept by reference so other modules can
+                extend it (see `Schema.add_choice`)
+    check    -- extra test of the parsed value returning an error message or None; the error is
+                reported as '<message>, got '<raw>''
+    check_doc -- how ``check`` reads in the schema table ('power of two >= 4KiB')
+    """
+
+    kind: Kind
+    default: Any = REQUIRED
+    doc: str = ""
+    gt: Optional[float] = None
+    ge: Optional[float] = None
+    lt: Optional[float] = None
+    le: Optional[float] = None
+    choices: Optional[list] = None
+    check: Optional[Callable[[Any], Optional[str]]] = None
+    check_doc: str = ""
+
+    def __post_init__(self) -> None:
+        if (self.kind is CHOICE) != (self.choices is not None):
+            raise TypeError("a CHOICE field needs choices, and only a CHOICE field may have them")
+
+    @property
+    def required(self) -> bool:
+        return self.default is REQUIRED
+
+    def _bounds(self) -> list[tuple[str, float]]:
+        return [(op, b) for op, b in ((">", self.gt), (">=", self.ge), ("<", self.lt), ("<=", self.le))
+                if b is not None]
+
+    def convert(self, raw: Any, path: str) -> Any:
+        """Parse and validate one raw value; returns the typed value (a `Cycles` marker for a duration
+        in cycles, checked for sign only) or raises ConfigError at ``path``."""
+        if self.choices is not None:
+            if not isinstance(raw, str) or raw not in self.choices:
+                options = ", ".join(str(c) for c in self.choices)
+                close = _suggest(raw, [str(c) for c in self.choices])
+                hint = f"did you mean '{close}'? " if close else ""
+                raise ConfigError(path, f"unknown choice {_quote(raw)} ({hint}expected one of: {options})")
+            return raw
+        try:
+            value = self.kind.parse(raw)
+        except ValueError as exc:
+            raise ConfigError(path, str(exc)) from None
+        self.validate(value, raw, path)
+        return value
+
+    def validate(self, value: Any, raw: Any, path: str) -> None:
+        """Hold a parsed value to the bounds and the extra check (a `Cycles` marker only to its sign;
+        `Schema` validates it again once converted to seconds). Raises ConfigError at ``path``."""
+        self.check_bounds(value, raw, path)
+        if self.check is not None and not isinstance(value, Cycles):
+            message = self.check(value)
+            if message:
+                raise ConfigError(path, f"{message}, got {_quote(raw)}")
+
+    def check_bounds(self, value: Any, raw: Any, path: str) -> None:
+        """Raise ConfigError if ``value`` breaks a bound. A `Cycles` value is held only to bounds of 0
+        (its sign); the rest is checked again once it has been converted to seconds."""
+        for op, bound in self._bounds():
+            number = value
+            if isinstance(value, Cycles):
+                if bound != 0:
+                    continue
+                number = value.count
+            ok = {">": number > bound, ">=": number >= bound,
+                  "<": number < bound, "<=": number <= bound}[op]
+            if not ok:
+                raise ConfigError(path, f"must be {op} {_plain(bound)}, got {_quote(raw)}")
+
+    def describe_kind(self) -> str:
+        """The kind with its constraints, for the schema table: 'size > 0', 'fraction in [0, 1)'."""
+        if self.choices is not None:
+            return "choice: " + ", ".join(f"`{c}`" for c in self.choices)
+        text = self.kind.name
+        low = [(op, b) for op, b in self._bounds() if op in (">", ">=")]
+        high = [(op, b) for op, b in self._bounds() if op in ("<", "<=")]
+        if low and high:
+            (lop, lb), (hop, hb) = low[0], high[0]
+            text += f" in {'(' if lop == '>' else '['}{_plain(lb)}, {_plain(hb)}{')' if hop == '<' else ']'}"
+        else:
+            text += "".join(f" {op} {_plain(b)}" for op, b in low + high)
+        if self.check_doc:
+            text += f", {self.check_doc}"
+        return text
+
+
+def _plain(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else str(x)
+
+
+class Section:
+    """A named group of fields and subsections, in declaration order."""
+
+    def __init__(self, doc: str = "", members: Optional[Mapping[str, "Field | Section"]] = None):
+        self.doc = doc
+        self.members: dict[str, Field | Section] = dict(members or {})
+
+    def __repr__(self) -> str:
+        return f"Section({list(self.members)})"
+
+
+# names a section or field may not take, because Config uses them
+_RESERVED = {"to_dict", "flat", "get", "source", "items", "keys", "path"}
+
+
+CrossCheck = Callable[[Mapping[str, Any], Mapping[str, Any]], None]
+
+
+class Schema:
+    """The root of a configuration schema plus its cross-field checks.
+
+    ``cycle_clock`` is the dotted path of the frequency field used to turn durations given in cycles
+    into seconds (None: cycles are refused).
+    """
+
+    def __init__(self, *, cycle_clock: Optional[str] = None):
+        self.root = Section()
+        self.cycle_clock = cycle_clock
+        self.checks: list[CrossCheck] = []
+
+    # -- declaring -----------------------------------------------------------------------------
+
+    def section(self, path: str, doc: str = "", **fields: Field) -> Section:
+        """Add a section at dotted ``path`` (its parent must exist) holding ``fields`` in order.
+        Raises ValueError if the name is taken or a default is invalid."""
+        parent_path, _, name = path.rpartition(".")
+        parent = self._section_at(parent_path)
+        self._check_name(parent, name, path)
+        section = Section(doc)
+        parent.members[name] = section
+        self.extend(path, **fields)
+        return section
+
+    def extend(self, path: str, **fields: Field) -> None:
+        """Add ``fields`` to the existing section at ``path`` ('' is the top level).
+        Raises ValueError if a name is taken or a default is invalid."""
+        section = self._section_at(path)
+        for name, field in fields.items():
+            full = _join(path, name)
+            self._check_name(section, name, full)
+            if not isinstance(field, Field):
+                raise TypeError(f"{full}: expected a Field, got {field!r}")
+            if not field.required:
+                try:
+                    field.convert(field.default, full)
+                except ConfigError as exc:
+                    raise ValueError(f"invalid default: {exc}") from None
+            section.members[name] = field
+
+    def add_choice(self, path: str, value: str) -> None:
+        """Allow one more value for the CHOICE field at ``path`` (e.g. a new policy); a value already
+        allowed is left alone. Raises KeyError for an unknown path, TypeError for a non-choice field."""
+        field = self.lookup(path)
+        if not isinstance(field, Field):
+            raise KeyError(path)
+        if field.choices is None:
+            raise TypeError(f"{path} is not a choice field")
+        if value not in field.choices:
+            field.choices.append(value)
+
+    def cross_check(self, fn: CrossCheck) -> CrossCheck:
+        """Register ``fn(values, raw)`` as a cross-field check (usable as a decorator). ``values`` and
+        ``raw`` map every dotted field path to its typed value (durations already in seconds) and to
+        the raw value the user wrote; ``fn`` raises ConfigError on the most relevant path."""
+        self.checks.append(fn)
+        return fn
+
+    def _section_at(self, path: str) -> Section:
+        node: Field | Section = self.root
+        if path:
+            node = self.lookup(path)
+        if not isinstance(node, Section):
+            raise ValueError(f"no section '{path}' in the schema")
+        return node
+
+    @staticmethod
+    def _check_name(section: Section, name: str, full: str) -> None:
+        if not name.isidentifier() or name.startswith("_") or name in _RESERVED:
+            raise ValueError(f"'{full}' is not a usable config name")
+        if name in section.members:
+            raise ValueError(f"'{full}' is already declared")
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def lookup(self, path: str) -> Optional[Field | Section]:
+        """The field or section at dotted ``path``, or None."""
+        node: Field | Section = self.root
+        for part in path.split("."):
+            if not isinstance(node, Section) or part not in node.members:
+                return None
+            node = node.members[part]
+        return node
+
+    def fields(self) -> Iterator[tuple[str, Field]]:
+        """Every (dotted path, Field), in declaration order."""
+        def walk(section: Section, prefix: str) -> Iterator[tuple[str, Field]]:
+            for name, node in section.members.items():
+                path = _join(prefix, name)
+                if isinstance(node, Section):
+                    yield from walk(node, path)
+                else:
+                    yield path, node
+        return walk(self.root, "")
+
+    def suggest(self, path: str) -> Optional[str]:
+        """The declared field path closest to ``path``, if any is close."""
+        return _suggest(path, [p for p, _ in self.fields()])
+
+    def markdown(self) -> str:
+        """The schema as a Markdown table: path, kind (with bounds), default, description."""
+        lines = ["| path | kind | default | description |", "| --- | --- | --- | --- |"]
+        for path, field in self.fields():
+            default = "**required**" if field.required else f"`{field.default}`"
+            cells = [f"`{path}`", field.describe_kind(), default, field.doc]
+            lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+        return "\n".join(lines) + "\n"
+
+    # -- building ------------------------------------------------------------------------------
+
+    def build(self, data: Any, source: str = "<dict>") -> "Config":
+        """Validate ``data`` (nested mappings as read from YAML) and return an immutable Config.
+        Raises ConfigError (with ``source`` set) for any problem."""
+        try:
+            return self._build(data, source)
+        except ConfigError as exc:
+            if exc.source is None:
+                exc.source = source
+            raise
+
+    def _build(self, data: Any, source: str) -> "Config":
+        if data is None:
+            data = {}
+        if not isinstance(data, Mapping):
+            raise ConfigError(source, f"the top level must be a mapping of sections such as "
+                                      f"'memory:', got {_describe(data)}")
+        self._reject_unknown(self.root, data, "")
+
+        raw: dict[str, Any] = {}
+        values: dict[str, Any] = {}
+        for path, field in self.fields():
+            present, value = _dig(data, path)
+            if not present:
+                if field.required:
+                    raise ConfigError(path, "required value is missing")
+                value = field.default
+            elif value is None:
+                if field.required:
+                    raise ConfigError(path, "required value is missing")
+                raise ConfigError(path, f"has no value; give one or remove the key to use the "
+                                        f"default {_quote(field.default)}")
+            raw[path] = value
+            values[path] = field.convert(value, path)
+
+        self._resolve_cycles(values, raw)
+        for check in self.checks:
+            check(values, raw)
+        return Config._make(self, values, raw, source)
+
+    def _reject_unknown(self, section: Section, data: Mapping, prefix: str) -> None:
+        for key, value in data.items():
+            path = _join(prefix, key)
+            node = section.members.get(key) if isinstance(key, str) else None
+            if node is None:
+                close = _suggest(key, list(section.members))
+                hint = f"did you mean '{close}'?" if close else "expected one of: " + ", ".join(section.members)
+                raise ConfigError(path, f"unknown key ({hint})")
+            if isinstance(node, Section) and value is not None:
+                if not isinstance(value, Mapping):
+                    raise ConfigError(path, f"expected a mapping of {', '.join(node.members)}, "
+                                            f"got {_describe(value)}")
+                self._reject_unknown(node, value, path)
+
+    def _resolve_cycles(self, values: dict[str, Any], raw: Mapping[str, Any]) -> None:
+        fields = dict(self.fields())
+        pending = [p for p, v in values.items() if isinstance(v, Cycles)]
+        if not pending:
+            return
+        if self.cycle_clock is None:
+            raise ConfigError(pending[0], f"cannot use cycles here, got {_quote(raw[pending[0]])}")
+        clock = values[self.cycle_clock]
+        for path in pending:
+            values[path] = values[path].seconds(clock)
+            fields[path].validate(values[path], raw[path], path)
+
+
+def _dig(data: Mapping, path: str) -> tuple[bool, Any]:
+    node: Any = data
+    for part in path.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return False, None
+        node = node[part]
+    return True, node
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, str):
+        return f"the text {_quote(value)}"
+    return f"{_quote(value)}"
+
+
+# ---------------------------------------------------------------------------------------------
+# the built configuration
+
+class ConfigSection:
+    """A read-only section of a built config: ``section.name`` gives a typed value or a subsection."""
+
+    __slots__ = ("_path", "_items", "_raw")
+
+    def __init__(self, path: str, items: Mapping[str, Any], raw: Mapping[str, Any]):
+        object.__setattr__(self, "_path", path)
+        object.__setattr__(self, "_items", dict(items))
+        object.__setattr__(self, "_raw", dict(raw))
+
+    def __getattr__(self, name: str) -> Any:
+        items = object.__getattribute__(self, "_items")
+        try:
+            return items[name]
+        except KeyError:
+            pass
+        full = _join(object.__getattribute__(self, "_path"), name)
+        close = _suggest(name, list(items))
+        hint = f" (did you mean '{close}'?)" if close else ""
+        raise AttributeError(f"config has no field '{full}'{hint}")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"config is read-only: cannot set '{_join(self._path, name)}'")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"config is read-only: cannot delete '{_join(self._path, name)}'")
+
+    def __dir__(self) -> list[str]:
+        return sorted(set(super().__dir__()) | set(self._items))
+
+    def __reduce__(self):
+        return (ConfigSection, (self._path, self._items, self._raw))
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and self.flat() == other.flat()
+
+    def __hash__(self) -> int:
+        return hash(tuple(sorted(self.flat().items())))
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{k}={v!r}" for k, v in self._items.items())
+        return f"<config {self._path or 'root'}: {inner}>"
+
+    def keys(self) -> list[str]:
+        """Names of the fields and subsections, in declaration order."""
+        return list(self._items)
+
+    def items(self) -> list[tuple[str, Any]]:
+        """(name, typed value or ConfigSection) pairs, in declaration order."""
+        return list(self._items.items())
+
+    def get(self, path: str) -> Any:
+        """The value or section at a dotted path relative to this section; raises KeyError."""
+        node: Any = self
+        for part in path.split("."):
+            if not isinstance(node, ConfigSection) or part not in node._items:
+                raise KeyError(path)
+            node = node._items[part]
+        return node
+
+    def flat(self) -> dict[str, Any]:
+        """Every field below this section as {dotted path: typed value}, for flat result records."""
+        out: dict[str, Any] = {}
+        for name, value in self._items.items():
+            if isinstance(value, ConfigSection):
+                out.update({f"{name}.{k}": v for k, v in value.flat().items()})
+            else:
+                out[name] = value
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """The effective config below this section as plain nested dicts of the values as the user
+        wrote them (defaults filled, overrides applied); safe to dump to YAML and load again."""
+        out: dict[str, Any] = {}
+        for name, value in self._items.items():
+            out[name] = value.to_dict() if isinstance(value, ConfigSection) else self._raw[name]
+        return out
+
+
+class Config(ConfigSection):
+    """A validated, immutable configuration: ``cfg.memory.size`` (int bytes), ``cfg.link.bandwidth``
+    (float bytes/s), durations in float seconds, frequencies in Hz, rates per second.
+    ``cfg.source`` is where it came from; equality compares the typed values only."""
+
+    __slots__ = ("_source",)
+
+    def __init__(self, items: Mapping[str, Any], raw: Mapping[str, Any], source: str = "<dict>"):
+        super().__init__("", items, raw)
+        object.__setattr__(self, "_source", source)
+
+    @property
+    def source(self) -> str:
+        return self._source
+
+    def __reduce__(self):
+        return (Config, (self._items, self._raw, self._source))
+
+    @classmethod
+    def _make(cls, schema: Schema, values: Mapping[str, Any], raw: Mapping[str, Any],
+              source: str) -> "Config":
+        def build(section: Section, prefix: str) -> tuple[dict, dict]:
+            items: dict[str, Any] = {}
+            raws: dict[str, Any] = {}
+            for name, node in section.members.items():
+                path = _join(prefix, name)
+                if isinstance(node, Section):
+                    sub_items, sub_raw = build(node, path)
+                    items[name] = ConfigSection(path, sub_items, sub_raw)
+                else:
+                    items[name] = values[path]
+                    raws[name] = raw[path]
+            return items, raws
+
+        items, raws = build(schema.root, "")
+        return cls(items, raws, source)
