@@ -164,7 +164,8 @@ def test_directory_instead_of_file(tmp_path):
 def test_malformed_yaml_gives_line_and_column(tmp_path):
     path = write(tmp_path, "memory:\n  size: 64GiB\n  page_size: 4KiB: x\n")
     err = error_of(load_config, path)
-    assert str(err).startswith(f"{path}: could not parse YAML at line 3, column ")
+    assert str(err).startswith("could not parse YAML at line 3, column ")
+    assert err.path == "" and err.source == str(path)
     assert "mapping values are not allowed here" in str(err)
 
 
@@ -178,7 +179,8 @@ def test_duplicate_key_is_refused(tmp_path):
 def test_top_level_must_be_a_mapping(tmp_path, text, got):
     path = write(tmp_path, text)
     err = error_of(load_config, path)
-    assert str(err) == f"{path}: the top level must be a mapping of sections such as 'memory:', got {got}"
+    assert str(err) == f"the top level must be a mapping of sections such as 'memory:', got {got}"
+    assert err.source == str(path)
 
 
 def test_empty_file_reports_the_first_required_value(tmp_path):
@@ -189,7 +191,7 @@ def test_empty_file_reports_the_first_required_value(tmp_path):
 
 def test_top_level_list_from_dict():
     err = error_of(config_from_dict, [1, 2])
-    assert str(err).startswith("<dict>: the top level must be a mapping")
+    assert str(err).startswith("the top level must be a mapping") and err.source == "<dict>"
 
 
 # -- bad keys and values -----------------------------------------------------------------------

@@ -1,8 +1,9 @@
 """Load a configuration from a YAML file or a dict, apply ``--set key=value`` overrides, validate.
 
-Bad input never escapes as anything but `ConfigError`, whose one-line str is what the CLI prints:
+Bad input never escapes as anything but `ConfigError`. Its str is one line; errors about the file as
+a whole have an empty path (the caller may put the file name, ``err.source``, in front):
     cannot open 'x.yaml': No such file or directory
-    x.yaml: could not parse YAML at line 3, column 7: mapping values are not allowed here
+    could not parse YAML at line 3, column 7: mapping values are not allowed here
     --set foo.bar=1: unknown key 'foo.bar'
     link.bandwidth: cannot read '25 gigs' as a bandwidth: ...
 """
@@ -53,11 +54,12 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
 
 def parse_yaml(text: str, source: str = "<string>") -> Any:
     """Parse YAML ``text`` (safe types only, duplicate keys refused); ``source`` names it in errors.
-    Raises ConfigError('<source>', 'could not parse YAML at line L, column C: <problem>')."""
+    Raises ConfigError with path '' (the message is 'could not parse YAML at line L, column C:
+    <problem>'; the CLI puts the file name in front) and ``source`` set."""
     try:
         return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 -- a SafeLoader subclass
     except yaml.YAMLError as exc:
-        raise ConfigError(source, f"could not parse YAML {_yaml_problem(exc)}", source) from None
+        raise ConfigError("", f"could not parse YAML {_yaml_problem(exc)}", source) from None
 
 
 def load_config(path: Union[str, os.PathLike], overrides: Iterable[str] = (),
@@ -73,7 +75,7 @@ def load_config(path: Union[str, os.PathLike], overrides: Iterable[str] = (),
         reason = exc.strerror or str(exc)
         raise ConfigError("", f"cannot open '{name}': {reason}", name) from None
     except UnicodeDecodeError as exc:
-        raise ConfigError(name, f"is not UTF-8 text (byte {exc.start}: {exc.reason})", name) from None
+        raise ConfigError("", f"'{name}' is not UTF-8 text (byte {exc.start}: {exc.reason})", name) from None
     data = parse_yaml(text, name)
     return config_from_dict(data, overrides, source=name, schema=schema)
 
@@ -88,8 +90,8 @@ def config_from_dict(data: Any, overrides: Iterable[str] = (), source: str = "<d
         data = {}
     if not isinstance(data, Mapping):
         kind = "a list" if isinstance(data, list) else f"'{data}'"
-        raise ConfigError(source, f"the top level must be a mapping of sections such as 'memory:', "
-                                  f"got {kind}", source)
+        raise ConfigError("", f"the top level must be a mapping of sections such as 'memory:', got {kind}",
+                          source)
     tree = _copy_tree(data)
     if isinstance(overrides, str):
         overrides = (overrides,)

@@ -66,8 +66,9 @@ REQUIRED: Any = _Required()
 
 
 class ConfigError(ValueError):
-    """A configuration problem at ``path`` (a dotted key such as 'link.bandwidth', an override such as
-    '--set foo.bar=1', a file name, or '' when the message names its subject itself).
+    """A configuration problem at ``path``: a dotted key such as 'link.bandwidth', an override such as
+    '--set foo.bar=1', or '' for a problem with the file as a whole (unreadable, not YAML, not a
+    mapping), whose message the caller may prefix with the file name.
 
     ``str(err)`` is ``"<path>: <message>"`` (just the message when path is empty). ``source`` is the
     file or '<dict>' the config came from, when known; it is not part of the str.
@@ -432,8 +433,8 @@ class Schema:
         if data is None:
             data = {}
         if not isinstance(data, Mapping):
-            raise ConfigError(source, f"the top level must be a mapping of sections such as "
-                                      f"'memory:', got {_describe(data)}")
+            raise ConfigError("", f"the top level must be a mapping of sections such as "
+                                  f"'memory:', got {_describe(data)}")
         self._reject_unknown(self.root, data, "")
 
         raw: dict[str, Any] = {}
