@@ -1,0 +1,91 @@
+#!/usr/bin/env python3
+"""Run the measurement matrix: each configuration --reps times, one migration
+at a time, repetition-major (all configurations once, then again, ...) so that
+host load drifts are spread over configurations. Each run writes
+runs/<config>__r<rep>.json; existing files are skipped (resumable).
+
+Base configuration: guest RAM 512 MiB, 1 vCPU TCG, working set 128 MiB,
+max-bandwidth 64 MiB/s (= 16384 pages/s), downtime-limit 300 ms,
+time limit 60 s.
+
+    ./run_matrix.py --reps 5            # full matrix
+    ./run_matrix.py --list              # show configurations
+    ./run_matrix.py --only idle,rand_near --reps 1
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+BASE = dict(ram=512, ws=128, rate=0, pattern="rand", max_bw=64,
+            downtime_ms=300, auto_converge=False, limit=60)
+LINK_PAGES_S = 64 * 256  # 64 MiB/s in 4 KiB pages/s = 16384
+
+MATRIX = [
+    # name, overrides, description
+    ("idle", dict(rate=0), "working set filled, no writes"),
+    ("idle_ws320", dict(rate=0, ws=320), "idle, larger working set"),
+    ("rand_low", dict(rate=4000), "random writes ~0.25x link"),
+    ("rand_near", dict(rate=16000), "random writes ~1x link"),
+    ("rand_high", dict(rate=32000), "random writes ~2x link"),
+    ("seq_near", dict(rate=15000, pattern="seq"),
+     "sequential writes ~0.9x link"),
+    ("autoconv_high", dict(rate=32000, auto_converge=True),
+     "random ~2x link with auto-converge (initial 20, increment 10)"),
+    ("rand_near_ws320", dict(rate=16000, ws=320),
+     "random ~1x link, 320 MiB working set"),
+    ("rand_near_dt100", dict(rate=16000, downtime_ms=100),
+     "random ~1x link, downtime-limit 100 ms"),
+    ("rand_high_dt1000", dict(rate=32000, downtime_ms=1000),
+     "random ~2x link, downtime-limit 1000 ms"),
+]
+
+
+def args_for(cfg):
+    a = ["--ram", cfg["ram"], "--ws", cfg["ws"], "--rate", cfg["rate"],
+         "--pattern", cfg["pattern"], "--max-bw", cfg["max_bw"],
+         "--downtime-ms", cfg["downtime_ms"], "--limit", cfg["limit"]]
+    if cfg["auto_converge"]:
+        a.append("--auto-converge")
+    return [str(x) for x in a]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--only", default="")
+    ap.add_argument("--outdir", default=os.path.join(HERE, "runs"))
+    ap.add_argument("--list", action="store_true")
+    a = ap.parse_args()
+    only = set(x for x in a.only.split(",") if x)
+    todo = [(n, dict(BASE, **o), d) for n, o, d in MATRIX
+            if not only or n in only]
+    if a.list:
+        for n, cfg, d in todo:
+            print("%-18s %-50s %s" % (n, d, " ".join(args_for(cfg))))
+        return 0
+    os.makedirs(a.outdir, exist_ok=True)
+    t_start = time.time()
+    for rep in range(a.reps):
+        for name, cfg, _ in todo:
+            out = os.path.join(a.outdir, "%s__r%d.json" % (name, rep))
+            if os.path.exists(out):
+                continue
+            cmd = [sys.executable, os.path.join(HERE, "run_migration.py"),
+                   "--config", name, "--run-index", str(rep),
+                   "--out", out] + args_for(cfg)
+            t = time.time()
+            p = subprocess.run(cmd, capture_output=True, text=True)
+            sys.stdout.write("[%6.0fs] %s (%.0fs)\n" % (
+                time.time() - t_start, p.stderr.strip().splitlines()[-1]
+                if p.stderr.strip() else "rc=%d" % p.returncode,
+                time.time() - t))
+            sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
