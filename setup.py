@@ -27,6 +27,15 @@ extensions = [
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=["-O3"] if not DEBUG else ["-O0", "-g"],
     ),
+    # The write tracer: a plain shared object loaded with LD_PRELOAD (no PyInit, never imported);
+    # pagesync_model.trace.record finds it next to the package.
+    Extension(
+        "pagesync_model._pagesync_trace",
+        ["_ext/tracer/pagesync_trace.c"],
+        include_dirs=["_ext/tracer"],
+        libraries=["pthread"],
+        extra_compile_args=["-O2", "-Wall"],
+    ),
 ]
 
 setup(ext_modules=cythonize(extensions, compiler_directives=directives))
