@@ -1,0 +1,642 @@
+"""The compiled kernels, their numpy twin and the naive reference give identical results.
+
+Every comparison runs one kernel on independent copies of the same inputs in each backend and checks
+the return value and every buffer afterwards. The numpy twin also runs with a tiny chunk size so its
+chunk-boundary code is exercised by small inputs. Hand-computed cases pin the contract itself.
+"""
+import ast
+import math
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import reference_kernels as ref
+from pagesync_model.kernels import dtypes
+from pagesync_model.kernels import numpy_kernels as npk
+from pagesync_model.kernels.dtypes import PTE_ACCESSED, PTE_DIRTY, PTE_SOFT_DIRTY, TLB_DIRTY, TLB_VALID
+
+ROOT = Path(__file__).resolve().parents[1]
+VD = TLB_VALID | TLB_DIRTY
+SEEDS = range(40)
+
+try:
+    import pagesync_model._cykernels as _cy
+except ImportError as exc:   # reported by test_compiled_backend_is_built
+    _cy, _CY_ERROR = None, exc
+
+
+def test_compiled_backend_is_built():
+    """In CI a missing extension is a failure, never a silent skip (the numpy twin would hide it)."""
+    if os.environ.get("CI"):
+        assert _cy is not None, f"pagesync_model._cykernels failed to import in CI: {_CY_ERROR}"
+    else:
+        pytest.importorskip("pagesync_model._cykernels")
+
+
+@pytest.fixture(params=["numpy", "numpy-tiny-chunks", "cython"])
+def backend(request, monkeypatch):
+    """A backend module to compare against the reference."""
+    if request.param == "cython":
+        return pytest.importorskip("pagesync_model._cykernels")
+    if request.param == "numpy-tiny-chunks":
+        monkeypatch.setattr(npk, "CHUNK", 128)
+        monkeypatch.setattr(npk, "_WORD_CHUNK", 2)
+    return npk
+
+
+def _copy(args):
+    return [a.copy() if isinstance(a, np.ndarray) else a for a in args]
+
+
+def check(backend, name, *args):
+    """Run kernel ``name`` in the reference and in ``backend``; assert identical results; return them."""
+    want_args, got_args = _copy(args), _copy(args)
+    want = getattr(ref, name)(*want_args)
+    got = getattr(backend, name)(*got_args)
+    assert got == want, f"{name}: returned {got!r}, reference {want!r}"
+    assert type(got) is type(want) or (isinstance(got, int) and isinstance(want, int))
+    if isinstance(got, tuple):
+        assert all(type(x) is int for x in got)
+    for i, (g, w) in enumerate(zip(got_args, want_args)):
+        if isinstance(w, np.ndarray):
+            assert g.dtype == w.dtype
+            np.testing.assert_array_equal(g, w, err_msg=f"{name}: argument {i} differs")
+    return got, got_args
+
+
+# --------------------------------------------------------------------------------------------------
+# random inputs
+
+def rand_bitmap(rng, nwords, density=None):
+    density = rng.choice([0.0, 0.05, 0.5, 0.95, 1.0]) if density is None else density
+    bits = rng.random(nwords * 64) < density
+    return np.packbits(bits, bitorder="little").view(np.uint64).copy() if nwords else np.zeros(0, np.uint64)
+
+
+def rand_pt_layout(rng, n):
+    ppt = int(rng.choice([1, 2, 3, 8, 64, 512]))
+    region = (n - 1) // ppt + 1
+    return int(rng.integers(0, n - region + 1)), ppt
+
+
+def rand_pte(rng, n, p_dirty):
+    pte = rng.integers(0, 1 << 12, n, dtype=np.uint64) & ~np.uint64(PTE_DIRTY)
+    pte[rng.random(n) < p_dirty] |= np.uint64(PTE_DIRTY)
+    return pte
+
+
+def rand_versions(rng, n):
+    v = rng.integers(0, 1 << 32, n, dtype=np.uint64).astype(np.uint32)
+    v[rng.random(n) < 0.1] = np.iinfo(np.uint32).max   # exercise the 2^32 wrap
+    return v
+
+
+def coprime_mult(rng, modulus):
+    while True:
+        mult = int(rng.integers(0, min(modulus, 1 << 32)))
+        if math.gcd(mult, modulus) == 1:
+            return mult
+
+
+# --------------------------------------------------------------------------------------------------
+# harvest
+
+def harvest_args(rng, n, clear, p_dirty=None):
+    p_dirty = rng.choice([0.0, 0.01, 0.3, 1.0]) if p_dirty is None else p_dirty
+    pte = rand_pte(rng, n, p_dirty)
+    nseg = int(rng.integers(0, 5))
+    bounds = np.sort(rng.integers(0, n + 1, nseg + 1)).astype(np.int64)
+    pt_base, ppt = rand_pt_layout(rng, n)
+    return (pte, bounds, rand_bitmap(rng, (n + 63) // 64), rand_versions(rng, n), pt_base, ppt, clear,
+            np.full(nseg, -7, np.int64))
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_harvest_random(backend, seed):
+    rng = np.random.default_rng(seed)
+    for clear in (False, True):
+        check(backend, "harvest", *harvest_args(rng, int(rng.integers(1, 1500)), clear))
+
+
+@pytest.mark.parametrize("n", [1, 7, 8, 9, 63, 64, 65, 127, 128, 129, 300])
+def test_harvest_edges(backend, n):
+    rng = np.random.default_rng(n)
+    for p_dirty in (0.0, 1.0, 0.5):
+        for clear in (False, True):
+            pte, _, bitmap, versions, pt_base, ppt, _, _ = harvest_args(rng, n, clear, p_dirty)
+            for bounds in ([0, n], [0, 0, n, n], [0, 1, n], [0, min(64, n), n], [n // 3, n // 2]):
+                b = np.array(bounds, np.int64)
+                check(backend, "harvest", pte, b, bitmap, versions, pt_base, ppt, clear,
+                      np.zeros(len(b) - 1, np.int64))
+
+
+def test_harvest_by_hand(backend):
+    # frames 0..4, dirty PTEs at 0, 2 (also soft-dirty already) and 4; segments [0,2) and [2,5);
+    # page-table pages at 2 + f // 2. Bitmap bit 2 already set, so only frames 0 and 4 are new bits.
+    D, S = PTE_DIRTY, PTE_SOFT_DIRTY
+    pte = np.array([D | 1, 1, D | S, 0, D], np.uint64)
+    bitmap = np.array([0b100], np.uint64)
+    versions = np.zeros(5, np.uint32)
+    out = np.zeros(2, np.int64)
+    assert backend.harvest(pte, np.array([0, 2, 5], np.int64), bitmap, versions, 2, 2, True, out) == 2
+    assert out.tolist() == [1, 2]
+    assert bitmap.tolist() == [0b10101]
+    assert pte.tolist() == [S | 1, 1, S, 0, S]
+    assert versions.tolist() == [0, 0, 1, 1, 1]          # pt pages 2 (frame 0), 3 (frame 2), 4 (frame 4)
+    # a peek sees nothing now: the dirty bits moved to soft-dirty
+    assert backend.harvest(pte, np.array([0, 5], np.int64), bitmap, versions, 2, 2, False, out[:1]) == 0
+    assert out[0] == 0
+
+
+# --------------------------------------------------------------------------------------------------
+# apply_writes
+
+def writes_args(rng, n, ncpu, entries, nw, hot):
+    frames = rng.integers(0, hot, nw).astype(np.int64)
+    cuts = np.sort(rng.integers(0, nw + 1, ncpu - 1)) if ncpu > 1 else np.zeros(0, np.int64)
+    cpu_bounds = np.concatenate(([0], cuts, [nw])).astype(np.int64)
+    if rng.random() < 0.3 and ncpu:            # writes outside [cpu_bounds[0], cpu_bounds[-1]] belong to nobody
+        cpu_bounds[0] = min(cpu_bounds[0] + 1, cpu_bounds[1] if ncpu > 1 else nw)
+    pte = rand_pte(rng, n, rng.choice([0.0, 0.3, 0.9]))
+    tlb_tag = rng.integers(-1, hot, (ncpu, entries)).astype(np.int64)
+    tlb_flags = rng.integers(0, 4, (ncpu, entries)).astype(np.uint8)
+    tlb_flags[rng.random((ncpu, entries)) < 0.1] = 0xFF    # odd flag values: only == VALID|DIRTY is a hit
+    pt_base, ppt = rand_pt_layout(rng, n)
+    return (frames, cpu_bounds, pte, rand_versions(rng, n), tlb_tag, tlb_flags, pt_base, ppt,
+            np.full((ncpu, 3), -1, np.int64))
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_apply_writes_random(backend, seed):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 2000))
+    ncpu = int(rng.integers(1, 5))
+    entries = int(rng.choice([1, 2, 3, 16, 64]))
+    hot = int(rng.choice([1, 3, min(n, 40), n]))     # a small hot set gives duplicates and conflicts
+    hot = max(1, min(hot, n))
+    check(backend, "apply_writes", *writes_args(rng, n, ncpu, entries, int(rng.integers(0, 600)), hot))
+
+
+def test_apply_writes_sequence_of_batches(backend):
+    # TLB and PTE state carried from batch to batch, with flushes and harvests in between
+    rng = np.random.default_rng(7)
+    n, ncpu, entries = 200, 3, 8
+    frames, cb, pte, versions, tag, flags, pt_base, ppt, out = writes_args(rng, n, ncpu, entries, 300, 60)
+    state_ref = [pte.copy(), versions.copy(), tag.copy(), flags.copy()]
+    state_bk = [pte.copy(), versions.copy(), tag.copy(), flags.copy()]
+    for batch in range(6):
+        frames = rng.integers(0, 60, 300).astype(np.int64)
+        for mod, (p, v, t, f) in ((ref, state_ref), (backend, state_bk)):
+            o = np.zeros((ncpu, 3), np.int64)
+            mod.apply_writes(frames, cb, p, v, t, f, pt_base, ppt, o)
+            if batch % 2:
+                f[:, :] &= ~np.uint8(TLB_VALID)      # full flush: tags kept, entries invalid
+                ob = np.zeros(1, np.int64)
+                mod.harvest(p, np.array([0, n], np.int64), np.zeros((n + 63) // 64, np.uint64), v, pt_base, ppt,
+                            True, ob)
+        for a, b in zip(state_ref, state_bk):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_apply_writes_same_frame_many_cpus(backend):
+    rng = np.random.default_rng(3)
+    n, ncpu, entries = 64, 4, 4
+    frames = np.array([5, 5, 9, 5, 1, 5, 5, 13, 5, 9], np.int64)     # 5, 9, 13, 1 share slot 1
+    cb = np.array([0, 3, 3, 7, 10], np.int64)                        # CPU 1 writes nothing
+    tag = np.array([[-1, 5, -1, -1], [0, 5, 2, 3], [-1, 9, -1, -1], [-1, 13, 5, -1]], np.int64)
+    flags = np.array([[0, 0, 0, 0], [3, 3, 3, 3], [0, 1, 0, 0], [0, 3, 3, 0]], np.uint8)
+    for pte0 in (np.zeros(n, np.uint64), np.full(n, PTE_DIRTY, np.uint64)):
+        check(backend, "apply_writes", frames, cb, pte0, rand_versions(rng, n), tag, flags, 60, 16,
+              np.zeros((ncpu, 3), np.int64))
+
+
+def test_apply_writes_by_hand(backend):
+    # 2 CPUs, 2 TLB entries each, 8 frames, page-table pages 6 + f // 4.
+    # CPU 0 writes 3, 1, 1; CPU 1 writes 1.  PTE 3 is already dirty, PTE 1 clean.
+    # CPU 0 slot 1 holds frame 3 flushed (tag kept, flags 0); CPU 1 slot 1 holds frame 1 valid+dirty.
+    #   CPU0 f=3: tag 3 but not valid -> walk, flush refill; PTE already dirty; slot1 = (3, VD)
+    #   CPU0 f=1: tag 3 != 1 -> walk; PTE clean -> set D|A, version of pt page 6 +1; slot1 = (1, VD)
+    #   CPU0 f=1: hit.  CPU1 f=1: hit on its own (stale) dirty entry, no walk.
+    frames = np.array([3, 1, 1, 1], np.int64)
+    cpu_bounds = np.array([0, 3, 4], np.int64)
+    pte = np.zeros(8, np.uint64)
+    pte[3] = PTE_DIRTY
+    versions = np.zeros(8, np.uint32)
+    tag = np.array([[-1, 3], [-1, 1]], np.int64)
+    flags = np.array([[0, 0], [0, VD]], np.uint8)
+    out = np.zeros((2, 3), np.int64)
+    assert backend.apply_writes(frames, cpu_bounds, pte, versions, tag, flags, 6, 4, out) is None
+    assert out.tolist() == [[2, 1, 1], [0, 0, 0]]
+    assert versions.tolist() == [0, 3, 0, 1, 0, 0, 1, 0]
+    assert pte.tolist() == [0, PTE_DIRTY | PTE_ACCESSED, 0, PTE_DIRTY, 0, 0, 0, 0]
+    assert tag.tolist() == [[-1, 1], [-1, 1]]
+    assert flags.tolist() == [[0, VD], [0, VD]]
+    # The hardware fact: a stale dirty TLB entry lets a write through without setting the PTE bit.
+    pte[:] = 0
+    backend.apply_writes(np.array([1], np.int64), np.array([0, 0, 1], np.int64), pte, versions, tag, flags, 6, 4, out)
+    assert pte[1] == 0 and out.tolist() == [[0, 0, 0], [0, 0, 0]] and versions[1] == 4
+
+
+# --------------------------------------------------------------------------------------------------
+# bitmap kernels
+
+EDGE_FRAMES = [1, 63, 64, 65, 127, 128, 129]
+
+
+def edge_points(nbits):
+    pts = {0, 1, 62, 63, 64, 65, 127, 128, 129, nbits - 1, nbits}
+    return sorted(p for p in pts if 0 <= p <= nbits)
+
+
+@pytest.mark.parametrize("n", EDGE_FRAMES)
+def test_bitmap_range_kernels_edges(backend, n):
+    rng = np.random.default_rng(n)
+    nwords = (n + 63) // 64
+    for density in (0.0, 1.0, 0.5):
+        bitmap = rand_bitmap(rng, nwords, density)
+        pts = edge_points(64 * nwords)
+        for lo in pts:
+            for hi in pts:
+                if lo <= hi:
+                    check(backend, "bitmap_popcount", bitmap, lo, hi)
+                    check(backend, "bitmap_set_range", bitmap, lo, hi)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_bitmap_kernels_random(backend, seed):
+    rng = np.random.default_rng(seed)
+    nwords = int(rng.integers(1, 12))
+    nbits = 64 * nwords
+    bitmap = rand_bitmap(rng, nwords)
+    for _ in range(5):
+        lo, hi = sorted(int(x) for x in rng.integers(0, nbits + 1, 2))
+        check(backend, "bitmap_popcount", bitmap, lo, hi)
+        check(backend, "bitmap_set_range", bitmap, lo, hi)
+        frames = rng.integers(0, nbits, int(rng.integers(0, 100))).astype(np.int64)
+        check(backend, "bitmap_set_frames", bitmap, frames)
+        cap = int(rng.integers(1, 8))
+        check(backend, "bitmap_extract_runs", rand_bitmap(rng, nwords), lo, hi, int(rng.integers(1, 200)),
+              bool(rng.integers(0, 2)), np.full(cap, -1, np.int64), np.full(cap, -1, np.int64))
+
+
+@pytest.mark.parametrize("n", EDGE_FRAMES + [1000])
+def test_bitmap_set_frames_edges(backend, n):
+    rng = np.random.default_rng(n)
+    nwords = (n + 63) // 64
+    for density in (0.0, 1.0, 0.3):
+        bitmap = rand_bitmap(rng, nwords, density)
+        check(backend, "bitmap_set_frames", bitmap, np.zeros(0, np.int64))
+        check(backend, "bitmap_set_frames", bitmap, np.array([0, 0, 64 * nwords - 1, 0], np.int64))
+        check(backend, "bitmap_set_frames", bitmap, rng.integers(0, 64 * nwords, 3 * n).astype(np.int64))
+
+
+def test_bitmap_by_hand(backend):
+    # set_range [1, 66) over bits {1, 3}: 65 bits, 2 already set -> 63 new; word 1 gets bits 0 and 1
+    bm = np.array([0b1010, 0], np.uint64)
+    assert backend.bitmap_set_range(bm, 1, 66) == 63
+    assert bm.tolist() == [(1 << 64) - 2, 0b11]
+    # set_frames {3, 3, 5, 70} over bit {3}: distinct new bits are 5 and 70
+    bm = np.array([0b1000, 0], np.uint64)
+    assert backend.bitmap_set_frames(bm, np.array([3, 3, 5, 70], np.int64)) == 2
+    assert bm.tolist() == [0b101000, 1 << 6]
+    # popcount [4, 65) of (0xFF, 1): bits 4..7 and 64
+    assert backend.bitmap_popcount(np.array([0xFF, 1], np.uint64), 4, 65) == 5
+    # runs of 0b1110110 (bits 1,2,4,5,6) in [2, 6): [2,3) (cut at lo) and [4,6) (cut at hi)
+    bm = np.array([0b1110110], np.uint64)
+    starts, lens = np.zeros(4, np.int64), np.zeros(4, np.int64)
+    assert backend.bitmap_extract_runs(bm, 2, 6, 10, True, starts, lens) == (2, 3, 6)
+    assert starts[:2].tolist() == [2, 4] and lens[:2].tolist() == [1, 2]
+    assert bm.tolist() == [0b1000010]                    # bits 1 and 6 were outside [lo, hi)
+    bm = np.array([0b1110110], np.uint64)
+    assert backend.bitmap_extract_runs(bm, 2, 6, 10, True, starts[:1], lens[:1]) == (1, 1, 3)   # cap = 1
+    assert bm.tolist() == [0b1110010]                    # only the run [2,3) was cleared
+    # max_pages 2 over bits {1, 4, 5, 6}: [1,2) gives 1 page, [4,7) is not split and gives 4; stop at 7
+    assert backend.bitmap_extract_runs(bm, 0, 64, 2, False, starts, lens) == (2, 4, 7)
+    assert bm.tolist() == [0b1110010]
+
+
+def _runs_resumed(mod, bitmap, lo, hi, max_pages, cap, clear):
+    starts, lens, pos = [], [], lo
+    while True:
+        s, l = np.zeros(cap, np.int64), np.zeros(cap, np.int64)
+        nruns, pages, pos = mod.bitmap_extract_runs(bitmap, pos, hi, max_pages, clear, s, l)
+        assert nruns <= cap and sum(l[:nruns]) == pages
+        assert nruns == 0 or pages < max_pages or pages - l[nruns - 1] < max_pages   # runs never split
+        starts += s[:nruns].tolist()
+        lens += l[:nruns].tolist()
+        if pos == hi:
+            return starts, lens
+        assert nruns == cap or pages >= max_pages
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_extract_runs_resumption(backend, seed):
+    """Resumed bounded calls concatenate to one unbounded call (and clear the same bits)."""
+    rng = np.random.default_rng(seed)
+    nwords = int(rng.integers(1, 8))
+    bitmap = rand_bitmap(rng, nwords, rng.choice([0.1, 0.5, 0.9, 1.0]))
+    lo, hi = sorted(int(x) for x in rng.integers(0, 64 * nwords + 1, 2))
+    for clear in (False, True):
+        whole = bitmap.copy()
+        s, l = np.zeros(64 * nwords + 1, np.int64), np.zeros(64 * nwords + 1, np.int64)
+        nruns, pages, pos = ref.bitmap_extract_runs(whole, lo, hi, 1 << 40, clear, s, l)
+        assert pos == hi
+        for max_pages, cap in ((1, 1), (1, 5), (3, 2), (1 << 40, 1), (7, 3)):
+            part = bitmap.copy()
+            assert _runs_resumed(backend, part, lo, hi, max_pages, cap, clear) == (s[:nruns].tolist(),
+                                                                                  l[:nruns].tolist())
+            np.testing.assert_array_equal(part, whole)
+
+
+def test_extract_runs_long_runs_across_chunks(backend):
+    # runs longer than the tiny numpy chunk, starting and ending off word boundaries
+    bitmap = np.zeros(40, np.uint64)
+    ref.bitmap_set_range(bitmap, 3, 700)
+    ref.bitmap_set_range(bitmap, 701, 702)
+    ref.bitmap_set_range(bitmap, 1000, 2500)
+    for lo, hi in ((0, 2560), (5, 2400), (700, 1001), (702, 1000)):
+        for cap, max_pages in ((1, 1), (2, 698), (8, 1 << 30)):
+            check(backend, "bitmap_extract_runs", bitmap, lo, hi, max_pages, True, np.zeros(cap, np.int64),
+                  np.zeros(cap, np.int64))
+
+
+# --------------------------------------------------------------------------------------------------
+# build_copy_list
+
+def runs_args(rng, k, max_gap=12, max_len=5):
+    lens = rng.integers(1, max_len + 1, k).astype(np.int64)
+    gaps = rng.integers(0, max_gap + 1, k)
+    starts = (np.cumsum(gaps) + np.cumsum(lens) - lens).astype(np.int64)
+    return starts, lens
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_build_copy_list_random(backend, seed):
+    rng = np.random.default_rng(seed)
+    max_ranges = int(rng.integers(2, 10))
+    k = int(rng.choice([0, 1, max_ranges - 1, max_ranges, max_ranges + 1, 60]))
+    starts, lens = runs_args(rng, k, max_gap=int(rng.choice([1, 8, 30])))
+    nearby = int(rng.choice([0, 1, 6, 20]))
+    check(backend, "build_copy_list", starts, lens, nearby, max_ranges,
+          np.full(max_ranges + int(rng.integers(0, 3)), -1, np.int64), np.full(max_ranges + 2, -1, np.int64))
+
+
+@pytest.mark.parametrize("k", [0, 3, 4, 5, 12])
+@pytest.mark.parametrize("nearby", [0, 1, 6])
+def test_build_copy_list_counts_and_ties(backend, k, nearby):
+    # equal gaps everywhere: every merge is a tie, resolved to the leftmost pair
+    starts = np.arange(k, dtype=np.int64) * 10
+    lens = np.full(k, 2, np.int64)
+    check(backend, "build_copy_list", starts, lens, nearby, 4, np.zeros(4, np.int64), np.zeros(4, np.int64))
+    # adjacent runs: merged only when nearby >= 1 (a frame within nearby of the range's last frame)
+    starts = np.arange(k, dtype=np.int64) * 2
+    lens = np.full(k, 2, np.int64)
+    n, (_, _, _, _, s, e) = check(backend, "build_copy_list", starts, lens, nearby, 4, np.zeros(4, np.int64),
+                                  np.zeros(4, np.int64))
+    if k and nearby >= 1:
+        assert n == 1 and (s[0], e[0]) == (0, 2 * k)
+
+
+def test_build_copy_list_by_hand(backend):
+    # runs (0,2) (10,1) (14,1) (30,2) (40,1), NEARBY 6, 2 ranges:
+    #   [0,2); [10,11) (10 > 2-1+6); 14 <= 11-1+6 extends to [10,15);
+    #   30 > 20 and the list is full: merge [0,2)+[10,15) -> [0,15), append [30,32);
+    #   40 > 37: merge -> [0,32), append [40,41).  Over-copy 33 - 7 = 26 frames.
+    out_s, out_e = np.zeros(2, np.int64), np.zeros(2, np.int64)
+    n = backend.build_copy_list(np.array([0, 10, 14, 30, 40], np.int64), np.array([2, 1, 1, 2, 1], np.int64),
+                                6, 2, out_s, out_e)
+    assert n == 2 and out_s.tolist() == [0, 40] and out_e.tolist() == [32, 41]
+    assert int((out_e - out_s).sum()) - 7 == 26
+
+
+# --------------------------------------------------------------------------------------------------
+# deliver_runs, find_mismatch
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_deliver_and_mismatch_random(backend, seed):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 1500))
+    src = rng.integers(0, 3, n).astype(np.uint32)
+    dst = rng.integers(0, 3, n).astype(np.uint32)
+    k = int(rng.integers(0, 12))
+    starts = rng.integers(0, n, k).astype(np.int64)
+    lens = rng.integers(0, n - starts + 1).astype(np.int64) if k else np.zeros(0, np.int64)
+    check(backend, "deliver_runs", src, dst, starts, lens)         # overlapping runs allowed
+    for cap in (0, 1, 5, n):
+        check(backend, "find_mismatch", src, dst, np.full(cap, -1, np.int64))
+
+
+def test_deliver_and_mismatch_by_hand(backend):
+    src, dst = np.array([0, 5, 0, 7], np.uint32), np.array([9, 9, 9, 9], np.uint32)
+    assert backend.deliver_runs(src, dst, np.array([0, 2], np.int64), np.array([2, 2], np.int64)) == 2
+    assert dst.tolist() == [0, 5, 0, 7]
+    # overlapping runs copy (and count) a frame twice: [1,3) then [1,2) -> src[2] is the only zero
+    assert backend.deliver_runs(src, dst, np.array([1, 1], np.int64), np.array([2, 1], np.int64)) == 1
+    out = np.full(1, -1, np.int64)
+    assert backend.find_mismatch(np.array([1, 2, 3, 4], np.uint32), np.array([1, 0, 3, 0], np.uint32), out) == 2
+    assert out.tolist() == [1]
+
+
+# --------------------------------------------------------------------------------------------------
+# generators
+
+def gen_random_params(rng):
+    span = int(rng.choice([1, 10, 1000, 1 << 20, 1 << 32]))
+    modulus = int(min(1 << 32, span + rng.choice([0, 0, 7, 1 << 20])))
+    hot_span = int(rng.choice([0, span // 10, span]))
+    hot_threshold = int(rng.choice([0, 1 << 31, 1 << 32, int(rng.integers(0, 1 << 32))]))
+    return hot_span, hot_threshold, span, int(rng.integers(0, 1 << 20)), coprime_mult(rng, modulus), modulus
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_gen_random_random(backend, seed):
+    rng = np.random.default_rng(seed)
+    ncpu = int(rng.integers(0, 5))
+    keys = rng.integers(0, 1 << 64, ncpu, dtype=np.uint64)
+    counters = rng.integers(0, 1 << 64, ncpu, dtype=np.uint64)
+    counters[: ncpu // 2] = np.uint64((1 << 64) - 3)          # wraps mod 2^64 mid-batch
+    counts = rng.integers(0, 300, ncpu).astype(np.int64)
+    check(backend, "gen_random", keys, counters, counts, *gen_random_params(rng),
+          np.zeros(int(counts.sum()), np.int64))
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_generators_batch_independent(backend, seed):
+    """Two calls of n and m draws equal one call of n + m (counter and cursor continuity)."""
+    rng = np.random.default_rng(seed)
+    ncpu = 3
+    n, m = rng.integers(0, 200, ncpu).astype(np.int64), rng.integers(0, 200, ncpu).astype(np.int64)
+    params = gen_random_params(rng)
+    keys = rng.integers(0, 1 << 64, ncpu, dtype=np.uint64)
+    c_split, c_whole = np.array([5, (1 << 64) - 100, 0], np.uint64), np.array([5, (1 << 64) - 100, 0], np.uint64)
+    o1, o2, ow = np.zeros(n.sum(), np.int64), np.zeros(m.sum(), np.int64), np.zeros((n + m).sum(), np.int64)
+    backend.gen_random(keys, c_split, n, *params, o1)
+    backend.gen_random(keys, c_split, m, *params, o2)
+    backend.gen_random(keys, c_whole, n + m, *params, ow)
+    np.testing.assert_array_equal(c_split, c_whole)
+    split = np.split(o1, np.cumsum(n)[:-1]), np.split(o2, np.cumsum(m)[:-1])
+    np.testing.assert_array_equal(np.concatenate([np.concatenate([a, b]) for a, b in zip(*split)]), ow)
+
+    span = int(rng.integers(1, 5000))
+    modulus = span + int(rng.integers(0, 100))
+    stride = int(rng.choice([1, 7, span - 1, -3, span + 2]))
+    args = (stride, span, 100, coprime_mult(rng, modulus), modulus)
+    cur_split, cur_whole = np.array([0, span - 1, 3], np.int64), np.array([0, span - 1, 3], np.int64)
+    backend.gen_sequential(cur_split, n, *args, o1)
+    backend.gen_sequential(cur_split, m, *args, o2)
+    backend.gen_sequential(cur_whole, n + m, *args, ow)
+    np.testing.assert_array_equal(cur_split, cur_whole)
+    split = np.split(o1, np.cumsum(n)[:-1]), np.split(o2, np.cumsum(m)[:-1])
+    np.testing.assert_array_equal(np.concatenate([np.concatenate([a, b]) for a, b in zip(*split)]), ow)
+
+
+@pytest.mark.parametrize("hot_threshold", [0, 1 << 32])
+def test_gen_random_hot_threshold_extremes(backend, hot_threshold):
+    rng = np.random.default_rng(hot_threshold % 97)
+    keys = rng.integers(0, 1 << 64, 2, dtype=np.uint64)
+    counts = np.array([500, 300], np.int64)
+    hot_span, span = 100, 10_000
+    out = np.zeros(800, np.int64)
+    _, (_, _, _, _, _, _, _, _, _, out) = check(backend, "gen_random", keys, np.zeros(2, np.uint64), counts,
+                                                hot_span, hot_threshold, span, 0, 1, span, out)
+    if hot_threshold == 0:
+        assert out.min() >= hot_span                  # every draw is cold
+    else:
+        assert out.max() < hot_span                   # every draw is hot
+
+
+@pytest.mark.parametrize("seed", range(15))
+def test_gen_sequential_random(backend, seed):
+    rng = np.random.default_rng(seed)
+    ncpu = int(rng.integers(0, 4))
+    span = int(rng.choice([1, 2, 64, 1 << 20, 1 << 32]))
+    modulus = int(min(1 << 32, span + rng.choice([0, 11])))
+    counts = rng.integers(0, 300, ncpu).astype(np.int64)
+    cursors = rng.integers(-span, 2 * span, ncpu).astype(np.int64)
+    stride = int(rng.choice([0, 1, 3, span, -1, int(rng.integers(-(1 << 40), 1 << 40))]))
+    check(backend, "gen_sequential", cursors, counts, stride, span, int(rng.integers(0, 1000)),
+          coprime_mult(rng, modulus), modulus, np.zeros(int(counts.sum()), np.int64))
+
+
+def test_generators_by_hand(backend):
+    # splitmix64 with key 0, counter 0 is the first output of Vigna's splitmix64 seeded with 0:
+    # 0xE220A8397B1DCDAF, so hi = 0xE220A839, lo = 0x7B1DCDAF.
+    out = np.zeros(1, np.int64)
+    ctr = np.zeros(1, np.uint64)
+    backend.gen_random(np.zeros(1, np.uint64), ctr, np.ones(1, np.int64), 0, 0, 1 << 32, 0, 1, 1 << 32, out)
+    assert out[0] == 0x7B1DCDAF and ctr[0] == 1
+    # span 10, uniform: idx = (0x7B1DCDAF * 10) >> 32 = 4; mapped through mult 3 mod 11 plus base 100
+    backend.gen_random(np.zeros(1, np.uint64), np.zeros(1, np.uint64), np.ones(1, np.int64), 0, 0, 10, 100, 3, 11,
+                       out)
+    assert out[0] == 100 + 12 % 11
+    # hot: hi = 0xE220A839 < threshold 0xE220A83A -> idx = (lo * 4) >> 32 = 1
+    backend.gen_random(np.zeros(1, np.uint64), np.zeros(1, np.uint64), np.ones(1, np.int64), 4, 0xE220A83A, 10, 0,
+                       1, 10, out)
+    assert out[0] == 1
+    # sequential: cursor 8, stride 3, span 10 -> idx 8, 1, 4, 7 -> (3 * idx) % 11 = 2, 3, 1, 10
+    cur, out = np.array([8], np.int64), np.zeros(4, np.int64)
+    backend.gen_sequential(cur, np.array([4], np.int64), 3, 10, 100, 3, 11, out)
+    assert out.tolist() == [102, 103, 101, 110] and cur.tolist() == [0]
+
+
+# --------------------------------------------------------------------------------------------------
+# argument validation: both backends refuse the same bad calls, before touching any buffer
+
+def _bad_calls():
+    u64, i64, u32 = (lambda *s: np.zeros(s, np.uint64)), (lambda *s: np.zeros(s, np.int64)), \
+        (lambda *s: np.zeros(s, np.uint32))
+    return {
+        "harvest out_dirty length": ("harvest", (u64(10), np.array([0, 10], np.int64), u64(1), u32(10), 0, 4, True, i64(2))),
+        "harvest versions length": ("harvest", (u64(10), np.array([0, 10], np.int64), u64(1), u32(9), 0, 4, True, i64(1))),
+        "harvest bitmap length": ("harvest", (u64(10), np.array([0, 10], np.int64), u64(2), u32(10), 0, 4, True, i64(1))),
+        "harvest bounds beyond": ("harvest", (u64(10), np.array([0, 11], np.int64), u64(1), u32(10), 0, 4, True, i64(1))),
+        "harvest bounds decrease": ("harvest", (u64(10), np.array([5, 4], np.int64), u64(1), u32(10), 0, 4, True, i64(1))),
+        "harvest pt region": ("harvest", (u64(10), np.array([0, 10], np.int64), u64(1), u32(10), 8, 4, True, i64(1))),
+        "apply out_counts": ("apply_writes", (i64(3), np.array([0, 3], np.int64), u64(10), u32(10), i64(1, 4),
+                                              np.zeros((1, 4), np.uint8), 0, 4, i64(2, 3))),
+        "apply flags shape": ("apply_writes", (i64(3), np.array([0, 3], np.int64), u64(10), u32(10), i64(1, 4),
+                                               np.zeros((1, 3), np.uint8), 0, 4, i64(1, 3))),
+        "apply frame range": ("apply_writes", (np.array([10], np.int64), np.array([0, 1], np.int64), u64(10),
+                                               u32(10), i64(1, 4), np.zeros((1, 4), np.uint8), 0, 4, i64(1, 3))),
+        "apply cpu_bounds": ("apply_writes", (i64(3), np.array([0, 4], np.int64), u64(10), u32(10), i64(1, 4),
+                                              np.zeros((1, 4), np.uint8), 0, 4, i64(1, 3))),
+        "set_range hi": ("bitmap_set_range", (u64(1), 0, 65)),
+        "set_range lo > hi": ("bitmap_set_range", (u64(1), 5, 4)),
+        "set_frames range": ("bitmap_set_frames", (u64(1), np.array([64], np.int64))),
+        "popcount hi": ("bitmap_popcount", (u64(1), 0, 65)),
+        "extract cap 0": ("bitmap_extract_runs", (u64(1), 0, 64, 1, True, i64(0), i64(0))),
+        "extract lens": ("bitmap_extract_runs", (u64(1), 0, 64, 1, True, i64(2), i64(1))),
+        "extract max_pages": ("bitmap_extract_runs", (u64(1), 0, 64, 0, True, i64(1), i64(1))),
+        "copy list lengths": ("build_copy_list", (i64(2), i64(1), 6, 4, i64(4), i64(4))),
+        "copy list out": ("build_copy_list", (i64(1), np.ones(1, np.int64), 6, 4, i64(3), i64(4))),
+        "copy list overlap": ("build_copy_list", (np.array([0, 1], np.int64), np.array([2, 1], np.int64), 6, 4,
+                                                  i64(4), i64(4))),
+        "copy list max_ranges": ("build_copy_list", (i64(1), np.ones(1, np.int64), 6, 1, i64(4), i64(4))),
+        "deliver lengths": ("deliver_runs", (u32(4), u32(5), i64(1), i64(1))),
+        "deliver range": ("deliver_runs", (u32(4), u32(4), np.array([3], np.int64), np.array([2], np.int64))),
+        "mismatch lengths": ("find_mismatch", (u32(4), u32(5), i64(1))),
+        "gen_random out": ("gen_random", (u64(2), u64(2), np.ones(2, np.int64), 0, 0, 10, 0, 1, 10, i64(3))),
+        "gen_random coprime": ("gen_random", (u64(1), u64(1), np.ones(1, np.int64), 0, 0, 10, 0, 5, 10, i64(1))),
+        "gen_random hot_span": ("gen_random", (u64(1), u64(1), np.ones(1, np.int64), 11, 0, 10, 0, 1, 10, i64(1))),
+        "gen_random threshold": ("gen_random", (u64(1), u64(1), np.ones(1, np.int64), 0, (1 << 32) + 1, 10, 0, 1, 10,
+                                                i64(1))),
+        "gen_sequential counts": ("gen_sequential", (i64(2), i64(3), 1, 10, 0, 1, 10, i64(0))),
+        "gen_sequential span": ("gen_sequential", (i64(1), np.ones(1, np.int64), 1, 11, 0, 1, 10, i64(1))),
+    }
+
+
+@pytest.mark.parametrize("case", sorted(_bad_calls()))
+def test_bad_arguments_raise_value_error(backend, case):
+    name, args = _bad_calls()[case]
+    before = _copy(args)
+    with pytest.raises(ValueError):
+        getattr(backend, name)(*args)
+    for a, b in zip(args, before):
+        if isinstance(a, np.ndarray):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_wrong_dtype_raises_value_error(backend):
+    with pytest.raises(ValueError):
+        backend.bitmap_popcount(np.zeros(1, np.int64), 0, 64)
+
+
+# --------------------------------------------------------------------------------------------------
+# the .pxd mirrors dtypes.py
+
+def _eval_int(expr):
+    def ev(node):
+        if isinstance(node, ast.Constant) and isinstance(node.value, int):
+            return node.value
+        if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.LShift, ast.BitOr)):
+            a, b = ev(node.left), ev(node.right)
+            return a << b if isinstance(node.op, ast.LShift) else a | b
+        raise ValueError(f"unexpected constant expression {expr!r}")
+    return ev(ast.parse(expr, mode="eval").body)
+
+
+def test_pxd_matches_dtypes():
+    text = (ROOT / "_ext" / "kernels.pxd").read_text()
+    consts = {m[1]: _eval_int(m[2]) for m in re.finditer(r"^\s+((?:PTE|TLB)_\w+)\s*=\s*([^#\n]+?)\s*$", text, re.M)}
+    expected = {k: getattr(dtypes, k) for k in dir(dtypes) if re.fullmatch(r"(PTE|TLB)_[A-Z_]+", k)
+                and isinstance(getattr(dtypes, k), int)}
+    assert consts == expected
+    macros = {m[1]: int(m[2], 16) for m in re.finditer(r"#define PAGESYNC_(SPLITMIX_\w+) (0x[0-9A-Fa-f]+)ULL", text)}
+    assert macros == {k: getattr(dtypes, k) for k in ("SPLITMIX_GAMMA", "SPLITMIX_M1", "SPLITMIX_M2")}
+    ctypes = {name: ctype for ctype, name in re.findall(r"^ctypedef (\w+) (\w+)", text, re.M)}
+    c_to_np = {"uint64_t": np.uint64, "uint32_t": np.uint32, "int64_t": np.int64, "uint8_t": np.uint8}
+    for ctype_name, py_name in (("pte_t", "PTE_DTYPE"), ("word_t", "WORD_DTYPE"), ("version_t", "VERSION_DTYPE"),
+                                ("index_t", "INDEX_DTYPE"), ("tlb_tag_t", "TLB_TAG_DTYPE"),
+                                ("tlb_flag_t", "TLB_FLAG_DTYPE")):
+        assert np.dtype(c_to_np[ctypes[ctype_name]]) == np.dtype(getattr(dtypes, py_name)), ctype_name
+
+
+def test_stub_lists_every_kernel():
+    from pagesync_model.kernels import KERNEL_NAMES
+    stub = (ROOT / "pagesync_model" / "_cykernels.pyi").read_text()
+    for name in KERNEL_NAMES:
+        assert re.search(rf"^def {name}\(", stub, re.M), name
+        assert hasattr(npk, name) and hasattr(ref, name)
