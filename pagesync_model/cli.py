@@ -89,7 +89,47 @@ def run_main(argv):
     return 0
 
 
-SUBCOMMANDS = {}
+def trace_main(argv):
+    """``pagesync-sim trace record|stats``: record a real program's page writes, or summarise a trace."""
+    from .trace import TraceError, print_stats, plot_stats, record
+    from .units import UnitError, parse_duration
+
+    p = _Parser(prog=f"{PROG} trace", description="Record which pages a real program writes, or summarise "
+                                                   "a recorded trace.")
+    sub = p.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    r = sub.add_parser("record", help="run CMD under the write tracer and save its trace (.npz)")
+    r.add_argument("--interval", default="10ms", help="scan interval, e.g. 10ms (default 10ms)")
+    r.add_argument("-o", "--output", required=True, metavar="OUT", help="trace file to write (.npz)")
+    r.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD ARGS...")
+    st = sub.add_parser("stats", help="print a trace's statistics")
+    st.add_argument("file", help="trace file (.npz)")
+    st.add_argument("--plot", metavar="PNG", help="also save the working-set and skew plot")
+    args = p.parse_args(argv)
+    try:
+        if args.action == "record":
+            cmd = args.command[1:] if args.command[:1] == ["--"] else args.command
+            if not cmd:
+                raise UsageError("trace record: no command given (use: trace record -o OUT -- CMD ARGS...)")
+            try:
+                interval = parse_duration(args.interval)
+            except UnitError as exc:
+                raise UsageError(f"--interval: {exc}") from None
+            if not isinstance(interval, float) or interval <= 0:
+                raise UsageError(f"--interval: must be a positive time such as 10ms, got '{args.interval}'")
+            summary = record(cmd, args.output, interval, stdin=None, stdout=None, stderr=None)
+            print(f"{PROG}: recorded {summary.n_intervals} intervals, {summary.n_distinct_pages} distinct pages, "
+                  f"{summary.n_page_writes} page writes in {summary.duration_s:.3f} s -> {args.output}",
+                  file=sys.stderr)
+            return summary.returncode if summary.returncode and summary.returncode > 0 else 0
+        print_stats(args.file, sys.stdout)
+        if args.plot:
+            plot_stats(args.file, args.plot)
+        return 0
+    except TraceError as exc:
+        raise UsageError(str(exc)) from None
+
+
+SUBCOMMANDS = {"trace": trace_main}
 
 
 def main(argv=None):
