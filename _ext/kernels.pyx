@@ -46,11 +46,14 @@ cdef inline void _check_pt(int64_t n_frames, int64_t pt_base, int64_t ptes_per_p
             f"{pt_base + (n_frames - 1) // ptes_per_pt}] must lie inside versions[0:{n_frames}]")
 
 
-cdef inline void _check_generator_map(int64_t span, int64_t mult, int64_t modulus) except *:
+cdef inline void _check_generator_map(int64_t span, int64_t mult, int64_t modulus, int64_t block) except *:
     if span < 0 or span > <int64_t>TWO32:
         raise ValueError(f"span must be in [0, 2**32], got {span}")
-    if modulus < 1 or modulus > <int64_t>TWO32 or span > modulus:
-        raise ValueError(f"need span <= modulus <= 2**32 and modulus >= 1, got span={span}, modulus={modulus}")
+    if block < 1 or block > <int64_t>TWO32:
+        raise ValueError(f"block must be in [1, 2**32], got {block}")
+    if modulus < 1 or modulus > <int64_t>TWO32 or span > modulus * block:
+        raise ValueError(f"need span <= modulus * block, modulus in [1, 2**32], got span={span}, "
+                         f"modulus={modulus}, block={block}")
     if mult < 0 or mult >= <int64_t>TWO32:
         raise ValueError(f"mult must be in [0, 2**32), got {mult}")
     cdef int64_t a = mult, b = modulus, t
@@ -524,7 +527,7 @@ cdef inline uint64_t _splitmix(uint64_t key, uint64_t k) noexcept nogil:
 
 def gen_random(const uint64_t[::1] stream_keys, uint64_t[::1] counters, const index_t[::1] counts,
                int64_t hot_span, int64_t hot_threshold, int64_t span, int64_t base, int64_t mult,
-               int64_t modulus, index_t[::1] out):
+               int64_t modulus, index_t[::1] out, int64_t block=1):
     """Counter-based splitmix64 write targets with a hot set, independent of batch sizes.
 
     Buffers: ``stream_keys`` IN u64[ncpu]; ``counters`` INOUT u64[ncpu] (advanced by counts, mod
@@ -533,11 +536,12 @@ def gen_random(const uint64_t[::1] stream_keys, uint64_t[::1] counters, const in
 
     Draw k of CPU c hashes (stream_keys[c], counters[c] + k); the high 32 bits pick hot
     (hi < hot_threshold) or cold, the low 32 bits pick the working-set index by multiply-shift; the
-    target is base + (idx * mult) % modulus.
+    target is base + ((idx // block) * mult % modulus) * block + idx % block (blocks of ``block``
+    frames keep their contiguity; block = 1 scatters single frames).
 
     Raises ValueError on mismatched lengths, negative counts, or preconditions violated:
-    0 <= hot_span <= span <= modulus <= 2**32, 0 <= hot_threshold <= 2**32, mult < 2**32 coprime
-    with modulus.
+    0 <= hot_span <= span <= modulus * block, modulus <= 2**32, 0 <= hot_threshold <= 2**32,
+    mult < 2**32 coprime with modulus.
     """
     cdef int64_t ncpu = stream_keys.shape[0], c, j, cnt, pos = 0, total = 0
     if counters.shape[0] != ncpu or counts.shape[0] != ncpu:
@@ -553,8 +557,8 @@ def gen_random(const uint64_t[::1] stream_keys, uint64_t[::1] counters, const in
         raise ValueError(f"hot_threshold must be in [0, 2**32], got {hot_threshold}")
     if hot_span < 0 or hot_span > span:
         raise ValueError(f"need 0 <= hot_span <= span, got hot_span={hot_span}, span={span}")
-    _check_generator_map(span, mult, modulus)
-    cdef uint64_t z, hi, lo, idx, key, k0
+    _check_generator_map(span, mult, modulus, block)
+    cdef uint64_t z, hi, lo, idx, key, k0, ublk = <uint64_t>block
     cdef uint64_t thr = <uint64_t>hot_threshold, hspan = <uint64_t>hot_span
     cdef uint64_t cspan = <uint64_t>(span - hot_span), umult = <uint64_t>mult, umod = <uint64_t>modulus
     with nogil:
@@ -571,14 +575,14 @@ def gen_random(const uint64_t[::1] stream_keys, uint64_t[::1] counters, const in
                     idx = (lo * hspan) >> 32
                 else:
                     idx = hspan + ((lo * cspan) >> 32)
-                out[pos] = base + <int64_t>((idx * umult) % umod)
+                out[pos] = base + <int64_t>(((idx / ublk) * umult % umod) * ublk + idx % ublk)
                 pos += 1
             counters[c] = k0 + <uint64_t>cnt
     return None
 
 
 def gen_sequential(index_t[::1] cursors, const index_t[::1] counts, int64_t stride, int64_t span,
-                   int64_t base, int64_t mult, int64_t modulus, index_t[::1] out):
+                   int64_t base, int64_t mult, int64_t modulus, index_t[::1] out, int64_t block=1):
     """Sequential (strided, wrapping) write targets per CPU.
 
     Buffers: ``cursors`` INOUT i64[ncpu] (left in [0, span)); ``counts`` IN i64[ncpu]; ``out`` OUT
@@ -588,7 +592,7 @@ def gen_sequential(index_t[::1] cursors, const index_t[::1] counts, int64_t stri
     taken with Python's (non-negative) modulo, so negative strides walk backwards.
 
     Raises ValueError on mismatched lengths, negative counts, span < 1, or preconditions violated:
-    span <= modulus <= 2**32, mult < 2**32 coprime with modulus.
+    span <= modulus * block, modulus <= 2**32, mult < 2**32 coprime with modulus.
     """
     cdef int64_t ncpu = cursors.shape[0], c, j, cnt, pos = 0, total = 0
     if counts.shape[0] != ncpu:
@@ -601,13 +605,13 @@ def gen_sequential(index_t[::1] cursors, const index_t[::1] counts, int64_t stri
         raise ValueError(f"out has {out.shape[0]} elements, expected sum(counts) = {total}")
     if span < 1:
         raise ValueError(f"span must be >= 1, got {span}")
-    _check_generator_map(span, mult, modulus)
+    _check_generator_map(span, mult, modulus, block)
     # Python-style modulo, done before the loop: everything below stays in [0, span) < 2^32
     cdef int64_t step = stride % span
     if step < 0:
         step += span
     cdef int64_t idx
-    cdef uint64_t umult = <uint64_t>mult, umod = <uint64_t>modulus
+    cdef uint64_t umult = <uint64_t>mult, umod = <uint64_t>modulus, ublk = <uint64_t>block, uidx
     with nogil:
         for c in range(ncpu):
             idx = cursors[c] % span
@@ -615,7 +619,8 @@ def gen_sequential(index_t[::1] cursors, const index_t[::1] counts, int64_t stri
                 idx += span
             cnt = counts[c]
             for j in range(cnt):
-                out[pos] = base + <int64_t>((<uint64_t>idx * umult) % umod)
+                uidx = <uint64_t>idx
+                out[pos] = base + <int64_t>(((uidx / ublk) * umult % umod) * ublk + uidx % ublk)
                 pos += 1
                 idx += step
                 if idx >= span:

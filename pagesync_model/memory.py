@@ -14,10 +14,12 @@ through physical addresses, and the module writes its bitmap while harvesting); 
 Stratus blackout list always contains them.
 
 Contents are versions (``VERSION_DTYPE``): 0 means an all-zero page, every write adds one. The
-working set is the user pages with dense indices [0, W); the zero pages are dense [W, W + Z);
-a dense index i lives in frame ``user_base + (i * mult) % user_frames``, where ``mult`` is 1 for a
-contiguous layout and a large number coprime with ``user_frames`` for a scattered one (so a
-working set is spread over all of user memory, as anonymous memory is after a long uptime).
+working set is the user pages with dense indices [0, W); the zero pages are dense [W, W + Z).
+In a contiguous layout dense index i lives in frame ``user_base + i``. In a scattered one, user
+memory is cut into blocks of ``block`` frames (2 MiB by default: the buddy allocator's and
+transparent huge pages' unit) and the blocks are permuted by a large multiplier coprime with their
+number: a working set is spread over all of user memory, as anonymous memory is after a long
+uptime, while each block stays physically contiguous.
 """
 import math
 
@@ -50,7 +52,7 @@ class Memory:
     """
 
     def __init__(self, size, page_size, kernel_size, working_set_pages, zero_pages=0, layout="scattered",
-                 processes=1):
+                 processes=1, block_pages=1):
         if size % page_size:
             raise ValueError("memory size must be a multiple of the page size")
         self.page_size = int(page_size)
@@ -66,12 +68,18 @@ class Memory:
         self.user_frames = n - self.user_base
         if self.user_frames <= 0:
             raise ValueError("no user memory is left after the kernel, page tables and module structures")
-        if working_set_pages + zero_pages > self.user_frames:
-            raise ValueError("working set and zero pages do not fit in user memory")
         self.working_set_pages = int(working_set_pages)
         self.zero_pages = int(zero_pages)
         self.layout = layout
-        self.mult = 1 if layout == "contiguous" else scatter_multiplier(self.user_frames)
+        # Dense index i -> frame user_base + ((i // block) * mult % blocks) * block + i % block.
+        block = int(block_pages) if layout == "scattered" else 1
+        if block > 1 and self.user_frames // block < 2:
+            block = 1
+        self.block = block
+        self.blocks = self.user_frames // block
+        self.mult = 1 if layout == "contiguous" else scatter_multiplier(self.blocks)
+        if working_set_pages + zero_pages > self.blocks * block:
+            raise ValueError("working set and zero pages do not fit in user memory")
         self.processes = int(min(processes, self.user_frames))
 
         # Every page has been written since boot, so every PTE starts dirty; the first rendezvous
@@ -105,7 +113,9 @@ class Memory:
         """Frame numbers of user pages with dense indices ``dense`` (an int64 array)."""
         if self.mult == 1:
             return self.user_base + dense
-        return self.user_base + (dense.astype(np.uint64) * np.uint64(self.mult) % np.uint64(self.user_frames)
+        d = dense.astype(np.uint64)
+        blk = np.uint64(self.block)
+        return self.user_base + ((d // blk * np.uint64(self.mult) % np.uint64(self.blocks)) * blk + d % blk
                                  ).astype(INDEX_DTYPE)
 
     def touch_module(self):

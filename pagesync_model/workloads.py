@@ -67,7 +67,7 @@ class RandomWrites(Workload):
         out = self._buffer(int(counts.sum()))
         m = self.memory
         self.kernels.gen_random(self.keys, self.counters, counts, self.hot_span, self.hot_threshold, self.span,
-                                m.user_base, m.mult, m.user_frames, out)
+                                m.user_base, m.mult, m.blocks, out, m.block)
         return out
 
 
@@ -84,8 +84,8 @@ class SequentialSweep(Workload):
     def generate(self, counts):
         out = self._buffer(int(counts.sum()))
         m = self.memory
-        self.kernels.gen_sequential(self.cursors, counts, self.stride, self.span, m.user_base, m.mult,
-                                    m.user_frames, out)
+        self.kernels.gen_sequential(self.cursors, counts, self.stride, self.span, m.user_base, m.mult, m.blocks,
+                                    out, m.block)
         return out
 
 

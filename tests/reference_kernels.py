@@ -167,7 +167,7 @@ def splitmix64(key, k):
     return z ^ (z >> 31)
 
 
-def gen_random(stream_keys, counters, counts, hot_span, hot_threshold, span, base, mult, modulus, out):
+def gen_random(stream_keys, counters, counts, hot_span, hot_threshold, span, base, mult, modulus, out, block=1):
     pos = 0
     for c in range(len(stream_keys)):
         for j in range(int(counts[c])):
@@ -178,16 +178,16 @@ def gen_random(stream_keys, counters, counts, hot_span, hot_threshold, span, bas
                 idx = (lo * hot_span) >> 32
             else:
                 idx = hot_span + ((lo * (span - hot_span)) >> 32)
-            out[pos] = base + (idx * mult) % modulus
+            out[pos] = base + ((idx // block) * mult % modulus) * block + idx % block
             pos += 1
         counters[c] = (int(counters[c]) + int(counts[c])) & MASK64
 
 
-def gen_sequential(cursors, counts, stride, span, base, mult, modulus, out):
+def gen_sequential(cursors, counts, stride, span, base, mult, modulus, out, block=1):
     pos = 0
     for c in range(len(cursors)):
         for j in range(int(counts[c])):
             idx = (int(cursors[c]) + j * stride) % span
-            out[pos] = base + (idx * mult) % modulus
+            out[pos] = base + ((idx // block) * mult % modulus) * block + idx % block
             pos += 1
         cursors[c] = (int(cursors[c]) + int(counts[c]) * stride) % span

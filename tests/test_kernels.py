@@ -521,6 +521,39 @@ def test_gen_sequential_random(backend, seed):
           coprime_mult(rng, modulus), modulus, np.zeros(int(counts.sum()), np.int64))
 
 
+@pytest.mark.parametrize("seed", range(12))
+def test_generators_with_blocks(backend, seed):
+    """Blocks of ``block`` frames are permuted whole: identical in every backend, one-to-one over
+    the span, and consecutive indices inside a block land in consecutive frames."""
+    rng = np.random.default_rng(seed)
+    block = int(rng.choice([2, 7, 512]))
+    modulus = int(rng.integers(1, 300))
+    span = int(rng.integers(1, modulus * block + 1))
+    mult = coprime_mult(rng, modulus)
+    counts = np.array([span, int(rng.integers(0, 200))], np.int64)
+    base = int(rng.integers(0, 1000))
+    check(backend, "gen_sequential", np.array([0, 5], np.int64), counts, 1, span, base, mult, modulus,
+          np.zeros(int(counts.sum()), np.int64), block)
+    hot_span = int(rng.integers(0, span + 1))
+    check(backend, "gen_random", rng.integers(0, 1 << 64, 2, dtype=np.uint64), np.zeros(2, np.uint64), counts,
+          hot_span, int(rng.integers(0, 1 << 32)) if hot_span else 0, span, base, mult, modulus,
+          np.zeros(int(counts.sum()), np.int64), block)
+    out = np.zeros(span, np.int64)
+    backend.gen_sequential(np.zeros(1, np.int64), np.array([span], np.int64), 1, span, base, mult, modulus, out,
+                           block)
+    assert len(np.unique(out)) == span
+    assert out.min() >= base and out.max() < base + modulus * block
+    inside = (np.arange(span - 1) % block) != block - 1
+    assert (np.diff(out)[inside] == 1).all()
+
+
+def test_generators_by_hand_with_blocks(backend):
+    # block 4, 5 blocks, mult 3: index 6 is block 1 offset 2 -> block 3 -> frame 100 + 12 + 2
+    out = np.zeros(3, np.int64)
+    backend.gen_sequential(np.array([5], np.int64), np.array([3], np.int64), 1, 20, 100, 3, 5, out, 4)
+    assert out.tolist() == [100 + 12 + 1, 100 + 12 + 2, 100 + 12 + 3]
+
+
 def test_generators_by_hand(backend):
     # splitmix64 with key 0, counter 0 is the first output of Vigna's splitmix64 seeded with 0:
     # 0xE220A8397B1DCDAF, so hi = 0xE220A839, lo = 0x7B1DCDAF.

@@ -67,6 +67,8 @@ SCHEMA.section(
     zero_fraction=Field(FRACTION, 0.0, "Share of memory holding all-zero pages at the start.", ge=0, lt=1),
     layout=Field(CHOICE, "scattered", "How the working set's pages spread over physical frames.",
                  choices=LAYOUTS),
+    block=Field(SIZE, "2MiB", "scattered: physically contiguous unit of allocations (2MiB buddy/THP "
+                              "blocks; the page size scatters single pages).", gt=0),
     processes=Field(INT, 64, "User processes whose page tables the harvest walks in parallel.", ge=1),
 )
 
@@ -177,6 +179,9 @@ def _memory_shape(v: Mapping[str, Any], raw: Mapping[str, Any]) -> None:
         raise ConfigError("memory.size", f"{raw['memory.size']} is {size // page} pages of "
                                          f"{raw['memory.page_size']}, more than the 2**32 frames supported "
                                          f"({format_bytes(MAX_FRAMES * page)})")
+    if v["memory.block"] % page:
+        raise ConfigError("memory.block", f"{raw['memory.block']} is not a whole number of "
+                                          f"{raw['memory.page_size']} pages")
     if v["memory.kernel_size"] % page:
         raise ConfigError("memory.kernel_size", f"{raw['memory.kernel_size']} is not a whole number of "
                                                 f"{raw['memory.page_size']} pages")

@@ -85,11 +85,14 @@ def _check_pt(n_frames, pt_base, ptes_per_pt):
             f"{pt_base + (n_frames - 1) // ptes_per_pt}] must lie inside versions[0:{n_frames}]")
 
 
-def _check_generator_map(span, mult, modulus):
+def _check_generator_map(span, mult, modulus, block):
     if span < 0 or span > _TWO32:
         raise ValueError(f"span must be in [0, 2**32], got {span}")
-    if modulus < 1 or modulus > _TWO32 or span > modulus:
-        raise ValueError(f"need span <= modulus <= 2**32 and modulus >= 1, got span={span}, modulus={modulus}")
+    if block < 1 or block > _TWO32:
+        raise ValueError(f"block must be in [1, 2**32], got {block}")
+    if modulus < 1 or modulus > _TWO32 or span > modulus * block:
+        raise ValueError(f"need span <= modulus * block, modulus in [1, 2**32], got span={span}, "
+                         f"modulus={modulus}, block={block}")
     if mult < 0 or mult >= _TWO32:
         raise ValueError(f"mult must be in [0, 2**32), got {mult}")
     g = math.gcd(mult, modulus)
@@ -639,7 +642,14 @@ def _check_counts(counts, ncpu, out):
         raise ValueError(f"out has {len(out)} elements, expected sum(counts) = {total}")
 
 
-def gen_random(stream_keys, counters, counts, hot_span, hot_threshold, span, base, mult, modulus, out):
+def _place(idx, umult, umod, ublk, ibase):
+    """Frames of working-set indices: blocks of ``block`` frames permuted by ``mult``."""
+    if ublk == 1:
+        return ((idx * umult) % umod).astype(np.int64) + ibase
+    return ((((idx // ublk) * umult) % umod) * ublk + idx % ublk).astype(np.int64) + ibase
+
+
+def gen_random(stream_keys, counters, counts, hot_span, hot_threshold, span, base, mult, modulus, out, block=1):
     """Counter-based splitmix64 write targets with a hot set, independent of batch sizes.
 
     Buffers: ``stream_keys`` IN u64[ncpu]; ``counters`` INOUT u64[ncpu] (advanced by counts, mod
@@ -664,9 +674,10 @@ def gen_random(stream_keys, counters, counts, hot_span, hot_threshold, span, bas
         raise ValueError(f"hot_threshold must be in [0, 2**32], got {hot_threshold}")
     if hot_span < 0 or hot_span > span:
         raise ValueError(f"need 0 <= hot_span <= span, got hot_span={hot_span}, span={span}")
-    _check_generator_map(span, mult, modulus)
+    block = int(block)
+    _check_generator_map(span, mult, modulus, block)
     thr, hspan, cspan = _U(hot_threshold), _U(hot_span), _U(span - hot_span)
-    umult, umod, ibase = _U(mult), _U(modulus), np.int64(base)
+    umult, umod, ublk, ibase = _U(mult), _U(modulus), _U(block), np.int64(base)
     pos = 0
     for c in range(ncpu):
         cnt = int(counts[c])
@@ -678,13 +689,13 @@ def gen_random(stream_keys, counters, counts, hot_span, hot_threshold, span, bas
             hi, lo = z >> _S32, z & _LOW32
             # lo < 2**32 and spans <= 2**32: the products fit in 64 bits
             idx = np.where(hi < thr, (lo * hspan) >> _S32, hspan + ((lo * cspan) >> _S32))
-            out[pos:pos + len(j)] = ((idx * umult) % umod).astype(np.int64) + ibase
+            out[pos:pos + len(j)] = _place(idx, umult, umod, ublk, ibase)
             pos += len(j)
         counters[c:c + 1] += _U(cnt)
     return None
 
 
-def gen_sequential(cursors, counts, stride, span, base, mult, modulus, out):
+def gen_sequential(cursors, counts, stride, span, base, mult, modulus, out, block=1):
     """Sequential (strided, wrapping) write targets per CPU.
 
     Buffers: ``cursors`` INOUT i64[ncpu] (left in [0, span)); ``counts`` IN i64[ncpu]; ``out`` OUT
@@ -703,9 +714,10 @@ def gen_sequential(cursors, counts, stride, span, base, mult, modulus, out):
     _check_counts(counts, ncpu, out)
     if span < 1:
         raise ValueError(f"span must be >= 1, got {span}")
-    _check_generator_map(span, mult, modulus)
+    block = int(block)
+    _check_generator_map(span, mult, modulus, block)
     step = stride % span                      # Python modulo: 0 <= step < span <= 2**32
-    umult, umod, ibase = _U(mult), _U(modulus), np.int64(base)
+    umult, umod, ublk, ibase = _U(mult), _U(modulus), _U(block), np.int64(base)
     pos = 0
     for c in range(ncpu):
         cnt = int(counts[c])
@@ -715,7 +727,7 @@ def gen_sequential(cursors, counts, stride, span, base, mult, modulus, out):
             # j < 2**22 per chunk start offset handled in Python ints, step and span < 2**32+1
             first = (cur + x * step) % span
             idx = (_U(first) + (j - _U(x)) * _U(step)) % _U(span)
-            out[pos:pos + len(j)] = ((idx * umult) % umod).astype(np.int64) + ibase
+            out[pos:pos + len(j)] = _place(idx, umult, umod, ublk, ibase)
             pos += len(j)
         cursors[c] = (cur + cnt * step) % span
     return None

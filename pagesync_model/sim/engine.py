@@ -57,7 +57,8 @@ class Engine:
         ps = mem.page_size
         ws_pages = max(1, cfg.workload.working_set // ps)
         zero_pages = int(mem.zero_fraction * (mem.size // ps))
-        self.memory = Memory(mem.size, ps, mem.kernel_size, ws_pages, zero_pages, mem.layout, mem.processes)
+        self.memory = Memory(mem.size, ps, mem.kernel_size, ws_pages, zero_pages, mem.layout, mem.processes,
+                             mem.block // ps)
         self.partner = Partner(self.memory.n_frames)
         self.workload = build_workload(cfg.workload, self.memory, cfg.cpus.count, self.kernels, self.seed)
         c = cfg.cpus
