@@ -96,6 +96,18 @@ class Interconnect:
             yield self._send(total, zeros, len(starts))
             return zeros
         # Cut the runs into pieces of chunk_pages; read each piece when it starts.
+        if len(starts) == 1:  # one long run (the copy of all memory): no searching needed
+            s0 = int(starts[0])
+            zeros_total = 0
+            piece_s, piece_l = np.empty(1, dtype=INDEX_DTYPE), np.empty(1, dtype=INDEX_DTYPE)
+            for lo in range(0, total, self.chunk_pages):
+                hi = min(total, lo + self.chunk_pages)
+                piece_s[0], piece_l[0] = s0 + lo, hi - lo
+                self.sync()
+                zeros = self.kernels.deliver_runs(self.memory.versions, self.partner.versions, piece_s, piece_l)
+                zeros_total += zeros
+                yield self._send(hi - lo, zeros, 1 if lo == 0 else 0)
+            return zeros_total
         ends = np.cumsum(lens)
         zeros_total = 0
         for lo in range(0, total, self.chunk_pages):
