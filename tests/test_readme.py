@@ -1,0 +1,20 @@
+"""The README's schema table is the schema, and its quick start names files that exist."""
+import re
+from pathlib import Path
+
+from pagesync_model.config import schema_markdown
+
+README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+
+
+def test_schema_table_is_current():
+    table = README.split("<!-- schema:begin -->\n", 1)[1].split("<!-- schema:end -->", 1)[0]
+    assert table.strip() == schema_markdown().strip(), "regenerate the README table from schema_markdown()"
+
+
+def test_quick_start_commands_match_ci():
+    ci = (Path(__file__).resolve().parents[1] / ".ci" / "run").read_text()
+    blocks = re.findall(r"```\n(.*?)\n```", README.split("## Quick start", 1)[1].split("## ", 1)[0], re.S)
+    assert len(blocks) == 2
+    for command in blocks:
+        assert command.strip() in ci
