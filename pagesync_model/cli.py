@@ -58,7 +58,7 @@ def run_main(argv):
     from .config import ConfigError, load_config
     from .kernels import BACKEND_NAMES, BackendError
     from .results import format_table
-    from .sim.engine import VARIANTS, Engine
+    from .sim.engine import VARIANTS, simulate
 
     args = build_parser().parse_args(argv)
     if args.backend not in BACKEND_NAMES:
@@ -73,13 +73,12 @@ def run_main(argv):
         where = args.config if not str(exc).startswith(("cannot open", "--set")) else None
         raise UsageError(f"{where}: {exc}" if where else str(exc)) from None
     try:
-        engine = Engine(cfg, backend=args.backend, variant=args.variant, seed=args.seed)
+        result = simulate(cfg, backend=args.backend, variant=args.variant, seed=args.seed)
     except BackendError as exc:
         raise UsageError(f"--backend: {exc}") from None
     except MemoryError:
-        raise UsageError(f"{args.config}: not enough memory to hold {cfg.memory.size} bytes of simulated "
-                         "memory state") from None
-    result = engine.run()
+        raise UsageError(f"{args.config}: not enough memory to hold the state of {cfg.memory.size} bytes of "
+                         "simulated memory") from None
     if args.json:
         _write(args.json, result.to_json())
     if args.csv:

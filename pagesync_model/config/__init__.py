@@ -20,3 +20,8 @@ __all__ = [
 def schema_markdown(schema: Schema = SCHEMA) -> str:
     """The configuration schema as a Markdown table (path, kind, default, description)."""
     return schema.markdown()
+
+
+# Policy modules add their own sections and names to SCHEMA when imported: import them all now, so
+# that every config is validated against every policy's fields.
+from pagesync_model import policies as _policies  # noqa: E402,F401

@@ -1,8 +1,13 @@
-"""Stop policies: each is a scanner process role plus the link options its wire format needs.
+"""Stop policies: the rules that decide what each pass copies and when the final stop comes.
 
-A policy module defines ``NAME``, ``scanner(engine)`` (a SimPy process generator that copies memory
-with the engine's primitives and calls ``engine.finish`` at cut-over) and ``link_options(cfg)``
-(per-page header and zero-page bytes on the wire). ``stratus`` is the published pagesync module.
+A policy module defines ``NAME`` and either
+- ``scanner(engine)``, a SimPy process generator that copies memory with the engine's primitives
+  and calls ``engine.finish`` at cut-over, plus ``link_options(cfg)`` (per-page header and
+  zero-page bytes on the wire): it runs on the page-level engine; or
+- ``compute(cfg, seed)``, returning ``(summary, per_pass)`` directly, for fluid and closed-form
+  models that do not simulate pages (``simgrid``, ``analytic``).
+A module registers its config section (``SCHEMA.section``) and its name (``register_policy``) when
+imported; this package imports them all, and importing ``pagesync_model.config`` imports this package.
 """
 import importlib
 
@@ -17,3 +22,7 @@ def get_policy(name):
         return importlib.import_module(POLICIES[name])
     except KeyError:
         raise ValueError(f"unknown policy '{name}' (choose from {', '.join(POLICIES)})") from None
+
+
+for _module in POLICIES.values():
+    importlib.import_module(_module)

@@ -280,6 +280,25 @@ class Engine:
         return Result(summary, list(self.records), meta, simulator)
 
 
-def run(cfg, backend="auto", variant=None, seed=None):
-    """Simulate the mirror described by ``cfg``; see Engine."""
-    return Engine(cfg, backend=backend, variant=variant, seed=seed).run()
+def simulate(cfg, backend="auto", variant=None, seed=None):
+    """Run the mirror described by ``cfg`` and return its Result.
+
+    Page-level policies run on the Engine; fluid and closed-form policies (those with a
+    ``compute`` function) are computed directly, with the same result schema. Raises ValueError for
+    an unknown variant or policy, BackendError for an unknown or unavailable backend.
+    """
+    from ..policies import get_policy
+    policy = get_policy(cfg.policy)
+    if not hasattr(policy, "compute"):
+        return Engine(cfg, backend=backend, variant=variant, seed=seed).run()
+    kernels = get_backend(backend)
+    variant = variant or cfg.sim.variant
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant '{variant}' (choose from {', '.join(VARIANTS)})")
+    seed = int(cfg.sim.seed if seed is None else seed)
+    wall0 = time.perf_counter()
+    summary, per_pass = policy.compute(cfg, seed)
+    summary = {"policy": cfg.policy, "passes": len(per_pass), **summary}
+    meta = {"variant": variant, "backend": kernels.name, "seed": seed, "version": __version__,
+            "config": cfg.to_dict()}
+    return Result(summary, per_pass, meta, {"wall_s": time.perf_counter() - wall0, "waits": 0})
