@@ -13,6 +13,7 @@ import importlib
 
 POLICIES = {
     "stratus": "pagesync_model.policies.stratus",
+    "qemu": "pagesync_model.policies.qemu",
 }
 
 

@@ -232,10 +232,31 @@ class Engine:
             self.outcome = dict(converged=False, stop_reason="time-limit", blackout_start=None, cutover=None)
         return self._result(time.perf_counter() - wall0)
 
+    def lost_writes(self, stale):
+        """Frames whose partner copy is stale at cut-over; the first ones go into ``stale``.
+
+        Under a hypervisor (policies with ``TRACKING_IN_HYPERVISOR``) the PTEs are the EPT/shadow
+        entries and the page-table and bitmap frames are the hypervisor's own memory, which is not
+        migrated: they are left out of the comparison.
+        """
+        m = self.memory
+        a, b = m.versions, self.partner.versions
+        if not getattr(self.policy, "TRACKING_IN_HYPERVISOR", False):
+            return self.kernels.find_mismatch(a, b, stale)
+        lo, hi = m.pinned_range
+        first = self.kernels.find_mismatch(a[:lo], b[:lo], stale)
+        rest = np.empty(len(stale), dtype=INDEX_DTYPE)
+        second = self.kernels.find_mismatch(a[hi:], b[hi:], rest)
+        k = min(first, len(stale))
+        stale[k:] = rest[:len(stale) - k] + hi
+        return first + second
+
     def _result(self, wall_s):
         m, o = self.memory, self.outcome
+        if o.get("blackout_start") is None:  # never cut over (time limit, abort): nothing to compare
+            o["cutover"] = None
         stale = np.empty(16, dtype=INDEX_DTYPE)
-        lost = self.kernels.find_mismatch(m.versions, self.partner.versions, stale) if o["cutover"] else None
+        lost = self.lost_writes(stale) if o["cutover"] else None
         end = o["cutover"] if o["cutover"] is not None else self.env.now
         running_end = o["blackout_start"] if o["blackout_start"] is not None else self.env.now
         cpu_cycles = self.cpus.ncpu * max(1, running_end)

@@ -128,6 +128,19 @@ class Interconnect:
             yield self._send(hi - lo, zeros, calls)
         return zeros_total
 
+    def send_bytes(self, nbytes):
+        """Process step: send ``nbytes`` that are not page contents (device state, stream headers)."""
+        if nbytes <= 0:
+            return
+        start = max(self.env.now, self.busy_until)
+        cycles = self.transfer_cycles(nbytes, 0)
+        self.busy_until = start + cycles
+        self.last_arrival = self.busy_until + self.latency_cycles
+        self.bytes_sent += int(nbytes)
+        self.busy_cycles += cycles
+        self.timeouts += 1
+        yield self.env.timeout(self.busy_until - self.env.now)
+
     def drain(self):
         """Process step: wait until everything sent so far has reached the partner."""
         if self.last_arrival > self.env.now:
