@@ -9,7 +9,7 @@ README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 
 def test_schema_table_is_current():
     table = README.split("<!-- schema:begin -->\n", 1)[1].split("<!-- schema:end -->", 1)[0]
-    assert table.strip() == schema_markdown().strip(), "regenerate the README table from schema_markdown()"
+    assert table.strip() == schema_markdown().strip(), "run: python -m pagesync_model.config --update-readme README.md"
 
 
 def test_quick_start_commands_match_ci():
