@@ -226,7 +226,9 @@ class Engine:
         wall0 = time.perf_counter()
         self.env.process(cpus(self.env, self.cpus, self.quantum))
         proc = self.env.process(self.policy.scanner(self))
-        limit = self.env.timeout(self.cycles(self.cfg.sim.time_limit))
+        # A backstop: policies stop themselves at sim.time_limit with their own counters; this only
+        # catches one that would not.
+        limit = self.env.timeout(self.cycles(self.cfg.sim.time_limit * 1.05 + 1.0))
         self.env.run(until=self.env.any_of([proc, limit]))
         if not proc.triggered:
             self.outcome = dict(converged=False, stop_reason="time-limit", blackout_start=None, cutover=None)

@@ -1,0 +1,123 @@
+"""The qemu policy against hand-computed cases and QEMU 10.0's documented rules.
+
+Facts checked (see pagesync_model/policies/qemu.py for the QEMU functions they come from):
+an idle guest migrates in one pass with exactly 3 bitmap syncs (setup, exact, completion), as
+measured on real QEMU; zero pages cost 9 bytes and normal pages 4104; the switch-over happens only
+when the pages left are below bandwidth x downtime-limit; a guest dirtying faster than the rate
+limit never converges and reports its expected downtime; auto-converge steps 20, 30, ... 90, 99.
+"""
+import pytest
+
+from conftest import BACKENDS
+from pagesync_model.config import config_from_dict
+from pagesync_model.sim.engine import Engine
+
+VM = {
+    "policy": "qemu",
+    "memory": {"size": "128MiB", "kernel_size": "8MiB", "zero_fraction": 0.5, "processes": 4},
+    "cpus": {"count": 1, "clock": "3GHz", "dirty_update": "1.5us"},
+    "workload": {"kind": "uniform", "rate": "4k/s", "working_set": "32MiB"},
+    "link": {"bandwidth": "1GB/s", "latency": "20us", "per_copy": "0us"},
+    "qemu": {"max_bandwidth": "32MiB/s"},
+    "sim": {"quantum": "1ms", "time_limit": "60s"},
+}
+
+
+def run(*overrides, backend="auto"):
+    e = Engine(config_from_dict(VM, overrides), backend=backend)
+    return e, e.run().to_dict()
+
+
+def test_idle_guest_one_pass_three_syncs_and_exact_bytes():
+    e, d = run("workload.rate=0.001/s")
+    m = e.memory
+    assert d["converged"] and d["workload_writes"] == 0
+    assert d["dirty_sync_count"] == 3               # setup, exact, completion
+    zero = int((m.versions == 0).sum())
+    assert d["zero_pages"] == zero                  # QEMU's "duplicate"
+    assert d["normal_pages"] + d["zero_pages"] == m.n_frames   # every page exactly once
+    assert d["bytes_sent"] == d["normal_pages"] * 4104 + zero * 9 + 100 * 1024
+    assert d["lost_writes"] == 0
+    # The switch-over comes once the pages still unsent from the first round fit in the threshold;
+    # they go in the blackout, unthrottled, with the device state.
+    bo = d["per_pass"][-1]
+    assert 0 < bo["pages_copied"] * 4096 < d["threshold_bytes"]
+    assert bo["bytes"] == (bo["pages_copied"] - bo["zero_pages"]) * 4104 + bo["zero_pages"] * 9 + 100 * 1024
+    # downtime by hand: last sync (scan + TLB flush), those bytes at link speed, latency, switch-over
+    clock = 3e9
+    sync = round(m.n_frames * 2 + 2e-6 * clock)
+    want = sync + bo["bytes"] / 1e9 * clock + round(20e-6 * clock) + round(1e-3 * clock)
+    assert d["downtime_s"] == pytest.approx(want / clock, abs=5 / clock)
+
+
+def test_rate_limit_gives_max_bandwidth_plus_the_flush_lag():
+    _, d = run("workload.rate=0.001/s", "qemu.max_bandwidth=64MiB/s")
+    # QEMU measured 546.3 Mbit/s at 64 MiB/s: 30 pages of flush lag per 100 ms window
+    want = (64 * 2**20 * 0.1 + 30 * 4104) * 8 / 0.1 / 1e6
+    assert d["mbps_last_period"] == pytest.approx(want, rel=0.01)
+    assert d["mbps_last_period"] == pytest.approx(546.3, rel=0.01)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_switchover_only_below_bandwidth_times_downtime_limit(backend):
+    e, d = run("workload.rate=6k/s", backend=backend)
+    assert d["converged"] and d["lost_writes"] == 0
+    blackout = d["per_pass"][-1]
+    # the pages left at the deciding sync fit in the threshold; every earlier sync's did not
+    assert blackout["dirty_pages"] * 4096 < d["threshold_bytes"]
+    assert d["threshold_bytes"] == pytest.approx(
+        (d["mbps_last_period"] * 1e6 / 8) * 0.3, rel=1e-9)
+    for r in d["per_pass"][1:-1]:
+        assert r["kind"] == "pass" and r["pages_copied"] > 0
+
+
+def test_smaller_downtime_limit_needs_more_passes():
+    _, loose = run("workload.rate=7k/s", "qemu.downtime_limit=300ms")
+    _, tight = run("workload.rate=7k/s", "qemu.downtime_limit=30ms")
+    assert loose["converged"] and tight["converged"]
+    assert tight["dirty_sync_count"] > loose["dirty_sync_count"]
+    assert tight["per_pass"][-1]["dirty_pages"] < loose["per_pass"][-1]["dirty_pages"]
+
+
+def test_dirtying_faster_than_the_link_never_converges():
+    _, d = run("workload.kind=sequential", "workload.working_set=100MiB", "workload.rate=20k/s",
+               "memory.zero_fraction=0.1", "sim.time_limit=20s")
+    assert not d["converged"] and d["stop_reason"] == "time-limit"
+    assert d["downtime_s"] is None and d["lost_writes"] is None
+    assert d["expected_downtime_s"] > 0.3
+    assert d["total_time_s"] == pytest.approx(20, abs=0.2)
+
+
+def test_auto_converge_steps_twenty_to_ninety_nine():
+    _, d = run("workload.kind=sequential", "workload.working_set=100MiB", "workload.rate=400k/s",
+               "memory.zero_fraction=0.1", "qemu.auto_converge=true", "sim.time_limit=200s")
+    steps = [pct for _, pct in d["throttle_pct"]]
+    assert steps == [20, 30, 40, 50, 60, 70, 80, 90, 99]
+    times = [t for t, _ in d["throttle_pct"]]
+    assert all(b - a >= 1.0 for a, b in zip(times, times[1:]))  # a throttle step needs two >= 1 s periods
+    assert d["converged"] and d["lost_writes"] == 0
+    _, off = run("workload.kind=sequential", "workload.working_set=100MiB", "workload.rate=400k/s",
+                 "memory.zero_fraction=0.1", "sim.time_limit=30s")
+    assert not off["converged"] and off["throttle_pct"] == []
+
+
+def test_xbzrle_sends_deltas_for_cached_pages():
+    # XBZRLE starts after the first complete round over RAM: it takes a migration of many rounds, here
+    # a sweep at 3/4 of the link rate (lambda = 0.75)
+    base = ("workload.kind=sequential", "workload.working_set=64MiB", "workload.rate=6k/s",
+            "qemu.xbzrle_cache=128MiB", "memory.zero_fraction=0.1")
+    _, plain = run(*base)
+    _, x = run(*base, "qemu.xbzrle=true", "qemu.xbzrle_cache=64MiB")
+    assert x["xbzrle"]["pages"] > 0 and x["lost_writes"] == 0
+    assert x["bytes_sent"] < plain["bytes_sent"]
+    _, same = run(*base, "qemu.xbzrle=true", "qemu.xbzrle_unchanged=1.0")
+    assert same["xbzrle"]["skipped"] == same["xbzrle"]["pages"] > 0
+    assert same["xbzrle"]["bytes"] == 0 and same["lost_writes"] == 0
+
+
+@pytest.mark.parametrize("extra", [(), ("workload.kind=hotcold",), ("memory.layout=contiguous",),
+                                   ("qemu.auto_converge=true", "workload.rate=30k/s"),
+                                   ("qemu.xbzrle=true",)])
+def test_no_lost_writes(extra):
+    _, d = run(*extra)
+    assert d["converged"] and d["lost_writes"] == 0
