@@ -32,7 +32,7 @@ CHILD = r"""
 import json, resource, sys, time
 from pagesync_model.config import load_config
 from pagesync_model.sim.engine import Engine
-cfg = load_config(sys.argv[1], sys.argv[3:])
+cfg = load_config(sys.argv[1], [a for a in sys.argv[3:] if a != "--set"])
 t0 = time.perf_counter()
 e = Engine(cfg, backend=sys.argv[2])
 r = e.run()
