@@ -4,6 +4,7 @@ Bad input (a missing or malformed file, an unknown key, a value without its unit
 variant or backend, ...) gives one line on stderr naming what is wrong and where, and exit status 2.
 """
 import argparse
+import json
 import sys
 
 from . import __version__
@@ -31,6 +32,8 @@ def build_parser():
                                        "(Stratus pagesync and other pre-copy algorithms).")
     p.add_argument("config", help="scenario YAML file, e.g. configs/stratus.yaml")
     p.add_argument("--json", metavar="PATH", help="write the full result as JSON ('-' for stdout)")
+    p.add_argument("--json-format", choices=None, default="pagesync", dest="json_format",
+                   help="pagesync (the full result, default) or qemu (a QEMU query-migrate object)")
     p.add_argument("--csv", metavar="PATH", help="write the per-pass records as CSV ('-' for stdout)")
     p.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
                    help="override a config value, e.g. --set link.bandwidth=10Gbit/s (repeatable)")
@@ -65,6 +68,8 @@ def run_main(argv):
         raise UsageError(f"--backend: unknown backend '{args.backend}' (choose from {', '.join(BACKEND_NAMES)})")
     if args.variant is not None and args.variant not in VARIANTS:
         raise UsageError(f"--variant: unknown variant '{args.variant}' (choose from {', '.join(VARIANTS)})")
+    if args.json_format not in ("pagesync", "qemu"):
+        raise UsageError(f"--json-format: unknown format '{args.json_format}' (choose from pagesync, qemu)")
     if args.seed is not None and args.seed < 0:
         raise UsageError(f"--seed: must be >= 0, got {args.seed}")
     try:
@@ -80,7 +85,8 @@ def run_main(argv):
         raise UsageError(f"{args.config}: not enough memory to hold the state of {cfg.memory.size} bytes of "
                          "simulated memory") from None
     if args.json:
-        _write(args.json, result.to_json())
+        text = result.to_json() if args.json_format == "pagesync" else json.dumps(result.to_qemu(), indent=2) + "\n"
+        _write(args.json, text)
     if args.csv:
         _write(args.csv, result.to_csv())
     if not args.quiet and "-" not in (args.json, args.csv):

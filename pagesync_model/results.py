@@ -65,6 +65,49 @@ class Result:
             w.writerow(r.as_dict())
         return buf.getvalue()
 
+    def to_qemu(self):
+        """The result as QEMU's query-migrate reply (QEMU 10.0 field names and units: times in ms,
+        sizes in bytes, mbps in decimal Mbit/s), so operators can read it as they read QMP."""
+        d = self.to_dict()
+        ms = lambda s: None if s is None else int(round(s * 1e3))  # noqa: E731
+        total_ms = ms(d["total_time_s"])
+        setup_ms = ms(d.get("setup_time_s") or 0.0)
+        status = "completed" if d["converged"] else ("cancelled" if d["stop_reason"].startswith("abort") else "active")
+        if d.get("postcopy_s"):
+            status = "completed"
+        transferred = d["bytes_sent"]
+        ram = {
+            "transferred": transferred,
+            "remaining": d.get("remaining_bytes", 0) or 0,
+            "total": d["memory_pages"] * d["page_size"],
+            "duplicate": d["zero_pages"],
+            "normal": d["normal_pages"],
+            "normal-bytes": d["normal_pages"] * d["page_size"],
+            "dirty-sync-count": d["dirty_sync_count"],
+            "dirty-pages-rate": int(round(d.get("dirty_pages_rate") or 0)),
+            "mbps": (transferred * 8 / max(1, total_ms - setup_ms) / 1e3) if d["converged"]
+            else d.get("mbps_last_period", 0.0),
+            "page-size": d["page_size"],
+            "precopy-bytes": d.get("precopy_bytes", transferred),
+            "downtime-bytes": d.get("downtime_bytes", 0),
+            "postcopy-bytes": d.get("postcopy_bytes", 0),
+        }
+        out = {"status": status, "total-time": total_ms, "setup-time": setup_ms}
+        if d["converged"]:
+            out["downtime"] = ms(d["downtime_s"])
+        else:
+            out["expected-downtime"] = ms(d.get("expected_downtime_s"))
+        if d["throttle_pct"]:
+            out["cpu-throttle-percentage"] = d["throttle_pct"][-1][1]
+        out["ram"] = ram
+        if d.get("postcopy_s") is not None:
+            ram["postcopy-requests"] = d.get("postcopy_faults", 0)
+        if "xbzrle" in d:
+            x = d["xbzrle"]
+            out["xbzrle-cache"] = {"cache-size": x["cache_entries"] * d["page_size"], "bytes": x["bytes"],
+                                   "pages": x["pages"], "cache-miss": x["cache_miss"], "overflow": x["overflow"]}
+        return out
+
     def __getitem__(self, key):
         return self.to_dict()[key]
 

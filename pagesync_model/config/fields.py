@@ -107,6 +107,9 @@ SCHEMA.section(
     bandwidth=Field(BANDWIDTH, REQUIRED, "Link bandwidth.", gt=0),
     latency=Field(DURATION, "2us", "One-way latency of a transfer.", ge=0),
     per_copy=Field(DURATION, "5us", "Setup cost of one copy call (one range).", ge=0),
+    efficiency=Field(FRACTION, 1.0, "Payload share of the wire: 1 for DMA; 1448/1538 = 0.941 for TCP/IPv4 "
+                                    "over Ethernet (1500-byte MTU, TCP timestamps, framing and gaps).",
+                     gt=0, le=1),
 )
 
 SCHEMA.section(

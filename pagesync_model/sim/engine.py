@@ -67,7 +67,8 @@ class Engine:
         self.quantum = max(1, self.cycles(cfg.sim.quantum))
         link = cfg.link
         chunk = max(1, int(link.bandwidth * cfg.sim.quantum // ps))
-        self.link = Interconnect(self.env, self.memory, self.partner, self.kernels, link.bandwidth, link.latency,
+        self.link = Interconnect(self.env, self.memory, self.partner, self.kernels,
+                                 link.bandwidth * link.efficiency, link.latency,
                                  link.per_copy, self.clock, chunk, sync=lambda: self.cpus.advance_to(self.env.now),
                                  **self.policy.link_options(cfg))
         t = cfg.tracking
@@ -287,6 +288,14 @@ class Engine:
             "memory_pages": m.n_frames,
             "page_size": m.page_size,
         }
+        # Fields every policy reports; a policy's own values (from finish) take precedence.
+        summary.update({
+            "dirty_sync_count": self.brownouts + (1 if o["blackout_start"] is not None else 0),
+            "normal_pages": self.link.pages_sent - self.link.zero_pages_sent,
+            "zero_pages": self.link.zero_pages_sent,
+            "expected_downtime_s": None,
+            "throttle_pct": [],
+        })
         for k, v in o.items():
             if k not in ("converged", "stop_reason", "blackout_start", "cutover"):
                 summary[k] = v
