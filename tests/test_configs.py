@@ -33,6 +33,7 @@ def test_preset_runs_to_cutover(path):
     d = Engine(cfg).run().to_dict()
     assert d["lost_writes"] == 0
     assert d["downtime_s"] is not None and d["downtime_s"] > 0
-    assert d["per_pass"][0]["pages_copied"] == d["memory_pages"]
+    # xen-legacy's first round skips the pages re-dirtied before their batch (they go in round 2)
+    assert d["per_pass"][0]["pages_copied"] + d.get("skipped_per_round", [0])[0] == d["memory_pages"]
     # the effective config round-trips
     assert load_config(path).to_dict() == yaml.safe_load(yaml.safe_dump(cfg.to_dict()))

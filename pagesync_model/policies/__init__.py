@@ -14,6 +14,8 @@ import importlib
 POLICIES = {
     "stratus": "pagesync_model.policies.stratus",
     "qemu": "pagesync_model.policies.qemu",
+    "xen-legacy": "pagesync_model.policies.xen",
+    "xen-v2": "pagesync_model.policies.xen",
 }
 
 
