@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from pagesync_model.config import load_config
-from pagesync_model.sim.engine import Engine
+from pagesync_model.sim.engine import simulate
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
 LEAF = re.compile(r"^\s*[A-Za-z_][\w-]*:\s*[^\s#{][^#]*$|^\s*[A-Za-z_][\w-]*:\s*[^\s#{].*#")
@@ -30,8 +30,9 @@ def test_every_value_carries_a_comment(path):
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
 def test_preset_runs_to_cutover(path):
     cfg = load_config(path)
-    d = Engine(cfg).run().to_dict()
-    assert d["lost_writes"] == 0
+    d = simulate(cfg).to_dict()
+    # fluid and closed-form policies simulate no pages, so they have no lost-write oracle
+    assert d["lost_writes"] == 0 or (d["lost_writes"] is None and d["model"] in ("fluid", "closed-form"))
     assert d["downtime_s"] is not None and d["downtime_s"] > 0
     # xen-legacy's first round skips the pages re-dirtied before their batch (they go in round 2)
     assert d["per_pass"][0]["pages_copied"] + d.get("skipped_per_round", [0])[0] == d["memory_pages"]

@@ -16,6 +16,8 @@ POLICIES = {
     "qemu": "pagesync_model.policies.qemu",
     "xen-legacy": "pagesync_model.policies.xen",
     "xen-v2": "pagesync_model.policies.xen",
+    "simgrid": "pagesync_model.policies.simgrid",
+    "analytic": "pagesync_model.policies.analytic",
 }
 
 
