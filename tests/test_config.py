@@ -219,12 +219,14 @@ def test_unknown_nested_key_suggests():
 
 def test_unknown_key_without_a_close_match_lists_the_keys():
     err = bad(link={"colour": "blue"})
-    assert str(err) == "link.colour: unknown key (expected one of: bandwidth, latency, per_copy)"
+    keys = ", ".join(SCHEMA.lookup("link").members)
+    assert "bandwidth, latency, per_copy" in keys
+    assert str(err) == f"link.colour: unknown key (expected one of: {keys})"
 
 
 def test_section_must_be_a_mapping():
     err = error_of(config_from_dict, {**MINIMAL, "link": "10Gbit/s"})
-    assert str(err).startswith("link: expected a mapping of bandwidth, latency, per_copy")
+    assert str(err).startswith("link: expected a mapping of " + ", ".join(SCHEMA.lookup("link").members))
 
 
 def test_missing_required_value():

@@ -34,7 +34,11 @@ def test_preset_runs_to_cutover(path):
     # fluid and closed-form policies simulate no pages, so they have no lost-write oracle
     assert d["lost_writes"] == 0 or (d["lost_writes"] is None and d["model"] in ("fluid", "closed-form"))
     assert d["downtime_s"] is not None and d["downtime_s"] > 0
-    # xen-legacy's first round skips the pages re-dirtied before their batch (they go in round 2)
-    assert d["per_pass"][0]["pages_copied"] + d.get("skipped_per_round", [0])[0] == d["memory_pages"]
+    if d["policy"] == "qemu":
+        # QEMU's first exact sync can come before the first round ends; every page still goes once
+        assert d["normal_pages"] + d["zero_pages"] >= d["memory_pages"]
+    else:
+        # xen-legacy's first round skips the pages re-dirtied before their batch (they go in round 2)
+        assert d["per_pass"][0]["pages_copied"] + d.get("skipped_per_round", [0])[0] == d["memory_pages"]
     # the effective config round-trips
     assert load_config(path).to_dict() == yaml.safe_load(yaml.safe_dump(cfg.to_dict()))

@@ -30,6 +30,7 @@ import numpy as np
 from ..config.fields import SCHEMA, register_policy
 from ..config.schema import BANDWIDTH, BOOL, CHOICE, DURATION, FRACTION, INT, SIZE, Field
 from ..kernels.dtypes import INDEX_DTYPE
+from .operators import Monitor
 
 NAME = "qemu"
 # KVM tracks writes in its EPT (or shadow) entries and a log bitmap: hypervisor memory, not guest RAM.
@@ -169,6 +170,12 @@ class Migration:
         self.xbzrle = Xbzrle(e.cfg, m, e.seed) if self.q.xbzrle else None
         self.last_stage = False
         self.precopy_bytes = 0
+        self.downtime_limit = self.q.downtime_limit    # migrate-set-parameters may change it
+        self.monitor = Monitor(e.cfg, self.n * self.ps) if e.cfg.operator.kind != "none" else None
+        if self.monitor and self.monitor.initial_downtime() is not None:
+            self.downtime_limit = self.monitor.initial_downtime()
+        self.paused_at = None
+        self.postcopy = None
 
     # -- counters and rate limit --------------------------------------------------------------
     def update_counters(self):
@@ -180,7 +187,7 @@ class Migration:
         transferred = e.link.bytes_sent - self.period_bytes
         spent_ms = (now - self.period_start) / self.ms
         self.bandwidth = transferred / spent_ms
-        self.threshold = self.bandwidth * self.q.downtime_limit * 1e3
+        self.threshold = self.bandwidth * self.downtime_limit * 1e3
         self.mbps = transferred * 8 / (spent_ms / 1e3) / 1e6
         if self.dirty_pages_rate and transferred > 10000 and self.bandwidth > 0:
             self.expected_downtime = self.dirty_bytes_last_sync / self.bandwidth / 1e3
@@ -303,8 +310,27 @@ def scanner(e):
     if q.auto_converge:
         mig.next_forced_tick = e.env.now + e.cycles(FORCED_SYNC)
     found = mig.n
+    next_tick = e.env.now
     while True:
         mig.update_counters()
+        if mig.monitor and e.env.now >= next_tick:
+            next_tick = e.env.now + e.cycles(e.cfg.operator.monitor_period)
+            downtime, action = mig.monitor.tick(e.seconds(e.env.now), mig.sync_count, mig.remaining * mig.ps,
+                                                mig.downtime_limit)
+            if downtime is not None:
+                mig.downtime_limit = downtime
+            if action:
+                what, why = action.split(":")
+                if what == "abort":  # migrate_cancel: the VM keeps running on the source
+                    e.close_pass(rec, found)
+                    e.finish(False, f"aborted ({why})", None, **report(e, mig, setup_s))
+                    return
+                if what == "pause":  # the guest is paused; pre-copy goes on until it converges
+                    e.cpus.stop()
+                    mig.paused_at = e.env.now
+                if what == "postcopy":
+                    yield from postcopy(e, mig, rec, found, setup_s, why)
+                    return
         if q.auto_converge and e.env.now >= mig.next_forced_tick:
             if mig.sync_count == mig.sync_count_at_tick and mig.sync_count > 1:
                 yield from mig.sync()
@@ -352,7 +378,7 @@ def complete(e, mig, rec, found, setup_s, exact):
     The blackout record's dirty pages are those the deciding exact sync and the last sync found."""
     q = mig.q
     e.close_pass(rec, found)
-    t_stop = e.env.now
+    t_stop = e.env.now if mig.paused_at is None else mig.paused_at
     mig.precopy_bytes = e.link.bytes_sent
     rec = e.open_pass("blackout")
     e.cpus.stop()
@@ -369,6 +395,60 @@ def complete(e, mig, rec, found, setup_s, exact):
     e.finish(True, "threshold", t_stop, **report(e, mig, setup_s))
 
 
+def postcopy(e, mig, rec, found, setup_s, why):
+    """Process step: migrate-start-postcopy. The source stops; a last sync; the device state goes; the
+    destination runs and faults in every page it touches that has not arrived, while the source
+    pushes the rest in the background. Downtime is the source-side stop (QEMU's definition)."""
+    q = mig.q
+    e.close_pass(rec, found)
+    t_stop = e.env.now
+    mig.precopy_bytes = e.link.bytes_sent
+    rec = e.open_pass("blackout")
+    e.cpus.stop()
+    e.cpus.throttle = 0.0
+    mig.last_stage = True
+    new = yield from mig.sync()          # ram_postcopy_send_discard_bitmap
+    yield from e.link.send_bytes(q.device_state)
+    yield from e.link.drain()
+    yield e.wait(e.cycles(q.switchover))
+    e.close_pass(rec, new)
+    t_run = e.env.now
+    downtime_bytes = e.link.bytes_sent - mig.precopy_bytes
+    rec = e.open_pass("postcopy")
+    # The destination's vCPUs now run the workload: count their first touches of missing pages.
+    cpus, work = e.cpus, e.workload
+    carry = np.zeros(cpus.ncpu)
+    faults = 0
+    while mig.remaining > 0:
+        expected = e.quantum * cpus.rate_per_cycle + carry
+        counts = np.floor(expected).astype(INDEX_DTYPE)
+        carry = expected - counts
+        targets = work.generate(counts) if counts.sum() else np.empty(0, INDEX_DTYPE)
+        missing = ((mig.bitmap[targets >> 6] >> (targets & 63).astype(np.uint64)) & np.uint64(1)).astype(bool)
+        wanted = np.unique(targets[missing])
+        if len(wanted):  # page requests: served through the same stream (postcopy-preempt off)
+            faults += len(wanted)
+            np.bitwise_and.at(mig.bitmap, wanted >> 6, ~(np.uint64(1) << (wanted & 63).astype(np.uint64)))
+            mig.remaining -= len(wanted)
+            yield from e.link.copy(wanted, np.ones(len(wanted), dtype=INDEX_DTYPE))
+        starts, lens = mig.next_pages(e.link.chunk_pages)
+        if len(starts):
+            yield from mig.send(starts, lens)
+        elif not len(wanted):
+            break
+        if e.link.busy_until <= e.env.now:
+            yield e.wait(e.quantum)
+    yield from e.link.drain()
+    e.close_pass(rec, 0)
+    out = report(e, mig, setup_s)
+    out.update(downtime_s=e.seconds(t_run - t_stop), postcopy_s=e.seconds(e.env.now - t_run),
+               postcopy_faults=faults, postcopy_bytes=e.link.bytes_sent - mig.precopy_bytes - downtime_bytes,
+               downtime_bytes=downtime_bytes, precopy_bytes=mig.precopy_bytes,
+               postcopy_fault_wait_s=faults * (2 * e.link.latency_cycles / e.clock + (PAGE_HEADER + mig.ps) /
+                                                e.link.bandwidth))
+    e.finish(True, f"postcopy ({why})", t_stop, **out)
+
+
 def report(e, mig, setup_s):
     """The policy's own result fields (QEMU's query-migrate counters)."""
     converged = mig.last_stage
@@ -377,6 +457,7 @@ def report(e, mig, setup_s):
         "normal_pages": e.link.pages_sent - e.link.zero_pages_sent,
         "zero_pages": e.link.zero_pages_sent,
         "expected_downtime_s": None if converged else mig.expected_downtime,
+        "downtime_limit_history": mig.monitor.history if mig.monitor else [],
         "throttle_pct": mig.throttle_history,
         "setup_time_s": setup_s,
         "dirty_pages_rate": mig.dirty_pages_rate,
