@@ -123,6 +123,16 @@ def _bytes(n):
     return f"{n} B"
 
 
+def _lost(d):
+    if d["lost_writes"] is None:
+        if d.get("model") in ("fluid", "closed-form"):
+            return f"n/a ({d['model']} model: no pages are simulated, so there is no version oracle)"
+        return "n/a (no cut-over: the migration did not complete)"
+    if d["lost_writes"]:
+        return f"{d['lost_writes']}  STALE FRAMES e.g. {d['stale_frames'][:8]}"
+    return "0  (partner equals source)"
+
+
 def format_table(result):
     """A readable per-pass table and summary (what the CLI prints)."""
     d = result.to_dict()
@@ -152,8 +162,7 @@ def format_table(result):
         ("sent", f"{_bytes(d['bytes_sent'])} in {d['pages_sent']} pages "
                  f"({d['copies_per_page']:.3f} copies per page of memory)"),
         ("workload slowdown", f"{d['slowdown'] * 100:.3f} % of CPU time lost to tracking"),
-        ("lost writes", f"{d['lost_writes']}" + (f"  STALE FRAMES e.g. {d['stale_frames'][:8]}"
-                                                  if d["lost_writes"] else "  (partner equals source)")),
+        ("lost writes", _lost(d)),
     ]
     w = max(len(k) for k, _ in lines)
     for k, v in lines:
