@@ -132,3 +132,23 @@ def test_trace_subcommand_errors(tmp_path, capsys):
     assert "no command" in bad(["trace", "record", "-o", tmp_path / "t.npz"], capsys)
     assert "--interval" in bad(["trace", "record", "--interval", "soon", "-o", tmp_path / "t.npz", "--", "true"],
                                capsys)
+
+
+def test_json_format_qemu(small_yaml, capsys, tmp_path):
+    d = dict(yaml.safe_load(small_yaml.read_text()), policy="qemu")
+    p = tmp_path / "vm.yaml"
+    p.write_text(yaml.safe_dump(d))
+    rc, out = cli(p, "--json", "-", "--json-format", "qemu", capsys=capsys)
+    assert rc == 0
+    q = json.loads(out.out)
+    assert q["status"] == "completed" and isinstance(q["downtime"], int) and isinstance(q["total-time"], int)
+    rc, out = cli(p, "--json", "-", capsys=capsys)
+    full = json.loads(out.out)
+    ram = q["ram"]
+    assert ram["transferred"] == full["bytes_sent"]
+    assert ram["duplicate"] == full["zero_pages"] and ram["normal"] == full["normal_pages"]
+    assert ram["dirty-sync-count"] == full["dirty_sync_count"]
+    assert ram["total"] == full["memory_pages"] * 4096
+    assert q["downtime"] == round(full["downtime_s"] * 1e3)
+    assert ram["precopy-bytes"] + ram["downtime-bytes"] == ram["transferred"]
+    assert "--json-format" in bad([p, "--json-format", "xml"], capsys)
