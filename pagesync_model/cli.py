@@ -134,7 +134,20 @@ def trace_main(argv):
         raise UsageError(str(exc)) from None
 
 
-SUBCOMMANDS = {"trace": trace_main}
+def _lazy(module, function="main"):
+    """A subcommand implemented in its own module, imported only when used."""
+    def run(argv):
+        import importlib
+        return getattr(importlib.import_module(module), function)(argv)
+    return run
+
+
+SUBCOMMANDS = {
+    "trace": trace_main,
+    "sweep": _lazy("pagesync_model.sweep.cli", "sweep_main"),
+    "plan": _lazy("pagesync_model.sweep.cli", "plan_main"),
+    "live": _lazy("pagesync_model.live.cli", "main"),
+}
 
 
 def main(argv=None):

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from pagesync_model.config.schema import (
-    BANDWIDTH, CHOICE, DURATION, FRACTION, FREQUENCY, INT, RATE, REQUIRED, SIZE,
+    BANDWIDTH, BOOL, CHOICE, DURATION, FRACTION, FREQUENCY, INT, RATE, REQUIRED, SIZE,
     ConfigError, Field, Schema,
 )
 from pagesync_model.units import format_bytes
@@ -90,6 +90,10 @@ SCHEMA.section(
     hot_fraction=Field(FRACTION, 0.1, "hotcold: share of the working set that is hot.", gt=0, lt=1),
     hot_share=Field(FRACTION, 0.9, "hotcold: share of writes that go to the hot pages.", ge=0, le=1),
     stride=Field(INT, 1, "sequential: pages advanced between consecutive writes.", ge=1),
+    paced=Field(BOOL, False, "Writes are paced by a clock (a timer-driven writer): CPU throttling delays "
+                             "them but the writer catches up, unless one throttle sleep exceeds catchup."),
+    catchup=Field(DURATION, "200ms", "paced: the longest backlog the writer catches up; a longer throttle "
+                                     "sleep drops it and the writer runs at the throttled CPU's pace.", ge=0),
 )
 
 SCHEMA.section(

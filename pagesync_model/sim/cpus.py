@@ -23,7 +23,8 @@ class Cpus:
     cost of the locked update that sets a clear PTE dirty bit.
     """
 
-    def __init__(self, env, memory, workload, kernels, ncpu, clock, rate, tlb_entries, walk_cycles, dirty_cycles):
+    def __init__(self, env, memory, workload, kernels, ncpu, clock, rate, tlb_entries, walk_cycles, dirty_cycles,
+                 paced=False, catchup=0.2):
         self.env = env
         self.memory = memory
         self.workload = workload
@@ -38,6 +39,8 @@ class Cpus:
         self.carry = np.zeros(self.ncpu)
         self.debt = np.zeros(self.ncpu)
         self.throttle = 0.0
+        self.paced = bool(paced)
+        self.catchup = float(catchup)
         self.t_done = 0
         self.stopped = False
         self._bounds = np.zeros(self.ncpu + 1, dtype=INDEX_DTYPE)
@@ -61,6 +64,8 @@ class Cpus:
             return
         self.running_cycles += dt
         run = dt * (1.0 - self.throttle)
+        if self.paced and self.throttle > 0 and self.throttle_sleep() <= self.catchup:
+            run = float(dt)  # the writer catches up after each throttle sleep: its rate is unchanged
         self.throttled_cycles += (dt - run) * self.ncpu
         avail = run - self.debt
         self.debt = np.where(avail < 0, -avail, 0.0)
@@ -83,6 +88,10 @@ class Cpus:
         self.walks += int(walks)
         self.dirty_sets += int(dirty_sets)
         self.flush_refills += int(refills)
+
+    def throttle_sleep(self):
+        """Seconds a throttled vCPU sleeps per 10 ms it runs (QEMU cpu-throttle.c: pct/(1-pct) x 10 ms)."""
+        return 0.010 * self.throttle / (1.0 - self.throttle) if self.throttle < 1 else float("inf")
 
     def stop(self):
         """Rendezvous: bring the writes up to now, then no CPU runs until ``resume``."""

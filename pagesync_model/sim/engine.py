@@ -63,7 +63,8 @@ class Engine:
         self.workload = build_workload(cfg.workload, self.memory, cfg.cpus.count, self.kernels, self.seed)
         c = cfg.cpus
         self.cpus = Cpus(self.env, self.memory, self.workload, self.kernels, c.count, self.clock, cfg.workload.rate,
-                         c.tlb_entries, self.cycles(c.tlb_walk), self.cycles(c.dirty_update))
+                         c.tlb_entries, self.cycles(c.tlb_walk), self.cycles(c.dirty_update),
+                         paced=cfg.workload.paced, catchup=cfg.workload.catchup)
         self.quantum = max(1, self.cycles(cfg.sim.quantum))
         link = cfg.link
         chunk = max(1, int(link.bandwidth * cfg.sim.quantum // ps))
