@@ -222,3 +222,18 @@ def test_tracking_slows_the_workload():
     busy = run(small_config("workload.kind=uniform", "workload.rate=200k/s"))
     assert busy["slowdown"] > idle["slowdown"] > 0
     assert busy["dirty_bit_sets"] > 0 and busy["tracking_cycles"] > 0
+
+
+def test_huge_pages_dirty_whole_two_megabyte_pages():
+    """A write dirties its whole page: with 2 MiB pages the same writes make each recopy pass move far
+    more bytes than with 4 KiB pages, unless tracking splits them (i.e. 4 KiB pages)."""
+    over = ("memory.size=256MiB", "workload.working_set=128MiB", "workload.kind=uniform", "workload.rate=5k/s",
+            "stratus.passes=1", "stratus.threshold=0", "memory.block=2MiB", "memory.layout=contiguous")
+    small = run(small_config(*over))
+    huge = run(small_config(*over, "memory.page_size=2MiB"))
+    assert huge["page_size"] == 2 * 2**20 and huge["memory_pages"] == 128
+    p_small, p_huge = small["per_pass"][1], huge["per_pass"][1]
+    # the dirtied 4 KiB pages fall in at most as many 2 MiB pages, each sent whole
+    assert p_huge["dirty_pages"] <= p_small["dirty_pages"]
+    assert p_huge["bytes"] > 4 * p_small["bytes"]
+    assert small["lost_writes"] == huge["lost_writes"] == 0
