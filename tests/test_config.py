@@ -298,7 +298,7 @@ def test_unknown_choice_lists_the_choices():
                         "(expected one of: correct, copy-before-clear, no-tlb-flush)")
     err = bad(workload={"kind": "hotcld"})
     assert str(err) == ("workload.kind: unknown choice 'hotcld' "
-                        "(did you mean 'hotcold'? expected one of: uniform, hotcold, sequential)")
+                        "(did you mean 'hotcold'? expected one of: uniform, hotcold, sequential, zipf, trace)")
     assert str(bad(policy="xen")).startswith("policy: unknown choice 'xen'")
     assert str(bad(memory={"layout": 1})).startswith("memory.layout: unknown choice '1'")
 

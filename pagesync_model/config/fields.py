@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from pagesync_model.config.schema import (
-    BANDWIDTH, BOOL, CHOICE, DURATION, FRACTION, FREQUENCY, INT, RATE, REQUIRED, SIZE,
-    ConfigError, Field, Schema,
+    BANDWIDTH, BOOL, CHOICE, DURATION, FLOAT, FRACTION, FREQUENCY, INT, RATE, REQUIRED, SIZE, STR,
+    ConfigError, Field, Schema, Section, SectionList,
 )
 from pagesync_model.units import format_bytes
 
@@ -29,7 +29,7 @@ __all__ = [
 
 # Lists kept by reference in their fields: appending to them (or SCHEMA.add_choice) extends the schema.
 POLICIES: list[str] = ["stratus"]
-WORKLOAD_KINDS: list[str] = ["uniform", "hotcold", "sequential"]
+WORKLOAD_KINDS: list[str] = ["uniform", "hotcold", "sequential", "zipf", "trace"]
 LAYOUTS: list[str] = ["contiguous", "scattered"]
 VARIANTS: list[str] = ["correct", "copy-before-clear", "no-tlb-flush"]
 
@@ -82,18 +82,63 @@ SCHEMA.section(
                        "Locked PTE update when the first write hits a clean PTE.", ge=0),
 )
 
+def _pattern_fields(working_set: bool = True) -> dict:
+    """The fields that say where and when one group of CPUs writes (a workload, a phase, a group)."""
+    f = dict(
+        kind=Field(CHOICE, "uniform", "Write pattern over the working set.", choices=WORKLOAD_KINDS),
+        rate=Field(RATE, REQUIRED, "Page writes per second per CPU (trace: ignored, the trace sets the pace).",
+                   gt=0),
+        working_set=Field(SIZE, REQUIRED, "Memory the workload writes to.", gt=0),
+        hot_fraction=Field(FRACTION, 0.1, "hotcold: share of the working set that is hot.", gt=0, lt=1),
+        hot_share=Field(FRACTION, 0.9, "hotcold: share of writes that go to the hot pages.", ge=0, le=1),
+        stride=Field(INT, 1, "sequential: pages advanced between consecutive writes (wraps around the "
+                             "working set; a stride sharing no factor with it visits every page).", ge=1),
+        exponent=Field(FLOAT, 1.0, "zipf: exponent s; the page of rank r (0 = hottest, at the start of the "
+                                   "working set) takes writes in proportion to 1/(r+1)^s.", ge=0, le=10),
+        trace=Field(STR, "", "trace: a trace file (.npz, `pagesync-sim trace record`), relative to the "
+                             "current directory."),
+        time_scale=Field(FLOAT, 1.0, "trace: simulated seconds per recorded second (2 = half speed).", gt=0),
+        loop=Field(BOOL, True, "trace: start the trace over after its last interval."),
+        offset=Field(DURATION, "0s", "trace: the CPU's running time before the trace starts.", ge=0),
+        shared=Field(BOOL, False, "trace: all CPUs replay onto the same pages (threads of one program); "
+                                  "false: each CPU replays its own copy (one process each)."),
+    )
+    if not working_set:
+        del f["working_set"]
+    return f
+
+
+_PHASE = Section("One phase of a piecewise workload.", dict(
+    duration=Field(DURATION, REQUIRED, "How long each CPU runs this phase.", gt=0), **_pattern_fields(False)))
+_PHASES_DOC = ("Piecewise workload: phases run in order, each over the same working set; an item's missing "
+               "keys take this section's values.")
+_GROUP = Section("CPUs that run one workload.", dict(
+    cpus=Field(INT, REQUIRED, "CPUs in the group (the groups take CPUs 0, 1, ... in order).", ge=1),
+    **_pattern_fields(),
+    repeat=Field(BOOL, True, "phases: start over after the last phase (false: stay in the last one)."),
+    phases=SectionList(_PHASE, _PHASES_DOC, inherit=True, item_name="phase")))
+
 SCHEMA.section(
     "workload", "The running workload's page writes.",
-    kind=Field(CHOICE, "uniform", "Write pattern over the working set.", choices=WORKLOAD_KINDS),
-    rate=Field(RATE, REQUIRED, "Page writes per second per CPU.", gt=0),
-    working_set=Field(SIZE, REQUIRED, "Memory the workload writes to.", gt=0),
-    hot_fraction=Field(FRACTION, 0.1, "hotcold: share of the working set that is hot.", gt=0, lt=1),
-    hot_share=Field(FRACTION, 0.9, "hotcold: share of writes that go to the hot pages.", ge=0, le=1),
-    stride=Field(INT, 1, "sequential: pages advanced between consecutive writes.", ge=1),
+    **_pattern_fields(),
     paced=Field(BOOL, False, "Writes are paced by a clock (a timer-driven writer): CPU throttling delays "
                              "them but the writer catches up, unless one throttle sleep exceeds catchup."),
     catchup=Field(DURATION, "200ms", "paced: the longest backlog the writer catches up; a longer throttle "
                                      "sleep drops it and the writer runs at the throttled CPU's pace.", ge=0),
+    repeat=Field(BOOL, True, "phases: start over after the last phase (false: stay in the last one)."),
+    phases=SectionList(_PHASE, _PHASES_DOC, inherit=True, item_name="phase"),
+    groups=SectionList(_GROUP, "Per-CPU mixture: each group of CPUs runs its own workload on its own part "
+                               "of memory (stacked in order); an item's missing keys take this section's "
+                               "values.", inherit=True, item_name="group"),
+)
+
+SCHEMA.section(
+    "dma", "Device DMA into the working set: writes that bypass the CPUs' dirty bits.",
+    rate=Field(RATE, "0/s", "Pages written by devices per second (0: no DMA).", ge=0),
+    working_set=Field(SIZE, "0B", "Memory the devices write to, from the start of the working set "
+                                  "(0: all of it).", ge=0),
+    mirrored=Field(BOOL, False, "Each DMA write also lands in the partner's copy (Stratus's PCI bridge); "
+                                "false: such writes are lost unless a CPU also writes the page."),
 )
 
 SCHEMA.section(
@@ -217,3 +262,85 @@ def _working_set_fits(v: Mapping[str, Any], raw: Mapping[str, Any]) -> None:
                           f"{format_bytes(zero_bytes)} of zero pages, which beside the "
                           f"{raw['workload.working_set']} working set exceeds the "
                           f"{format_bytes(regions.user_bytes)} of user memory")
+
+
+# ---------------------------------------------------------------------------------------------
+# the workload's parts: groups, phases, traces
+
+def _leaves(v: Mapping[str, Any]):
+    """(path, section values, working-set bytes, CPUs) of every write pattern: the workload itself,
+    its phases, its groups and their phases. ``section values`` maps field name -> typed value."""
+    top = {k.rpartition(".")[2]: x for k, x in v.items() if k.rpartition(".")[0] == "workload"}
+    if top["groups"]:
+        for i, g in enumerate(top["groups"]):
+            yield from _section_leaves(f"workload.groups[{i}]", dict(g.items()), g.working_set, g.cpus)
+    else:
+        yield from _section_leaves("workload", top, top["working_set"], v["cpus.count"])
+
+
+def _section_leaves(path, sec, ws, ncpu):
+    if sec["phases"]:
+        for j, ph in enumerate(sec["phases"]):
+            yield f"{path}.phases[{j}]", dict(ph.items()), ws, ncpu
+    else:
+        yield path, sec, ws, ncpu
+
+
+def total_working_set(v: Mapping[str, Any]) -> int:
+    """Bytes of memory the workload writes: its working set, or the sum of its groups'."""
+    groups = v["workload.groups"]
+    return sum(g.working_set for g in groups) if groups else v["workload.working_set"]
+
+
+@SCHEMA.cross_check
+def _workload_parts(v: Mapping[str, Any], raw: Mapping[str, Any]) -> None:
+    groups = v["workload.groups"]
+    if groups and v["workload.phases"]:
+        raise ConfigError("workload.phases", "give phases inside each group, not beside groups")
+    if groups:
+        ncpu = sum(g.cpus for g in groups)
+        if ncpu != v["cpus.count"]:
+            raise ConfigError("workload.groups", f"the groups have {ncpu} CPUs in all, cpus.count is "
+                                                 f"{v['cpus.count']}")
+        page = v["memory.page_size"]
+        regions = memory_regions(v["memory.size"], page, v["memory.kernel_size"])
+        total = total_working_set(v)
+        zero_bytes = int(v["memory.zero_fraction"] * regions.frames) * page
+        for i, g in enumerate(groups):
+            if g.working_set < page:
+                raise ConfigError(f"workload.groups[{i}].working_set", f"{g.to_dict()['working_set']} is "
+                                  f"smaller than one {raw['memory.page_size']} page")
+        if total + zero_bytes > regions.user_bytes:
+            raise ConfigError("workload.groups", f"the groups' working sets add up to {format_bytes(total)}, "
+                                                 f"which with {format_bytes(zero_bytes)} of zero pages exceeds "
+                                                 f"the {format_bytes(regions.user_bytes)} of user memory")
+    from pagesync_model.trace.format import TraceError
+    from pagesync_model.workloads.replay import load_trace
+    for path, sec, ws, ncpu in _leaves(v):
+        if sec["kind"] != "trace":
+            continue
+        if not sec["trace"]:
+            raise ConfigError(f"{path}.trace", "kind 'trace' needs a trace file")
+        try:
+            trace = load_trace(sec["trace"])
+        except TraceError as exc:
+            raise ConfigError(f"{path}.trace", str(exc)) from None
+        page = v["memory.page_size"]
+        if trace.page_size != page:
+            raise ConfigError(f"{path}.trace", f"{sec['trace']} has {format_bytes(trace.page_size)} pages, "
+                                               f"memory.page_size is {format_bytes(page)}")
+        copies = 1 if sec["shared"] else ncpu
+        need = trace.n_distinct * copies
+        ws_path = path.split(".phases[")[0] + ".working_set"
+        if ws // page < need:
+            each = "" if copies == 1 else f" x {copies} CPUs with their own copy (see shared)"
+            raise ConfigError(ws_path, f"{format_bytes(ws)} ({ws // page} pages) is smaller than the "
+                                       f"{trace.n_distinct} distinct pages of {sec['trace']}{each}: "
+                                       f"give at least {format_bytes(need * page)}")
+
+
+@SCHEMA.cross_check
+def _dma_fits(v: Mapping[str, Any], raw: Mapping[str, Any]) -> None:
+    if v["dma.rate"] > 0 and v["dma.working_set"] > total_working_set(v):
+        raise ConfigError("dma.working_set", f"{raw['dma.working_set']} is larger than the workload's "
+                                             f"{format_bytes(total_working_set(v))} working set")

@@ -11,6 +11,11 @@ choices and cross-field checks to the same schema before a config is built.
     -> resolve durations given in cycles with the clock field -> cross-field checks -> build
 and returns an immutable `Config` (attribute access: ``cfg.memory.size``). Every problem is a
 `ConfigError(path, message)` whose str is ``"<dotted.path>: <message>"``.
+
+A `SectionList` is a field whose value is a list of sections (``workload.groups``): each item is
+validated like a section, with paths such as ``workload.groups[1].rate``; a key an item leaves out
+takes the enclosing section's value of the same name when ``inherit`` is set, else its own default.
+The built value is a tuple of `ConfigSection`s, and ``to_dict`` writes the filled items back.
 """
 from __future__ import annotations
 
@@ -28,6 +33,7 @@ __all__ = [
     "Kind",
     "Field",
     "Section",
+    "SectionList",
     "Schema",
     "ConfigSection",
     "Config",
@@ -301,6 +307,86 @@ class Section:
         return f"Section({list(self.members)})"
 
 
+LIST = Kind("list", lambda raw: raw)
+
+
+class SectionList(Field):
+    """A field holding a list of sections, each item with the members of ``section`` (fields and
+    nested SectionLists; no plain subsections). ``inherit``: an item's missing key takes the
+    enclosing section's raw value for a member of the same name before falling back to the default.
+    ``item_name`` names one item in messages ('group'). The default is the empty list."""
+
+    def __init__(self, section: "Section", doc: str, inherit: bool = False, item_name: str = "item"):
+        super().__init__(LIST, [], doc)
+        object.__setattr__(self, "section", section)
+        object.__setattr__(self, "inherit", inherit)
+        object.__setattr__(self, "item_name", item_name)
+
+    def describe_kind(self) -> str:
+        return f"list of {self.item_name}s"
+
+    def convert(self, raw: Any, path: str) -> Any:
+        """Check the shape only (a list of mappings); items are built by `Schema` once the plain
+        fields are known. Raises ConfigError at ``path``."""
+        keys = ", ".join(self.section.members)
+        if not isinstance(raw, (list, tuple)) or not all(isinstance(x, Mapping) for x in raw):
+            shown = repr(raw) if isinstance(raw, (list, tuple)) else _describe(raw)
+            raise ConfigError(path, f"expected a list of mappings of {keys} (one per {self.item_name}), "
+                                    f"got {shown}")
+        return raw
+
+    def build_items(self, raw: Sequence[Mapping], path: str, parent_raw: Mapping[str, Any],
+                    clock: Optional[float]) -> tuple[tuple, list]:
+        """(tuple of ConfigSection, list of filled raw dicts) for the items of ``raw``. Raises ConfigError
+        at the item's path: unknown key, missing required value, bad value."""
+        self.convert(raw, path)
+        items, raws = [], []
+        for i, data in enumerate(raw):
+            ipath = f"{path}[{i}]"
+            members = self.section.members
+            for key in data:
+                if not isinstance(key, str) or key not in members:
+                    close = _suggest(key, list(members))
+                    hint = f"did you mean '{close}'?" if close else "expected one of: " + ", ".join(members)
+                    raise ConfigError(_join(ipath, key), f"unknown key ({hint})")
+            values: dict[str, Any] = {}
+            filled: dict[str, Any] = {}
+            nested = []
+            for name, field in members.items():
+                fpath = _join(ipath, name)
+                if not isinstance(field, Field):
+                    raise TypeError(f"{fpath}: a SectionList item holds fields only")
+                if name in data:
+                    value = data[name]
+                    if value is None:
+                        raise ConfigError(fpath, "required value is missing" if field.required else
+                                          f"has no value; give one or remove the key to use the default "
+                                          f"{_quote(field.default)}")
+                elif self.inherit and name in parent_raw:
+                    value = parent_raw[name]
+                elif field.required:
+                    raise ConfigError(fpath, "required value is missing")
+                else:
+                    value = field.default
+                filled[name] = value
+                if isinstance(field, SectionList):
+                    nested.append(name)
+                    continue
+                typed = field.convert(value, fpath)
+                if isinstance(typed, Cycles):
+                    if clock is None:
+                        raise ConfigError(fpath, f"cannot use cycles here, got {_quote(value)}")
+                    typed = typed.seconds(clock)
+                    field.validate(typed, value, fpath)
+                values[name] = typed
+            for name in nested:
+                field = members[name]
+                values[name], filled[name] = field.build_items(filled[name], _join(ipath, name), filled, clock)
+            items.append(ConfigSection(ipath, values, filled))
+            raws.append(filled)
+        return tuple(items), raws
+
+
 # names a section or field may not take, because Config uses them
 _RESERVED = {"to_dict", "flat", "get", "source", "items", "keys", "path"}
 
@@ -415,6 +501,8 @@ class Schema:
             default = "**required**" if field.required else f"`{field.default}`"
             cells = [f"`{path}`", field.describe_kind(), default, field.doc]
             lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+            if isinstance(field, SectionList):
+                lines.extend(_item_rows(field, path))
         return "\n".join(lines) + "\n"
 
     # -- building ------------------------------------------------------------------------------
@@ -454,6 +542,12 @@ class Schema:
             values[path] = field.convert(value, path)
 
         self._resolve_cycles(values, raw)
+        clock = values.get(self.cycle_clock) if self.cycle_clock else None
+        for path, field in self.fields():
+            if isinstance(field, SectionList):
+                parent = path.rpartition(".")[0]
+                parent_raw = {p.rpartition(".")[2]: r for p, r in raw.items() if p.rpartition(".")[0] == parent}
+                values[path], raw[path] = field.build_items(raw[path], path, parent_raw, clock)
         for check in self.checks:
             check(values, raw)
         return Config._make(self, values, raw, source)
@@ -483,6 +577,23 @@ class Schema:
         for path in pending:
             values[path] = values[path].seconds(clock)
             fields[path].validate(values[path], raw[path], path)
+
+
+def _item_rows(field: "SectionList", path: str) -> list[str]:
+    """Schema table rows of a SectionList's item members: ``workload.groups[].rate``."""
+    rows = []
+    for name, member in field.section.members.items():
+        mpath = f"{path}[].{name}"
+        if isinstance(member, SectionList):
+            default = "`[]`"
+        else:
+            default = "**required**" if member.required else f"`{member.default}`"
+        inherit = " (default: the enclosing section's value)" if field.inherit and not member.required else ""
+        cells = [f"`{mpath}`", member.describe_kind(), default, member.doc + inherit]
+        rows.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+        if isinstance(member, SectionList):
+            rows.extend(_item_rows(member, mpath))
+    return rows
 
 
 def _dig(data: Mapping, path: str) -> tuple[bool, Any]:
@@ -580,7 +691,12 @@ class ConfigSection:
         wrote them (defaults filled, overrides applied); safe to dump to YAML and load again."""
         out: dict[str, Any] = {}
         for name, value in self._items.items():
-            out[name] = value.to_dict() if isinstance(value, ConfigSection) else self._raw[name]
+            if isinstance(value, ConfigSection):
+                out[name] = value.to_dict()
+            elif isinstance(value, tuple) and value and all(isinstance(v, ConfigSection) for v in value):
+                out[name] = [v.to_dict() for v in value]
+            else:
+                out[name] = self._raw[name]
         return out
 
 

@@ -10,6 +10,10 @@ position land in the right pass.
 Time lost to tracking is charged back to the workload: a write that walks the page tables because
 a flush emptied the TLB, or that must set a cleared dirty bit, costs cycles that the CPU owes
 (``debt``) and pays from its next running time, so a CPU slowed by tracking also writes less.
+
+The workload decides how many pages each CPU writes in the cycles it ran (``Workload.step``: a rate,
+or a trace's timeline). Device DMA (``dma``, a DmaWriter) runs in wall time while the CPUs run, is
+not throttled, and writes memory without going through a PTE or a TLB.
 """
 import numpy as np
 
@@ -20,11 +24,13 @@ class Cpus:
     """``ncpu`` CPUs at ``clock`` Hz, each writing ``rate`` pages/s through a TLB of ``tlb_entries``.
 
     ``walk_cycles`` is the cost of a page walk after a flush-induced TLB miss, ``dirty_cycles`` the
-    cost of the locked update that sets a clear PTE dirty bit.
+    cost of the locked update that sets a clear PTE dirty bit. The workload sets the write counts;
+    ``rate`` is kept as ``rate_per_cycle`` for policies that model the CPUs after cut-over. ``dma``
+    is an optional DmaWriter.
     """
 
     def __init__(self, env, memory, workload, kernels, ncpu, clock, rate, tlb_entries, walk_cycles, dirty_cycles,
-                 paced=False, catchup=0.2):
+                 paced=False, catchup=0.2, dma=None):
         self.env = env
         self.memory = memory
         self.workload = workload
@@ -36,7 +42,7 @@ class Cpus:
         self.dirty_cycles = float(dirty_cycles)
         self.tlb_tag = np.full((self.ncpu, int(tlb_entries)), -1, dtype=TLB_TAG_DTYPE)
         self.tlb_flags = np.zeros((self.ncpu, int(tlb_entries)), dtype=TLB_FLAG_DTYPE)
-        self.carry = np.zeros(self.ncpu)
+        self.dma = dma
         self.debt = np.zeros(self.ncpu)
         self.throttle = 0.0
         self.paced = bool(paced)
@@ -45,6 +51,7 @@ class Cpus:
         self.stopped = False
         self._bounds = np.zeros(self.ncpu + 1, dtype=INDEX_DTYPE)
         self._counts = np.zeros((self.ncpu, 3), dtype=INDEX_DTYPE)
+        self._writes = np.zeros(self.ncpu, dtype=INDEX_DTYPE)
         # Totals over the run.
         self.writes = 0
         self.walks = 0
@@ -67,15 +74,15 @@ class Cpus:
         if self.paced and self.throttle > 0 and self.throttle_sleep() <= self.catchup:
             run = float(dt)  # the writer catches up after each throttle sleep: its rate is unchanged
         self.throttled_cycles += (dt - run) * self.ncpu
+        if self.dma is not None:
+            self.dma.advance(dt)
         avail = run - self.debt
         self.debt = np.where(avail < 0, -avail, 0.0)
-        expected = np.maximum(avail, 0.0) * self.rate_per_cycle + self.carry
-        counts = np.floor(expected).astype(INDEX_DTYPE)
-        self.carry = expected - counts
+        counts = self._writes
+        frames = self.workload.step(np.maximum(avail, 0.0), counts)
         total = int(counts.sum())
         if total == 0:
             return
-        frames = self.workload.generate(counts)
         np.cumsum(counts, out=self._bounds[1:])
         m = self.memory
         self.kernels.apply_writes(frames, self._bounds, m.pte, m.versions, self.tlb_tag, self.tlb_flags,

@@ -15,7 +15,7 @@ from ..kernels import get_backend
 from ..kernels.dtypes import INDEX_DTYPE, WORD_DTYPE
 from ..memory import Memory
 from ..results import PassRecord, Result
-from ..workloads import build_workload
+from ..workloads import build_dma, build_workload, working_set_pages
 from .cpus import Cpus, cpus
 from .interconnect import Interconnect, Partner
 
@@ -55,16 +55,18 @@ class Engine:
         self.env = simpy.Environment()
         mem = cfg.memory
         ps = mem.page_size
-        ws_pages = max(1, cfg.workload.working_set // ps)
+        ws_pages = working_set_pages(cfg.workload, ps)
         zero_pages = int(mem.zero_fraction * (mem.size // ps))
         self.memory = Memory(mem.size, ps, mem.kernel_size, ws_pages, zero_pages, mem.layout, mem.processes,
                              mem.block // ps)
         self.partner = Partner(self.memory.n_frames)
-        self.workload = build_workload(cfg.workload, self.memory, cfg.cpus.count, self.kernels, self.seed)
+        self.workload = build_workload(cfg.workload, self.memory, cfg.cpus.count, self.kernels, self.seed,
+                                       clock=self.clock)
         c = cfg.cpus
         self.cpus = Cpus(self.env, self.memory, self.workload, self.kernels, c.count, self.clock, cfg.workload.rate,
                          c.tlb_entries, self.cycles(c.tlb_walk), self.cycles(c.dirty_update),
-                         paced=cfg.workload.paced, catchup=cfg.workload.catchup)
+                         paced=cfg.workload.paced, catchup=cfg.workload.catchup,
+                         dma=build_dma(cfg, self.memory, self.partner, self.kernels, self.seed, self.clock))
         self.quantum = max(1, self.cycles(cfg.sim.quantum))
         link = cfg.link
         chunk = max(1, int(link.bandwidth * cfg.sim.quantum // ps))
