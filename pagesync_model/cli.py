@@ -42,6 +42,7 @@ def build_parser():
     p.add_argument("--variant", choices=None, help=f"algorithm variant: {', '.join(VARIANTS)} (default from the "
                                                    "config, normally correct)")
     p.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    p.add_argument("--plot", metavar="FILE", help="draw the passes (pages, durations, time line) as .png or .svg")
     p.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     return p
 
@@ -61,7 +62,7 @@ def run_main(argv):
     from .config import ConfigError, load_config
     from .kernels import BACKEND_NAMES, BackendError
     from .results import format_table
-    from .sim.engine import VARIANTS, simulate
+    from .sim.engine import VARIANTS, VariantError, simulate
 
     args = build_parser().parse_args(argv)
     if args.backend not in BACKEND_NAMES:
@@ -81,6 +82,8 @@ def run_main(argv):
         result = simulate(cfg, backend=args.backend, variant=args.variant, seed=args.seed)
     except BackendError as exc:
         raise UsageError(f"--backend: {exc}") from None
+    except VariantError as exc:
+        raise UsageError(f"{'--variant' if args.variant else 'sim.variant'}: {exc}") from None
     except MemoryError:
         raise UsageError(f"{args.config}: not enough memory to hold the state of {cfg.memory.size} bytes of "
                          "simulated memory") from None
@@ -89,6 +92,12 @@ def run_main(argv):
         _write(args.json, text)
     if args.csv:
         _write(args.csv, result.to_csv())
+    if args.plot:
+        from .plots import PlotError, plot_run, save_figure
+        try:
+            save_figure(plot_run(result), args.plot)
+        except (PlotError, OSError) as exc:
+            raise UsageError(f"--plot: {exc}") from None
     if not args.quiet and "-" not in (args.json, args.csv):
         sys.stdout.write(format_table(result))
     return 0

@@ -152,3 +152,11 @@ def test_json_format_qemu(small_yaml, capsys, tmp_path):
     assert q["downtime"] == round(full["downtime_s"] * 1e3)
     assert ram["precopy-bytes"] + ram["downtime-bytes"] == ram["transferred"]
     assert "--json-format" in bad([p, "--json-format", "xml"], capsys)
+
+
+def test_variant_a_policy_does_not_model(tmp_path, capsys):
+    d = dict(SMALL, policy="qemu")
+    p = tmp_path / "vm.yaml"
+    p.write_text(yaml.safe_dump(d))
+    line = bad([p, "--variant", "copy-before-clear"], capsys)
+    assert "--variant" in line and "qemu" in line and "copy-before-clear" in line

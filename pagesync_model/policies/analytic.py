@@ -15,6 +15,7 @@ from ..config.schema import DURATION, INT, Field
 from ..results import PassRecord
 
 NAME = "analytic"
+VARIANTS = ("correct",)  # no pages are simulated: the broken variants have nothing to break
 
 register_policy(NAME)
 SCHEMA.section(

@@ -29,6 +29,7 @@ from ..results import PassRecord
 from ..units import parse_rate
 
 NAME = "simgrid"
+VARIANTS = ("correct",)  # no pages are simulated: the broken variants have nothing to break
 
 # network/model -> (bandwidth factor, latency factor) of SimGrid's CM02-family network models
 MODEL_FACTORS = {"LV08": (0.97, 13.01), "CM02": (1.0, 1.0)}

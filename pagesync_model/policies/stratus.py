@@ -25,6 +25,7 @@ import numpy as np
 from ..kernels.dtypes import INDEX_DTYPE
 
 NAME = "stratus"
+VARIANTS = ("correct", "copy-before-clear", "no-tlb-flush")
 
 
 def link_options(cfg):

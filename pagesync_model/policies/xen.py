@@ -51,6 +51,8 @@ from ..kernels.dtypes import INDEX_DTYPE
 LEGACY = "xen-legacy"
 V2 = "xen-v2"
 NAME = LEGACY
+# CLEAN without the TLB flush loses writes through cached dirty entries; copy-before-clear is not modelled
+VARIANTS = ("correct", "no-tlb-flush")
 # Xen tracks writes in its shadow page tables (or EPT) and its log-dirty bitmap: hypervisor memory.
 TRACKING_IN_HYPERVISOR = True
 

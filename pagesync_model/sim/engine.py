@@ -23,6 +23,20 @@ VARIANTS = ("correct", "copy-before-clear", "no-tlb-flush")
 RUN_CAP = 1 << 16
 
 
+class VariantError(ValueError):
+    """A variant the engine or the chosen policy does not model."""
+
+
+def check_variant(policy_name, policy, variant):
+    """Raise VariantError unless ``policy`` models ``variant``."""
+    if variant not in VARIANTS:
+        raise VariantError(f"unknown variant '{variant}' (choose from {', '.join(VARIANTS)})")
+    modelled = getattr(policy, "VARIANTS", ("correct",))
+    if variant not in modelled:
+        raise VariantError(f"the {policy_name} policy does not model the variant '{variant}' (it models: "
+                           f"{', '.join(modelled)})")
+
+
 class Harvest:
     """What one harvest found and cost: ``new_bits`` (the count of 0->1 bitmap transitions),
     ``dirty`` per segment, and ``cycles`` the CPUs were stopped."""
@@ -46,11 +60,10 @@ class Engine:
         self.cfg = cfg
         self.kernels = get_backend(backend)
         self.variant = variant or cfg.sim.variant
-        if self.variant not in VARIANTS:
-            raise ValueError(f"unknown variant '{self.variant}' (choose from {', '.join(VARIANTS)})")
         self.seed = int(cfg.sim.seed if seed is None else seed)
         self.policy_name = policy or cfg.policy
         self.policy = get_policy(self.policy_name)
+        check_variant(self.policy_name, self.policy, self.variant)
         self.clock = float(cfg.cpus.clock)
         self.env = simpy.Environment()
         mem = cfg.memory
@@ -328,8 +341,7 @@ def simulate(cfg, backend="auto", variant=None, seed=None):
         return Engine(cfg, backend=backend, variant=variant, seed=seed).run()
     kernels = get_backend(backend)
     variant = variant or cfg.sim.variant
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown variant '{variant}' (choose from {', '.join(VARIANTS)})")
+    check_variant(cfg.policy, policy, variant)
     seed = int(cfg.sim.seed if seed is None else seed)
     wall0 = time.perf_counter()
     summary, per_pass = policy.compute(cfg, seed)
