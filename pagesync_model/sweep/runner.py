@@ -1,0 +1,111 @@
+"""Running a sweep: one run as a flat row, and the executors that run many.
+
+``run_row`` is what a worker executes: it builds the config from the base tree and the run's
+overrides, simulates, and returns a flat row (every scalar summary field); any exception becomes the
+row's ``error`` so one bad run never stops a sweep. Executors:
+
+- ``inprocess``: runs one after the other in this process (tests, tiny sweeps);
+- ``local`` (default): a Dask LocalCluster on this machine, one single-threaded worker process per core
+  (the engine holds the GIL in its Python parts, so processes, not threads);
+- ``tcp://HOST:PORT``: an existing Dask scheduler, used as it is (workers there need pagesync-sim).
+
+Rows come back through ``on_row`` as they finish; a KeyboardInterrupt cancels what is pending and
+propagates, so the caller keeps and writes the rows it already has.
+"""
+import os
+import time
+
+WALL_FIELD = "wall_s"
+
+
+def scalar_fields(summary):
+    """The scalar entries of a result summary (lists such as ``stale_frames`` are left out)."""
+    return {k: v for k, v in summary.items() if v is None or isinstance(v, (bool, int, float, str))}
+
+
+def run_row(base, base_overrides, source, run, backend="auto"):
+    """Simulate one run and return its row: ``run``, ``run_id``, the axis values, ``seed``, every
+    scalar summary field, ``error`` (None, or 'ExceptionType: message') and ``wall_s`` (the run's wall
+    time in the worker: config, simulation and row). Never raises for a failing run."""
+    from ..config import config_from_dict
+    from ..sim.engine import simulate
+
+    t0 = time.perf_counter()
+    row = {"run": run.index, "run_id": run.run_id, **run.values, "seed": run.seed}
+    try:
+        cfg = config_from_dict(base, list(base_overrides) + list(run.overrides), source=source)
+        result = simulate(cfg, backend=backend, seed=run.seed)
+        row["seed"] = result.meta["seed"]
+        row.update(scalar_fields(result.summary))
+        row["backend"] = result.meta["backend"]
+        row["error"] = None
+    except Exception as exc:  # noqa: BLE001 -- a failed run is recorded in its row, the sweep goes on
+        row["error"] = f"{type(exc).__name__}: {exc}".splitlines()[0]
+    row[WALL_FIELD] = time.perf_counter() - t0
+    return row
+
+
+def run_inprocess(sweep, runs, on_row, backend="auto"):
+    """Run ``runs`` one after the other in this process, calling ``on_row(row)`` after each."""
+    for run in runs:
+        on_row(run_row(sweep.base, sweep.base_overrides, sweep.source, run, backend))
+
+
+def default_workers():
+    """Worker processes for a LocalCluster: the cores this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def local_cluster(workers):
+    """A Dask LocalCluster of ``workers`` single-threaded worker processes, quiet and without a
+    dashboard. The caller closes it."""
+    import logging
+
+    from dask.distributed import LocalCluster
+    return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                        silence_logs=logging.ERROR)
+
+
+def run_dask(sweep, runs, on_row, scheduler="local", workers=None, backend="auto"):
+    """Run ``runs`` on Dask: a new LocalCluster of ``workers`` (default: the cores) when ``scheduler``
+    is 'local', else the scheduler at that address ('tcp://HOST:PORT'), which is left running. Calls
+    ``on_row(row)`` as each run finishes. Raises OSError (or Dask's TimeoutError) when the scheduler
+    cannot be reached; a KeyboardInterrupt cancels the pending runs and propagates."""
+    from dask.distributed import Client, as_completed
+
+    cluster = None
+    if scheduler == "local":
+        cluster = local_cluster(workers or default_workers())
+        client = Client(cluster, set_as_default=False)
+    else:
+        client = Client(scheduler, timeout="10s", set_as_default=False)
+    futures = []
+    try:
+        base = client.scatter(sweep.base, broadcast=True) if runs else None
+        futures = [client.submit(run_row, base, sweep.base_overrides, sweep.source, run, backend,
+                                 key=f"pagesync-run-{run.run_id}-{run.index}", pure=False, retries=0)
+                   for run in runs]
+        for future in as_completed(futures, loop=client.loop):
+            try:
+                row = future.result()
+            except Exception as exc:  # noqa: BLE001 -- e.g. a worker died under the run
+                row = _lost_row(future, runs, exc)
+            on_row(row)
+            future.release()
+    finally:
+        if futures:
+            client.cancel(futures)
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def _lost_row(future, runs, exc):
+    """The row of a run whose worker failed outright (killed, out of memory)."""
+    index = int(str(future.key).rsplit("-", 1)[1])
+    run = next(r for r in runs if r.index == index)
+    return {"run": run.index, "run_id": run.run_id, **run.values, "seed": run.seed,
+            "error": f"{type(exc).__name__}: {exc}".splitlines()[0], WALL_FIELD: None}
