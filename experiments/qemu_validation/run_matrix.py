@@ -41,6 +41,9 @@ MATRIX = [
      "random ~1x link, downtime-limit 100 ms"),
     ("rand_high_dt1000", dict(rate=32000, downtime_ms=1000),
      "random ~2x link, downtime-limit 1000 ms"),
+    # rate-limiter calibration (run with --reps 3 --only idle_bw32,idle_bw128)
+    ("idle_bw32", dict(rate=0, max_bw=32), "idle, max-bandwidth 32 MiB/s"),
+    ("idle_bw128", dict(rate=0, max_bw=128), "idle, max-bandwidth 128 MiB/s"),
 ]
 
 

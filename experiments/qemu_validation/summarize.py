@@ -1,0 +1,121 @@
+#!/usr/bin/env python3
+"""Summarize runs/*.json into a markdown table (one row per configuration).
+
+    ./summarize.py            # table to stdout
+    ./summarize.py --runs     # one line per run as well
+
+Medians over the runs of a configuration; "spread" is min-max. For runs
+cancelled at the time limit the statistics come from the last query-migrate
+reply that had them (field last_with_stats) and total time is the limit.
+"""
+import glob
+import json
+import os
+import statistics
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ORDER = ["idle", "idle_ws320", "rand_low", "rand_near", "rand_high",
+         "seq_near", "autoconv_high", "rand_near_ws320", "rand_near_dt100",
+         "rand_high_dt1000", "idle_bw32", "idle_bw128"]
+
+
+def load(pattern):
+    runs = []
+    for p in sorted(glob.glob(pattern)):
+        with open(p) as f:
+            runs.append(json.load(f))
+    return runs
+
+
+def stats_of(r):
+    f = r.get("final") or {}
+    if "ram" not in f and r.get("last_with_stats"):
+        f = r["last_with_stats"]
+    return f
+
+
+def med(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def rng(xs, fmt="%.0f"):
+    xs = [x for x in xs if x is not None]
+    if not xs:
+        return "-"
+    return (fmt + "–" + fmt) % (min(xs), max(xs))
+
+
+def fmt(x, f="%.0f"):
+    return "-" if x is None else f % x
+
+
+def main():
+    show_runs = "--runs" in sys.argv
+    runs = load(os.path.join(HERE, "runs", "*.json"))
+    by = {}
+    for r in runs:
+        by.setdefault(r["config"], []).append(r)
+    names = [n for n in ORDER if n in by] + sorted(set(by) - set(ORDER))
+    print("| config | max-bw MiB/s | ws MiB | rate req (achieved) pages/s | pattern | dt-limit ms"
+          " | AC | runs | converged | total-time s (min–max) | downtime ms"
+          " (min–max) | setup ms | transferred MiB (min–max) | normal pages"
+          " | duplicate pages | dirty-sync-count (min–max) | mbps final | mbps active"
+          " | load1 at start |")
+    print("|" + "---|" * 19)
+    for n in names:
+        rs = by[n]
+        i = rs[0]["inputs"]
+        ok = [r for r in rs if r.get("converged")]
+        tt = [(stats_of(r).get("total-time") / 1000.0)
+              if r.get("converged") else i["time_limit_s"] for r in rs]
+        dt = [stats_of(r).get("downtime") for r in ok]
+        st = [stats_of(r).get("setup-time") for r in rs]
+        tr = [stats_of(r).get("ram", {}).get("transferred", 0) / 2**20
+              for r in rs]
+        nm = [stats_of(r).get("ram", {}).get("normal") for r in rs]
+        dp = [stats_of(r).get("ram", {}).get("duplicate") for r in rs]
+        sc = [stats_of(r).get("ram", {}).get("dirty-sync-count") for r in rs]
+        mb = [stats_of(r).get("ram", {}).get("mbps") for r in rs]
+        mba = [med([h[6] for h in r["history"] if h[1] == "active" and h[6]])
+               for r in rs]
+        ach = [r.get("guest_rate", {}).get("achieved_during_migration_pages_s")
+               for r in rs]
+        la = [r["host"].get("loadavg_at_migrate", [None])[0] for r in rs]
+        alive = all(r.get("dest_check", {}).get("alive_and_writing")
+                    for r in ok)
+        conv = "%d/%d%s" % (len(ok), len(rs), "" if alive else " (dst check failed)")
+        tt_s = "%s (%s)" % (fmt(med(tt), "%.2f"), rng(tt, "%.2f"))
+        if len(ok) < len(rs):
+            tt_s += " [limit %gs]" % i["time_limit_s"]
+        print("| %s | %g | %d | %d (%s) | %s | %d | %s | %d | %s | %s | %s (%s) | %s |"
+              " %s (%s) | %s | %s | %s (%s) | %s | %s | %s |" % (
+                  n, i["max_bandwidth_mib_s"], i["working_set_mib"], i["rate_requested_pages_s"],
+                  fmt(med(ach)), i["pattern"], i["downtime_limit_ms"],
+                  "on" if i["auto_converge"] else "off", len(rs), conv, tt_s,
+                  fmt(med(dt)), rng(dt), fmt(med(st)), fmt(med(tr), "%.1f"),
+                  rng(tr, "%.1f"), fmt(med(nm)), fmt(med(dp)), fmt(med(sc)),
+                  rng(sc), fmt(med(mb), "%.1f"), fmt(med(mba), "%.1f"),
+                  fmt(med(la), "%.2f")))
+    if show_runs:
+        print()
+        for n in names:
+            for r in sorted(by[n], key=lambda r: r["run_index"]):
+                f = stats_of(r)
+                ram = f.get("ram", {})
+                print("%s#%d status=%s total=%s downtime=%s transferred=%.1fMiB"
+                      " syncs=%s throttle=%s achieved=%s load=%s" % (
+                          n, r["run_index"], (r.get("final") or {}).get("status"),
+                          f.get("total-time"), f.get("downtime"),
+                          ram.get("transferred", 0) / 2**20,
+                          ram.get("dirty-sync-count"),
+                          f.get("cpu-throttle-percentage"),
+                          fmt(r.get("guest_rate", {}).get(
+                              "achieved_during_migration_pages_s")),
+                          r["host"].get("loadavg_at_migrate")))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
