@@ -36,6 +36,14 @@ extensions = [
         libraries=["pthread"],
         extra_compile_args=["-O2", "-Wall"],
     ),
+    # The live mirror's hot loops (PAGEMAP_SCAN of another process, process_vm_readv -> socket,
+    # page checksums); loaded with ctypes by pagesync_model.live.
+    Extension(
+        "pagesync_model._pagesync_live",
+        ["_ext/live/pagesync_live.c"],
+        include_dirs=["_ext/tracer"],
+        extra_compile_args=["-O2", "-Wall"],
+    ),
 ]
 
 setup(ext_modules=cythonize(extensions, compiler_directives=directives))

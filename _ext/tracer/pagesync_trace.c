@@ -14,7 +14,8 @@
  *   PAGESYNC_TRACE_INTERVAL_NS  scan interval in nanoseconds (default 10 ms)
  *   PAGESYNC_TRACE_MODE         "scan" (default) or "register": register only, never write-protect
  *                               or scan, so that an external controller can run PAGEMAP_SCAN with
- *                               PM_SCAN_WP_MATCHING on /proc/<pid>/pagemap.
+ *                               PM_SCAN_WP_MATCHING on /proc/<pid>/pagemap (the library's own
+ *                               mappings are then registered as well).
  *
  * The tracer keeps its own memory (I/O buffers, thread stack) in mappings it never registers and
  * makes no heap allocation after start-up, so its own writes never appear in the trace.
@@ -295,7 +296,9 @@ static void refresh_mappings(void)
             s++;
         if (*s)
             s++;
-        if (perms[1] != 'w' || perms[3] != 'p' || is_own(r.start, r.end))
+        /* In register mode the library's own memory is registered too: the external controller
+         * mirrors the whole process, and no trace of the library's own writes is kept. */
+        if (perms[1] != 'w' || perms[3] != 'p' || (T.mode == MODE_SCAN && is_own(r.start, r.end)))
             continue;
         while (j < T.n_prev && T.prev[j].start < r.start)
             j++;

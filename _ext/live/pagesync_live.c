@@ -1,0 +1,340 @@
+/*
+ * pagesync_live.c - the hot loops of the live pagesync controller (pagesync_model.live), called
+ * through ctypes.  A plain shared object (no PyInit), built by setup.py next to the package.
+ *
+ *   psl_scan        PAGEMAP_SCAN over a list of mappings of another process (/proc/<pid>/pagemap):
+ *                   mode 0 returns the written pages and re-arms them (PM_SCAN_WP_MATCHING |
+ *                   PM_SCAN_CHECK_WPASYNC, written and present or swapped, not the zero page); a
+ *                   mapping without async write-protect (EPERM) is returned in full (its present
+ *                   pages) and flagged.  Mode 1 only reads: the present pages, nothing re-armed.
+ *   psl_send        process_vm_readv of a list of ranges, batched (one readv of up to 1024 ranges
+ *                   per buffer), each batch written to a socket or file as one PAGES record.
+ *   psl_hash_*      a 64-bit checksum per page, of another process's pages or of local memory.
+ *   psl_scatter     the receiver: copy a PAGES record's data into its image chunks.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <limits.h>
+#include <time.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "../tracer/pagemap_uapi.h"
+
+#define REC_PAGES 2u
+#define MAX_IOV 1024
+
+struct rec_header {
+    uint32_t type;
+    uint32_t count;
+    uint64_t arg;
+};
+
+/* Scan maps[i] = [start, end) for i in [*map_i, nmaps), resuming at *pos inside map *map_i.
+ * Ranges go into out (page_region, capacity cap), adjacent ones coalesced.  map_err[i] is set to
+ * the errno of a mapping that could not be scanned with write-protection (EPERM: not registered),
+ * whose present pages are then returned instead.  Returns the number of ranges written; *map_i ==
+ * nmaps when finished, else out was full: call again from *map_i / *pos.  -errno on failure. */
+long psl_scan(int fd, const uint64_t *maps, long nmaps, int mode, struct page_region *out, long cap,
+              int32_t *map_err, long *map_i, uint64_t *pos, uint64_t page_size)
+{
+    long n = 0;
+    while (*map_i < nmaps) {
+        long i = *map_i;
+        uint64_t start = *pos > maps[2 * i] ? *pos : maps[2 * i], end = maps[2 * i + 1];
+        int wp = mode == 0 && map_err[i] == 0;
+        while (start < end) {
+            struct pm_scan_arg arg = {
+                .size = sizeof arg,
+                .flags = wp ? (PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC) : 0,
+                .start = start, .end = end,
+                .vec = (uint64_t)(uintptr_t)(out + n), .vec_len = (uint64_t)(cap - n),
+                .category_mask = wp ? PAGE_IS_WRITTEN : 0,
+                .category_anyof_mask = PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
+                .return_mask = PAGE_IS_PRESENT | PAGE_IS_SWAPPED | PAGE_IS_PFNZERO,
+            };
+            long got, k, w;
+            if (cap - n <= 0) {
+                *pos = start;
+                return n;
+            }
+            memset(out + n, 0, (size_t)(cap - n > 64 ? 64 : cap - n) * sizeof *out);
+            got = ioctl(fd, PAGEMAP_SCAN, &arg);
+            if (got < 0) {
+                int err = errno;
+                if (wp && (err == EPERM || err == EINVAL)) {
+                    /* not (or no longer) registered: copy its present pages in full */
+                    map_err[i] = err;
+                    wp = 0;
+                    start = maps[2 * i] > *pos ? maps[2 * i] : *pos;
+                    continue;
+                }
+                if (err == ENOENT || err == EFAULT) /* unmapped meanwhile (running target) */
+                    break;
+                return -err;
+            }
+            /* filter the zero page out, coalesce with the previous range */
+            for (k = 0, w = n; k < got; k++) {
+                struct page_region r = out[n + k];
+                if (r.categories & PAGE_IS_PFNZERO)
+                    continue;
+                if (w > 0 && out[w - 1].end == r.start)
+                    out[w - 1].end = r.end;
+                else
+                    out[w++] = r;
+            }
+            n = w;
+            if (arg.walk_end <= start || arg.walk_end >= end)
+                break;
+            start = arg.walk_end; /* vector full: continue where the walk stopped */
+        }
+        *map_i = i + 1;
+        *pos = 0;
+    }
+    return n;
+}
+
+static int write_all(int fd, struct iovec *iov, int n)
+{
+    while (n > 0) {
+        ssize_t w = writev(fd, iov, n > IOV_MAX ? IOV_MAX : n);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        while (n > 0 && (size_t)w >= iov->iov_len) {
+            w -= (ssize_t)iov->iov_len;
+            iov++;
+            n--;
+        }
+        if (n > 0) {
+            iov->iov_base = (char *)iov->iov_base + w;
+            iov->iov_len -= (size_t)w;
+        }
+    }
+    return 0;
+}
+
+/* Read [k] remote ranges into buf; on a short read (a page unmapped meanwhile) fall back to page
+ * by page and drop unreadable pages from the table.  Returns the number of table entries kept
+ * (table rewritten in place, data compacted), or -errno (ESRCH, EPERM, ...). */
+static long read_batch(pid_t pid, uint64_t *table, long k, char *buf, uint64_t page_size,
+                       uint64_t *failed_pages)
+{
+    struct iovec local = { buf, 0 }, remote[MAX_IOV];
+    uint64_t total = 0;
+    long i, kept = 0;
+    ssize_t r;
+    for (i = 0; i < k; i++) {
+        remote[i].iov_base = (void *)(uintptr_t)table[2 * i];
+        remote[i].iov_len = table[2 * i + 1];
+        total += table[2 * i + 1];
+    }
+    local.iov_len = total;
+    r = process_vm_readv(pid, &local, 1, remote, (unsigned long)k, 0);
+    if (r == (ssize_t)total)
+        return k;
+    if (r < 0 && errno != EFAULT)
+        return -errno;
+    /* slow path: page by page */
+    {
+        uint64_t off = 0, woff = 0;
+        uint64_t cur_a = 0, cur_l = 0;
+        for (i = 0; i < k; i++) {
+            uint64_t a = table[2 * i], l = table[2 * i + 1], p;
+            for (p = 0; p < l; p += page_size) {
+                struct iovec lo = { buf + woff, page_size }, re = { (void *)(uintptr_t)(a + p), page_size };
+                ssize_t q = process_vm_readv(pid, &lo, 1, &re, 1, 0);
+                if (q == (ssize_t)page_size) {
+                    if (cur_l && cur_a + cur_l == a + p) {
+                        cur_l += page_size;
+                    } else {
+                        if (cur_l) {
+                            table[2 * kept] = cur_a;
+                            table[2 * kept + 1] = cur_l;
+                            kept++;
+                        }
+                        cur_a = a + p;
+                        cur_l = page_size;
+                    }
+                    woff += page_size;
+                } else if (q < 0 && errno != EFAULT) {
+                    return -errno;
+                } else {
+                    (*failed_pages)++;
+                }
+                off += page_size;
+            }
+        }
+        if (cur_l) {
+            table[2 * kept] = cur_a;
+            table[2 * kept + 1] = cur_l;
+            kept++;
+        }
+        (void)off;
+    }
+    return kept;
+}
+
+/* Send ranges (page_region [n]: start, end) of pid's memory to fd as PAGES records, batches of at
+ * most bufsize bytes and MAX_IOV ranges.  stats: [0] bytes of page data, [1] records, [2] ranges
+ * sent, [3] pages that could not be read (unmapped meanwhile), [4] ns in process_vm_readv,
+ * [5] ns writing.  Returns 0 or -errno (ESRCH: target gone; EPIPE/ECONNRESET: receiver gone). */
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+long psl_send(pid_t pid, int fd, const struct page_region *ranges, long n, char *buf, uint64_t bufsize,
+              uint64_t page_size, uint64_t *stats)
+{
+    uint64_t table[2 * MAX_IOV];
+    long i = 0;
+    uint64_t off = 0; /* offset already sent inside ranges[i] */
+    while (i < n) {
+        long k = 0, kept;
+        uint64_t fill = 0, t0, t1;
+        struct rec_header h;
+        struct iovec iov[3];
+        while (i < n && k < MAX_IOV && fill < bufsize) {
+            uint64_t a = ranges[i].start + off, l = ranges[i].end - a;
+            if (l > bufsize - fill) {
+                l = bufsize - fill;
+                off += l;
+            } else {
+                i++;
+                off = 0;
+            }
+            table[2 * k] = a;
+            table[2 * k + 1] = l;
+            k++;
+            fill += l;
+        }
+        t0 = now_ns();
+        kept = read_batch(pid, table, k, buf, page_size, &stats[3]);
+        t1 = now_ns();
+        stats[4] += t1 - t0;
+        if (kept < 0)
+            return kept;
+        fill = 0;
+        for (long j = 0; j < kept; j++)
+            fill += table[2 * j + 1];
+        if (kept == 0)
+            continue;
+        h.type = REC_PAGES;
+        h.count = (uint32_t)kept;
+        h.arg = fill;
+        iov[0].iov_base = &h;
+        iov[0].iov_len = sizeof h;
+        iov[1].iov_base = table;
+        iov[1].iov_len = (size_t)kept * 16;
+        iov[2].iov_base = buf;
+        iov[2].iov_len = fill;
+        {
+            int e = write_all(fd, iov, 3);
+            if (e < 0)
+                return e;
+        }
+        stats[5] += now_ns() - t1;
+        stats[0] += fill;
+        stats[1] += 1;
+        stats[2] += (uint64_t)kept;
+    }
+    return 0;
+}
+
+/* 64-bit checksum of one page: a multiply-xorshift over its words (not cryptographic; a changed
+ * word changes the result with probability 1 - 2^-64 for non-adversarial data). */
+static uint64_t hash_page(const uint64_t *w, uint64_t nwords, uint64_t seed)
+{
+    uint64_t h = seed ^ 0x9e3779b97f4a7c15ull, h2 = 0x6a09e667f3bcc909ull;
+    for (uint64_t i = 0; i < nwords; i += 2) {
+        h = (h ^ w[i]) * 0xff51afd7ed558ccdull;
+        h2 = (h2 ^ w[i + 1]) * 0xc4ceb9fe1a85ec53ull;
+        h ^= h >> 29;
+        h2 ^= h2 >> 31;
+    }
+    h ^= h2 * 0x94d049bb133111ebull;
+    h ^= h >> 32;
+    return h;
+}
+
+/* Hashes of the pages at local addresses base + idx[j] * page_size. */
+void psl_hash_local(const char *base, const uint64_t *idx, long n, uint64_t page_size, uint64_t *out)
+{
+    for (long j = 0; j < n; j++)
+        out[j] = hash_page((const uint64_t *)(base + idx[j] * page_size), page_size / 8, 0);
+}
+
+/* Hashes of every page of the remote ranges, in order (the caller expands them to page numbers).
+ * Returns the number of pages hashed, or -errno. */
+long psl_hash_remote(pid_t pid, const struct page_region *ranges, long n, char *buf, uint64_t bufsize,
+                     uint64_t page_size, uint64_t *out)
+{
+    long pages = 0;
+    for (long i = 0; i < n; i++) {
+        for (uint64_t a = ranges[i].start; a < ranges[i].end;) {
+            uint64_t l = ranges[i].end - a;
+            struct iovec lo, re;
+            ssize_t r;
+            if (l > bufsize)
+                l = bufsize;
+            lo.iov_base = buf;
+            lo.iov_len = l;
+            re.iov_base = (void *)(uintptr_t)a;
+            re.iov_len = l;
+            r = process_vm_readv(pid, &lo, 1, &re, 1, 0);
+            if (r != (ssize_t)l)
+                return r < 0 ? -errno : -EFAULT;
+            for (uint64_t p = 0; p < l; p += page_size)
+                out[pages++] = hash_page((const uint64_t *)(buf + p), page_size / 8, 0);
+            a += l;
+        }
+    }
+    return pages;
+}
+
+/* Receiver: copy the data of a PAGES record (table of count (addr, len), data concatenated) into
+ * the image.  The image is made of chunks of 2^shift bytes of address space: keys[j] = addr >> shift
+ * (sorted), bases[j] = local address of its memory, present[j] = its per-page presence bytes.
+ * Every key needed must exist (the caller creates them first).  Returns 0 or -1 (missing chunk). */
+long psl_scatter(const char *data, const uint64_t *table, long count, const uint64_t *keys,
+                 const uint64_t *bases, const uint64_t *present, long nkeys, int shift, uint64_t page_size)
+{
+    uint64_t mask = ((uint64_t)1 << shift) - 1;
+    for (long i = 0; i < count; i++) {
+        uint64_t a = table[2 * i], l = table[2 * i + 1];
+        while (l > 0) {
+            uint64_t key = a >> shift, off = a & mask, take = (mask + 1) - off;
+            long lo = 0, hi = nkeys - 1, j = -1;
+            if (take > l)
+                take = l;
+            while (lo <= hi) {
+                long mid = (lo + hi) / 2;
+                if (keys[mid] == key) {
+                    j = mid;
+                    break;
+                }
+                if (keys[mid] < key)
+                    lo = mid + 1;
+                else
+                    hi = mid - 1;
+            }
+            if (j < 0)
+                return -1;
+            memcpy((char *)(uintptr_t)bases[j] + off, data, take);
+            memset((char *)(uintptr_t)present[j] + off / page_size, 1, take / page_size);
+            data += take;
+            a += take;
+            l -= take;
+        }
+    }
+    return 0;
+}
