@@ -144,13 +144,14 @@ def _cells(df, field, keys):
     return out
 
 
-def plot_sweep(df, axis_keys, field="downtime_s", x=None, y=None, kind="auto"):
+def plot_sweep(df, axis_keys, field="downtime_s", x=None, y=None, kind="auto", limit=None):
     """Draw ``field`` of a sweep table ``df`` (one row per run, as `Table.frame` gives) over its axes.
 
     ``axis_keys``: the sweep's axes; ``x`` (default the first) and ``y`` (default the second, if any)
     choose which; the other axes must hold one value each, and seeds are averaged. ``kind``:
     'heatmap' (needs x and y), 'lines' (one line per y value) or 'auto' (heatmap for two axes).
-    Runs that did not converge are marked and the converged/not-converged boundary drawn. Returns the
+    Runs that did not converge are marked and the converged/not-converged boundary drawn; ``limit``
+    (in the field's base unit, e.g. 0.3 for 300 ms) also draws where the field crosses it. Returns the
     Figure. Raises PlotError for an unknown field or axis or a table without rows.
     """
     if df is None or len(df) == 0:
@@ -185,9 +186,12 @@ def plot_sweep(df, axis_keys, field="downtime_s", x=None, y=None, kind="auto"):
     fig = Figure(figsize=(8.5, 6), layout="constrained")
     ax = fig.add_subplot()
     if kind == "heatmap":
-        _heatmap(fig, ax, cells, xs, ys, x, y, scale, flabel)
+        _heatmap(fig, ax, cells, xs, ys, x, y, scale, flabel, limit)
     else:
         _lines(ax, cells, xs, ys, x, y, scale, flabel)
+        if limit is not None:
+            ax.axhline(limit / scale, color="grey", linestyle="--", label=f"limit {limit / scale:g}")
+            ax.legend(loc="best", fontsize="small")
     n_runs = len(df)
     seeds = df["seed"].nunique() if "seed" in df else 1
     fig.suptitle(f"{flabel} over {x}" + (f" and {y}" if y else "") +
@@ -199,7 +203,20 @@ def _sort_key(v):
     return (0, float(v), "") if isinstance(v, (int, float, np.number)) and not isinstance(v, bool) else (1, 0, str(v))
 
 
-def _heatmap(fig, ax, cells, xs, ys, x, y, scale, flabel):
+def _edges(flags):
+    """Cell edges between neighbours whose ``flags`` (a 2-D bool array, rows = y) differ."""
+    segs = []
+    rows, cols = flags.shape
+    for i in range(rows):
+        for j in range(cols):
+            if j + 1 < cols and flags[i, j] != flags[i, j + 1]:
+                segs.append([(j + 0.5, i - 0.5), (j + 0.5, i + 0.5)])
+            if i + 1 < rows and flags[i, j] != flags[i + 1, j]:
+                segs.append([(j - 0.5, i + 0.5), (j + 0.5, i + 0.5)])
+    return segs
+
+
+def _heatmap(fig, ax, cells, xs, ys, x, y, scale, flabel, limit=None):
     grid = np.full((len(ys), len(xs)), np.nan)
     ok = np.zeros((len(ys), len(xs)), dtype=bool)
     for (cx, cy), (v, conv) in cells.items():
@@ -216,23 +233,24 @@ def _heatmap(fig, ax, cells, xs, ys, x, y, scale, flabel):
     for i in range(len(ys)):
         for j in range(len(xs)):
             v = grid[i, j]
-            text = "fail" if not np.isfinite(v) else f"{v:.3g}"
+            text = "n/a" if not np.isfinite(v) else f"{v:.3g}"
             ax.text(j, i, text + ("" if ok[i, j] else "\n(not conv.)"), ha="center", va="center", fontsize=7,
                     color="white" if not ok[i, j] or not np.isfinite(v) or im.norm(v) < 0.5 else "black",
                     bbox=None if ok[i, j] else {"facecolor": "tab:red", "alpha": 0.6, "pad": 1, "lw": 0})
     # the boundary: cell edges between a converged and a not-converged neighbour
-    segs = []
-    for i in range(len(ys)):
-        for j in range(len(xs)):
-            if j + 1 < len(xs) and ok[i, j] != ok[i, j + 1]:
-                segs.append([(j + 0.5, i - 0.5), (j + 0.5, i + 0.5)])
-            if i + 1 < len(ys) and ok[i, j] != ok[i + 1, j]:
-                segs.append([(j - 0.5, i + 0.5), (j + 0.5, i + 0.5)])
+    from matplotlib.collections import LineCollection
+    segs = _edges(ok)
     if segs:
-        from matplotlib.collections import LineCollection
         ax.add_collection(LineCollection(segs, colors="tab:red", linewidths=3,
                                          label="converged / not converged boundary"))
-        ax.legend(loc="upper left", bbox_to_anchor=(0, -0.12), fontsize="small")
+    if limit is not None:
+        under = np.where(np.isfinite(grid), grid <= limit / scale, False) & ok
+        lsegs = _edges(under)
+        if lsegs:
+            ax.add_collection(LineCollection(lsegs, colors="white", linewidths=2.5, linestyles="--",
+                                             label=f"{flabel} <= {limit / scale:g} (converged)"))
+    if segs or limit is not None:
+        ax.legend(loc="upper left", bbox_to_anchor=(0, -0.12), fontsize="small", facecolor="lightgrey")
     ax.set_xticks(range(len(xs)))
     ax.set_xticklabels([_axis_label(x, v) for v in xs], rotation=30, ha="right")
     ax.set_yticks(range(len(ys)))

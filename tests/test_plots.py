@@ -113,3 +113,11 @@ def test_sweep_plot_errors():
                    x="link.bandwidth", y="extra")
     with pytest.raises(PlotError, match="no rows"):
         plot_sweep(df.iloc[0:0], ["link.bandwidth"], "downtime_s")
+
+
+def test_sweep_heatmap_limit_contour():
+    # converged everywhere; downtime <= 8 ms only where the link is fastest
+    fig = plot_sweep(table(lambda i, j: True), ["link.bandwidth", "memory.size"], "downtime_s", limit=0.008)
+    coll = [c for c in fig.axes[0].collections if isinstance(c, LineCollection)]
+    assert len(coll) == 1 and coll[0].get_label() == "downtime (ms) <= 8 (converged)"
+    assert len(coll[0].get_segments()) >= 1

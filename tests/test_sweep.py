@@ -1,6 +1,7 @@
 """Sweeps: the file format and its errors, the runs it expands to, identical rows in-process and on a
 Dask LocalCluster, failed runs recorded in their rows, Ctrl-C keeping finished rows, and --resume."""
 import math
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -90,6 +91,16 @@ def test_inprocess_and_local_cluster_give_identical_rows():
     assert row["converged"] in (True, False) and row["downtime_s"] > 0 and row["passes"] >= 2
 
 
+def test_an_existing_scheduler_is_used_and_left_running():
+    from dask.distributed import LocalCluster
+    s = sweep_from_dict({**TINY, "axes": {"stratus.threshold": [16, 4096]}})
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+        out = run_sweep(s, scheduler=cluster.scheduler_address, progress=False, write=False)
+        assert len(cluster.scheduler.workers) == 1 and cluster.status.name == "running"
+    ref = run_sweep(s, scheduler="inprocess", progress=False, write=False)
+    assert comparable(out.table) == comparable(ref.table)
+
+
 def test_a_failed_run_records_its_error_and_the_sweep_goes_on(tmp_path, capsys):
     # a 16 MiB machine cannot hold SMALL's 32 MiB working set: the config check fails in the worker
     path = write(tmp_path, {"base": SMALL, "axes": {"memory.size": ["16MiB", "64MiB"]}})
@@ -167,3 +178,20 @@ def test_cli_bad_sweep_file_is_one_line(tmp_path, capsys):
     assert main(["sweep", path]) == 2
     err = capsys.readouterr().err
     assert err.startswith("pagesync-sim: ") and "axes.link.bandwidth[0]" in err and err.count("\n") == 1
+
+
+SWEEPS = sorted((Path(__file__).resolve().parents[1] / "configs" / "sweeps").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SWEEPS, ids=lambda p: p.name)
+def test_committed_sweeps_load_and_their_tables_match(path):
+    s = load_sweep(str(path))
+    assert s.size() >= 4
+    table = pd.read_csv(path.with_suffix(".csv"))
+    assert sorted(table["run_id"]) == sorted(r.run_id for r in s.runs())
+    assert table["error"].isna().all()
+    assert path.with_suffix(".png").stat().st_size > 1000
+    lines = path.read_text().splitlines()
+    for before, line in zip([""] + lines, lines):  # every value says where it comes from, inline or above
+        if ":" in line and not line.lstrip().startswith(("#", "-")) and line.split(":", 1)[1].strip():
+            assert "#" in line or before.lstrip().startswith("#"), line

@@ -13,12 +13,20 @@ from .execute import SCHEDULERS
 def _plot_sweep(table, sweep, args):
     from ..plots import PlotError, plot_sweep, save_figure
     opts = dict(sweep.plot)
-    for k in ("field", "x", "y"):
+    for k in ("field", "x", "y", "limit"):
         if getattr(args, k, None):
             opts[k] = getattr(args, k)
     try:
-        fig = plot_sweep(table.frame(), sweep.axis_keys, field=opts.get("field", "downtime_s"), x=opts.get("x"),
-                         y=opts.get("y"), kind=opts.get("kind", "auto"))
+        field = opts.get("field", "downtime_s")
+        limit = None
+        if opts.get("limit") is not None:
+            from .planner import PlanError, Target
+            try:
+                limit = Target(field, "<=", str(opts["limit"])).threshold(field)
+            except PlanError as exc:
+                raise UsageError(f"--limit: {str(exc).split(': ', 1)[-1]}") from None
+        fig = plot_sweep(table.frame(), sweep.axis_keys, field=field, x=opts.get("x"), y=opts.get("y"),
+                         kind=opts.get("kind", "auto"), limit=limit)
         save_figure(fig, args.plot)
     except PlotError as exc:
         raise UsageError(f"--plot: {exc}") from None
@@ -26,7 +34,7 @@ def _plot_sweep(table, sweep, args):
 
 def sweep_main(argv):
     """``pagesync-sim sweep SWEEP.yaml [--scheduler ADDR|local|inprocess] [--workers N] [--out PREFIX]
-    [--resume] [--plot FILE [--field F] [--x KEY] [--y KEY]] [--backend B] [--quiet]``; returns the exit
+    [--resume] [--plot FILE [--field F] [--x KEY] [--y KEY] [--limit V]] [--backend B] [--quiet]``; returns the exit
     status (0, 1 if some runs failed, 130 if interrupted). Raises UsageError for bad input."""
     from .spec import SweepError, load_sweep
     from .table import TableError
@@ -47,6 +55,7 @@ def sweep_main(argv):
     p.add_argument("--field", help="summary field to plot (default from the sweep file, else downtime_s)")
     p.add_argument("--x", help="axis for the plot's x (default: the first axis)")
     p.add_argument("--y", help="axis for the heatmap's y (default: the second axis, if any)")
+    p.add_argument("--limit", help="also mark where the plotted field crosses this value, e.g. 300ms")
     p.add_argument("--backend", default="auto", help="kernel backend: auto, cython or numpy")
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     args = p.parse_args(argv)

@@ -8,7 +8,7 @@ axes:                        # the runs are the cross product, first axis outerm
   workload.rate: {linear: [10k/s, 50k/s], num: 5}          # evenly spaced
   memory.size: [64GiB, 128GiB, 256GiB]                     # a list (any field: choices, bools too)
 seeds: 3                     # repetitions: seeds 1..3, or a list [1, 7, 42]; omitted: the base's sim.seed
-plot: {field: downtime_s, x: link.bandwidth, y: memory.size}   # what --plot draws by default
+plot: {field: downtime_s, x: link.bandwidth, y: memory.size, limit: 300ms}   # what --plot draws
 ```
 
 Every axis key and value is checked before anything runs; problems raise SweepError with the file
@@ -24,7 +24,7 @@ from ..config import ConfigError, config_from_dict, load_config, parse_yaml
 from .knobs import Knob, KnobError
 
 TOP_KEYS = ("base", "set", "axes", "seeds", "plot")
-PLOT_KEYS = ("field", "x", "y", "kind")
+PLOT_KEYS = ("field", "x", "y", "kind", "limit")
 
 
 class SweepError(ValueError):
