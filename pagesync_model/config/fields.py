@@ -174,6 +174,8 @@ SCHEMA.section(
     "sim", "Simulation control.",
     quantum=Field(DURATION, "1ms", "Time step in which writes are generated and applied in batches.", gt=0),
     seed=Field(INT, 1, "Random seed.", ge=0),
+    warmup=Field(DURATION, "0s", "The workload runs this long before the mirror starts (warm TLBs and "
+                                 "dirty bits, as on a machine that has been running).", ge=0),
     time_limit=Field(DURATION, "1h", "Simulated time after which the run is abandoned.", gt=0),
     variant=Field(CHOICE, "correct",
                   "Algorithm variant; the others deliberately reintroduce an ordering or TLB bug.",

@@ -241,6 +241,7 @@ class Engine:
     def run(self):
         """Run the mirror to cut-over (or to ``sim.time_limit``) and return the Result."""
         wall0 = time.perf_counter()
+        self.warm_up()
         self.env.process(cpus(self.env, self.cpus, self.quantum))
         proc = self.env.process(self.policy.scanner(self))
         # A backstop: policies stop themselves at sim.time_limit with their own counters; this only
@@ -269,6 +270,20 @@ class Engine:
         k = min(first, len(stale))
         stale[k:] = rest[:len(stale) - k] + hi
         return first + second
+
+    def warm_up(self):
+        """Run the workload for ``sim.warmup`` before time 0, a quantum at a time (no SimPy events):
+        TLBs and dirty bits are then as on a machine that has been running."""
+        warm = self.cycles(self.cfg.sim.warmup)
+        if warm <= 0:
+            return
+        self.cpus.t_done = -warm
+        for t in range(-warm + self.quantum, 0, self.quantum):
+            self.cpus.advance_to(t)
+        self.cpus.advance_to(0)
+        self.cpus.writes = self.cpus.walks = self.cpus.dirty_sets = self.cpus.flush_refills = 0
+        self.cpus.tracking_cycles = 0.0
+        self.cpus.running_cycles = 0
 
     def _result(self, wall_s):
         m, o = self.memory, self.outcome
