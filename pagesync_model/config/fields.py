@@ -149,6 +149,9 @@ SCHEMA.section(
                       "Per dirty PTE: clear hardware dirty, set soft dirty, set the bitmap bit, invlpg.",
                       ge=0),
     tlb_flush=Field(DURATION, "2us", "Final full TLB flush on each CPU.", ge=0),
+    stop_cpus=Field(BOOL, True, "Harvests stop every CPU (the published module's rendezvous: a brownout); "
+                                "false: the scan runs while the CPUs keep writing (a user-space controller "
+                                "scanning /proc/PID/pagemap) and only the blackout stops them."),
 )
 
 SCHEMA.section(

@@ -82,28 +82,13 @@ def compute(cfg, seed):
         t += d
     downtime = records[-1].duration_s
     memory_pages = m // ps
-    pages_sent = sum(rec.pages_copied for rec in records)
     summary = {
         "converged": converged,
         "stop_reason": stop_reason,
         "downtime_s": downtime,
         "expected_downtime_s": None if converged else downtime,
-        "brownout_s": 0.0,
-        "brownouts": 0,
         "total_time_s": t,
-        "bytes_sent": sum(rec.bytes for rec in records),
-        "pages_sent": pages_sent,
-        "copies_per_page": pages_sent / memory_pages,
-        "copy_calls": len(records),
-        "zero_pages_sent": 0,
-        "normal_pages": pages_sent,
-        "zero_pages": 0,
-        "throttle_pct": [],
         "remaining_bytes": 0 if converged else records[-1].bytes,
-        "slowdown": 0.0,
-        "lost_writes": None,
-        "stale_frames": [],
-        "workload_writes": None,
         "memory_pages": memory_pages,
         "page_size": ps,
         "model": "closed-form",

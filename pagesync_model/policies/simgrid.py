@@ -271,28 +271,13 @@ def compute(cfg, seed):
         total = s.timeout if stop_reason == "timeout" else t
         expected = remaining / bw
 
-    pages_sent = sum(r.pages_copied for r in records)
     memory_pages = ram // ps
     summary = {
         "converged": converged,
         "stop_reason": stop_reason,
         "downtime_s": downtime,
         "expected_downtime_s": expected,
-        "brownout_s": 0.0,
-        "brownouts": 0,
         "total_time_s": total,
-        "bytes_sent": sum(r.bytes for r in records),
-        "pages_sent": pages_sent,
-        "copies_per_page": pages_sent / memory_pages,
-        "copy_calls": len(records),
-        "zero_pages_sent": 0,
-        "normal_pages": pages_sent,
-        "zero_pages": 0,
-        "throttle_pct": [],
-        "slowdown": 0.0,
-        "lost_writes": None,
-        "stale_frames": [],
-        "workload_writes": None,
         "memory_pages": memory_pages,
         "page_size": ps,
         "model": "fluid",

@@ -43,7 +43,7 @@ def scanner(e):
     h = yield from e.brownout(zero_bitmap=True)
     e.end_brownout(h)
     yield from e.link.copy([0], [m.n_frames])
-    e.close_pass(rec, m.n_frames, h.cycles)
+    e.close_pass(rec, m.n_frames, h.cycles if h.stopped else 0)
 
     for pass_left in range(p.passes, -1, -1):
         rec = e.open_pass("pass")
@@ -51,15 +51,22 @@ def scanner(e):
         h = yield from e.brownout(clear=not read_first)
         count = h.new_bits
         if count < p.threshold or pass_left == 0:
+            converged = count < p.threshold
+            if not h.stopped:  # the scan ran with the CPUs writing: stop them now and scan the rest
+                e.close_pass(rec, count, 0)
+                t_stop = e.env.now
+                rec = e.open_pass("blackout")
+                final = yield from e.stop_and_scan(clear=not read_first)
+                count += final.new_bits  # the blackout copies what both scans found
             rec.kind = "blackout"
-            yield from blackout(e, rec, count, count < p.threshold, t_stop)
+            yield from blackout(e, rec, count, converged, t_stop)
             return
         e.end_brownout(h)
         if read_first:
             yield from copy_then_clear(e)
         else:
             yield from e.copy_bitmap_runs()
-        e.close_pass(rec, count, h.cycles)
+        e.close_pass(rec, count, h.cycles if h.stopped else 0)
 
 
 def copy_then_clear(e):

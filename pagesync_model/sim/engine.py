@@ -41,10 +41,11 @@ class Harvest:
     """What one harvest found and cost: ``new_bits`` (the count of 0->1 bitmap transitions),
     ``dirty`` per segment, and ``cycles`` the CPUs were stopped."""
 
-    def __init__(self, new_bits, dirty, cycles):
+    def __init__(self, new_bits, dirty, cycles, stopped=True):
         self.new_bits = new_bits
         self.dirty = dirty
         self.cycles = cycles
+        self.stopped = stopped
 
 
 class Engine:
@@ -101,6 +102,7 @@ class Engine:
         self.records = []
         self.brownout_cycles = 0
         self.brownouts = 0
+        self.harvests = 0
         self.waits = 0
         self.outcome = {}
 
@@ -148,21 +150,40 @@ class Engine:
         ``zero_bitmap`` zeroes the bitmap after harvesting (the initial rendezvous); ``clear=False``
         only reads the dirty bits (the copy-before-clear variant clears them after copying).
         """
-        self.cpus.stop()
+        stop = self.cfg.tracking.stop_cpus
+        if stop:
+            self.cpus.stop()
         h = self.harvest(clear=clear)
+        h.stopped = stop
         if self.variant != "no-tlb-flush":
             self.cpus.flush_tlbs()
         self.memory.touch_module()
         if zero_bitmap:
             self.memory.bitmap.fill(0)
+        self.harvests += 1
         yield self.wait(h.cycles)
         return h
 
     def end_brownout(self, h):
-        """Release the CPUs after a brownout, accounting its stop as brownout time."""
+        """Release the CPUs after a brownout, accounting its stop as brownout time (nothing to release
+        after a scan that ran while the CPUs kept writing: ``tracking.stop_cpus: false``)."""
+        if not h.stopped:
+            return
         self.brownout_cycles += h.cycles
         self.brownouts += 1
         self.cpus.resume()
+
+    def stop_and_scan(self, clear=True):
+        """Process step: stop the CPUs and harvest once more (the blackout after a scan that ran while
+        they kept writing); the scan's cost is spent with them stopped."""
+        self.cpus.stop()
+        h = self.harvest(clear=clear)
+        if self.variant != "no-tlb-flush":
+            self.cpus.flush_tlbs()
+        self.memory.touch_module()
+        self.harvests += 1
+        yield self.wait(h.cycles)
+        return h
 
     # -- copying ----------------------------------------------------------------------------------
     def extract_runs(self, bitmap, lo, hi, max_pages, clear=True):
@@ -321,7 +342,7 @@ class Engine:
         }
         # Fields every policy reports; a policy's own values (from finish) take precedence.
         summary.update({
-            "dirty_sync_count": self.brownouts + (1 if o["blackout_start"] is not None else 0),
+            "dirty_sync_count": self.harvests,
             "normal_pages": self.link.pages_sent - self.link.zero_pages_sent,
             "zero_pages": self.link.zero_pages_sent,
             "expected_downtime_s": None,
@@ -343,6 +364,16 @@ class Engine:
         return Result(summary, list(self.records), meta, simulator)
 
 
+def direct_fields(per_pass, memory_pages):
+    """The result fields a fluid or closed-form policy reports the same way: counted from its pass
+    records, with no pages simulated (no brownouts, no zero pages, no version oracle)."""
+    pages_sent = sum(r.pages_copied for r in per_pass)
+    return {"brownout_s": 0.0, "brownouts": 0, "bytes_sent": sum(r.bytes for r in per_pass),
+            "pages_sent": pages_sent, "copies_per_page": pages_sent / memory_pages, "copy_calls": len(per_pass),
+            "zero_pages_sent": 0, "normal_pages": pages_sent, "zero_pages": 0, "throttle_pct": [],
+            "slowdown": 0.0, "lost_writes": None, "stale_frames": [], "workload_writes": None}
+
+
 def simulate(cfg, backend="auto", variant=None, seed=None):
     """Run the mirror described by ``cfg`` and return its Result.
 
@@ -360,7 +391,8 @@ def simulate(cfg, backend="auto", variant=None, seed=None):
     seed = int(cfg.sim.seed if seed is None else seed)
     wall0 = time.perf_counter()
     summary, per_pass = policy.compute(cfg, seed)
-    summary = {"policy": cfg.policy, "passes": len(per_pass), **summary}
+    summary = {"policy": cfg.policy, "passes": len(per_pass), **direct_fields(per_pass, summary["memory_pages"]),
+               **summary}
     meta = {"variant": variant, "backend": kernels.name, "seed": seed, "version": __version__,
             "config": cfg.to_dict()}
     return Result(summary, per_pass, meta, {"wall_s": time.perf_counter() - wall0, "waits": 0})
