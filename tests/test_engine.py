@@ -251,5 +251,7 @@ def test_scans_that_do_not_stop_the_cpus():
     # the scans run with the CPUs writing: the writes during a scan's 2 ms land in the next pass,
     # so each pass finds at least the writes of the scan before it
     assert running["workload_writes"] > stopped["workload_writes"]
-    # one scan per record: the rendezvous, each pass, the scan that decided the stop, the final one
-    assert running["dirty_sync_count"] == running["passes"]
+    # one scan per record, and the blackout's second scan once the CPUs have stopped
+    assert running["dirty_sync_count"] == running["passes"] + 1
+    bo = running["per_pass"][-1]
+    assert bo["kind"] == "blackout" and bo["pages_copied"] >= bo["dirty_pages"]

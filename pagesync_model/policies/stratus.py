@@ -52,12 +52,11 @@ def scanner(e):
         count = h.new_bits
         if count < p.threshold or pass_left == 0:
             converged = count < p.threshold
-            if not h.stopped:  # the scan ran with the CPUs writing: stop them now and scan the rest
-                e.close_pass(rec, count, 0)
+            if not h.stopped:
+                # The scan ran with the CPUs writing: stop them now (the downtime starts) and scan what
+                # was written since. The record keeps the deciding scan's count; it copies both.
                 t_stop = e.env.now
-                rec = e.open_pass("blackout")
-                final = yield from e.stop_and_scan(clear=not read_first)
-                count += final.new_bits  # the blackout copies what both scans found
+                yield from e.stop_and_scan(clear=not read_first)
             rec.kind = "blackout"
             yield from blackout(e, rec, count, converged, t_stop)
             return
