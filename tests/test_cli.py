@@ -11,6 +11,7 @@ import yaml
 
 from conftest import SMALL
 from pagesync_model.cli import main
+from pagesync_model.kernels import cython_available
 
 ROOT = Path(__file__).resolve().parents[1]
 JSON_KEYS = {"passes", "converged", "downtime_s", "brownout_s", "total_time_s", "bytes_sent", "pages_sent",
@@ -119,11 +120,16 @@ def test_bad_files_and_flags(tmp_path, capsys, small_yaml):
 
 def test_console_script_runs_as_a_process(small_yaml):
     p = subprocess.run([sys.executable, "-m", "pagesync_model", str(small_yaml), "--quiet", "--json", "-"],
-                       capture_output=True, text=True, timeout=120)
+                       capture_output=True, text=True, timeout=120,
+                       cwd=small_yaml.parent)
     assert p.returncode == 0, p.stderr
-    assert json.loads(p.stdout)["lost_writes"] == 0
+    d = json.loads(p.stdout)
+    assert d["lost_writes"] == 0
+    # the process imported the installed package, compiled kernels included (not the bare sources)
+    assert d["backend"] == ("cython" if cython_available() else "numpy")
     p = subprocess.run([sys.executable, "-m", "pagesync_model", str(small_yaml), "--set", "memory.size=1 lump"],
-                       capture_output=True, text=True, timeout=120)
+                       capture_output=True, text=True, timeout=120,
+                       cwd=small_yaml.parent)
     assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1 and "memory.size" in p.stderr
 
 

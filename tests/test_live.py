@@ -43,9 +43,14 @@ def bindir():
     shutil.rmtree(d, ignore_errors=True)
 
 
+# Run the CLI outside the source tree: from the repository root, python -m would import the sources
+# (which in a clean checkout have no compiled libraries) instead of the installed package.
+OUTSIDE = tempfile.gettempdir()
+
+
 def cli(args, timeout=60):
     return subprocess.run([sys.executable, "-m", "pagesync_model", "live", *args], capture_output=True, text=True,
-                          timeout=timeout)
+                          timeout=timeout, cwd=OUTSIDE)
 
 
 def mirror(tmp_path, args, cmd, timeout=60):
@@ -96,7 +101,7 @@ def test_sequential_writer_counts_follow_the_rate_over_tcp(bindir, tmp_path):
     # a sweep at 50k pages/s over 64 MiB: each pass finds ~ rate x time since the previous scan
     recv = subprocess.Popen([sys.executable, "-m", "pagesync_model", "live", "receive", "--listen", "127.0.0.1:0",
                              "--out", str(tmp_path / "img")], stderr=subprocess.PIPE, stdout=subprocess.PIPE,
-                            text=True)
+                            text=True, cwd=OUTSIDE)
     try:
         line = recv.stderr.readline()
         port = int(re.search(r":(\d+)$", line.strip()).group(1))
