@@ -152,6 +152,8 @@ SCHEMA.section(
     stop_cpus=Field(BOOL, True, "Harvests stop every CPU (the published module's rendezvous: a brownout); "
                                 "false: the scan runs while the CPUs keep writing (a user-space controller "
                                 "scanning /proc/PID/pagemap) and only the blackout stops them."),
+    stop_scan=Field(DURATION, "0s", "stop_cpus false: cost of the blackout's stop and final scan (stopping every "
+                                    "thread, one more scan); 0s = the cost of a harvest.", ge=0),
 )
 
 SCHEMA.section(

@@ -182,7 +182,8 @@ class Engine:
             self.cpus.flush_tlbs()
         self.memory.touch_module()
         self.harvests += 1
-        yield self.wait(h.cycles)
+        cost = self.cfg.tracking.stop_scan
+        yield self.wait(self.cycles(cost) if cost > 0 else h.cycles)
         return h
 
     # -- copying ----------------------------------------------------------------------------------
