@@ -46,6 +46,17 @@ cdef inline void _check_pt(int64_t n_frames, int64_t pt_base, int64_t ptes_per_p
             f"{pt_base + (n_frames - 1) // ptes_per_pt}] must lie inside versions[0:{n_frames}]")
 
 
+cdef void _check_counts(const index_t[::1] counts, index_t[::1] out) except *:
+    """Generators: every count >= 0 and ``out`` holds exactly their sum."""
+    cdef int64_t c, total = 0
+    for c in range(counts.shape[0]):
+        if counts[c] < 0:
+            raise ValueError(f"counts[{c}] = {counts[c]} must be >= 0")
+        total += counts[c]
+    if out.shape[0] != total:
+        raise ValueError(f"out has {out.shape[0]} elements, expected sum(counts) = {total}")
+
+
 cdef inline void _check_generator_map(int64_t span, int64_t mult, int64_t modulus, int64_t block) except *:
     if span < 0 or span > <int64_t>TWO32:
         raise ValueError(f"span must be in [0, 2**32], got {span}")
@@ -543,16 +554,11 @@ def gen_random(const uint64_t[::1] stream_keys, uint64_t[::1] counters, const in
     0 <= hot_span <= span <= modulus * block, modulus <= 2**32, 0 <= hot_threshold <= 2**32,
     mult < 2**32 coprime with modulus.
     """
-    cdef int64_t ncpu = stream_keys.shape[0], c, j, cnt, pos = 0, total = 0
+    cdef int64_t ncpu = stream_keys.shape[0], c, j, cnt, pos = 0
     if counters.shape[0] != ncpu or counts.shape[0] != ncpu:
         raise ValueError(f"stream_keys, counters, counts have {ncpu}, {counters.shape[0]}, "
                          f"{counts.shape[0]} elements; they must match")
-    for c in range(ncpu):
-        if counts[c] < 0:
-            raise ValueError(f"counts[{c}] = {counts[c]} must be >= 0")
-        total += counts[c]
-    if out.shape[0] != total:
-        raise ValueError(f"out has {out.shape[0]} elements, expected sum(counts) = {total}")
+    _check_counts(counts, out)
     if hot_threshold < 0 or hot_threshold > <int64_t>TWO32:
         raise ValueError(f"hot_threshold must be in [0, 2**32], got {hot_threshold}")
     if hot_span < 0 or hot_span > span:
@@ -594,15 +600,10 @@ def gen_sequential(index_t[::1] cursors, const index_t[::1] counts, int64_t stri
     Raises ValueError on mismatched lengths, negative counts, span < 1, or preconditions violated:
     span <= modulus * block, modulus <= 2**32, mult < 2**32 coprime with modulus.
     """
-    cdef int64_t ncpu = cursors.shape[0], c, j, cnt, pos = 0, total = 0
+    cdef int64_t ncpu = cursors.shape[0], c, j, cnt, pos = 0
     if counts.shape[0] != ncpu:
         raise ValueError(f"cursors has {ncpu} elements, counts has {counts.shape[0]}")
-    for c in range(ncpu):
-        if counts[c] < 0:
-            raise ValueError(f"counts[{c}] = {counts[c]} must be >= 0")
-        total += counts[c]
-    if out.shape[0] != total:
-        raise ValueError(f"out has {out.shape[0]} elements, expected sum(counts) = {total}")
+    _check_counts(counts, out)
     if span < 1:
         raise ValueError(f"span must be >= 1, got {span}")
     _check_generator_map(span, mult, modulus, block)
