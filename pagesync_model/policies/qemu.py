@@ -280,25 +280,19 @@ class Migration:
 
     def send(self, starts, lens):
         """Process step: send pages; with XBZRLE, non-zero pages found in the cache go as deltas."""
-        e = self.e
-        pages = int(lens.sum())
-        self.remaining -= pages
+        self.remaining -= int(lens.sum())
         if self.xbzrle is None or not self.xbzrle.started:
-            yield from e.link.copy(starts, lens)
-            return
-        before = e.link.bytes_sent
-        zeros = yield from e.link.copy(starts, lens)
-        frames = np.repeat(starts - np.concatenate([[0], np.cumsum(lens)[:-1]]), lens) + np.arange(pages)
-        versions = e.memory.versions[frames]
+            yield from self.e.link.copy(starts, lens)
+        else:
+            yield from self.e.link.copy(starts, lens, encode=self.xbzrle_bytes)
+
+    def xbzrle_bytes(self, starts, lens, zeros):
+        """Wire bytes of one piece: zero pages as header + 1 byte, the others through the XBZRLE cache."""
+        frames = np.repeat(starts - np.concatenate([[0], np.cumsum(lens)[:-1]]), lens) + np.arange(int(lens.sum()))
+        versions = self.e.memory.versions[frames]
         nz = versions != 0
-        wire = self.xbzrle.wire_bytes(frames[nz], versions[nz], self.sync_count, self.last_stage)
-        full = (pages - zeros) * (PAGE_HEADER + self.ps)
-        # the link charged full pages; give back what XBZRLE saved (it never costs more)
-        saved = full - wire
-        e.link.bytes_sent -= saved
-        e.link.busy_until -= int(round(saved / e.link.bandwidth * e.clock))
-        e.link.busy_until = max(e.link.busy_until, e.env.now)
-        del before
+        return zeros * (PAGE_HEADER + ZERO_PAGE_BODY) + self.xbzrle.wire_bytes(frames[nz], versions[nz],
+                                                                                self.sync_count, self.last_stage)
 
 
 def scanner(e):

@@ -66,8 +66,8 @@ class Interconnect:
         """Cycles the link is busy sending ``nbytes`` in ``calls`` copy calls."""
         return int(round((calls * self.per_copy + nbytes / self.bandwidth) * self.clock))
 
-    def _send(self, pages, zeros, calls):
-        nbytes = self.wire_bytes(pages, zeros)
+    def _send(self, pages, zeros, calls, nbytes=None):
+        nbytes = self.wire_bytes(pages, zeros) if nbytes is None else int(nbytes)
         start = max(self.env.now, self.busy_until)
         cycles = self.transfer_cycles(nbytes, calls)
         self.busy_until = start + cycles
@@ -80,10 +80,12 @@ class Interconnect:
         self.timeouts += 1
         return self.env.timeout(self.busy_until - self.env.now)
 
-    def copy(self, starts, lens):
+    def copy(self, starts, lens, encode=None):
         """Process step: copy runs ``[starts[i], starts[i] + lens[i])``, one copy call per run.
 
-        Returns (as the generator's value) the number of all-zero pages copied.
+        ``encode(starts, lens, zeros)``, when given, returns the bytes a piece takes on the wire (a
+        delta encoding such as XBZRLE); by default pages cost ``wire_bytes``. Returns (as the
+        generator's value) the number of all-zero pages copied.
         """
         starts = np.ascontiguousarray(starts, dtype=INDEX_DTYPE)
         lens = np.ascontiguousarray(lens, dtype=INDEX_DTYPE)
@@ -93,7 +95,7 @@ class Interconnect:
         if total <= self.chunk_pages:
             self.sync()
             zeros = self.kernels.deliver_runs(self.memory.versions, self.partner.versions, starts, lens)
-            yield self._send(total, zeros, len(starts))
+            yield self._send(total, zeros, len(starts), encode(starts, lens, zeros) if encode else None)
             return zeros
         # Cut the runs into pieces of chunk_pages; read each piece when it starts.
         if len(starts) == 1:  # one long run (the copy of all memory): no searching needed
@@ -106,7 +108,8 @@ class Interconnect:
                 self.sync()
                 zeros = self.kernels.deliver_runs(self.memory.versions, self.partner.versions, piece_s, piece_l)
                 zeros_total += zeros
-                yield self._send(hi - lo, zeros, 1 if lo == 0 else 0)
+                yield self._send(hi - lo, zeros, 1 if lo == 0 else 0,
+                                 encode(piece_s, piece_l, zeros) if encode else None)
             return zeros_total
         ends = np.cumsum(lens)
         zeros_total = 0
@@ -125,7 +128,7 @@ class Interconnect:
             self.sync()
             zeros = self.kernels.deliver_runs(self.memory.versions, self.partner.versions, p_starts, p_lens)
             zeros_total += zeros
-            yield self._send(hi - lo, zeros, calls)
+            yield self._send(hi - lo, zeros, calls, encode(p_starts, p_lens, zeros) if encode else None)
         return zeros_total
 
     def send_bytes(self, nbytes):
