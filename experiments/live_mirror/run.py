@@ -153,6 +153,25 @@ def costs(lives):
             "stop_overhead_s": float(np.median(stops))}
 
 
+def fitted_costs(live):
+    """This run's own costs, fitted to its passes: the time from one scan to the next is a fixed cost
+    (scan, maps, bookkeeping, acknowledgement) plus the pages copied times a per-page time (least
+    squares over every scan-to-scan interval); the blackout's stop cost is its downtime less its
+    pages' copy time."""
+    recs = live["per_pass"]
+    starts = [r["start_s"] for r in recs]
+    xs = [r["pages_copied"] for r in recs[:-1]]
+    ys = [b - a for a, b in zip(starts, starts[1:])]
+    if len(xs) >= 2 and len(set(xs)) > 1:
+        slope, fixed = np.polyfit(xs, ys, 1)
+    else:  # one interval: the full copy's own rate, no fixed cost to separate
+        slope, fixed = ys[0] / max(1, xs[0]), 0.0
+    slope = max(slope, 1e-9)
+    stop = live["downtime_s"] - recs[-1]["pages_copied"] * slope
+    return {"bandwidth_Bps": 4096 / slope, "pass_overhead_s": max(0.0, float(fixed)),
+            "stop_overhead_s": max(1e-6, float(stop))}
+
+
 def simulate_trace(name, live, trace_path, c, tmp):
     from pagesync_model.config import load_config
     from pagesync_model.sim.engine import simulate
@@ -235,10 +254,9 @@ def main(argv):
         c = costs(lives.values())
         print(f"costs: {c}", file=sys.stderr)
         for name in names:
-            # the bandwidth is the machine's (all runs); the fixed per-pass and stop costs grow with the
-            # target's address space (maps, scans, page sets), so they are each target's own medians
-            own = costs([lives[name]])
-            c = dict(c, pass_overhead_s=own["pass_overhead_s"], stop_overhead_s=own["stop_overhead_s"])
+            # the costs are each run's own (copy rate, fixed per-pass and stop costs vary with the target's
+            # address space and with the machine's load at the time), fitted to its passes
+            c = fitted_costs(lives[name])
             sim, cfg = simulate_trace(name, lives[name], traces[name], c, tmp)
             cfg["workload"]["trace"] = f"(trace of {name}, trimmed to the mirror's start)"
             res = {"name": name, "what": ts[name]["what"], "costs": c, "comparison": compare(lives[name], sim),
