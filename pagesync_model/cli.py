@@ -6,6 +6,7 @@ variant or backend, ...) gives one line on stderr naming what is wrong and where
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from . import __version__
 
@@ -115,9 +116,11 @@ def trace_main(argv):
     r.add_argument("--interval", default="10ms", help="scan interval, e.g. 10ms (default 10ms)")
     r.add_argument("-o", "--output", required=True, metavar="OUT", help="trace file to write (.npz)")
     r.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD ARGS...")
-    st = sub.add_parser("stats", help="print a trace's statistics")
+    st = sub.add_parser("stats", help="print a trace's statistics and save their plot")
     st.add_argument("file", help="trace file (.npz)")
-    st.add_argument("--plot", metavar="PNG", help="also save the working-set and skew plot")
+    st.add_argument("--plot", metavar="PNG", help="where to save the working-set and skew plot "
+                                                   "(default: beside the trace, FILE.stats.png)")
+    st.add_argument("--no-plot", action="store_true", help="print only")
     args = p.parse_args(argv)
     try:
         if args.action == "record":
@@ -136,8 +139,10 @@ def trace_main(argv):
                   file=sys.stderr)
             return summary.returncode if summary.returncode and summary.returncode > 0 else 0
         print_stats(args.file, sys.stdout)
-        if args.plot:
-            plot_stats(args.file, args.plot)
+        if not args.no_plot:
+            png = args.plot or str(Path(args.file).with_suffix("")) + ".stats.png"
+            plot_stats(args.file, png)
+            print(f"plot saved to {png}", file=sys.stderr)
         return 0
     except TraceError as exc:
         raise UsageError(str(exc)) from None

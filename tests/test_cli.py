@@ -166,3 +166,16 @@ def test_variant_a_policy_does_not_model(tmp_path, capsys):
     p.write_text(yaml.safe_dump(d))
     line = bad([p, "--variant", "copy-before-clear"], capsys)
     assert "--variant" in line and "qemu" in line and "copy-before-clear" in line
+
+
+def test_trace_stats_prints_and_saves_a_plot(tmp_path, capsys):
+    from pagesync_model.trace import Trace, write_trace
+    t = Trace.from_vpn_sets([{1, 2, 3}, {2, 3}, {3, 9}], [10_000_000, 20_000_000, 30_000_000])
+    f = tmp_path / "t.npz"
+    write_trace(f, t)
+    rc, out = cli("trace", "stats", f, capsys=capsys)
+    assert rc == 0 and "distinct pages" in out.out
+    png = tmp_path / "t.stats.png"
+    assert png.exists() and png.read_bytes()[:4] == b"\x89PNG"
+    rc, out = cli("trace", "stats", f, "--no-plot", "--plot", tmp_path / "x.png", capsys=capsys)
+    assert rc == 0 and not (tmp_path / "x.png").exists()
