@@ -8,7 +8,7 @@ import math
 
 from ..config import SCHEMA, ConfigError
 from ..config import schema as _schema
-from ..units import (Cycles, UnitError, format_bandwidth, format_bytes, format_duration, format_frequency,
+from ..units import (Cycles, format_bandwidth, format_bytes, format_duration, format_frequency,
                      format_rate)
 
 _BASE_UNIT = {"size": "B", "bandwidth": "B/s", "duration": "s", "frequency": "Hz", "rate": "/s"}

@@ -101,7 +101,7 @@ def use_log(lo, hi, scale="auto"):
     """Whether to bisect in log space: 'log', 'linear', or 'auto' (both ends > 0 and a decade apart)."""
     if scale == "log":
         if not (lo > 0 and hi > 0):
-            raise PlanError(f"--scale log needs both ends of the range > 0")
+            raise PlanError("--scale log needs both ends of the range > 0")
         return True
     if scale == "linear":
         return False
