@@ -11,7 +11,7 @@ import yaml
 
 from conftest import SMALL
 from pagesync_model.cli import main
-from pagesync_model.kernels import cython_available
+from pagesync_model.kernels import default_backend_name
 
 ROOT = Path(__file__).resolve().parents[1]
 JSON_KEYS = {"passes", "converged", "downtime_s", "brownout_s", "total_time_s", "bytes_sent", "pages_sent",
@@ -126,7 +126,7 @@ def test_console_script_runs_as_a_process(small_yaml):
     d = json.loads(p.stdout)
     assert d["lost_writes"] == 0
     # the process imported the installed package, compiled kernels included (not the bare sources)
-    assert d["backend"] == ("cython" if cython_available() else "numpy")
+    assert d["backend"] == default_backend_name()
     p = subprocess.run([sys.executable, "-m", "pagesync_model", str(small_yaml), "--set", "memory.size=1 lump"],
                        capture_output=True, text=True, timeout=120,
                        cwd=small_yaml.parent)
