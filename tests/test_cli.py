@@ -179,3 +179,18 @@ def test_trace_stats_prints_and_saves_a_plot(tmp_path, capsys):
     assert png.exists() and png.read_bytes()[:4] == b"\x89PNG"
     rc, out = cli("trace", "stats", f, "--no-plot", "--plot", tmp_path / "x.png", capsys=capsys)
     assert rc == 0 and not (tmp_path / "x.png").exists()
+
+
+def test_settings_a_policy_would_silently_ignore_are_refused(tmp_path, capsys):
+    root = Path(__file__).resolve().parents[1] / "configs"
+    line = bad([root / "stratus.yaml", "--set", "operator.kind=nova"], capsys)
+    assert "operator.kind" in line and "qemu" in line
+    line = bad([root / "simgrid.yaml", "--set", "dma.rate=1k/s"], capsys)
+    assert "dma.rate" in line and "simgrid" in line
+    d = yaml.safe_load((root / "simgrid.yaml").read_text())
+    d["policy"] = "analytic"
+    d["workload"]["groups"] = [{"cpus": d["cpus"]["count"], "kind": "uniform"}]
+    p = tmp_path / "a.yaml"
+    p.write_text(yaml.safe_dump(d))
+    line = bad([p], capsys)
+    assert "workload.groups" in line and "analytic" in line

@@ -21,6 +21,28 @@ POLICIES = {
 }
 
 
+def require_single_rate(policy):
+    """Refuse configs that give ``policy`` (a fluid or closed-form model reading only workload.rate)
+    what it would silently ignore: per-CPU groups, phases, a replayed trace, a DMA writer."""
+    from ..config.fields import SCHEMA
+    from ..config.schema import ConfigError
+
+    @SCHEMA.cross_check
+    def _single_rate(v, raw):
+        if v["policy"] != policy:
+            return
+        why = f"the {policy} policy models one write rate (workload.rate) and would ignore it"
+        if v.get("workload.groups"):
+            raise ConfigError("workload.groups", why)
+        if v.get("workload.phases"):
+            raise ConfigError("workload.phases", why)
+        if v.get("workload.kind") == "trace":
+            raise ConfigError("workload.kind", f"'trace': {why}")
+        if v.get("dma.rate", 0) > 0:
+            raise ConfigError("dma.rate", f"{raw['dma.rate']}: {why}")
+    return _single_rate
+
+
 def get_policy(name):
     """The policy module called ``name``; raises ValueError for an unknown one."""
     try:

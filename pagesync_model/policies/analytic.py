@@ -11,6 +11,7 @@ downtime_limit), else max_rounds; ``analytic.rounds`` forces n. No more than M c
 round never sends more than M; with lambda >= 1 the rounds never shrink and the stop is forced.
 """
 from ..config.fields import SCHEMA, register_policy
+from . import require_single_rate
 from ..config.schema import DURATION, INT, Field
 from ..results import PassRecord
 
@@ -18,6 +19,7 @@ NAME = "analytic"
 VARIANTS = ("correct",)  # no pages are simulated: the broken variants have nothing to break
 
 register_policy(NAME)
+require_single_rate(NAME)
 SCHEMA.section(
     "analytic", "Closed-form geometric pre-copy model (Clark et al. 2005, Liu et al. 2011).",
     downtime_limit=Field(DURATION, "300ms", "Stop-and-copy once the next round would fit in this downtime.",

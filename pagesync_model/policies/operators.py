@@ -20,7 +20,7 @@ downtime-limit or end the migration. Sources (read in each project's tree):
 import math
 
 from ..config.fields import SCHEMA
-from ..config.schema import CHOICE, DURATION, INT, Field
+from ..config.schema import CHOICE, DURATION, INT, ConfigError, Field
 
 KINDS = ["none", "nova", "kubevirt", "ovirt"]
 OVIRT_MINIMAL_DOWNTIME = {"init": 0.100, "stalling": [(1, 0.150), (2, 0.200), (3, 0.300), (4, 0.400), (6, 0.500),
@@ -39,6 +39,13 @@ SCHEMA.section(
     on_timeout=Field(CHOICE, "abort", "At the completion timeout: abort, pause the guest and keep copying, "
                                       "or switch to post-copy.", choices=["abort", "pause", "postcopy"]),
 )
+
+
+@SCHEMA.cross_check
+def _operator_runs_over_qemu(v, raw):
+    if v["operator.kind"] != "none" and v["policy"] != "qemu":
+        raise ConfigError("operator.kind", f"'{v['operator.kind']}' manages QEMU migrations: it needs "
+                                           f"policy: qemu (this config's policy is '{v['policy']}')")
 
 
 class Monitor:

@@ -24,6 +24,7 @@ a fixed point above the threshold is reported as ``no-convergence`` with what Si
 import math
 
 from ..config.fields import SCHEMA, register_policy
+from . import require_single_rate
 from ..config.schema import BANDWIDTH, BOOL, CHOICE, DURATION, FRACTION, SIZE, Field, Kind
 from ..results import PassRecord
 from ..units import parse_rate
@@ -79,6 +80,7 @@ FLOPS = Kind("flop/s", _parse_flops, "flop/s")
 INTENSITY = Kind("fraction or auto", _parse_intensity)
 
 register_policy(NAME)
+require_single_rate(NAME)
 SCHEMA.section(
     "simgrid", "SimGrid 3.32 VM live migration (VmLiveMigration.cpp), computed as a fluid model.",
     host_speed=Field(FLOPS, "1G/s", "Source host speed in flop/s (cancels out for a busy 1-vCPU VM).", gt=0),
