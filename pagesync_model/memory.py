@@ -25,12 +25,12 @@ import math
 
 import numpy as np
 
+from .config.fields import memory_regions
 from .kernels.dtypes import (INDEX_DTYPE, PTE_ACCESSED, PTE_DIRTY, PTE_DTYPE, PTE_PRESENT, PTE_RW,
                              VERSION_DTYPE, WORD_DTYPE)
 
 GOLDEN = (math.sqrt(5) - 1) / 2
 CHUNK = 1 << 22
-MODULE_STACK_BYTES = 16 * 1024
 
 
 def scatter_multiplier(modulus):
@@ -58,12 +58,12 @@ class Memory:
         self.page_size = int(page_size)
         self.n_frames = n = int(size // page_size)
         self.ptes_per_pt = max(1, page_size // 8)
-        self.kernel_frames = int(kernel_size // page_size)
+        regions = memory_regions(int(size), self.page_size, int(kernel_size))  # the layout the config checks
+        self.kernel_frames = regions.kernel_bytes // page_size
         self.pt_base = self.kernel_frames
-        self.n_pt = -(-n // self.ptes_per_pt)
+        self.n_pt = regions.page_table_bytes // page_size
         self.module_base = self.pt_base + self.n_pt
-        n_words = -(-n // 64)
-        self.n_module = -(-(n_words * 8) // page_size) + max(1, MODULE_STACK_BYTES // page_size)
+        self.n_module = (regions.bitmap_bytes + regions.module_stack_bytes) // page_size
         self.user_base = self.module_base + self.n_module
         self.user_frames = n - self.user_base
         if self.user_frames <= 0:
@@ -85,7 +85,7 @@ class Memory:
         # Every page has been written since boot, so every PTE starts dirty; the first rendezvous
         # harvest moves that to soft dirty.
         self.pte = np.full(n, PTE_PRESENT | PTE_RW | PTE_ACCESSED | PTE_DIRTY, dtype=PTE_DTYPE)
-        self.bitmap = np.zeros(n_words, dtype=WORD_DTYPE)
+        self.bitmap = np.zeros(-(-n // 64), dtype=WORD_DTYPE)
         self.versions = np.ones(n, dtype=VERSION_DTYPE)
         for lo in range(0, self.zero_pages, CHUNK):
             frames = self.dense_to_frames(np.arange(self.working_set_pages + lo,
@@ -121,6 +121,3 @@ class Memory:
     def touch_module(self):
         """The module rewrote its bitmap and stack: their contents changed."""
         self.versions[self.module_base:self.user_base] += 1
-
-    def nbytes(self):
-        return self.pte.nbytes + self.bitmap.nbytes + self.versions.nbytes

@@ -36,7 +36,7 @@ VARIANTS: list[str] = ["correct", "copy-before-clear", "no-tlb-flush"]
 PTE_BYTES = 8                # an x86-64 page-table entry
 MAX_FRAMES = 2**32           # frame numbers are held in 32 bits
 MIN_PAGE_SIZE = 4096
-MODULE_STACK_BYTES = 16 * 1024   # must match pagesync_model/memory.py: the pagesync module's stack
+MODULE_STACK_BYTES = 16 * 1024   # the pagesync module's stack (pagesync_model/memory.py lays out these regions)
 
 SCHEMA = Schema(cycle_clock="cpus.clock")
 
@@ -216,7 +216,7 @@ def memory_regions(size: int, page_size: int, kernel_size: int) -> MemoryRegions
     """Split ``size`` bytes of memory with ``page_size`` pages into the kernel (``kernel_size``), one
     8-byte PTE per frame, the dirty bitmap (one bit per frame, in 64-bit words) and the module's
     stack, each rounded up to whole pages, and what is left for user pages (<= 0 when nothing is).
-    Must match the frame layout of pagesync_model/memory.py (tests/test_config.py checks it)."""
+    pagesync_model/memory.py lays out its frames from these sizes."""
     frames = size // page_size
     page_tables = _round_up(frames * PTE_BYTES, page_size)
     bitmap = _round_up(-(-frames // 64) * 8, page_size)

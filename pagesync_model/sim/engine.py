@@ -11,6 +11,7 @@ import numpy as np
 import simpy
 
 from .. import __version__
+from ..config.fields import VARIANTS
 from ..kernels import get_backend
 from ..kernels.dtypes import INDEX_DTYPE, WORD_DTYPE
 from ..memory import Memory
@@ -19,7 +20,6 @@ from ..workloads import build_dma, build_workload, working_set_pages
 from .cpus import Cpus, cpus
 from .interconnect import Interconnect, Partner
 
-VARIANTS = ("correct", "copy-before-clear", "no-tlb-flush")
 RUN_CAP = 1 << 16
 
 
