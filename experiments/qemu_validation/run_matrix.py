@@ -13,7 +13,6 @@ time limit 60 s.
     ./run_matrix.py --only idle,rand_near --reps 1
 """
 import argparse
-import json
 import os
 import subprocess
 import sys

@@ -28,7 +28,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from qmp import QMP, QMPError  # noqa: E402
+from qmp import QMP  # noqa: E402
 
 RATE_RE = re.compile(
     r"DIRTIER rate t=([\d.]+) writes=(\d+) achieved=(\d+) target=(\d+)")
