@@ -121,8 +121,9 @@ _GROUP = Section("CPUs that run one workload.", dict(
 SCHEMA.section(
     "workload", "The running workload's page writes.",
     **_pattern_fields(),
-    paced=Field(BOOL, False, "Writes are paced by a clock (a timer-driven writer): CPU throttling delays "
-                             "them but the writer catches up, unless one throttle sleep exceeds catchup."),
+    paced=Field(BOOL, False, "Writes are paced by a clock (a timer-driven writer): tracking costs come out of "
+                             "its idle time, and CPU throttling delays its writes but it catches up, unless "
+                             "one throttle sleep exceeds catchup."),
     catchup=Field(DURATION, "200ms", "paced: the longest backlog the writer catches up; a longer throttle "
                                      "sleep drops it and the writer runs at the throttled CPU's pace.", ge=0),
     repeat=Field(BOOL, True, "phases: start over after the last phase (false: stay in the last one)."),

@@ -59,6 +59,9 @@ SCHEMA.section(
     setup=Field(DURATION, "1ms", "setup-time: bitmap allocation and starting the dirty log.", ge=0),
     device_state=Field(SIZE, "100KiB", "Device state sent with the VM stopped.", ge=0),
     switchover=Field(DURATION, "1ms", "VM stop and destination start around the final copy.", ge=0),
+    wakeup_delay=Field(DURATION, "50us", "Mean delay (exponential) of the migration thread's wake-up after its "
+                                         "rate-limit sleep. QEMU's clock counts whole ms, so a late wake-up makes "
+                                         "a 101 ms period: ~5% of periods on the measuring host.", ge=0),
     auto_converge=Field(BOOL, False, "auto-converge capability: throttle the vCPUs when the guest dirties "
                                      "faster than the link sends."),
     throttle_initial=Field(INT, 20, "cpu-throttle-initial (percent).", ge=1, le=99),
@@ -166,7 +169,9 @@ class Migration:
         self.bandwidth = 0.0                    # bytes per ms over the last period
         self.expected_downtime = self.q.downtime_limit  # shown until a real estimate exists
         self.mbps = 0.0
-        self.period_start = 0
+        self.period_start = 0                   # iteration_start_time, in whole ms
+        self.periods = {}                       # period length (ms) -> how many
+        self.rng = np.random.default_rng(np.random.SeedSequence([e.seed, 0x716D75]))
         self.period_bytes = 0
         self.window_bytes = 0
         self.next_forced_tick = None
@@ -182,14 +187,19 @@ class Migration:
         self.postcopy = None
 
     # -- counters and rate limit --------------------------------------------------------------
+    def now_ms(self):
+        """qemu_clock_get_ms(QEMU_CLOCK_REALTIME): whole milliseconds."""
+        return int(self.e.env.now // self.ms)
+
     def update_counters(self):
-        """migration_update_counters: once per >= 100 ms period."""
+        """migration_update_counters: once per >= 100 ms period, measured in whole ms."""
         e = self.e
-        now = e.env.now
-        if now < self.period_start + BUFFER_DELAY * e.clock:
+        now = self.now_ms()
+        if now < self.period_start + BUFFER_DELAY * 1e3:
             return
         transferred = e.link.bytes_sent - self.period_bytes
-        spent_ms = (now - self.period_start) / self.ms
+        spent_ms = now - self.period_start
+        self.periods[spent_ms] = self.periods.get(spent_ms, 0) + 1
         self.bandwidth = transferred / spent_ms
         self.threshold = self.bandwidth * self.downtime_limit * 1e3
         self.mbps = transferred * 8 / (spent_ms / 1e3) / 1e6
@@ -197,6 +207,14 @@ class Migration:
             self.expected_downtime = self.dirty_bytes_last_sync / self.bandwidth / 1e3
         self.period_start = now
         self.period_bytes = self.window_bytes = e.link.bytes_sent
+
+    def rate_limit_sleep(self):
+        """Process step: migration_rate_limit's sleep: ``period start + 100 - now`` whole ms from now
+        (qemu_sem_timedwait), and the host wakes the thread a little late."""
+        e = self.e
+        wait_ms = max(0, self.period_start + int(BUFFER_DELAY * 1e3) - self.now_ms())
+        late = self.rng.exponential(self.q.wakeup_delay) if self.q.wakeup_delay > 0 else 0.0
+        yield e.wait(max(1, int(round((wait_ms * 1e-3 + late) * e.clock))))
 
     def quota(self):
         """Bytes a 100 ms window carries: the max-bandwidth quota, overshot to the next stream flush."""
@@ -304,7 +322,7 @@ def scanner(e):
     yield e.wait(e.cycles(q.setup))
     setup_s = e.seconds(e.env.now)
     yield from mig.sync()  # ram_init_bitmaps: sync #1
-    mig.period_start = e.env.now
+    mig.period_start = mig.now_ms()
     mig.period_bytes = mig.window_bytes = e.link.bytes_sent
     mig.time_last_sync = e.env.now
     if q.auto_converge:
@@ -355,8 +373,7 @@ def scanner(e):
             e.finish(False, "time-limit", None, **report(e, mig, setup_s))
             return
         if mig.rate_exceeded():
-            wake = mig.period_start + e.cycles(BUFFER_DELAY)
-            yield e.wait(max(1, wake - e.env.now))
+            yield from mig.rate_limit_sleep()
 
 
 def iterate(e, mig):

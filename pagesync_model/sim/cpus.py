@@ -9,7 +9,9 @@ position land in the right pass.
 
 Time lost to tracking is charged back to the workload: a write that walks the page tables because
 a flush emptied the TLB, or that must set a cleared dirty bit, costs cycles that the CPU owes
-(``debt``) and pays from its next running time, so a CPU slowed by tracking also writes less.
+(``debt``) and pays from its next running time, so a CPU-bound writer slowed by tracking also writes
+less. A writer paced by a clock (``paced``) pays from the time it would have slept: its rate holds
+unless tracking takes all of its CPU.
 
 The workload decides how many pages each CPU writes in the cycles it ran (``Workload.step``: a rate,
 or a trace's timeline). Device DMA (``dma``, a DmaWriter) runs in wall time while the CPUs run, is
@@ -78,6 +80,10 @@ class Cpus:
             self.dma.advance(dt)
         avail = run - self.debt
         self.debt = np.where(avail < 0, -avail, 0.0)
+        if self.paced:
+            # A writer paced by a clock sleeps between its writes: tracking costs come out of that
+            # idle time and its rate holds, unless they take all of the CPU's time.
+            avail = np.where(avail < 0, 0.0, run)
         counts = self._writes
         frames = self.workload.step(np.maximum(avail, 0.0), counts)
         total = int(counts.sum())
