@@ -1,15 +1,23 @@
 """The qemu policy against real QEMU 10.0 migrations measured on this machine (experiments/qemu_validation).
 
-CI does not run QEMU: this reads the committed measurements (runs/*.json), re-simulates one run of each
-configuration fed with what that run achieved (compare.config_for), and holds the simulator to the
-targets: the converged verdict of every run; total time and transferred bytes within 10% of the
-measured median; dirty-sync-count within 2 of it; the pre-copy rate QEMU measured.
+CI does not run QEMU: this reads the committed measurements (runs/*.json), re-simulates each
+configuration fed with what its median run achieved (compare.config_for) under several seeds, and
+holds the simulator to the targets.
 
-Configurations whose own repeats disagree (mixed verdicts, or total times spreading more than 30%)
-sit on the convergence edge (dirty rate ~ link rate, threshold ~ one window): their convergence is a
-first-passage event with no stable median, so only the majority verdict is checked there. Targets the
-model does not meet yet are marked xfail(strict) with the reason, so they show in every run and the
-marker fails the day they are met.
+Where the model's own seeds agree (the same verdict, total times within 25%), the outcome is
+deterministic and the targets are the issue's: the converged verdict of every measured run; total
+time and transferred bytes within 10% of the measured median; dirty-sync-count within 2 of it.
+
+Where they do not, the model says the outcome is chance: the dirty rate sits at the link rate and
+the pages at each 100 ms sync hover just above the switch-over threshold, so convergence is a
+first-passage event and QEMU's own repeats disagree (rand_near_dt100: 3 of 5 converged, after 28 to
+46 s). A single run has no stable verdict or median there; the targets are then that the measured
+runs are a plausible sample of the model's distribution (Fisher's exact test on the verdicts,
+Mann-Whitney on the total times, both at the 5% level) and that the level the pages hover at, and
+how much it moves from one sync to the next, are the measured ones.
+
+Targets the model does not meet yet are marked xfail(strict) with the reason, so they show in every
+run and the marker fails the day they are met.
 """
 import functools
 import statistics
@@ -25,59 +33,74 @@ import compare as C  # noqa: E402
 sys.path.remove(str(HERE))
 
 RUNS = C.load_runs()
-GROUPS = C.by_config([{"config": r["config"], "run": r} for r in RUNS])
-CALIB = (C.nonzero_other_pages(RUNS), C.loopback_rate(RUNS))
+GROUPS = {}
+for _r in RUNS:
+    GROUPS.setdefault(_r["config"], []).append(_r)
+CALIB = (C.nonzero_other_pages(RUNS), C.loopback_rate(RUNS), C.top_nonzero_pages(RUNS))
+SEEDS = 10
 KNOWN_MISSES = {
-    ("seq_near", "dirty_sync_count"): "30 syncs predicted vs 35 measured: the late 100 ms-sync phase is shorter",
-    ("rand_near_ws320", "dirty_sync_count"): "32 syncs predicted vs 39: the passes drift ~1% shorter each",
-    ("rand_near_ws320", "total_s"): "21.3 s predicted vs 23.7 s (-10.2%): the same drift, compounded",
+    ("rand_near_ws320", "dirty_sync_count"): "34 syncs predicted vs 39: in the 100 ms phase the model's bitmap "
+                                             "drains ~25 pages a window faster than QEMU's (random writes only)",
 }
 
 
 def measured(name):
-    return [C.measured(x["run"]) for x in GROUPS[name]]
-
-
-def is_edge(name):
-    m = measured(name)
-    verdicts = {x["converged"] for x in m}
-    times = [x["total_s"] for x in m]
-    return len(verdicts) > 1 or max(times) / min(times) > 1.3
+    return [C.measured(r) for r in GROUPS[name]]
 
 
 @functools.lru_cache(maxsize=None)
-def predicted(name):
-    runs = sorted(GROUPS[name], key=lambda x: x["run"]["final"]["total-time"])
-    return C.predicted(C.config_for(runs[len(runs) // 2]["run"], *CALIB))
+def ensemble(name):
+    return C.ensemble(C.median_run(GROUPS[name]), *CALIB, SEEDS)
+
+
+def is_chance(name):
+    return C.chance(ensemble(name))
 
 
 def test_the_measurements_cover_the_matrix():
     assert len(RUNS) >= 50
-    names = set(GROUPS)
     for needed in ("idle", "rand_low", "rand_near", "rand_high", "seq_near", "autoconv_high", "idle_ws320",
                    "rand_near_ws320", "rand_near_dt100", "rand_high_dt1000"):
-        assert needed in names and len(GROUPS[needed]) >= 3
+        assert needed in GROUPS and len(GROUPS[needed]) >= 3
+
+
+def test_the_statistics_against_hand_computed_cases():
+    # Fisher, [[3, 2], [10, 0]]: only the observed table is as extreme: C(13,3) C(2,2) / C(15,5) = 286/3003
+    assert C.fisher_exact(3, 2, 10, 0) == pytest.approx(286 / 3003)
+    assert C.fisher_exact(2, 2, 2, 2) == pytest.approx(1.0)
+    # Mann-Whitney, complete separation of 3 and 4 values: 2 of the C(7,3) = 35 splits are as extreme
+    assert C.mann_whitney([1, 2, 3], [4, 5, 6, 7]) == pytest.approx(2 / 35)
+    # [1, 3, 5] vs [2, 4, 6]: rank sum 9, mean 10.5; of the 20 splits only the 6 summing 10 or 11 are closer
+    assert C.mann_whitney([1, 3, 5], [2, 4, 6]) == pytest.approx(14 / 20)
+
+
+def test_the_chance_configurations_are_the_ones_qemu_itself_could_not_repeat():
+    """The model decides which outcomes are chance; the measurements agree: exactly the configurations
+    whose 5 QEMU runs spread over more than 30% (or disagree on the verdict)."""
+    spread = {n for n in GROUPS if len({m["converged"] for m in measured(n)}) > 1
+              or max(m["total_s"] for m in measured(n)) / min(m["total_s"] for m in measured(n)) > 1.3}
+    assert {n for n in GROUPS if is_chance(n)} == spread == {"rand_near_dt100", "rand_high_dt1000"}
 
 
 @pytest.mark.parametrize("name", sorted(GROUPS))
 def test_verdict(name):
-    p = predicted(name)
-    m = measured(name)
-    majority = sum(x["converged"] for x in m) * 2 > len(m)
-    assert p["converged"] == majority
-    if not is_edge(name):
-        assert all(x["converged"] == p["converged"] for x in m)
-    assert p["lost_writes"] in (0, None)
+    preds, meas = ensemble(name), measured(name)
+    assert all(p["lost_writes"] in (0, None) for p in preds)
+    if is_chance(name):
+        k_m, k_p = sum(m["converged"] for m in meas), sum(p["converged"] for p in preds)
+        assert C.fisher_exact(k_m, len(meas) - k_m, k_p, len(preds) - k_p) >= 0.05, (k_m, len(meas), k_p)
+    else:
+        assert all(m["converged"] == preds[0]["converged"] for m in meas)
 
 
 def _target(name, key, tol):
-    if is_edge(name):
-        pytest.skip(f"{name} is on the convergence edge: only the verdict is meaningful")
+    if is_chance(name):
+        pytest.skip(f"{name}: the model says the outcome is chance; see test_chance_*")
     m = measured(name)
     if not m[0]["converged"] and key == "total_s":
         pytest.skip("not converged: the total time is the time limit")
     want = statistics.median(x[key] for x in m)
-    got = predicted(name)[key]
+    got = statistics.median(p[key] for p in ensemble(name))
     met = abs(got - want) <= tol if isinstance(tol, int) else abs(got - want) <= tol * abs(want)
     if (name, key) in KNOWN_MISSES:
         # strict: a known miss that is now met fails, so the list cannot go stale
@@ -101,10 +124,37 @@ def test_dirty_sync_count_within_two(name):
     _target(name, "dirty_sync_count", 2)
 
 
+@pytest.mark.parametrize("name", ["rand_near_dt100", "rand_high_dt1000"])
+def test_chance_total_times_are_a_sample_of_the_models(name):
+    times_p = [p["total_s"] for p in ensemble(name)]
+    times_m = [m["total_s"] for m in measured(name)]
+    assert C.mann_whitney(times_m, times_p) >= 0.05, (sorted(times_m), sorted(times_p))
+
+
+def test_chance_the_pages_at_each_sync_hover_where_qemus_do():
+    """rand_near_dt100 after 15 s: every 100 ms window starts with a sync, and its pages sit around
+    1750, a few percent over the 1667-page threshold; convergence waits for a window that dips under.
+    The level (median) within 1%, its window-to-window movement (std) within 25%."""
+    level_m, level_p, step_m, step_p = [], [], [], []
+    for r in GROUPS["rand_near_dt100"]:
+        lv = C.measured_levels(r, after=15.0)
+        level_m += lv
+        step_m += [b - a for a, b in zip(lv, lv[1:])]
+    for p in ensemble("rand_near_dt100"):
+        lv = [n for t, n in p["sync_levels"] if t > 15.0]
+        level_p += lv
+        step_p += [b - a for a, b in zip(lv, lv[1:])]
+    assert len(level_m) > 1000 and len(level_p) > 1000
+    threshold = 6829056 / C.PAGE  # pages: the 100 ms downtime-limit at the measured 68.29 MB/s
+    assert statistics.median(level_m) > threshold * 1.02 and statistics.median(level_p) > threshold * 1.02
+    assert statistics.median(level_p) == pytest.approx(statistics.median(level_m), rel=0.01)
+    assert statistics.pstdev(step_p) == pytest.approx(statistics.pstdev(step_m), rel=0.25)
+
+
 @pytest.mark.parametrize("name", ["idle", "idle_bw32", "idle_bw128", "rand_near"])
 def test_precopy_rate_is_the_one_measured(name):
     m = statistics.median(x["mbps"] for x in measured(name))
-    assert predicted(name)["mbps"] == pytest.approx(m, abs=4104 * 8 / 0.1 / 1e6)
+    assert ensemble(name)[0]["mbps"] == pytest.approx(m, abs=4104 * 8 / 0.1 / 1e6)
 
 
 def test_no_tlb_flush_is_the_qemu_7_2_bug():
@@ -114,6 +164,6 @@ def test_no_tlb_flush_is_the_qemu_7_2_bug():
     from pagesync_model.config import config_from_dict
     from pagesync_model.sim.engine import simulate
     for name in ("idle", "rand_near"):
-        cfg = config_from_dict(C.config_for(GROUPS[name][0]["run"], *CALIB))
+        cfg = config_from_dict(C.config_for(GROUPS[name][0], *CALIB))
         assert simulate(cfg).to_dict()["lost_writes"] == 0
         assert simulate(cfg, variant="no-tlb-flush").to_dict()["lost_writes"] > 0

@@ -40,6 +40,12 @@ MATRIX = [
      "random ~1x link, downtime-limit 100 ms"),
     ("rand_high_dt1000", dict(rate=32000, downtime_ms=1000),
      "random ~2x link, downtime-limit 1000 ms"),
+    # the guest kernel's own dirtying: a 1 ms downtime-limit never converges, and every sync finds
+    # what was written since the one 100 ms before (the link drains the bitmap each window)
+    ("kfoot_idle", dict(rate=0, downtime_ms=1, limit=20),
+     "idle, downtime-limit 1 ms: the guest kernel's pages per 100 ms"),
+    ("kfoot_rand", dict(rate=16000, max_bw=128, downtime_ms=1, limit=20),
+     "random ~0.5x link (128 MiB/s), downtime-limit 1 ms: all pages per 100 ms"),
     # rate-limiter calibration (run with --reps 3 --only idle_bw32,idle_bw128)
     ("idle_bw32", dict(rate=0, max_bw=32), "idle, max-bandwidth 32 MiB/s"),
     ("idle_bw128", dict(rate=0, max_bw=128), "idle, max-bandwidth 128 MiB/s"),
