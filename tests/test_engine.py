@@ -142,6 +142,21 @@ def test_idle_machine_timeline_by_hand():
     assert d["slowdown"] == pytest.approx(first * 2 / (2 * (first + copy_all)), rel=1e-9)
 
 
+def test_first_copy_costs_once_per_page_the_partner_has_not_had():
+    """The partner's first receipt of a page costs ``first_copy`` more (it allocates and faults in its
+    copy): the full copy of an idle machine takes n x first_copy longer, the blackout's re-copy of
+    pages it already holds nothing more."""
+    over = ("workload.rate=0.001/s", "cpus.count=2", "memory.processes=4", "link.per_copy=1us",
+            "stratus.cutover=1ms")
+    base = run(small_config(*over))
+    slow = run(small_config(*over, "link.first_copy=2us"))
+    n = 64 * 2**20 // 4096
+    assert slow["per_pass"][0]["duration_s"] - base["per_pass"][0]["duration_s"] == pytest.approx(n * 2e-6, abs=1e-9)
+    assert slow["downtime_s"] == pytest.approx(base["downtime_s"], abs=1e-12)
+    assert slow["per_pass"][-1]["pages_copied"] == base["per_pass"][-1]["pages_copied"] > 0
+    assert slow["lost_writes"] == base["lost_writes"] == 0
+
+
 # ---------------------------------------------------------------- closed form
 
 def test_sequential_sweep_follows_the_geometric_model():
@@ -265,3 +280,40 @@ def test_stop_scan_is_the_blackout_stop_cost_when_scans_run_concurrently():
     # everything before the stop is the same; the blackout is 1.5 ms shorter (2 ms harvest -> 0.5 ms)
     assert a["per_pass"][:-1] == b["per_pass"][:-1]
     assert a["downtime_s"] - b["downtime_s"] == pytest.approx(1.5e-3, abs=1e-6)
+
+
+def _engine_run(*over):
+    e = Engine(small_config(*over))
+    d = e.run().to_dict()
+    lo, hi = e.memory.pinned_range
+    return d, hi - lo
+
+
+def test_a_running_scan_stops_the_cpus_as_soon_as_its_count_calls_for_the_blackout():
+    """A user-space controller decides on the count of a scan that ran with the target writing and
+    stops it at once: the rest of a pass's fixed work (the copy's preparation, the acknowledgement)
+    only comes in passes that go on to copy. The blackout's second scan therefore finds only what was
+    written between the two scans, whatever the passes' fixed cost: at 100k writes/s and a 1 us stop,
+    a page or two, not the 500 a 5 ms pass overhead would have let in."""
+    base = ("stratus.threshold=200", "tracking.stop_cpus=false", "tracking.pte_scan=0cycles",
+            "tracking.pte_harvest=0cycles", "tracking.tlb_flush=0us", "tracking.stop_scan=1us",
+            "workload.kind=sequential", "workload.rate=100k/s", "workload.working_set=4MiB", "cpus.count=1")
+    for overhead in ("100us", "5ms"):
+        d, pinned = _engine_run(*base, f"tracking.rendezvous={overhead}")
+        bo = d["per_pass"][-1]
+        assert bo["kind"] == "blackout" and d["lost_writes"] == 0
+        second_scan = bo["pages_copied"] - bo["dirty_pages"] - bo["overcopy_pages"] - pinned
+        assert 0 <= second_scan <= 2, (overhead, second_scan)
+
+
+def test_tracking_outside_the_mirrored_memory_pins_nothing_and_compares_what_is_mirrored():
+    """stratus.tracking_outside (a user-space mirror of one process): the blackout copies the pages
+    the two scans found and nothing else (no page tables, no module structures), and loses nothing."""
+    over = ("stratus.threshold=200", "tracking.stop_cpus=false", "stratus.nearby=0", "stratus.max_copyrange=100000",
+            "tracking.stop_scan=1us")
+    inside, pinned = _engine_run(*over)
+    outside, _ = _engine_run(*over, "stratus.tracking_outside=true")
+    bo_in, bo_out = inside["per_pass"][-1], outside["per_pass"][-1]
+    assert bo_in["pages_copied"] - bo_in["dirty_pages"] >= pinned > 0
+    assert 0 <= bo_out["pages_copied"] - bo_out["dirty_pages"] <= 2
+    assert outside["lost_writes"] == inside["lost_writes"] == 0

@@ -162,6 +162,8 @@ SCHEMA.section(
     bandwidth=Field(BANDWIDTH, REQUIRED, "Link bandwidth.", gt=0),
     latency=Field(DURATION, "2us", "One-way latency of a transfer.", ge=0),
     per_copy=Field(DURATION, "5us", "Setup cost of one copy call (one range).", ge=0),
+    first_copy=Field(DURATION, "0us", "Extra cost per page the first time the partner receives it (it allocates "
+                                      "and faults in its copy).", ge=0),
     efficiency=Field(FRACTION, 1.0, "Payload share of the wire: 1 for DMA; 1448/1538 = 0.941 for TCP/IPv4 "
                                     "over Ethernet (1500-byte MTU, TCP timestamps, framing and gaps).",
                      gt=0, le=1),
@@ -173,6 +175,9 @@ SCHEMA.section(
     threshold=Field(INT, 1000, "Dirty pages below which the next pass is the blackout.", ge=0),
     max_copyrange=Field(INT, 100, "Most ranges in the blackout copy list (MAX_COPYRANGE).", ge=2),
     nearby=Field(INT, 6, "Frames within which a dirty frame extends a blackout range (NEARBY).", ge=0),
+    tracking_outside=Field(BOOL, False, "The page tables and the tracker's bitmap and stack are not in the memory "
+                                        "mirrored (a user-space mirror of one process: the kernel and the controller "
+                                        "hold them): the blackout does not add them, and they are not compared."),
     cutover=Field(DURATION, "1ms", "Platform cut-over after the final copy.", ge=0),
 )
 

@@ -48,7 +48,10 @@ def scanner(e):
     for pass_left in range(p.passes, -1, -1):
         rec = e.open_pass("pass")
         t_stop = e.env.now
-        h = yield from e.brownout(clear=not read_first)
+        running = not e.cfg.tracking.stop_cpus
+        # a scan that runs with the CPUs writing decides on its count at once; its cost (and the
+        # rest of the pass's fixed work) is spent only when the pass goes on to copy
+        h = yield from e.brownout(clear=not read_first, wait=not running)
         count = h.new_bits
         if count < p.threshold or pass_left == 0:
             converged = count < p.threshold
@@ -60,6 +63,8 @@ def scanner(e):
             rec.kind = "blackout"
             yield from blackout(e, rec, count, converged, t_stop)
             return
+        if running:
+            yield e.wait(h.cycles)
         e.end_brownout(h)
         if read_first:
             yield from copy_then_clear(e)
@@ -85,8 +90,9 @@ def blackout(e, rec, count, converged, t_stop):
     """Process step: build the copy list, copy it with the CPUs stopped, cut over."""
     p = e.cfg.stratus
     m = e.memory
-    lo, hi = m.pinned_range
-    e.kernels.bitmap_set_range(m.bitmap, lo, hi)
+    if not p.tracking_outside:  # the module's own structures and the page tables, always
+        lo, hi = m.pinned_range
+        e.kernels.bitmap_set_range(m.bitmap, lo, hi)
     starts, lens = e.all_runs()
     out_s = np.empty(p.max_copyrange, dtype=INDEX_DTYPE)
     out_e = np.empty(p.max_copyrange, dtype=INDEX_DTYPE)

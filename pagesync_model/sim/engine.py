@@ -87,7 +87,7 @@ class Engine:
         self.link = Interconnect(self.env, self.memory, self.partner, self.kernels,
                                  link.bandwidth * link.efficiency, link.latency,
                                  link.per_copy, self.clock, chunk, sync=lambda: self.cpus.advance_to(self.env.now),
-                                 **self.policy.link_options(cfg))
+                                 first_copy=link.first_copy, **self.policy.link_options(cfg))
         t = cfg.tracking
         self.pte_scan_cycles = t.pte_scan * self.clock
         self.pte_harvest_cycles = t.pte_harvest * self.clock
@@ -143,12 +143,14 @@ class Engine:
         dirty = self._seg_dirty.copy()
         return Harvest(int(new_bits), dirty, self.harvest_cost(dirty))
 
-    def brownout(self, zero_bitmap=False, clear=True):
+    def brownout(self, zero_bitmap=False, clear=True, wait=True):
         """Process step: stop all CPUs, harvest, flush every TLB, and hold the CPUs for the harvest's cost.
 
         The CPUs stay stopped; the caller resumes them (or goes on into the blackout).
         ``zero_bitmap`` zeroes the bitmap after harvesting (the initial rendezvous); ``clear=False``
         only reads the dirty bits (the copy-before-clear variant clears them after copying).
+        ``wait=False`` returns at once and leaves the cost to the caller (a scan that runs while the
+        CPUs write: its count decides whether they are stopped now).
         """
         stop = self.cfg.tracking.stop_cpus
         if stop:
@@ -161,7 +163,8 @@ class Engine:
         if zero_bitmap:
             self.memory.bitmap.fill(0)
         self.harvests += 1
-        yield self.wait(h.cycles)
+        if wait:
+            yield self.wait(h.cycles)
         return h
 
     def end_brownout(self, h):
@@ -279,11 +282,14 @@ class Engine:
 
         Under a hypervisor (policies with ``TRACKING_IN_HYPERVISOR``) the PTEs are the EPT/shadow
         entries and the page-table and bitmap frames are the hypervisor's own memory, which is not
-        migrated: they are left out of the comparison.
+        migrated: they are left out of the comparison; likewise for ``stratus.tracking_outside``
+        (a user-space mirror of one process).
         """
         m = self.memory
         a, b = m.versions, self.partner.versions
-        if not getattr(self.policy, "TRACKING_IN_HYPERVISOR", False):
+        outside = getattr(self.policy, "TRACKING_IN_HYPERVISOR", False) or (
+            self.cfg.policy == "stratus" and self.cfg.stratus.tracking_outside)
+        if not outside:
             return self.kernels.find_mismatch(a, b, stale)
         lo, hi = m.pinned_range
         first = self.kernels.find_mismatch(a[:lo], b[:lo], stale)

@@ -2,8 +2,9 @@
 
 The scanner hands the interconnect work (runs of frames) and never computes link timing itself,
 as in SimPy's ``latency.py`` example where the ``Cable`` owns the delay. A copy call costs
-``per_copy`` of setup, then its bytes at ``bandwidth``; the data reaches the partner ``latency``
-later. The link is a FIFO: a copy starts when the previous one has left (``busy_until``).
+``per_copy`` of setup, then its bytes at ``bandwidth``, plus ``first_copy`` for each page the
+partner receives for the first time (it allocates and faults in its copy); the data reaches the
+partner ``latency`` later. The link is a FIFO: a copy starts when the previous one has left (``busy_until``).
 
 Contents are read when a piece of a copy starts, after the CPUs' writes up to that instant have
 been applied (``sync``). Long copies are cut into pieces of at most ``chunk_pages`` so that writes
@@ -32,7 +33,7 @@ class Interconnect:
     """
 
     def __init__(self, env, memory, partner, kernels, bandwidth, latency, per_copy, clock, chunk_pages,
-                 sync=None, page_header_bytes=0, zero_page_bytes=None):
+                 sync=None, page_header_bytes=0, zero_page_bytes=None, first_copy=0.0):
         self.env = env
         self.memory = memory
         self.partner = partner
@@ -41,6 +42,7 @@ class Interconnect:
         self.clock = float(clock)
         self.latency_cycles = int(round(latency * clock))
         self.per_copy = float(per_copy)
+        self.first_copy = float(first_copy)
         self.chunk_pages = max(1, int(chunk_pages))
         self.sync = sync or (lambda: None)
         self.page_header_bytes = int(page_header_bytes)
@@ -62,14 +64,26 @@ class Interconnect:
             self.zero_page_bytes
         return payload + pages * self.page_header_bytes
 
-    def transfer_cycles(self, nbytes, calls):
-        """Cycles the link is busy sending ``nbytes`` in ``calls`` copy calls."""
-        return int(round((calls * self.per_copy + nbytes / self.bandwidth) * self.clock))
+    def transfer_cycles(self, nbytes, calls, first=0):
+        """Cycles the link is busy sending ``nbytes`` in ``calls`` copy calls, ``first`` of its pages new
+        to the partner."""
+        return int(round((calls * self.per_copy + nbytes / self.bandwidth + first * self.first_copy) * self.clock))
 
-    def _send(self, pages, zeros, calls, nbytes=None):
+    def _first(self, starts, lens):
+        """How many pages of these runs the partner has never received (before ``deliver_runs``)."""
+        if self.first_copy <= 0:
+            return 0
+        v = self.partner.versions
+        if len(starts) == 1:
+            s = int(starts[0])
+            return int(np.count_nonzero(v[s:s + int(lens[0])] == PARTNER_GARBAGE))
+        frames = np.repeat(starts - np.concatenate([[0], np.cumsum(lens)[:-1]]), lens) + np.arange(int(lens.sum()))
+        return int(np.count_nonzero(v[frames] == PARTNER_GARBAGE))
+
+    def _send(self, pages, zeros, calls, nbytes=None, first=0):
         nbytes = self.wire_bytes(pages, zeros) if nbytes is None else int(nbytes)
         start = max(self.env.now, self.busy_until)
-        cycles = self.transfer_cycles(nbytes, calls)
+        cycles = self.transfer_cycles(nbytes, calls, first)
         self.busy_until = start + cycles
         self.last_arrival = self.busy_until + self.latency_cycles
         self.bytes_sent += nbytes
@@ -94,8 +108,9 @@ class Interconnect:
             return 0
         if total <= self.chunk_pages:
             self.sync()
+            first = self._first(starts, lens)
             zeros = self.kernels.deliver_runs(self.memory.versions, self.partner.versions, starts, lens)
-            yield self._send(total, zeros, len(starts), encode(starts, lens, zeros) if encode else None)
+            yield self._send(total, zeros, len(starts), encode(starts, lens, zeros) if encode else None, first)
             return zeros
         # Cut the runs into pieces of chunk_pages; read each piece when it starts.
         if len(starts) == 1:  # one long run (the copy of all memory): no searching needed
@@ -106,10 +121,11 @@ class Interconnect:
                 hi = min(total, lo + self.chunk_pages)
                 piece_s[0], piece_l[0] = s0 + lo, hi - lo
                 self.sync()
+                first = self._first(piece_s, piece_l)
                 zeros = self.kernels.deliver_runs(self.memory.versions, self.partner.versions, piece_s, piece_l)
                 zeros_total += zeros
                 yield self._send(hi - lo, zeros, 1 if lo == 0 else 0,
-                                 encode(piece_s, piece_l, zeros) if encode else None)
+                                 encode(piece_s, piece_l, zeros) if encode else None, first)
             return zeros_total
         ends = np.cumsum(lens)
         zeros_total = 0
@@ -126,9 +142,10 @@ class Interconnect:
             p_lens[-1] -= ends[last] - hi
             calls = last + 1 - first - (1 if skip else 0)
             self.sync()
+            first = self._first(p_starts, p_lens)
             zeros = self.kernels.deliver_runs(self.memory.versions, self.partner.versions, p_starts, p_lens)
             zeros_total += zeros
-            yield self._send(hi - lo, zeros, calls, encode(p_starts, p_lens, zeros) if encode else None)
+            yield self._send(hi - lo, zeros, calls, encode(p_starts, p_lens, zeros) if encode else None, first)
         return zeros_total
 
     def send_bytes(self, nbytes):
