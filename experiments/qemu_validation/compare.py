@@ -22,6 +22,8 @@ import statistics
 import sys
 from pathlib import Path
 
+from pagesync_model.stats import fisher_exact, mann_whitney
+
 HERE = Path(__file__).resolve().parent
 PAGE = 4096
 # The guest kernel dirties pages of its own while the dirtier runs (the dirtier's 1 ms wake-ups, timer
@@ -183,51 +185,6 @@ def chance(preds, spread=1.25):
     times = sorted(p["total_s"] for p in preds)
     q = lambda f: times[min(len(times) - 1, int(f * len(times)))]  # noqa: E731
     return len({p["converged"] for p in preds}) > 1 or q(0.9) / q(0.1) > spread
-
-
-def fisher_exact(a, b, c, d):
-    """Two-sided p-value of Fisher's exact test on the table [[a, b], [c, d]]."""
-    from math import comb
-    r1, c1, n = a + b, a + c, a + b + c + d
-    def prob(x):  # noqa: E306
-        return comb(c1, x) * comb(n - c1, r1 - x) / comb(n, r1)
-    p0 = prob(a)
-    lo, hi = max(0, r1 + c1 - n), min(r1, c1)
-    return min(1.0, sum(prob(x) for x in range(lo, hi + 1) if prob(x) <= p0 * (1 + 1e-9)))
-
-
-def mann_whitney(x, y):
-    """Two-sided exact p-value of the Mann-Whitney U test (mid-ranks for ties, every split enumerated)."""
-    from itertools import combinations
-    allv = sorted(x + y)
-    rank = {}
-    for v in set(allv):
-        first = allv.index(v)
-        rank[v] = first + (allv.count(v) + 1) / 2
-    ranks = [rank[v] for v in x + y]
-    n, m = len(x), len(y)
-    mean = n * (n + m + 1) / 2
-    obs = abs(sum(ranks[:n]) - mean)
-    total = extreme = 0
-    for idx in combinations(range(n + m), n):
-        total += 1
-        extreme += abs(sum(ranks[i] for i in idx) - mean) >= obs - 1e-9
-    return extreme / total
-
-
-def compare(runs=None):
-    """Measured and predicted, per run: a list of dicts."""
-    runs = load_runs() if runs is None else runs
-    other, loop, top = nonzero_other_pages(runs), loopback_rate(runs), top_nonzero_pages(runs)
-    rows = []
-    for r in runs:
-        cfg = config_for(r, other, loop, top)
-        rows.append({"config": r["config"], "run": r["run_index"], "load1": r["host"]["loadavg_at_migrate"][0],
-                     "mbps_active": active_mbps(r), "rate_achieved": r["guest_rate"]["achieved_before_migration_pages_s"],
-                     "measured": measured(r), "predicted": predicted(cfg), "sim_config": cfg})
-    return rows, {"loopback_Bps": loop, "nonzero_other_pages": {f"{k[0]}MiB RAM, {k[1]}MiB ws": v
-                                                                for k, v in other.items()},
-                  "top_nonzero_pages": top}
 
 
 SEEDS = 20
