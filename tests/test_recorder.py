@@ -87,9 +87,14 @@ def test_known_pattern(supported, tmp_path):
         assert any((c, page) in reported for c in cands), (page, t, k)
         allowed |= {(c, page) for c in cands}
     assert reported <= allowed, sorted(reported - allowed)
-    # phase 1 writes each even page once (pages 1, 3, 5 are written again in phase 2)
+    # phase 1 writes each even page once (pages 1, 3, 5 are written again in phase 2): reported once,
+    # or in both intervals around a boundary when the write raced the scan (the write faults, the scan
+    # sees the new page and re-arms it, the write completes on the re-armed page: reported again)
     for p in (0, 2, 4, 6, 7):
-        assert sum(1 for _, q in reported if q == p) == 1
+        ks = sorted(k for k, q in reported if q == p)
+        (t,) = [t for q, t in writes if q == p]
+        at_boundary = any(abs(t - e) < AMBIGUOUS_NS for e in ends)
+        assert len(ks) == 1 or (at_boundary and len(ks) == 2 and ks[1] == ks[0] + 1), (p, ks, t)
     # phase 2: pages 1, 3, 5 written in four rounds, together
     for p in (1, 3, 5):
         assert 2 <= sum(1 for _, q in reported if q == p) <= 5

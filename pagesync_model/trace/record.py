@@ -198,7 +198,7 @@ class _RawLog:
     t_scan_start: list
     t_scan_end: list
     ranges: list             # per interval: uint64 array [n, 2] of [start, end) addresses
-    registered: list         # (start, end, errno)
+    registered: list         # (t_ns, start, end, errno): when the library registered each mapping
     end_t: int | None
     end_stats: dict | None
     error: tuple | None      # (stage, errno, message)
@@ -237,8 +237,9 @@ def parse_raw_log(path) -> _RawLog:
             log.ranges.append(np.frombuffer(data, dtype=np.uint64, count=2 * count,
                                             offset=body + 16).reshape(-1, 2))
         elif rtype == _REC_REGISTER:
+            (t_reg,) = struct.unpack_from("=Q", data, body)
             arr = np.frombuffer(data, dtype=np.uint64, count=3 * count, offset=body + 8)
-            log.registered.extend(tuple(int(x) for x in row) for row in arr.reshape(-1, 3))
+            log.registered.extend((t_reg,) + tuple(int(x) for x in row) for row in arr.reshape(-1, 3))
         elif rtype == _REC_END:
             vals = struct.unpack_from("=Q" + "Q" * len(_END_STATS), data, body)
             log.end_t = vals[0]
@@ -366,10 +367,15 @@ def record(cmd: list[str], out: str, interval_s: float = 0.01, *, mode: str = "s
             "returncode": rc,
             "complete": log.end_stats is not None,
             "baseline_pages_discarded": log.baseline_pages,
-            "registered_mappings": sum(1 for r in log.registered if r[2] == 0),
+            "registered_mappings": sum(1 for r in log.registered if r[3] == 0),
+            # [ns since time 0, first page number, pages] of each mapping when it was registered (at
+            # the first scan after it appeared): a live mirror copies such a mapping in full until
+            # its own library registers it
+            "registrations": [[t - log.t0_ns, s // log.page_size, (e - s) // log.page_size]
+                              for t, s, e, er in log.registered if er == 0],
             "registration_failures": [
                 {"start": hex(s), "end": hex(e), "errno": _errno.errorcode.get(er, str(er))}
-                for s, e, er in log.registered if er][:50],
+                for _, s, e, er in log.registered if er][:50],
             "tracer_stats": stats,
             "other_processes_not_kept": others,
             "program_images_in_process": len(parsed),
