@@ -27,6 +27,7 @@
  *     REC_REGISTER  u64 t, count x {u64 start, u64 end, u64 err}  (err 0 = registered, else errno)
  *     REC_END       u64 t, then struct end_stats
  *     REC_ERROR     u32 stage, u32 errno, count bytes of message
+ *     REC_TICK      u64 t (count 0): register mode, each time the thread woke and looked for new mappings
  * A file without REC_END comes from a process that ended without running destructors (_exit,
  * exec, a fatal signal); its last interval is lost.
  */
@@ -51,7 +52,7 @@
 #define TRACE_MAGIC "PSTRACE"
 #define TRACE_VERSION 1u
 
-enum { REC_INTERVAL = 1, REC_REGISTER = 2, REC_END = 3, REC_ERROR = 4 };
+enum { REC_INTERVAL = 1, REC_REGISTER = 2, REC_END = 3, REC_ERROR = 4, REC_TICK = 5 };
 enum { MODE_SCAN = 0, MODE_REGISTER = 1 };
 /* Error stages, reported to the recorder (record.py maps them to one-line messages). */
 enum { ERR_UFFD_OPEN = 1, ERR_UFFD_API = 2, ERR_PAGEMAP_OPEN = 3, ERR_PAGEMAP_SCAN = 4,
@@ -471,8 +472,13 @@ static void *tracer_main(void *unused)
         now = now_ns();
         if (next < now) /* overran (descheduled): skip the missed ticks, keep the phase */
             next += ((now - next) / T.interval_ns + 1) * T.interval_ns;
-        if (T.mode == MODE_REGISTER)
+        if (T.mode == MODE_REGISTER) {
+            /* the wake's time: a live mirror models the thread's own writes from these */
+            struct rec_header h = { REC_TICK, 0 };
+            out_put(&h, sizeof h);
+            out_put(&t_maps, sizeof t_maps);
             out_flush();
+        }
     }
     {
         struct rec_header h = { REC_END, 0 };

@@ -177,7 +177,8 @@ SCHEMA.section(
     nearby=Field(INT, 6, "Frames within which a dirty frame extends a blackout range (NEARBY).", ge=0),
     tracking_outside=Field(BOOL, False, "The page tables and the tracker's bitmap and stack are not in the memory "
                                         "mirrored (a user-space mirror of one process: the kernel and the controller "
-                                        "hold them): the blackout does not add them, and they are not compared."),
+                                        "hold them): neither the full copy nor the blackout copies them, and they are not "
+                                        "compared."),
     cutover=Field(DURATION, "1ms", "Platform cut-over after the final copy.", ge=0),
 )
 

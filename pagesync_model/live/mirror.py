@@ -128,6 +128,18 @@ def wait_stopped(pid, timeout=5.0):
         time.sleep(20e-6)
 
 
+def _library_ticks(proc, tmp, t0_ns):
+    """When the library's polling thread woke so far (seconds since the target's start): it writes a
+    few pages of its own at each wake, which the mirror copies like the program's."""
+    from ..trace.record import parse_raw_log
+    from ..trace.format import TraceError
+    logs = glob.glob(os.path.join(tmp, f"trace.{proc.pid}.*.bin"))
+    try:
+        return [(t - t0_ns) / 1e9 for t in parse_raw_log(logs[0]).ticks] if logs else []
+    except (TraceError, OSError):
+        return []
+
+
 def _wait_library(proc, tmp, timeout):
     """Wait for the preload library's log header (written once every mapping is registered); returns
     the parsed log.  LiveError if the target exits first, never loads the library, or reports an error."""
@@ -412,6 +424,7 @@ def run_mirror(cmd, to, passes=4, threshold=1000, delay=0.0, then="wait", interv
         ctl = Controller(proc, link, page_size, passes, threshold, log.t0_ns)
         phase = "mirror"
         target_pages, target_sums = ctl.run()
+        ctl.library_ticks = _library_ticks(proc, tmp, log.t0_ns)
         phase = "verify"
         mirror_pages, mirror_sums = link.checksums()
         link.end()
@@ -513,6 +526,9 @@ def _result(ctl, cmd, to, passes, threshold, delay, interval, target_pages, miss
         "stopped_s": ctl.stopped_s,
         "verify_read_s": ctl.verify_read_s,
         "mirror_start_from_target_start_s": (ctl.t0 - ctl.log_t0_ns) / 1e9,
+        # the library thread's wakes from 50 ms before the mirror started to the cut-over
+        "library_ticks_s": [t for t in getattr(ctl, "library_ticks", [])
+                            if t >= (ctl.t0 - ctl.log_t0_ns) / 1e9 - 0.05],
         "full_pass_throughput_Bps": full.bytes / full.duration_s if full.duration_s > 0 else None,
         "read_s_total": float(st[4]) / 1e9,
         "write_s_total": float(st[5]) / 1e9,

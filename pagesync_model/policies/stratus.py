@@ -42,7 +42,11 @@ def scanner(e):
     rec = e.open_pass("full")
     h = yield from e.brownout(zero_bitmap=True)
     e.end_brownout(h)
-    yield from e.link.copy([0], [m.n_frames])
+    if p.tracking_outside:  # the tracker's tables and structures are not part of what is mirrored
+        lo, hi = m.pinned_range
+        yield from e.link.copy(np.array([0, hi]), np.array([lo, m.n_frames - hi]))
+    else:
+        yield from e.link.copy([0], [m.n_frames])
     e.close_pass(rec, m.n_frames, h.cycles if h.stopped else 0)
 
     for pass_left in range(p.passes, -1, -1):

@@ -57,7 +57,7 @@ RECORDER_VERSION = "1"
 _MAGIC = b"PSTRACE\0"
 _FILE_HEADER = struct.Struct("=8sIIQQIIQ16x")   # struct file_header, 64 bytes
 _REC_HEADER = struct.Struct("=II")                # struct rec_header
-_REC_INTERVAL, _REC_REGISTER, _REC_END, _REC_ERROR = 1, 2, 3, 4
+_REC_INTERVAL, _REC_REGISTER, _REC_END, _REC_ERROR, _REC_TICK = 1, 2, 3, 4, 5
 _END_STATS = ("n_intervals", "scan_ns_total", "maps_ns_total", "n_register_ok",
               "n_register_failed", "n_rescans", "n_scan_errors", "reserved")
 (_ERR_UFFD_OPEN, _ERR_UFFD_API, _ERR_PAGEMAP_OPEN, _ERR_PAGEMAP_SCAN, _ERR_REGISTER, _ERR_MEMORY,
@@ -199,6 +199,7 @@ class _RawLog:
     t_scan_end: list
     ranges: list             # per interval: uint64 array [n, 2] of [start, end) addresses
     registered: list         # (t_ns, start, end, errno): when the library registered each mapping
+    ticks: list              # register mode: when the library's thread woke (ns, CLOCK_MONOTONIC)
     end_t: int | None
     end_stats: dict | None
     error: tuple | None      # (stage, errno, message)
@@ -213,7 +214,7 @@ def parse_raw_log(path) -> _RawLog:
     magic, version, ps, interval, t0, mode, pid, base = _FILE_HEADER.unpack_from(data, 0)
     if version != 1:
         raise TraceError(f"{path}: tracer log version {version} is not supported")
-    log = _RawLog(ps, interval, t0, mode, pid, base, [], [], [], [], None, None, None)
+    log = _RawLog(ps, interval, t0, mode, pid, base, [], [], [], [], [], None, None, None)
     pos = _FILE_HEADER.size
     while pos + _REC_HEADER.size <= len(data):
         rtype, count = _REC_HEADER.unpack_from(data, pos)
@@ -226,6 +227,8 @@ def parse_raw_log(path) -> _RawLog:
             size = 8 + 8 * len(_END_STATS)
         elif rtype == _REC_ERROR:
             size = 8 + count
+        elif rtype == _REC_TICK:
+            size = 8
         else:
             raise TraceError(f"{path}: corrupt tracer log (record type {rtype} at byte {pos})")
         if body + size > len(data):
@@ -240,6 +243,8 @@ def parse_raw_log(path) -> _RawLog:
             (t_reg,) = struct.unpack_from("=Q", data, body)
             arr = np.frombuffer(data, dtype=np.uint64, count=3 * count, offset=body + 8)
             log.registered.extend((t_reg,) + tuple(int(x) for x in row) for row in arr.reshape(-1, 3))
+        elif rtype == _REC_TICK:
+            log.ticks.append(struct.unpack_from("=Q", data, body)[0])
         elif rtype == _REC_END:
             vals = struct.unpack_from("=Q" + "Q" * len(_END_STATS), data, body)
             log.end_t = vals[0]
