@@ -23,6 +23,9 @@ HERE = Path(__file__).resolve().parent
 OUT = HERE / "results"
 PASSES, THRESHOLD, DELAY = 5, 256, 0.5
 TRACE_INTERVAL = 0.002
+TRACE_TAIL = 0.25  # share of the live mirror's time kept past its end (the simulated mirror may run longer);
+                   # no more: every page of the trimmed trace is memory the simulated full copy copies
+REPS = 5           # live runs (and separately recorded traces) per target
 REDIS_PORT = 6391
 
 PY_DICT = ("import time\nd = {}\nt = time.time()\ni = 0\n"
@@ -39,7 +42,8 @@ def targets(bindir):
         "writer-40k": {"cmd": [w, "64", "40000", "3"], "what": "C writer, 64 MiB, sequential sweep at 40k pages/s"},
         "writer-200k": {"cmd": [w, "64", "200000", "3"], "what": "C writer, 64 MiB, sequential sweep at 200k pages/s"},
         "python-dict": {"cmd": [sys.executable, "-c", PY_DICT], "what": "CPython dict of 300k strings rewritten"},
-        "sqlite3": {"cmd": ["sqlite3", ":memory:"], "stdin": SQLITE_SQL, "what": "sqlite3 :memory: 3M inserts"},
+        "sqlite3": {"cmd": ["sqlite3", ":memory:"], "stdin": SQLITE_SQL, "what": "sqlite3 :memory: 3M inserts",
+                    "fixed_work": True},
         "redis": {"cmd": ["redis-server", "--port", str(REDIS_PORT), "--save", "", "--appendonly", "no",
                           "--bind", "127.0.0.1"], "bench": True,
                   "what": "redis-server under redis-benchmark (SET, 100k keys, 100 B, loopback)"},
@@ -115,16 +119,154 @@ def live_run(name, t, tmp):
     return json.loads(out.read_text())
 
 
-def trim_trace(path, start_s, out):
-    """The trace from ``start_s`` (seconds since the target's start) on, time shifted to 0 there."""
+def measure_library(tmp, runs=3):
+    """The register-mode library's own writes, which the live mirror copies and a recorded trace does
+    not hold (the recorder leaves its own memory out): mirror an idle target (``sleep``) for ~100 ms
+    of empty passes, several times. Its polling thread wakes every register interval (10 ms) and
+    writes the same few pages (stack, the maps buffer, its state)."""
+    wakes = []
+    for i in range(runs):
+        out = Path(tmp) / f"library{i}.json"
+        subprocess.run([sys.executable, "-m", "pagesync_model", "live", "mirror", "--passes", "400", "--threshold",
+                        "0", "--delay", "300ms", "--then", "kill", "--quiet", "--json", str(out), "--", "sleep", "5"],
+                       check=True, timeout=60)
+        d = json.loads(out.read_text())
+        pp = d["per_pass"][2:]
+        span = pp[-1]["start_s"] - pp[0]["start_s"]
+        interval = d["config"]["live"]["register_interval_s"]
+        wakes.append(sum(p["dirty_pages"] for p in pp) / (span / interval))
+    return {"pages_per_wake": float(np.median(wakes)), "interval_s": interval, "per_run": wakes}
+
+
+def library_progress(t, tmp, runs=3, every=0.002):
+    """A fixed-work program run with the live mirror's library loaded (register mode, nothing
+    mirroring), as the live mirror meets it: its wall duration, and its anonymous memory sampled
+    every ``every`` seconds ([seconds since start, pages]) to tell how fast it grows at each point."""
+    from pagesync_model.trace.record import library_path
+    out = []
+    for i in range(runs):
+        d = Path(tempfile.mkdtemp(dir=tmp))
+        env = dict(os.environ, LD_PRELOAD=library_path(), PAGESYNC_TRACE_DIR=str(d), PAGESYNC_TRACE_MODE="register",
+                   PAGESYNC_TRACE_INTERVAL_NS="10000000")
+        t0 = time.monotonic()
+        p = subprocess.Popen(t["cmd"], stdin=stdin_file(t, tmp), env=env, stdout=subprocess.DEVNULL)
+        samples = []
+        while p.poll() is None:
+            try:
+                for line in open(f"/proc/{p.pid}/status"):
+                    if line.startswith("RssAnon:"):
+                        samples.append([time.monotonic() - t0, int(line.split()[1]) // 4])
+            except OSError:
+                pass
+            time.sleep(every)
+        out.append({"duration_s": time.monotonic() - t0, "anon_pages": samples})
+    return out
+
+
+def growth(samples, t, width):
+    """Pages a sampled curve ([t, pages]) grows by between ``t`` and ``t + width``."""
+    ts, ps = np.array(samples, dtype=float).T
+    return float(np.interp(t + width, ts, ps) - np.interp(t, ts, ps))
+
+
+def time_map(trace_path, progress, t_start, width):
+    """For a fixed-work program: (live seconds per recorded second, the recorded time of live time
+    ``t_start``). The start is where the program is as far along as at ``t_start`` on average (the
+    durations' ratio); the pace is its growth there, over the mirror's ``width``: the trace's
+    distinct pages against the anonymous memory sampled with the live library."""
+    from pagesync_model.trace.format import read_trace
+    tr = read_trace(trace_path)
+    recorded = int(tr.t_end_ns[-1]) / 1e9
+    tau0 = t_start * recorded / float(np.median([p["duration_s"] for p in progress]))
+    offs = tr.offsets.astype(np.int64)
+    first = np.full(tr.n_distinct, tr.n_intervals)
+    np.minimum.at(first, tr.pages.astype(np.int64), np.repeat(np.arange(tr.n_intervals), np.diff(offs)))
+    distinct = np.cumsum(np.bincount(first, minlength=tr.n_intervals + 1)[:tr.n_intervals])
+    curve = np.stack([tr.t_end_ns.astype(np.int64) / 1e9, distinct], axis=1).tolist()
+    live_rate = float(np.median([growth(p["anon_pages"], t_start, width) for p in progress])) / width
+    # the trace's pace over the same stretch of the program: iterate once on the window's length
+    scale = tau0 / t_start
+    for _ in range(3):
+        rec_rate = growth(curve, tau0, width / scale) / (width / scale)
+        scale = rec_rate / live_rate if live_rate > 0 else scale
+    return scale, tau0
+
+
+def live_view(path, register_interval_s, scale, out, ticks=()):
+    """The trace as the live mirror's controller sees the same writes. A mapping that appears while
+    the program runs (a new mmap, the heap's brk growth, which the kernel keeps in a mapping of its
+    own until it is registered) cannot be tracked until the library registers it at its next tick
+    (every ``register_interval_s`` of live time); until then every scan returns its present pages in
+    full, and they are copied every pass. The recorder registered each such mapping within one of
+    its own intervals and logged when (the trace's ``registrations``): from those times, the live
+    ticks (``scale`` = live seconds per recorded second) and each page's first write, add to every
+    interval the pages the controller would see as written although the program did not write them
+    again, up to the first scan after the registration (which finds them all written once more).
+    ``ticks``: the live library's wakes, in recorded seconds, where the live run logged them (else
+    every interval from 0). Mappings re-registered whole after a merge count only for their new part."""
+    from pagesync_model.trace.format import Trace, read_trace, write_trace
+    tr = read_trace(path)
+    regs = sorted(tr.metadata.get("registrations", []))
+    t_end = tr.t_end_ns.astype(np.int64)
+    offs = tr.offsets.astype(np.int64)
+    first = np.full(tr.n_distinct, np.iinfo(np.int64).max)  # interval of each page's first write
+    k_of = np.repeat(np.arange(tr.n_intervals), np.diff(offs))
+    np.minimum.at(first, tr.pages.astype(np.int64), k_of)
+    vpn = tr.page_vpn.astype(np.int64)
+    tick_ns = register_interval_s * 1e9 / scale  # the live library's ticks, in recorded time
+    ticks_ns = sorted(t * 1e9 for t in ticks)
+    step = int(tr.metadata.get("interval_ns", 2_000_000))
+    covered = []  # disjoint [lo, hi) vpn ranges registered so far
+    extra = [[] for _ in range(tr.n_intervals)]
+    for t_reg, lo, n in regs:
+        hi = lo + n
+        parts, cur = [], lo  # the part of [lo, hi) not covered before
+        for a, b in sorted(covered):
+            if b <= cur or a >= hi:
+                continue
+            if a > cur:
+                parts.append((cur, a))
+            cur = max(cur, b)
+        if cur < hi:
+            parts.append((cur, hi))
+        covered.append((lo, hi))
+        if t_reg <= step or not parts:  # registered at start-up, before anything ran
+            continue
+        appeared = t_reg - step / 2
+        later = [t for t in ticks_ns if t > appeared] if ticks_ns else []
+        live_reg = later[0] if later and ticks_ns[0] <= appeared else (np.floor(appeared / tick_ns) + 1) * tick_ns
+        # every scan until the registration, and the first one after it (the stretch's pages were
+        # never write-protected, so they read as written once more)
+        ks = np.flatnonzero((t_end > appeared) & (t_end <= live_reg + step))
+        for a, b in parts:
+            i0, i1 = np.searchsorted(vpn, a), np.searchsorted(vpn, b)
+            idx = np.arange(i0, i1)
+            for k in ks:  # the pages of the new part present by then
+                extra[k].append(idx[first[idx] <= k])
+    pages, new_offs = [], [0]
+    for k in range(tr.n_intervals):
+        own = tr.pages[offs[k]:offs[k + 1]]
+        if extra[k]:
+            own = np.union1d(own, np.concatenate(extra[k])).astype(tr.pages.dtype)
+        pages.append(own)
+        new_offs.append(new_offs[-1] + len(own))
+    meta = dict(tr.metadata, live_view={"register_interval_s": register_interval_s, "scale": scale})
+    write_trace(out, Trace(offsets=np.array(new_offs, dtype=np.uint64), pages=np.concatenate(pages),
+                           page_vpn=tr.page_vpn, t_end_ns=tr.t_end_ns, page_size=tr.page_size, metadata=meta))
+    return out
+
+
+def trim_trace(path, start_s, end_s, out):
+    """The trace from ``start_s`` to ``end_s`` (seconds since the target's start), time shifted to 0
+    at ``start_s``: the part a mirror that started there can see."""
     from pagesync_model.trace.format import Trace, read_trace, write_trace
     tr = read_trace(path)
     t_end = tr.t_end_ns.astype(np.int64) - int(start_s * 1e9)
-    keep = np.flatnonzero(t_end > 0)
-    k0 = int(keep[0])
+    keep = np.flatnonzero((t_end > 0) & (t_end - int((end_s - start_s) * 1e9) < int(TRACE_INTERVAL * 2e9)))
+    k0, k1 = int(keep[0]), int(keep[-1]) + 1
     offs = tr.offsets.astype(np.int64)
-    pages = tr.pages[offs[k0]:]
-    new_offs = (offs[k0:] - offs[k0]).astype(np.uint64)
+    pages = tr.pages[offs[k0]:offs[k1]]
+    new_offs = (offs[k0:k1 + 1] - offs[k0]).astype(np.uint64)
     # the first kept interval straddles the start: keep the share of its pages that falls after it
     t_prev = int(tr.t_end_ns[k0 - 1]) - int(start_s * 1e9) if k0 > 0 else -int(start_s * 1e9)
     share = t_end[k0] / max(1, t_end[k0] - t_prev)
@@ -133,97 +275,115 @@ def trim_trace(path, start_s, out):
     if drop > 0:
         pages = np.concatenate([pages[:n0][drop:], pages[n0:]])
         new_offs = np.concatenate([[0], new_offs[1:] - drop]).astype(np.uint64)
-    write_trace(out, Trace(offsets=new_offs, pages=pages, page_vpn=tr.page_vpn, t_end_ns=t_end[k0:].astype(np.uint64),
-                           page_size=tr.page_size, metadata=tr.metadata))
-    return tr
-
-
-def costs(lives):
-    """Per-page copy cost and per-pass / stop overheads, measured over every live run."""
-    bytes_, secs, over, stops = 0, 0.0, [], []
-    for d in lives:
-        for r, lp in zip(d["per_pass"], d["live"]["per_pass"]):
-            bytes_ += r["bytes"]
-            secs += lp["send_s"]
-            if r["kind"] != "blackout":
-                over.append(r["duration_s"] - lp["send_s"])
-            else:
-                stops.append(d["downtime_s"] - lp["send_s"])
-    return {"bandwidth_Bps": bytes_ / secs, "pass_overhead_s": float(np.median(over)),
-            "stop_overhead_s": float(np.median(stops))}
+    used = np.unique(pages)  # keep only the pages this window writes: a small file
+    remap = np.searchsorted(used, pages).astype(tr.pages.dtype)
+    meta = {k: v for k, v in tr.metadata.items() if k != "registrations"}
+    meta.update(trimmed_from_s=start_s, trimmed_to_s=end_s)
+    write_trace(out, Trace(offsets=new_offs, pages=remap, page_vpn=tr.page_vpn[used], t_end_ns=t_end[k0:k1].astype(np.uint64),
+                           page_size=tr.page_size, metadata=meta))
+    return read_trace(out)
 
 
 def fitted_costs(live):
-    """This run's own costs, fitted to its passes: the time from one scan to the next is a fixed cost
-    (scan, maps, bookkeeping, acknowledgement) plus the pages copied times a per-page time (least
-    squares over every scan-to-scan interval); the blackout's stop cost is its downtime less its
-    pages' copy time."""
-    recs = live["per_pass"]
+    """This run's own costs, from its passes. The time from one scan to the next is a fixed cost
+    (the scans, reading the maps, bookkeeping, the acknowledgement) plus a cost per page copied:
+    - per pass and per page re-copied: a least-squares line through the re-copy passes' scan-to-scan
+      times against their pages (the receiver already holds these pages);
+    - the full pass: whatever its scan-to-scan time has beyond that line, per page, is the cost of
+      a page the receiver gets for the first time (allocating and faulting in its copy);
+    - the stop: the blackout's downtime less its pages' copy time.
+    With fewer than two re-copy passes the send times measured inside the passes stand in."""
+    recs, lp = live["per_pass"], live["live"]["per_pass"]
     starts = [r["start_s"] for r in recs]
-    xs = [r["pages_copied"] for r in recs[:-1]]
-    ys = [b - a for a, b in zip(starts, starts[1:])]
-    if len(xs) >= 2 and len(set(xs)) > 1:
-        slope, fixed = np.polyfit(xs, ys, 1)
-    else:  # one interval: the full copy's own rate, no fixed cost to separate
-        slope, fixed = ys[0] / max(1, xs[0]), 0.0
-    slope = max(slope, 1e-9)
-    stop = live["downtime_s"] - recs[-1]["pages_copied"] * slope
-    return {"bandwidth_Bps": 4096 / slope, "pass_overhead_s": max(0.0, float(fixed)),
+    re = [k for k in range(1, len(recs) - 1) if recs[k]["kind"] == "pass" and recs[k]["pages_copied"] > 0]
+    if len(re) >= 2 and len({recs[k]["pages_copied"] for k in re}) > 1:
+        per_page, fixed = np.polyfit([recs[k]["pages_copied"] for k in re], [starts[k + 1] - starts[k] for k in re], 1)
+    elif re:
+        per_page = sum(lp[k]["send_s"] for k in re) / sum(recs[k]["pages_copied"] for k in re)
+        fixed = float(np.median([starts[k + 1] - starts[k] - lp[k]["send_s"] for k in re]))
+    else:  # no re-copy pass: the full pass's own send rate, its own fixed cost
+        per_page = lp[0]["send_s"] / max(1, recs[0]["pages_copied"])
+        fixed = (starts[1] - starts[0]) - lp[0]["send_s"] if len(starts) > 1 else 0.0
+    per_page, fixed = max(float(per_page), 1e-9), max(0.0, float(fixed))
+    full = starts[1] - starts[0] if len(starts) > 1 else recs[0]["duration_s"]
+    first = max(0.0, (full - fixed) / max(1, recs[0]["pages_copied"]) - per_page)
+    stop = live["downtime_s"] - recs[-1]["pages_copied"] * per_page
+    return {"bandwidth_Bps": 4096 / per_page, "pass_overhead_s": fixed, "first_copy_s": first,
             "stop_overhead_s": max(1e-6, float(stop))}
 
 
-def simulate_trace(name, live, trace_path, c, tmp):
-    from pagesync_model.config import load_config
-    from pagesync_model.sim.engine import simulate
-    trimmed = Path(tmp) / f"{name}.trim.npz"
-    tr = trim_trace(trace_path, live["live"]["mirror_start_from_target_start_s"], trimmed)
+LIBRARY_BURST = 50e-6  # s: a wake's writes (maps read, registrations) take this long, all on its few pages
+
+
+def library_writer(pages, interval_s, t_start, ticks=()):
+    """The library's polling thread as a workload group: it wakes every ``interval_s`` and writes its
+    ``pages`` at once. The live run logged its wakes (``ticks``, seconds since the program started);
+    the simulated mirror starts at ``t_start``, so its first wake comes at the first tick after."""
+    after = [t for t in ticks if t >= t_start]
+    phase = (after[0] - t_start) if after else (-t_start) % interval_s
+    idle = 0.001  # writes/s: a phase must have a rate
+    return {"cpus": 1, "kind": "sequential", "rate": f"{idle}/s", "working_set": f"{pages * 4}KiB", "phases": [
+        {"duration": f"{max(1e-6, phase) * 1e6:.1f}us", "rate": f"{idle}/s"},
+        {"duration": f"{LIBRARY_BURST * 1e6:.1f}us", "rate": f"{pages / LIBRARY_BURST:.1f}/s"},
+        {"duration": f"{max(1e-6, interval_s - LIBRARY_BURST - phase) * 1e6:.1f}us", "rate": f"{idle}/s"}]}
+
+
+def sim_config(live, trace_file, n_trace_pages, c, library, time_scale=1.0):
+    """The simulator config replaying a trimmed trace against one live run's measured costs (and its
+    passes and threshold)."""
+    from pagesync_model.config.fields import memory_regions
     full = live["per_pass"][0]["pages_copied"]
-    ws = max(full, tr.n_distinct) + 16
-    cfg = {
+    lib = max(1, round(library["pages_per_wake"]))
+    ws = max(full - lib, n_trace_pages)
+    frames = ws + lib  # the process's pages; the tracking structures come on top and are not copied
+    while memory_regions(frames * 4096, 4096, 0).user_bytes < (ws + lib) * 4096:
+        frames += 1
+    return {
         "policy": "stratus",
-        "memory": {"size": f"{(ws + ws // 200 + 512) * 4}KiB", "kernel_size": "0B", "layout": "contiguous", "processes": 1,
+        "memory": {"size": f"{frames * 4}KiB", "kernel_size": "0B", "layout": "contiguous", "processes": 1,
                    "zero_fraction": 0.0},
-        "cpus": {"count": 1, "clock": "1GHz"},
-        "workload": {"kind": "trace", "trace": str(trimmed), "rate": "1k/s", "working_set": f"{ws * 4}KiB",
-                     "loop": False},
+        "cpus": {"count": 2, "clock": "1GHz"},
+        # the target replays its trace; the library's polling thread, which the trace does not hold,
+        # writes the same few pages every register interval
+        "workload": {"rate": "1k/s", "working_set": f"{(ws + lib) * 4}KiB", "groups": [
+            {"cpus": 1, "kind": "trace", "trace": str(trace_file), "working_set": f"{ws * 4}KiB", "loop": False,
+             "time_scale": time_scale},
+            library_writer(lib, library["interval_s"], live["live"]["mirror_start_from_target_start_s"],
+                           live["live"].get("library_ticks_s", ()))]},
         # the scan runs while the target keeps running (stop_cpus: false): the per-pass overhead (scans,
         # maps, bookkeeping) passes with the target writing, and only the blackout stops it
         "tracking": {"rendezvous": f"{c['pass_overhead_s'] * 1e6:.1f}us", "pte_scan": "0cycles",
                      "pte_harvest": "0cycles", "tlb_flush": "0us", "stop_cpus": False,
                      # the blackout's stop, wait and final scan: the measured stop cost, not a pass's
                      "stop_scan": f"{max(1e-6, c['stop_overhead_s']) * 1e6:.1f}us"},
-        "link": {"bandwidth": f"{c['bandwidth_Bps']:.0f}B/s", "latency": "0us", "per_copy": "0us"},
-        "stratus": {"passes": PASSES, "threshold": THRESHOLD, "cutover": "0us"},
+        "link": {"bandwidth": f"{c['bandwidth_Bps']:.0f}B/s", "latency": "0us", "per_copy": "0us",
+                 "first_copy": f"{c['first_copy_s'] * 1e9:.0f}ns"},
+        # the target's page tables live in the kernel and the controller is another process: the
+        # blackout copies the pages found written, nothing pinned, in as many ranges as it takes
+        "stratus": {"passes": live["config"]["stratus"]["passes"], "threshold": live["config"]["stratus"]["threshold"],
+                    "cutover": "0us", "tracking_outside": True,
+                    "max_copyrange": 1000000, "nearby": 0},
         "sim": {"quantum": "100us"},
     }
-    import yaml
-    p = Path(tmp) / f"{name}.yaml"
-    p.write_text(yaml.safe_dump(cfg))
-    return simulate(load_config(p)).to_dict(), cfg
 
 
-def compare(live, sim):
-    lv = [r["dirty_pages"] for r in live["per_pass"][1:]]
-    sm = [r["dirty_pages"] for r in sim["per_pass"][1:]]
-    n = min(len(lv), len(sm))
-    errs = [(s - l) / l if l else (0.0 if s == 0 else 1.0) for l, s in zip(lv[:n], sm[:n])]
-    return {
-        "converged_live": live["converged"], "converged_sim": sim["converged"],
-        "verdict_ok": live["converged"] == sim["converged"],
-        "passes_live": live["passes"], "passes_sim": sim["passes"],
-        "dirty_live": lv, "dirty_sim": sm, "dirty_rel_err": errs,
-        "dirty_max_abs_err": max((abs(e) for e in errs), default=0.0),
-        "downtime_live_s": live["downtime_s"], "downtime_sim_s": sim["downtime_s"],
-        "downtime_rel_err": (sim["downtime_s"] - live["downtime_s"]) / live["downtime_s"],
-    }
+def simulate_run(run, library, folder=OUT):
+    """Simulate one committed run (its trimmed trace, its costs): the result dict."""
+    from pagesync_model.config import config_from_dict
+    from pagesync_model.sim.engine import simulate
+    from pagesync_model.trace.format import read_trace
+    trace = folder / run["trace"]
+    cfg = sim_config(run["live"], trace, read_trace(trace).n_distinct, run["costs"], library, run.get("time_scale", 1.0))
+    return simulate(config_from_dict(cfg)).to_dict()
 
 
 def slim_live(d):
     keep = ("policy", "passes", "converged", "stop_reason", "downtime_s", "total_time_s", "bytes_sent", "pages_sent",
-            "memory_pages", "page_size", "verified", "lost_writes", "per_pass")
+            "memory_pages", "page_size", "verified", "lost_writes", "per_pass", "config")
     out = {k: d[k] for k in keep}
     out["live"] = {k: d["live"][k] for k in ("kernel", "stopped_s", "mirror_start_from_target_start_s",
-                                             "full_pass_throughput_Bps", "copy_throughput_Bps", "per_pass")}
+                                             "library_ticks_s", "full_pass_throughput_Bps", "copy_throughput_Bps",
+                                             "per_pass")}
     out["command"] = d["config"]["live"]["command"]
     return out
 
@@ -233,57 +393,125 @@ def slim_sim(d):
                               "bytes_sent", "pages_sent", "lost_writes", "per_pass")}
 
 
+def dirty(d):
+    """Dirty pages found by each scan after the full copy (the last one decided the blackout)."""
+    return [p["dirty_pages"] for p in d["per_pass"][1:]]
+
+
+def summarize(runs):
+    """The target's live runs against their simulations, as distributions: per pass (by index, over
+    the runs that reached it) the medians; the blackout medians; the verdict counts."""
+    live, sim = [r["live"] for r in runs], [r["sim"] for r in runs]
+    n = max(max(len(dirty(d)) for d in live), max(len(dirty(d)) for d in sim))
+    per_pass = []
+    for k in range(n):
+        lv = [dirty(d)[k] for d in live if len(dirty(d)) > k]
+        sm = [dirty(d)[k] for d in sim if len(dirty(d)) > k]
+        per_pass.append({"live": lv, "sim": sm,
+                         "live_median": float(np.median(lv)) if lv else None,
+                         "sim_median": float(np.median(sm)) if sm else None})
+    return {"runs": len(runs), "converged_live": sum(d["converged"] for d in live),
+            "converged_sim": sum(d["converged"] for d in sim), "per_pass": per_pass,
+            "downtime_live_s": sorted(d["downtime_s"] for d in live),
+            "downtime_sim_s": sorted(d["downtime_s"] for d in sim)}
+
+
 def main(argv):
     OUT.mkdir(exist_ok=True)
+    (OUT / "traces").mkdir(exist_ok=True)
     tmp = os.environ.get("PAGESYNC_LIVE_EXP_TMP") or tempfile.mkdtemp(prefix="pagesync-live-exp-")
     os.makedirs(tmp, exist_ok=True)
     try:
         subprocess.run(["gcc", "-O2", "-o", f"{tmp}/writer", str(HERE / "writer.c")], check=True)
         ts = targets(tmp)
         names = argv or list(ts)
-        lives, traces = {}, {}
+        libfile = Path(tmp) / "library.json"
+        if libfile.exists():
+            library = json.loads(libfile.read_text())
+        else:
+            print("library: measuring its own writes", file=sys.stderr)
+            library = measure_library(tmp)
+            libfile.write_text(json.dumps(library))
+        (OUT / "library.json").write_text(json.dumps(library, indent=1) + "\n")
+        print(f"library: {library}", file=sys.stderr)
         for name in names:
-            cached = Path(tmp) / f"{name}.live.json"
-            if os.environ.get("PAGESYNC_LIVE_EXP_TMP") and cached.exists() and (Path(tmp) / f"{name}.npz").exists():
-                traces[name], lives[name] = Path(tmp) / f"{name}.npz", json.loads(cached.read_text())
-                continue
-            print(f"{name}: recording the trace", file=sys.stderr)
-            traces[name], _ = record_trace(name, ts[name], tmp)
-            print(f"{name}: live mirror", file=sys.stderr)
-            lives[name] = live_run(name, ts[name], tmp)
-        c = costs(lives.values())
-        print(f"costs: {c}", file=sys.stderr)
-        for name in names:
-            # the costs are each run's own (copy rate, fixed per-pass and stop costs vary with the target's
-            # address space and with the machine's load at the time), fitted to its passes
-            c = fitted_costs(lives[name])
-            sim, cfg = simulate_trace(name, lives[name], traces[name], c, tmp)
-            cfg["workload"]["trace"] = f"(trace of {name}, trimmed to the mirror's start)"
-            res = {"name": name, "what": ts[name]["what"], "costs": c, "comparison": compare(lives[name], sim),
-                   "live": slim_live(lives[name]), "sim": slim_sim(sim), "sim_config": cfg}
+            runs = []
+            # The recorder's scans and write-protect faults slow the program it traces. A program that
+            # runs for a fixed time (the paced writers, the dict loop, redis under its benchmark) just
+            # does less in that time; one with fixed work (sqlite3's inserts) takes longer, and its
+            # trace's clock runs slow: replay it faster by its duration with the live library over its
+            # duration traced.
+            progress = None
+            if ts[name].get("fixed_work"):
+                progfile = Path(tmp) / f"{name}.progress.json"
+                if not progfile.exists():
+                    progfile.write_text(json.dumps(library_progress(ts[name], tmp)))
+                progress = json.loads(progfile.read_text())
+            for i in range(REPS):  # a live run and a separately recorded trace, REPS times
+                tag = f"{name}__r{i}"
+                cached = Path(tmp) / f"{tag}.live.json"
+                if not (cached.exists() and (Path(tmp) / f"{tag}.npz").exists()):
+                    print(f"{tag}: recording the trace", file=sys.stderr)
+                    trace, _ = record_trace(tag, ts[name], tmp)
+                    print(f"{tag}: live mirror", file=sys.stderr)
+                    live_run(tag, ts[name], tmp)
+                live = json.loads(cached.read_text())
+                scale, start = 1.0, live["live"]["mirror_start_from_target_start_s"]
+                if progress:
+                    scale, start = time_map(Path(tmp) / f"{tag}.npz", progress, start, live["total_time_s"])
+                end = start + live["total_time_s"] * (1 + TRACE_TAIL) / scale
+                t_live = live["live"]["mirror_start_from_target_start_s"]
+                ticks = [start + (t - t_live) / scale for t in live["live"].get("library_ticks_s", [])]
+                seen = live_view(Path(tmp) / f"{tag}.npz", library["interval_s"], scale, Path(tmp) / f"{tag}.live.npz",
+                                 ticks)
+                trim_trace(seen, start, end, OUT / "traces" / f"{tag}.npz")
+                run = {"run": i, "trace": f"traces/{tag}.npz", "time_scale": scale, "live": slim_live(live),
+                       "costs": fitted_costs(live)}
+                run["sim"] = slim_sim(simulate_run(run, library))
+                runs.append(run)
+                print(f"{tag}: live {dirty(run['live'])} {live['downtime_s'] * 1e3:.2f} ms {live['converged']} | "
+                      f"sim {dirty(run['sim'])} {run['sim']['downtime_s'] * 1e3:.2f} ms {run['sim']['converged']}",
+                      file=sys.stderr)
+            res = {"name": name, "what": ts[name]["what"], "library": library, "summary": summarize(runs),
+                   "runs": runs}
             (OUT / f"{name}.json").write_text(json.dumps(res, indent=1) + "\n")
-            cm = res["comparison"]
-            print(f"{name}: live {cm['dirty_live']} {cm['downtime_live_s'] * 1e3:.2f} ms {cm['converged_live']} | "
-                  f"sim {cm['dirty_sim']} {cm['downtime_sim_s'] * 1e3:.2f} ms {cm['converged_sim']}", file=sys.stderr)
     finally:
         if not os.environ.get("PAGESYNC_LIVE_EXP_TMP"):
             shutil.rmtree(tmp, ignore_errors=True)
     table()
 
 
+ORDER = ["writer-5k", "writer-40k", "writer-200k", "python-dict", "sqlite3", "redis"]
+
+
+def load_results(folder=OUT):
+    rows = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json")) if p.name != "library.json"]
+    rows.sort(key=lambda r: ORDER.index(r["name"]) if r["name"] in ORDER else 99)
+    return rows
+
+
 def table():
-    rows = [json.loads(p.read_text()) for p in sorted(OUT.glob("*.json"))]
-    order = ["writer-5k", "writer-40k", "writer-200k", "python-dict", "sqlite3", "redis"]
-    rows.sort(key=lambda r: order.index(r["name"]) if r["name"] in order else 99)
-    lines = ["| target | converged live / sim | dirty pages per pass, live | simulated | worst pass error | "
-             "blackout ms live / sim (error) | verified |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    rows = load_results()
+    lines = ["| target | converged live / sim | dirty pages per pass: live median (runs) | simulated median | "
+             "worst pass error (median over runs) | blackout ms live / sim median (error) | verified |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
-        c = r["comparison"]
-        lines.append(f"| {r['name']} | {'yes' if c['converged_live'] else 'no'} / {'yes' if c['converged_sim'] else 'no'}"
-                     f" | {', '.join(map(str, c['dirty_live']))} | {', '.join(map(str, c['dirty_sim']))} | "
-                     f"{c['dirty_max_abs_err'] * 100:.0f}% | {c['downtime_live_s'] * 1e3:.2f} / "
-                     f"{c['downtime_sim_s'] * 1e3:.2f} ({c['downtime_rel_err'] * 100:+.0f}%) | "
-                     f"{'yes' if r['live']['verified'] else 'NO'} |")
+        s = r["summary"]
+        errs = []
+        for k in range(len(s["per_pass"])):  # each simulated run against its own live run
+            pairs = [(lv[k], sv[k]) for lv, sv in ((dirty(x["live"]), dirty(x["sim"])) for x in r["runs"])
+                     if len(lv) > k and len(sv) > k]
+            if len(pairs) >= 3:
+                errs.append(abs(float(np.median([(b - a) / a for a, b in pairs]))))
+        dl, ds = float(np.median(s["downtime_live_s"])), float(np.median(s["downtime_sim_s"]))
+        lv = ", ".join(f"{p['live_median']:.0f}" + (f" ({len(p['live'])})" if len(p["live"]) < s["runs"] else "")
+                       for p in s["per_pass"] if p["live"])
+        sm = ", ".join(f"{p['sim_median']:.0f}" + (f" ({len(p['sim'])})" if len(p["sim"]) < s["runs"] else "")
+                       for p in s["per_pass"] if p["sim"])
+        verified = all(x["live"]["verified"] for x in r["runs"])
+        lines.append(f"| {r['name']} | {s['converged_live']}/{s['runs']} / {s['converged_sim']}/{s['runs']} | {lv} | "
+                     f"{sm} | {max(errs) * 100:.0f}% | {dl * 1e3:.2f} / {ds * 1e3:.2f} ({(ds - dl) / dl * 100:+.0f}%) | "
+                     f"{'yes' if verified else 'NO'} |")
     (HERE / "results.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     try:
@@ -294,9 +522,12 @@ def table():
         return
     fig, axes = plt.subplots(1, len(rows), figsize=(3 * len(rows), 3.2), squeeze=False)
     for ax, r in zip(axes[0], rows):
-        c = r["comparison"]
-        ax.semilogy(range(1, len(c["dirty_live"]) + 1), [max(1, x) for x in c["dirty_live"]], "o-", label="live")
-        ax.semilogy(range(1, len(c["dirty_sim"]) + 1), [max(1, x) for x in c["dirty_sim"]], "s--", label="simulated")
+        for j, run in enumerate(r["runs"]):
+            lv, sm = dirty(run["live"]), dirty(run["sim"])
+            ax.semilogy(range(1, len(lv) + 1), [max(1, x) for x in lv], "o-", color="C0", alpha=0.5, ms=3,
+                        label="live" if j == 0 else None)
+            ax.semilogy(range(1, len(sm) + 1), [max(1, x) for x in sm], "s--", color="C1", alpha=0.5, ms=3,
+                        label="simulated" if j == 0 else None)
         ax.axhline(THRESHOLD, color="grey", lw=0.8, ls=":")
         ax.set_title(r["name"], fontsize=9)
         ax.set_xlabel("pass")
