@@ -1,4 +1,6 @@
 """Shared fixtures: small machines that simulate in well under a second on either backend."""
+import sys
+
 import pytest
 
 from pagesync_model.config import config_from_dict
@@ -24,3 +26,23 @@ def small_config(*overrides, base=None):
 @pytest.fixture(params=BACKENDS)
 def backend(request):
     return request.param
+
+
+def load_experiment(folder, module):
+    """experiments/<folder>/<module>.py as a module of its own name (several experiments have a run.py:
+    a plain import would hand every test the first one loaded)."""
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / "experiments" / folder / f"{module}.py"
+    name = f"experiment_{folder}_{module}"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    sys.path.insert(0, str(path.parent))  # its own imports of sibling files
+    try:
+        spec.loader.exec_module(mod)
+    finally:
+        sys.path.remove(str(path.parent))
+    return mod

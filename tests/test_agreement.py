@@ -63,14 +63,10 @@ def test_the_model_breaks_when_a_small_working_set_saturates(policy):
 def test_committed_closed_form_experiment_reproduces():
     """experiments/closed_form/results.json is what its script produces (same config, same seed)."""
     import json
-    import sys
     from pathlib import Path
+    from conftest import load_experiment
     here = Path(__file__).resolve().parents[1] / "experiments" / "closed_form"
-    sys.path.insert(0, str(here))
-    try:
-        import run as experiment
-    finally:
-        sys.path.remove(str(here))
+    experiment = load_experiment("closed_form", "run")
     committed = json.loads((here / "results.json").read_text())
     label, over = experiment.CASES[-1]
     d = simulate(config_from_dict(experiment.BASE, over)).to_dict()

@@ -6,7 +6,6 @@
 - identical results on both backends, and convergence as the quantum shrinks;
 - the SimPy event budget does not grow with CPUs or writes.
 """
-import math
 
 import numpy as np
 import pytest

@@ -203,7 +203,7 @@ def test_apply_writes_sequence_of_batches(backend):
 
 def test_apply_writes_same_frame_many_cpus(backend):
     rng = np.random.default_rng(3)
-    n, ncpu, entries = 64, 4, 4
+    n, ncpu = 64, 4
     frames = np.array([5, 5, 9, 5, 1, 5, 5, 13, 5, 9], np.int64)     # 5, 9, 13, 1 share slot 1
     cb = np.array([0, 3, 3, 7, 10], np.int64)                        # CPU 1 writes nothing
     tag = np.array([[-1, 5, -1, -1], [0, 5, 2, 3], [-1, 9, -1, -1], [-1, 13, 5, -1]], np.int64)

@@ -14,7 +14,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -275,9 +274,8 @@ def test_a_heap_grown_with_brk_is_copied_in_full_until_registered(bindir, tmp_pa
     from pagesync_model.config import config_from_dict
     from pagesync_model.sim.engine import simulate
     from pagesync_model.trace.format import read_trace
-    sys.path.insert(0, str(ROOT / "experiments" / "live_mirror"))
-    import run as R
-    sys.path.remove(str(ROOT / "experiments" / "live_mirror"))
+    from conftest import load_experiment
+    R = load_experiment("live_mirror", "run")
     cmd = [os.path.join(bindir, "append"), mode, "1.2", "1100"]
     trace = tmp_path / "t.npz"
     p = subprocess.run([sys.executable, "-m", "pagesync_model", "trace", "record", "--interval", "2ms", "-o",

@@ -15,19 +15,16 @@ they spread over more than 30% on both sides, at the 5% level).
 """
 import functools
 import statistics
-import sys
 from pathlib import Path
 
 import pytest
 
+from conftest import load_experiment
 from pagesync_model.stats import fisher_exact, mann_whitney
 
 ROOT = Path(__file__).resolve().parent.parent
 HERE = ROOT / "experiments" / "live_mirror"
-sys.path.insert(0, str(HERE))
-import run as R  # noqa: E402
-
-sys.path.remove(str(HERE))
+R = load_experiment("live_mirror", "run")
 
 RESULTS = {r["name"]: r for r in R.load_results()}
 NAMES = ["writer-5k", "writer-40k", "writer-200k", "python-dict", "sqlite3", "redis"]

@@ -5,7 +5,7 @@ import math
 import pytest
 import yaml
 
-from conftest import SMALL, small_config
+from conftest import small_config
 from pagesync_model.cli import main
 from pagesync_model.config import config_from_dict
 from pagesync_model.sim.engine import simulate

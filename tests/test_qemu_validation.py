@@ -21,18 +21,15 @@ run and the marker fails the day they are met.
 """
 import functools
 import statistics
-import sys
 from pathlib import Path
 
 import pytest
 
+from conftest import load_experiment
 from pagesync_model.stats import fisher_exact, mann_whitney
 
 HERE = Path(__file__).resolve().parents[1] / "experiments" / "qemu_validation"
-sys.path.insert(0, str(HERE))
-import compare as C  # noqa: E402
-
-sys.path.remove(str(HERE))
+C = load_experiment("qemu_validation", "compare")
 
 RUNS = C.load_runs()
 GROUPS = {}

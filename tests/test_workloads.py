@@ -11,7 +11,7 @@ from pagesync_model.config import SCHEMA, ConfigError, config_from_dict, load_co
 from pagesync_model.kernels import get_backend
 from pagesync_model.memory import Memory
 from pagesync_model.sim.engine import Engine
-from pagesync_model.workloads import (Phases, RandomWrites, SequentialSweep, ZipfWrites, build_workload,
+from pagesync_model.workloads import (Phases, RandomWrites, SequentialSweep, ZipfWrites,
                                       merge_cpu_major, zipf_table)
 
 CLOCK = 1e9

@@ -187,6 +187,21 @@ def chance(preds, spread=1.25):
     return len({p["converged"] for p in preds}) > 1 or q(0.9) / q(0.1) > spread
 
 
+def compare(runs=None):
+    """Measured and predicted, per run: a list of dicts."""
+    runs = load_runs() if runs is None else runs
+    other, loop, top = nonzero_other_pages(runs), loopback_rate(runs), top_nonzero_pages(runs)
+    rows = []
+    for r in runs:
+        cfg = config_for(r, other, loop, top)
+        rows.append({"config": r["config"], "run": r["run_index"], "load1": r["host"]["loadavg_at_migrate"][0],
+                     "mbps_active": active_mbps(r), "rate_achieved": r["guest_rate"]["achieved_before_migration_pages_s"],
+                     "measured": measured(r), "predicted": predicted(cfg), "sim_config": cfg})
+    return rows, {"loopback_Bps": loop, "nonzero_other_pages": {f"{k[0]}MiB RAM, {k[1]}MiB ws": v
+                                                                for k, v in other.items()},
+                  "top_nonzero_pages": top}
+
+
 SEEDS = 20
 
 
