@@ -37,10 +37,7 @@ for _r in RUNS:
     GROUPS.setdefault(_r["config"], []).append(_r)
 CALIB = (C.nonzero_other_pages(RUNS), C.loopback_rate(RUNS), C.top_nonzero_pages(RUNS))
 SEEDS = 10
-KNOWN_MISSES = {
-    ("rand_near_ws320", "dirty_sync_count"): "34 syncs predicted vs 39: in the 100 ms phase the model's bitmap "
-                                             "drains ~25 pages a window faster than QEMU's (random writes only)",
-}
+KNOWN_MISSES = {}  # (configuration, target) -> why the model misses it; none at present
 
 
 def measured(name):
@@ -142,8 +139,10 @@ def test_chance_the_pages_at_each_sync_hover_where_qemus_do():
 
 @pytest.mark.parametrize("name", ["idle", "idle_bw32", "idle_bw128", "rand_near"])
 def test_precopy_rate_is_the_one_measured(name):
+    """The Mbit/s of a 100 ms period, measured (median over the runs' samples) and modelled (median over
+    the seeds' last periods: about 1 period in 20 lasts 101 ms, in QEMU as in the model)."""
     m = statistics.median(x["mbps"] for x in measured(name))
-    assert ensemble(name)[0]["mbps"] == pytest.approx(m, abs=4104 * 8 / 0.1 / 1e6)
+    assert statistics.median(p["mbps"] for p in ensemble(name)) == pytest.approx(m, abs=4104 * 8 / 0.1 / 1e6)
 
 
 def test_no_tlb_flush_is_the_qemu_7_2_bug():

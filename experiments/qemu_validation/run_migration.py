@@ -101,6 +101,33 @@ class SerialTail(threading.Thread):
         return out
 
 
+def start_tap(dst_port, path):
+    """A TCP tap between the source and the destination: forwards the migration stream and keeps a
+    copy of it in ``path`` (for qemu_stream.py). Returns the port the source should migrate to."""
+    import socket
+    import threading
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(1)
+
+    def serve():
+        src, _ = ls.accept()
+        dst = socket.create_connection(("127.0.0.1", dst_port))
+        with open(path, "wb") as f:
+            while True:
+                b = src.recv(1 << 20)
+                if not b:
+                    break
+                f.write(b)
+                dst.sendall(b)
+        dst.shutdown(socket.SHUT_WR)
+        src.close()
+        ls.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return ls.getsockname()[1]
+
+
 def qemu_version():
     out = subprocess.run(["qemu-system-x86_64", "--version"],
                          capture_output=True, text=True).stdout
@@ -216,7 +243,8 @@ def run(a):
         tm0 = time.monotonic()
         wall0 = time.time()
         mig_start_rel = tm0 - t0
-        qs.cmd("migrate", {"uri": "tcp:127.0.0.1:%d" % port})
+        to_port = start_tap(port, a.capture) if a.capture else port
+        qs.cmd("migrate", {"uri": "tcp:127.0.0.1:%d" % to_port})
         history = []
         final = None
         last_active = None
@@ -383,6 +411,7 @@ def parse(argv=None):
     ap.add_argument("--run-index", type=int, default=0)
     ap.add_argument("--keep-work", action="store_true")
     ap.add_argument("--out", help="JSON output path (default: stdout)")
+    ap.add_argument("--capture", help="keep a copy of the migration stream in this file (a TCP tap)")
     return ap.parse_args(argv)
 
 
