@@ -189,10 +189,11 @@ def measured_levels(run, after=0.0):
             if h[t] > after and h[k] == a[k] + 1 and h[t] - a[t] < 0.105]
 
 
-def ensemble(run, other, loop, top, seeds):
-    """The model's own spread for one measured run: the same config under ``seeds`` seeds."""
+def ensemble(run, other, loop, top, seeds, first=1):
+    """The model's own spread for one measured run: the same config under seeds ``first`` ..
+    ``first + seeds - 1``."""
     cfg = config_for(run, other, loop, top)
-    return [predicted(cfg, seed=s) for s in range(1, seeds + 1)]
+    return [predicted(cfg, seed=s) for s in range(first, first + seeds)]
 
 
 def chance(preds, spread=1.25):
