@@ -169,6 +169,13 @@ def growth(samples, t, width):
     return float(np.interp(t + width, ts, ps) - np.interp(t, ts, ps))
 
 
+def first_write_interval(tr):
+    """For each page of trace ``tr``, the interval it is first written in."""
+    first = np.full(tr.n_distinct, tr.n_intervals)
+    np.minimum.at(first, tr.pages.astype(np.int64), tr.interval_of_write())
+    return first
+
+
 def time_map(trace_path, progress, t_start, width):
     """For a fixed-work program: (live seconds per recorded second, the recorded time of live time
     ``t_start``). The start is where the program is as far along as at ``t_start`` on average (the
@@ -178,9 +185,7 @@ def time_map(trace_path, progress, t_start, width):
     tr = read_trace(trace_path)
     recorded = int(tr.t_end_ns[-1]) / 1e9
     tau0 = t_start * recorded / float(np.median([p["duration_s"] for p in progress]))
-    offs = tr.offsets.astype(np.int64)
-    first = np.full(tr.n_distinct, tr.n_intervals)
-    np.minimum.at(first, tr.pages.astype(np.int64), np.repeat(np.arange(tr.n_intervals), np.diff(offs)))
+    first = first_write_interval(tr)
     distinct = np.cumsum(np.bincount(first, minlength=tr.n_intervals + 1)[:tr.n_intervals])
     curve = np.stack([tr.t_end_ns.astype(np.int64) / 1e9, distinct], axis=1).tolist()
     live_rate = float(np.median([growth(p["anon_pages"], t_start, width) for p in progress])) / width
@@ -209,9 +214,7 @@ def live_view(path, register_interval_s, scale, out, ticks=()):
     regs = sorted(tr.metadata.get("registrations", []))
     t_end = tr.t_end_ns.astype(np.int64)
     offs = tr.offsets.astype(np.int64)
-    first = np.full(tr.n_distinct, np.iinfo(np.int64).max)  # interval of each page's first write
-    k_of = np.repeat(np.arange(tr.n_intervals), np.diff(offs))
-    np.minimum.at(first, tr.pages.astype(np.int64), k_of)
+    first = first_write_interval(tr)
     vpn = tr.page_vpn.astype(np.int64)
     tick_ns = register_interval_s * 1e9 / scale  # the live library's ticks, in recorded time
     ticks_ns = sorted(t * 1e9 for t in ticks)

@@ -183,8 +183,8 @@ def measured_levels(run, after=0.0):
     then holds the sync's pages less one window's quota of pages."""
     fields, hist = run["history_fields"], [h for h in run["history"] if h[1] == "active" and h[2] is not None]
     k, t, rem = fields.index("dirty_sync_count"), fields.index("t"), fields.index("remaining")
-    i = run["inputs"]
-    quota = (int(i["max_bandwidth_bytes_s"] * 0.1 // (32 * (PAGE + 8))) + 1) * 32
+    from pagesync_model.policies.qemu import PAGE_HEADER, window_quota
+    quota = window_quota(run["inputs"]["max_bandwidth_bytes_s"]) // (PAGE_HEADER + PAGE)
     return [h[rem] // PAGE + quota for a, h in zip(hist, hist[1:])
             if h[t] > after and h[k] == a[k] + 1 and h[t] - a[t] < 0.105]
 

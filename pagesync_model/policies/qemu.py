@@ -30,6 +30,7 @@ import numpy as np
 from ..config.fields import SCHEMA, register_policy
 from ..config.schema import BANDWIDTH, BOOL, CHOICE, DURATION, FRACTION, INT, SIZE, Field
 from ..kernels.dtypes import INDEX_DTYPE
+from ..sim.interconnect import run_frames
 from .operators import Monitor
 
 NAME = "qemu"
@@ -78,6 +79,12 @@ SCHEMA.section(
     xbzrle_unchanged=Field(FRACTION, 0.0, "Share of re-sent pages whose contents did not change (empty "
                                           "delta: nothing sent).", ge=0, le=1),
 )
+
+
+def window_quota(max_bandwidth):
+    """Bytes a 100 ms window carries at ``max_bandwidth`` bytes/s: the quota, overshot to the next
+    stream flush."""
+    return (int(max_bandwidth * BUFFER_DELAY // FLUSH_BYTES) + 1) * FLUSH_BYTES
 
 
 def link_options(cfg):
@@ -218,7 +225,7 @@ class Migration:
 
     def quota(self):
         """Bytes a 100 ms window carries: the max-bandwidth quota, overshot to the next stream flush."""
-        return (int(self.q.max_bandwidth * BUFFER_DELAY // FLUSH_BYTES) + 1) * FLUSH_BYTES
+        return window_quota(self.q.max_bandwidth)
 
     def rate_exceeded(self):
         return self.e.link.bytes_sent - self.window_bytes >= self.quota()
@@ -306,7 +313,7 @@ class Migration:
 
     def xbzrle_bytes(self, starts, lens, zeros):
         """Wire bytes of one piece: zero pages as header + 1 byte, the others through the XBZRLE cache."""
-        frames = np.repeat(starts - np.concatenate([[0], np.cumsum(lens)[:-1]]), lens) + np.arange(int(lens.sum()))
+        frames = run_frames(starts, lens)
         versions = self.e.memory.versions[frames]
         nz = versions != 0
         return zeros * (PAGE_HEADER + ZERO_PAGE_BODY) + self.xbzrle.wire_bytes(frames[nz], versions[nz],

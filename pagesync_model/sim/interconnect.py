@@ -17,6 +17,11 @@ import numpy as np
 from ..kernels.dtypes import INDEX_DTYPE, PARTNER_GARBAGE, VERSION_DTYPE
 
 
+def run_frames(starts, lens):
+    """The frame numbers of runs ``[starts[i], starts[i] + lens[i])``, in order (int64)."""
+    return np.repeat(starts - np.concatenate([[0], np.cumsum(lens)[:-1]]), lens) + np.arange(int(lens.sum()))
+
+
 class Partner:
     """The partner node, or the hot-spare memory module: one version per frame, garbage until copied."""
 
@@ -77,8 +82,7 @@ class Interconnect:
         if len(starts) == 1:
             s = int(starts[0])
             return int(np.count_nonzero(v[s:s + int(lens[0])] == PARTNER_GARBAGE))
-        frames = np.repeat(starts - np.concatenate([[0], np.cumsum(lens)[:-1]]), lens) + np.arange(int(lens.sum()))
-        return int(np.count_nonzero(v[frames] == PARTNER_GARBAGE))
+        return int(np.count_nonzero(v[run_frames(starts, lens)] == PARTNER_GARBAGE))
 
     def _send(self, pages, zeros, calls, nbytes=None, first=0):
         nbytes = self.wire_bytes(pages, zeros) if nbytes is None else int(nbytes)
