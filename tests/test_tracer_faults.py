@@ -7,6 +7,7 @@ Skipped where the kernel lacks support or gcc is missing.
 """
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -124,7 +125,7 @@ def test_forking_program(exe, tmp_path):
     assert summary.returncode == 0 and summary.signal is None and summary.complete
     reported = reported_pages(tr, base, ps, 12)
     assert check_writes(tr, writes, reported) == []
-    # the child wrote pages 4..7 of its own copy, 4 times each: none of it is the parent's
+    # the child wrote pages 4..7 and 16..19 of its own copy, 4 times each: none of it is the parent's
     assert {p for _, p in reported} == {0, 1, 2, 3, 8, 9, 10, 11}
     # the child made by a raw fork (no atfork handler) ran exit handlers without stopping the
     # parent's tracer: the parent's last writes were scanned by it, and it ended cleanly
@@ -205,6 +206,14 @@ def test_exit_through_underscore_exit(exe, tmp_path):
     assert check_writes(tr, writes, reported_pages(tr, base, ps, n)) == []
     # the last write came right before _exit, after every periodic scan: in the final interval
     assert (tr.n_intervals - 1, n - 1) in reported_pages(tr, base, ps, n)
+
+
+def test_program_signals_never_reach_the_tracer_thread(exe, tmp_path):
+    """A program that blocks a signal to take it with sigwait() gets it: the kernel must not hand
+    it to the tracer's thread (whose default action would kill the program)."""
+    summary, tr, out, err = run([exe, "sigwait", 4, int(INTERVAL_S * 1e6)], tmp_path, timeout=30)
+    assert summary.signal is None and summary.returncode == 0, (summary.signal, err)
+    assert out.splitlines()[-1] == f"sig {int(signal.SIGUSR1)} 0" and summary.complete
 
 
 # Run the CLI outside the source tree (see tests/test_live.py).

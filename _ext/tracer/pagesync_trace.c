@@ -46,6 +46,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -602,9 +603,9 @@ static void tracer_stop(void)
     uint64_t one = 1;
     if (getpid() != T.pid || !__atomic_exchange_n(&T.active, 0, __ATOMIC_ACQ_REL))
         return;
+    /* the thread writes everything out itself, REC_END last: nothing is left to flush here */
     if (write(T.stop_fd, &one, sizeof one) == sizeof one)
         pthread_join(T.thread, NULL);
-    out_flush();
 }
 
 __attribute__((constructor)) static void tracer_init(void)
@@ -618,6 +619,7 @@ __attribute__((constructor)) static void tracer_init(void)
     uint64_t ts, te, base = 0;
     int err, rc;
     pthread_attr_t attr;
+    sigset_t all, old;
     void *stack;
 
     if (!dir || !*dir)
@@ -701,7 +703,12 @@ __attribute__((constructor)) static void tracer_init(void)
 
     pthread_attr_init(&attr);
     pthread_attr_setstack(&attr, stack, THREAD_STACK);
+    /* The thread starts with every signal blocked: the program's handlers (which may call _exit,
+     * longjmp or malloc) must never run on it, in the middle of a scan or a buffered record. */
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
     rc = pthread_create(&T.thread, &attr, tracer_main, NULL);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
     pthread_attr_destroy(&attr);
     if (rc != 0) {
         report_error(ERR_THREAD, rc, "cannot start the tracer thread");

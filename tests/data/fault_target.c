@@ -5,15 +5,18 @@
  * Every mode allocates a buffer, reads every page of it (reads are not writes), prints
  * "buf <hex address> <page size>", and logs each write it makes to the buffer as
  * "w <page> <CLOCK_MONOTONIC ns>", written out at once (the log must survive a crash).
- *   fork   the parent writes pages 0..3; a fork() child writes pages 4..7 of its copy and checks
- *          that it sees the parent's page 0; a second fork() child execs `true`; a raw
+ *   fork   the parent writes pages 0..3; a fork() child writes pages 4..7 and N+4..N+7 of its
+ *          copy and checks that it sees the parent's page 0 and its own writes; a second fork() child execs `true`; a raw
  *          syscall(SYS_fork) child (no atfork handlers) calls exit(); the parent prints
  *          "child<k> <raw wait status>" for each, then writes pages 8..11.  N_PAGES >= 12.
  *   crash  writes pages 0..N-1, one per 2*INTERVAL_US, then dereferences NULL (SIGSEGV).
  *   spin   writes pages 0..N-1 round and round, one per INTERVAL_US, until killed.
  *   exit   writes pages 0..N-1, one per 2*INTERVAL_US, then calls _exit(4) at once.
+ *   sigwait blocks SIGUSR1, sends it to the process and takes it with sigwait(): the classic
+ *          pattern of a program whose signals are handled by one thread; prints "sig <number>".
  */
 #define _GNU_SOURCE
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -84,13 +87,14 @@ int main(int argc, char **argv)
             char *scratch = malloc(1 << 20);
             int ok = buf[0] == 1;
             for (int r = 0; r < 4; r++) {
+                /* 4..7 were read by the parent, n.. never touched (write-protect markers there) */
                 for (int i = 4; i < 8; i++)
-                    buf[(long)i * ps] = (char)(r + 2);
+                    buf[(long)i * ps] = buf[(long)(n + i) * ps] = (char)(r + 2);
                 memset(scratch, r, 1 << 20);
                 usleep((useconds_t)us);
             }
             for (int i = 4; i < 8; i++)
-                ok &= buf[(long)i * ps] == 5;
+                ok &= buf[(long)i * ps] == 5 && buf[(long)(n + i) * ps] == 5;
             free(scratch);
             exit(ok ? 0 : 5);
         }
@@ -111,6 +115,19 @@ int main(int argc, char **argv)
             usleep(2 * us);
         }
         return (int)(sum & 0);
+    }
+    if (strcmp(mode, "sigwait") == 0) {
+        sigset_t set;
+        int sig = 0;
+        sigemptyset(&set);
+        sigaddset(&set, SIGUSR1);
+        sigprocmask(SIG_BLOCK, &set, NULL);
+        /* process-directed: the kernel hands it to any thread that does not block it */
+        kill(getpid(), SIGUSR1);
+        usleep((useconds_t)us);
+        sigwait(&set, &sig);
+        say("sig %llu %llu\n", (unsigned long long)sig, 0);
+        return 0;
     }
     if (strcmp(mode, "spin") == 0)
         for (int i = 0;; i = (i + 1) % n) {
