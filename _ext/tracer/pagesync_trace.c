@@ -16,6 +16,8 @@
  *                               or scan, so that an external controller can run PAGEMAP_SCAN with
  *                               PM_SCAN_WP_MATCHING on /proc/<pid>/pagemap (the library's own
  *                               mappings are then registered as well).
+ *   PAGESYNC_TRACE_PARENT       pid of the recorder: the library stays inert in any process whose
+ *                               parent is not that pid (see Children below).
  *
  * The tracer keeps its own memory (I/O buffers, thread stack) in mappings it never registers and
  * makes no heap allocation after start-up, so its own writes never appear in the trace.
@@ -94,7 +96,7 @@ struct end_stats {
     uint64_t n_register_failed;
     uint64_t n_rescans;       /* a mapping was replaced behind our back (EPERM) and re-registered */
     uint64_t n_scan_errors;
-    uint64_t n_forks;         /* fork() calls in the process (children run untraced) */
+    uint64_t n_forks;         /* fork() calls (not vfork, posix_spawn): children run untraced */
 };
 
 struct range {
@@ -111,7 +113,8 @@ struct range {
 static struct {
     int active;
     int mode;
-    pid_t pid;                /* the traced process: a raw clone() child shares T but not this */
+    pid_t pid;                /* the traced process; a child the atfork handler did not see (raw
+                               * clone, vfork) has T but another pid */
     int uffd, pagemap_fd, out_fd, stop_fd;
     uint64_t page_size, interval_ns;
     pthread_t thread;
