@@ -101,7 +101,7 @@ class RecordSummary:
     scan_ms_mean: float
     scan_ms_max: float
     maps_s_total: float         # time reading /proc/self/maps and registering new mappings
-    complete: bool              # the program exited through its exit handlers (last interval kept)
+    complete: bool              # the program exited (exit or _exit) and its last interval was scanned
     other_processes: int        # logs of other processes found (not kept; normally 0)
     signal: str | None = None   # the signal that ended the program (e.g. "SIGSEGV"), else None
     timed_out: bool = False     # the program was killed by record's timeout
