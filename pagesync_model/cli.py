@@ -134,10 +134,18 @@ def trace_main(argv):
             if not isinstance(interval, float) or interval <= 0:
                 raise UsageError(f"--interval: must be a positive time such as 10ms, got '{args.interval}'")
             summary = record(cmd, args.output, interval, stdin=None, stdout=None, stderr=None)
-            print(f"{PROG}: recorded {summary.n_intervals} intervals, {summary.n_distinct_pages} distinct pages, "
-                  f"{summary.n_page_writes} page writes in {summary.duration_s:.3f} s -> {args.output}",
+            # the target's fate first: a shell or make running us must see it in our status
+            if summary.signal:
+                fate = (f"{cmd[0]} was killed by {summary.signal} (exit status {summary.exit_status}); "
+                        "the interval it died in is lost; ")
+            elif summary.returncode:
+                fate = f"{cmd[0]} exited with status {summary.returncode}; "
+            else:
+                fate = ""
+            print(f"{PROG}: {fate}recorded {summary.n_intervals} intervals, {summary.n_distinct_pages} distinct "
+                  f"pages, {summary.n_page_writes} page writes in {summary.duration_s:.3f} s -> {args.output}",
                   file=sys.stderr)
-            return summary.returncode if summary.returncode and summary.returncode > 0 else 0
+            return summary.exit_status
         print_stats(args.file, sys.stdout)
         if not args.no_plot:
             png = args.plot or str(Path(args.file).with_suffix("")) + ".stats.png"

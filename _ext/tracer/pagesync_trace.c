@@ -16,6 +16,8 @@
  *                               or scan, so that an external controller can run PAGEMAP_SCAN with
  *                               PM_SCAN_WP_MATCHING on /proc/<pid>/pagemap (the library's own
  *                               mappings are then registered as well).
+ *   PAGESYNC_TRACE_PARENT       pid of the recorder: the library stays inert in any process whose
+ *                               parent is not that pid (see Children below).
  *
  * The tracer keeps its own memory (I/O buffers, thread stack) in mappings it never registers and
  * makes no heap allocation after start-up, so its own writes never appear in the trace.
@@ -28,14 +30,25 @@
  *     REC_END       u64 t, then struct end_stats
  *     REC_ERROR     u32 stage, u32 errno, count bytes of message
  *     REC_TICK      u64 t (count 0): register mode, each time the thread woke and looked for new mappings
- * A file without REC_END comes from a process that ended without running destructors (_exit,
- * exec, a fatal signal); its last interval is lost.
+ * Every interval record is written out as soon as its scan ends, so a process that dies (a fatal
+ * signal, SIGKILL, exec) keeps every finished interval; only the partial interval since the last
+ * scan is lost, and the file then has no REC_END.  _exit() and _Exit() are interposed so that
+ * programs that leave through them (dash, forked helpers) still get their last scan and REC_END.
+ *
+ * Children: fork() copies the tracer's thread stack (glibc keeps the thread descriptor there and
+ * walks it in the child), but a forked child is not traced: the kernel drops the userfaultfd
+ * registration and uffd-wp bits in the child (no UFFD_FEATURE_EVENT_FORK), and a pthread_atfork
+ * handler disarms the library there and closes its descriptors, which refer to the parent's memory
+ * and trace file.  Any other process that loads the library while PAGESYNC_TRACE_PARENT is set
+ * (e.g. a program exec'd by a child) stays inert unless its parent is that pid: only the process
+ * the recorder started is traced, however many program images it execs.
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -83,7 +96,7 @@ struct end_stats {
     uint64_t n_register_failed;
     uint64_t n_rescans;       /* a mapping was replaced behind our back (EPERM) and re-registered */
     uint64_t n_scan_errors;
-    uint64_t reserved;
+    uint64_t n_forks;         /* fork() calls (not vfork, posix_spawn): children run untraced */
 };
 
 struct range {
@@ -100,6 +113,8 @@ struct range {
 static struct {
     int active;
     int mode;
+    pid_t pid;                /* the traced process; a child the atfork handler did not see (raw
+                               * clone, vfork) has T but another pid */
     int uffd, pagemap_fd, out_fd, stop_fd;
     uint64_t page_size, interval_ns;
     pthread_t thread;
@@ -112,6 +127,7 @@ static struct {
     struct { uint64_t start, end; } own[8]; /* the tracer's own mappings, never registered */
     unsigned n_own;
     struct end_stats st;
+    uint64_t forks;           /* counted by the program's threads, read by the tracer's */
 } T;
 
 static uint64_t now_ns(void)
@@ -121,14 +137,17 @@ static uint64_t now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-/* Private, never-registered memory for the tracer.  MADV_DONTFORK gives the VMA a flag that
- * ordinary anonymous mappings lack, so the kernel never merges it with the program's memory. */
-static void *own_map(size_t len)
+/* Private, never-registered memory for the tracer.  The madvise gives the VMA a flag that ordinary
+ * anonymous mappings lack, so the kernel never merges it with the program's memory.  Buffers are
+ * MADV_DONTFORK (a child never uses them); the thread stack must not be: glibc keeps the thread's
+ * descriptor at its top and unlinks it from its thread list in every forked child, so a child
+ * without that memory dies with SIGSEGV inside fork().  MADV_DONTDUMP keeps the stack apart. */
+static void *own_map(size_t len, int advice)
 {
     void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED)
         return NULL;
-    madvise(p, len, MADV_DONTFORK);
+    madvise(p, len, advice);
     if (T.n_own < sizeof T.own / sizeof T.own[0]) {
         T.own[T.n_own].start = (uint64_t)(uintptr_t)p;
         T.own[T.n_own].end = (uint64_t)(uintptr_t)p + len;
@@ -465,6 +484,9 @@ static void *tracer_main(void *unused)
         if (T.mode == MODE_SCAN) {
             scan_all(&ts, &te, 1);
             T.st.n_intervals++;
+            /* out of the process at once: a fatal signal or SIGKILL must not take finished
+             * intervals with it (one write per interval) */
+            out_flush();
         }
         if (stopping)
             break;
@@ -483,6 +505,7 @@ static void *tracer_main(void *unused)
     {
         struct rec_header h = { REC_END, 0 };
         uint64_t t = now_ns();
+        T.st.n_forks = __atomic_load_n(&T.forks, __ATOMIC_RELAXED);
         out_put(&h, sizeof h);
         out_put(&t, sizeof t);
         out_put(&T.st, sizeof T.st);
@@ -556,11 +579,36 @@ int pagesync_trace_probe(int *err)
     return stage;
 }
 
-/* A forked child has no tracer thread, none of the tracer's buffers (MADV_DONTFORK) and no
- * registration (no UFFD_FEATURE_EVENT_FORK): it must not touch the parent's state at exit. */
-static void forget_in_child(void)
+static void count_fork(void)
 {
+    __atomic_fetch_add(&T.forks, 1, __ATOMIC_RELAXED);
+}
+
+/* In a forked child: no tracer thread, no registration (the kernel drops it), none of the buffers
+ * (MADV_DONTFORK).  The descriptors still refer to the parent's memory (uffd, pagemap), trace file
+ * and thread (stop_fd): close them so the child can neither wake nor write for the parent. */
+static void disarm_in_child(void)
+{
+    int *fds[] = { &T.uffd, &T.pagemap_fd, &T.out_fd, &T.stop_fd };
     T.active = 0;
+    for (unsigned i = 0; i < sizeof fds / sizeof fds[0]; i++)
+        if (*fds[i] >= 0) {
+            close(*fds[i]);
+            *fds[i] = -1;
+        }
+}
+
+/* Wake the thread for a last scan (the final, partial interval) and wait for its REC_END.  Only
+ * in the traced process itself and only once: a child made by a raw clone() or vfork() shares or
+ * copies T without the atfork handler, and must not stop (or wait for) the parent's thread. */
+static void tracer_stop(void)
+{
+    uint64_t one = 1;
+    if (getpid() != T.pid || !__atomic_exchange_n(&T.active, 0, __ATOMIC_ACQ_REL))
+        return;
+    /* the thread writes everything out itself, REC_END last: nothing is left to flush here */
+    if (write(T.stop_fd, &one, sizeof one) == sizeof one)
+        pthread_join(T.thread, NULL);
 }
 
 __attribute__((constructor)) static void tracer_init(void)
@@ -568,15 +616,22 @@ __attribute__((constructor)) static void tracer_init(void)
     const char *dir = getenv("PAGESYNC_TRACE_DIR");
     const char *iv = getenv("PAGESYNC_TRACE_INTERVAL_NS");
     const char *mode = getenv("PAGESYNC_TRACE_MODE");
+    const char *parent = getenv("PAGESYNC_TRACE_PARENT");
     char path[4096];
     struct file_header fh = { .magic = TRACE_MAGIC, .version = TRACE_VERSION };
     uint64_t ts, te, base = 0;
-    int err;
+    int err, rc;
     pthread_attr_t attr;
+    sigset_t all, old;
     void *stack;
 
     if (!dir || !*dir)
         return;
+    /* The recorder names itself: a process it did not start (a child's exec'd program, which
+     * inherits LD_PRELOAD) stays inert instead of tracing itself into a log nobody keeps. */
+    if (parent && *parent && strtol(parent, NULL, 10) != (long)getppid())
+        return;
+    T.pid = getpid();
     T.uffd = T.pagemap_fd = T.stop_fd = -1;
     T.page_size = (uint64_t)sysconf(_SC_PAGESIZE);
     T.interval_ns = iv ? strtoull(iv, NULL, 10) : 0;
@@ -590,12 +645,13 @@ __attribute__((constructor)) static void tracer_init(void)
         fprintf(stderr, "pagesync_trace: cannot create %s: %s\n", path, strerror(errno));
         return;
     }
-    T.vec = own_map(VEC_LEN * sizeof(struct page_region));
-    T.maps = own_map(MAPS_BUF);
-    T.out = own_map(OUT_BUF);
-    T.cur = own_map(MAX_RANGES * sizeof(struct range));
-    T.prev = own_map(MAX_RANGES * sizeof(struct range));
-    stack = own_map(THREAD_STACK);
+    pthread_atfork(NULL, count_fork, disarm_in_child);
+    T.vec = own_map(VEC_LEN * sizeof(struct page_region), MADV_DONTFORK);
+    T.maps = own_map(MAPS_BUF, MADV_DONTFORK);
+    T.out = own_map(OUT_BUF, MADV_DONTFORK);
+    T.cur = own_map(MAX_RANGES * sizeof(struct range), MADV_DONTFORK);
+    T.prev = own_map(MAX_RANGES * sizeof(struct range), MADV_DONTFORK);
+    stack = own_map(THREAD_STACK, MADV_DONTDUMP);
     if (!T.vec || !T.maps || !T.out || !T.cur || !T.prev || !stack) {
         /* out may be missing: write the error record unbuffered */
         struct rec_header h = { REC_ERROR, 0 };
@@ -650,23 +706,35 @@ __attribute__((constructor)) static void tracer_init(void)
 
     pthread_attr_init(&attr);
     pthread_attr_setstack(&attr, stack, THREAD_STACK);
-    if (pthread_create(&T.thread, &attr, tracer_main, NULL) != 0) {
-        report_error(ERR_THREAD, errno, "cannot start the tracer thread");
+    /* The thread starts with every signal blocked: the program's handlers (which may call _exit,
+     * longjmp or malloc) must never run on it, in the middle of a scan or a buffered record. */
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    rc = pthread_create(&T.thread, &attr, tracer_main, NULL);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    pthread_attr_destroy(&attr);
+    if (rc != 0) {
+        report_error(ERR_THREAD, rc, "cannot start the tracer thread");
         return;
     }
-    pthread_attr_destroy(&attr);
-    pthread_atfork(NULL, NULL, forget_in_child);
     T.active = 1;
 }
 
-/* Runs at exit(): wake the thread for a last scan (the final, partial interval) and wait for it. */
+/* Runs at exit(). */
 __attribute__((destructor)) static void tracer_fini(void)
 {
-    uint64_t one = 1;
-    if (!T.active)
-        return;
-    T.active = 0;
-    if (write(T.stop_fd, &one, sizeof one) == sizeof one)
-        pthread_join(T.thread, NULL);
-    out_flush();
+    tracer_stop();
 }
+
+/* _exit() skips destructors; programs that end through it (dash always does, as do forked helpers
+ * and os._exit) would lose their last interval and REC_END.  The stop is a no-op where the library
+ * is inert or in a child. */
+void _exit(int status)
+{
+    tracer_stop();
+    syscall(SYS_exit_group, status);
+    for (;;)
+        syscall(SYS_exit, status);
+}
+
+void _Exit(int status) __attribute__((alias("_exit")));

@@ -406,6 +406,7 @@ def run_mirror(cmd, to, passes=4, threshold=1000, delay=0.0, then="wait", interv
         child_env["PAGESYNC_TRACE_DIR"] = tmp
         child_env["PAGESYNC_TRACE_MODE"] = "register"
         child_env["PAGESYNC_TRACE_INTERVAL_NS"] = str(int(interval * 1e9))
+        child_env["PAGESYNC_TRACE_PARENT"] = str(os.getpid())  # the target's descendants stay inert
         try:
             proc = subprocess.Popen(cmd, env=child_env, stdin=stdin, stdout=stdout, stderr=stderr)
         except OSError as e:

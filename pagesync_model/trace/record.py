@@ -17,17 +17,19 @@ Limits (what the trace does not contain):
     writes are lost.  A mapping is registered at the first scan after it appears; writes to it
     before that are reported in that first interval, so they are late by up to one interval.
   * Pages written before main() (loader, constructors) are discarded as a baseline.
-  * fork without exec: the child is not traced (no UFFD_FEATURE_EVENT_FORK); the parent is.
-    A child that execs is traced into its own file, which ``record`` ignores (only the process
-    started by ``record`` is kept; the count of others is in the metadata).
+  * Children are not traced: only the process ``record`` started is, through every program it
+    execs itself.  A forked child runs normally but untraced (the library disarms itself in it);
+    a program exec'd by a descendant loads the library, which stays inert there.  The number of
+    forks is in the metadata (``tracer_stats.n_forks``, when the program ended cleanly).
   * Shared mappings (MAP_SHARED, shmem, files mapped shared) are not registered; writes through
     them are not recorded.  Private file mappings (.data) are.
   * Static binaries and setuid programs ignore LD_PRELOAD: nothing is recorded (an error).
   * A page written several times within one interval appears once; the order of writes inside an
     interval is unknown.  Interval ends are the moments the scan started; a scan takes about 1 ms
     per GiB of registered memory, and writes during it may land on either side of the boundary.
-  * If the program ends without running exit handlers (_exit, a fatal signal, exec), the last
-    partial interval is lost.
+  * If the program dies (a fatal signal, SIGKILL, the timeout) or execs, the partial interval
+    since the last scan is lost; every interval before it is kept (each is written out when its
+    scan ends).  ``returncode`` is then -signal, and the metadata names the signal.
   * The program's own userfaultfd use on the same memory (EBUSY) leaves that memory unrecorded.
   * Kernel writes into user memory (read(2) into a buffer) are recorded like CPU writes; DMA is not.
 """
@@ -41,6 +43,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import struct
 import subprocess
 import tempfile
@@ -59,10 +62,12 @@ _FILE_HEADER = struct.Struct("=8sIIQQIIQ16x")   # struct file_header, 64 bytes
 _REC_HEADER = struct.Struct("=II")                # struct rec_header
 _REC_INTERVAL, _REC_REGISTER, _REC_END, _REC_ERROR, _REC_TICK = 1, 2, 3, 4, 5
 _END_STATS = ("n_intervals", "scan_ns_total", "maps_ns_total", "n_register_ok",
-              "n_register_failed", "n_rescans", "n_scan_errors", "reserved")
+              "n_register_failed", "n_rescans", "n_scan_errors", "n_forks")
 (_ERR_UFFD_OPEN, _ERR_UFFD_API, _ERR_PAGEMAP_OPEN, _ERR_PAGEMAP_SCAN, _ERR_REGISTER, _ERR_MEMORY,
  _ERR_THREAD, _ERR_PROBE_MISSED) = range(1, 9)
 
+CHILDREN = ("not traced: only the process started by the recorder is, across the programs it execs "
+            "itself; forked children run untraced, and programs exec'd by descendants do not trace")
 METHOD = ("userfaultfd async write-protect (UFFD_FEATURE_WP_ASYNC|WP_UNPOPULATED, "
           "UFFDIO_REGISTER_MODE_WP) on every writable private mapping; every interval one "
           "PAGEMAP_SCAN on /proc/self/pagemap with PM_SCAN_WP_MATCHING|PM_SCAN_CHECK_WPASYNC "
@@ -70,11 +75,11 @@ METHOD = ("userfaultfd async write-protect (UFFD_FEATURE_WP_ASYNC|WP_UNPOPULATED
 LIMITS = [
     "mappings created and freed (or MADV_DONTNEED) within one interval are missed",
     "writes before main() are discarded as a baseline",
-    "fork without exec: the child is not traced; exec'd children are not kept",
+    "children are not traced: forked children run untraced, programs exec'd by children too",
     "shared and shmem mappings are not recorded",
     "static and setuid binaries ignore LD_PRELOAD",
     "a page appears at most once per interval; order within an interval is unknown",
-    "the last partial interval is lost if the program ends without exit handlers",
+    "the last partial interval is lost if the program dies (signal, kill, timeout) or execs",
 ]
 
 
@@ -84,7 +89,7 @@ class RecordSummary:
 
     out: str
     command: list
-    returncode: int
+    returncode: int             # the program's exit status, or -N if signal N ended it
     n_intervals: int
     n_distinct_pages: int
     n_page_writes: int          # sum over intervals of pages written in the interval
@@ -96,8 +101,15 @@ class RecordSummary:
     scan_ms_mean: float
     scan_ms_max: float
     maps_s_total: float         # time reading /proc/self/maps and registering new mappings
-    complete: bool              # the program exited through its exit handlers (last interval kept)
-    other_processes: int        # traced descendants that exec'd (their logs are not kept)
+    complete: bool              # the program exited (exit or _exit) and its last interval was scanned
+    other_processes: int        # logs of other processes found (not kept; normally 0)
+    signal: str | None = None   # the signal that ended the program (e.g. "SIGSEGV"), else None
+    timed_out: bool = False     # the program was killed by record's timeout
+
+    @property
+    def exit_status(self) -> int:
+        """The program's status as a shell reports it: its exit status, or 128 + signal."""
+        return 128 - self.returncode if self.returncode < 0 else self.returncode
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -308,7 +320,9 @@ def record(cmd: list[str], out: str, interval_s: float = 0.01, *, mode: str = "s
     external controller and produces no trace); ``env``: extra environment variables;
     ``stdin``/``stdout``/``stderr``: as for subprocess.run (default: inherited); ``timeout``:
     seconds before the program is killed (its last interval is then lost); ``check``: run
-    ``check_support()`` first.  A non-zero exit status of ``cmd`` is recorded, not an error.
+    ``check_support()`` first.  A non-zero exit status of ``cmd``, or its death by a signal, is
+    recorded (``returncode``, ``signal``, ``exit_status``), not an error: the trace keeps every
+    interval scanned before the program ended.
 
     Raises TraceError (one line): no kernel support or permission, library not built, command not
     found, the program never loaded the library (static or setuid binary), or an unwritable ``out``.
@@ -333,19 +347,33 @@ def record(cmd: list[str], out: str, interval_s: float = 0.01, *, mode: str = "s
         child_env["PAGESYNC_TRACE_DIR"] = tmp
         child_env["PAGESYNC_TRACE_INTERVAL_NS"] = str(interval_ns)
         child_env["PAGESYNC_TRACE_MODE"] = "scan"
+        child_env["PAGESYNC_TRACE_PARENT"] = str(os.getpid())
         started = _dt.datetime.now(_dt.timezone.utc)
         try:
             proc = subprocess.Popen(cmd, env=child_env, stdin=stdin, stdout=stdout, stderr=stderr)
         except OSError as e:
             raise TraceError(f"record: cannot run {cmd[0]}: {e.strerror or e}") from e
+        timed_out = False
         try:
             rc = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             proc.kill()
             rc = proc.wait()
+            timed_out = True
+        except BaseException:
+            # interrupted (KeyboardInterrupt): the program must not outlive the recorder unseen
+            proc.kill()
+            proc.wait()
+            raise
+        sig = _signal_name(rc)
         logs = sorted(glob.glob(os.path.join(tmp, f"trace.{proc.pid}.*.bin")))
         others = len(glob.glob(os.path.join(tmp, "trace.*.bin"))) - len(logs)
+        # a log shorter than its header: the program died inside the library's start-up
+        logs = [p for p in logs if os.path.getsize(p) >= _FILE_HEADER.size or sig is None]
         if not logs:
+            if sig is not None:
+                raise TraceError(f"record: {cmd[0]} was killed by {sig} before the tracer started; "
+                                 "nothing was recorded")
             raise TraceError(f"record: {cmd[0]} never loaded the tracer (a static or setuid "
                              "binary ignores LD_PRELOAD); nothing was recorded")
         parsed = [parse_raw_log(p) for p in logs]
@@ -370,7 +398,10 @@ def record(cmd: list[str], out: str, interval_s: float = 0.01, *, mode: str = "s
             "pid": log.pid,
             "t0_monotonic_ns": log.t0_ns,  # CLOCK_MONOTONIC at time 0, to align external logs
             "returncode": rc,
+            "signal": sig,
+            "timed_out": timed_out,
             "complete": log.end_stats is not None,
+            "children": CHILDREN,
             "baseline_pages_discarded": log.baseline_pages,
             "registered_mappings": sum(1 for r in log.registered if r[3] == 0),
             # [ns since time 0, first page number, pages] of each mapping when it was registered (at
@@ -396,7 +427,18 @@ def record(cmd: list[str], out: str, interval_s: float = 0.01, *, mode: str = "s
         scan_s_total=float(scan.sum()) / 1e9, scan_ms_mean=float(scan.mean()) / 1e6,
         scan_ms_max=float(scan.max()) / 1e6,
         maps_s_total=stats.get("maps_ns_total", 0) / 1e9,
-        complete=log.end_stats is not None, other_processes=others)
+        complete=log.end_stats is not None, other_processes=others, signal=sig,
+        timed_out=timed_out)
+
+
+def _signal_name(returncode: int) -> str | None:
+    """The name of the signal a subprocess returncode reports (-N), or None for an exit."""
+    if returncode >= 0:
+        return None
+    try:
+        return signal.Signals(-returncode).name
+    except ValueError:
+        return f"signal {-returncode}"
 
 
 def summary_json(summary: RecordSummary) -> str:
