@@ -240,6 +240,7 @@ BASE = 0x7f0000000000
 @pytest.mark.parametrize("name,body", [
     ("table claims more than the data", rec_pages([(BASE, 2 * PS)], bytes(PS))[:-PS] + bytes(PS)),
     ("table claims 1 MiB of heap", H.pack(PAGES, 1, PS) + struct.pack("=QQ", BASE, 1 << 20) + bytes(PS)),
+    ("lengths whose sum wraps to the data's size", rec_pages([(0, 1 << 57)] * 128 + [(BASE, PS)], bytes(PS))),
     ("data larger than the limit", H.pack(PAGES, 1, 8 << 20) + struct.pack("=QQ", BASE, 8 << 20)),
     ("4 GiB of ranges", H.pack(PAGES, 0xFFFFFFFF, 0)),
     ("no ranges", H.pack(PAGES, 0, 0)),
@@ -268,6 +269,29 @@ def test_malformed_records_are_refused(name, body):
     if isinstance(e.value, StreamError):
         assert "\n" not in str(e.value)
     assert len(img.pages()) == 0
+    img.close()
+
+
+def test_the_c_scatter_checks_the_table_itself():
+    # psl_scatter is handed tables straight from the network: it refuses a bad one on its own (the
+    # Python checks bypassed) and copies nothing
+    img = Image(PS)
+    img.apply_pages(np.array([[BASE, 2 * PS]], dtype=np.uint64), fill(BASE, 2 * PS))
+    data = np.frombuffer(bytes(range(256)) * 32, dtype=np.uint8)  # 2 pages
+
+    def scatter(rows, n):
+        t = np.array(rows, dtype=np.uint64).reshape(-1, 2)
+        return _lib.lib().psl_scatter(data.ctypes.data, n, t.ctypes.data, len(t), img.keys.ctypes.data,
+                                      img.bases.ctypes.data, img.pres.ctypes.data, len(img.keys), 21, PS)
+    assert scatter([(BASE, 4 * PS)], 2 * PS) == -2            # claims more than it carries
+    assert scatter([(BASE, PS)], 2 * PS) == -2                # carries more than it claims
+    assert scatter([(0, 1 << 57)] * 128 + [(BASE, PS)], PS) == -2  # a sum that wraps
+    assert scatter([(BASE + 8, PS)], PS) == -1                # unaligned
+    assert scatter([(BASE, 0)], 0) == -1                      # empty
+    assert scatter([((1 << 64) - PS, 2 * PS)], 2 * PS) == -1  # wraps around
+    assert scatter([(BASE, PS), (BASE + GiB, PS)], 2 * PS) == -3  # a chunk not created: nothing copied
+    assert img.read(BASE, 2 * PS) == fill(BASE, 2 * PS)
+    assert scatter([(BASE + PS, PS)], PS) == 0 and img.read(BASE + PS, PS) == data[:PS].tobytes()
     img.close()
 
 
@@ -584,3 +608,217 @@ def test_receive_bad_arguments(tmp_path, monkeypatch, capsys):
         assert main(["live", "receive", *args]) == 2, args
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and msg in err, (args, err)
+
+
+# ---- round trips with a live target ------------------------------------------------------------------------
+
+def _live_reason():
+    from pagesync_model.trace.record import probe
+    if shutil.which("gcc") is None:
+        return "gcc not found: cannot build the C target"
+    return probe()
+
+
+live = pytest.mark.skipif(_live_reason() is not None, reason=f"no live mirror here: {_live_reason()}")
+K = np.uint64(0x9e3779b97f4a7c15)
+LB = 0x200000000000  # an empty stretch of the address space for the target's fixed mappings
+# a 4 MiB buffer straddling a 1 GiB boundary, 7 pages across another, 10 MiB + 2 pages across a third,
+# and 2000 two-page mappings (each its own mapping: one-page holes between them)
+LAYOUT = [(LB + 5 * GiB - (2 << 20), 4 << 20, 1), (LB + 7 * GiB - 3 * PS, 7 * PS, 1),
+          (LB + 9 * GiB - (5 << 20) - PS, (10 << 20) + 2 * PS, 1), (LB + 12 * GiB - PS, 2 * PS, 2000)]
+
+
+def pattern(addr, n):
+    """What live_layout writes: every 8-byte word holds its address XOR K."""
+    return (np.arange(addr, addr + n, 8, dtype=np.uint64) ^ K).tobytes()
+
+
+def mappings(layout):
+    return [(a + i * (n + PS), n) for a, n, count in layout for i in range(count)]
+
+
+def check_image(img, layout):
+    maps = mappings(layout)
+    held = set(img.pages().tolist())
+    for a, n in maps:
+        assert all(p in held for p in range(a, a + n, PS)), hex(a)
+        assert img.read(a, n) == pattern(a, n), hex(a)
+    return maps
+
+
+@pytest.fixture(scope="module")
+def layout_bin():
+    d = tempfile.mkdtemp(prefix="pagesync-live-stream-")
+    os.chmod(d, 0o755)
+    exe = os.path.join(d, "live_layout")
+    subprocess.run(["gcc", "-O2", "-o", exe, str(ROOT / "tests" / "data" / "live_layout.c")], check=True)
+    yield exe
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def layout_args(layout):
+    return [f"{a:#x}:{n}:{c}" for a, n, c in layout]
+
+
+def mirror_cli(args, cmd, env=None, timeout=120):
+    return subprocess.run([sys.executable, "-m", "pagesync_model", "live", "mirror", "--quiet", *args, "--", *cmd],
+                          capture_output=True, text=True, cwd=OUTSIDE, env=env, timeout=timeout)
+
+
+@live
+def test_live_round_trip_across_1gib_boundaries(layout_bin, receiver, tmp_path):
+    out, to = tmp_path / "recv.stream", tmp_path / "file.stream"
+    r = receiver("--out", str(out), "--quiet")
+    env = dict(os.environ, PAGESYNC_LIVE_TOKEN=TOKEN)
+    cmd = [layout_bin, "10", *layout_args(LAYOUT)]
+    for dest in (f"127.0.0.1:{r.port}", str(to)):
+        p = mirror_cli(["--delay", "300ms", "--then", "kill", "--json", str(tmp_path / "r.json"), "--to", dest], cmd,
+                       env=env)
+        assert p.returncode == 0, p.stderr
+        assert p.stdout.count("map ") == 2003
+        d = json.loads((tmp_path / "r.json").read_text())
+        assert d["verified"]
+        img, hello = load(out if dest != str(to) else to)
+        try:
+            assert hello["pid"] == d["live"]["pid"] and "token" not in hello
+            assert len(img.pages()) == d["memory_pages"]
+            check_image(img, LAYOUT)
+        finally:
+            img.close()
+    rc, _, err = r.wait()
+    assert rc == 0, err
+    assert _leftovers(tmp_path, "recv.stream") == ["recv.stream"]
+    assert _leftovers(tmp_path, "file.stream") == ["file.stream"]
+
+
+@live
+def test_mirror_refused_without_the_token(layout_bin, receiver, tmp_path):
+    r = receiver("--out", str(tmp_path / "m"))
+    env = dict(os.environ)
+    env.pop("PAGESYNC_LIVE_TOKEN", None)
+    p = mirror_cli(["--then", "kill", "--to", f"127.0.0.1:{r.port}"], [layout_bin, "5", f"0:{PS}"], env=env)
+    assert p.returncode == 2 and p.stderr.count("\n") == 1 and "refused the mirror: missing token" in p.stderr
+    assert "missing token" in r.line()
+    r.kill()
+    assert _leftovers(tmp_path, "m") == []
+
+
+@live
+@pytest.mark.parametrize("where", ["file", "tcp"])
+def test_a_failed_verification_keeps_nothing(layout_bin, receiver, tmp_path, monkeypatch, where):
+    # the mirror's comparison is made to report one differing page: the receiver must hear the
+    # verdict (exit 1) and neither it nor the file writer may leave a file under the final name
+    from pagesync_model.live import mirror as m
+    real = m.compare
+
+    def one_off(tp, ts, mp, ms):
+        missing, extra, differ = real(tp, ts, mp, ms)
+        return missing, extra, np.union1d(differ, tp[:1])
+    monkeypatch.setattr(m, "compare", one_off)
+    out = tmp_path / "m.stream"
+    r = receiver("--out", str(out)) if where == "tcp" else None
+    res = m.run_mirror([layout_bin, "5", f"0:{1 << 20}"], f"127.0.0.1:{r.port}" if r else str(out), passes=1,
+                       threshold=10 ** 6, delay=0.2, then="kill", token=TOKEN, stdout=subprocess.DEVNULL)
+    assert not res["verified"] and res["lost_writes"] == 1
+    if r:
+        rc, _, err = r.wait()
+        assert rc == 1 and "FAILED its verification (1 pages differ); nothing kept" in err, err
+    assert _leftovers(tmp_path, "m.stream") == []
+
+
+def _state(pid):
+    s = Path(f"/proc/{pid}/stat").read_text()
+    return s[s.rfind(")") + 2]
+
+
+@live
+def test_verify_a_saved_mirror_against_the_process(layout_bin, tmp_path):
+    # mirror a target that then idles (--then wait); once the file exists under its name the cut-over
+    # is done: the target's pattern pages must equal the file's, and a page changed behind the
+    # mirror's back must show up as different
+    to = tmp_path / "m.stream"
+    lay = [(LB + 5 * GiB - (2 << 20), 4 << 20, 1)]
+    p = subprocess.Popen([sys.executable, "-m", "pagesync_model", "live", "mirror", "--quiet", "--delay", "200ms",
+                          "--to", str(to), "--", layout_bin, "30", *layout_args(lay)], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE, text=True, cwd=OUTSIDE)
+    pid = None
+    try:
+        t = time.monotonic()
+        while not to.exists():
+            assert p.poll() is None, p.stderr.read()
+            assert time.monotonic() - t < 60
+            time.sleep(0.05)
+        img, hello = load(to)
+        pid = hello["pid"]
+        check_image(img, lay)
+        img.close()
+
+        def verify(*extra):
+            q = subprocess.run([sys.executable, "-m", "pagesync_model", "live", "verify", str(to), *extra],
+                               capture_output=True, text=True, cwd=OUTSIDE, timeout=60)
+            return q
+        q = verify()
+        assert q.returncode == 0 and "a verified mirror of pid" in q.stdout, q.stderr
+        js = tmp_path / "v.json"
+        q = verify("--pid", str(pid), "--json", str(js))
+        assert q.returncode in (0, 1), q.stderr
+        first = json.loads(js.read_text())
+        a, n = lay[0][:2]
+        ours = {hex(x) for x in range(a, a + n, PS)}
+        assert not ours & set(first["missing"] + first["extra"] + first["different"])
+        assert _state(pid) != "T"  # stopped for the comparison only
+        # one word of one page changed behind the mirror's back
+        victim = a + 37 * PS
+        with open(f"/proc/{pid}/mem", "r+b", buffering=0) as mem:
+            mem.seek(victim + 8)
+            mem.write(b"changed!")
+        os.kill(pid, signal.SIGSTOP)  # a process stopped before stays stopped
+        q = verify("--pid", str(pid), "--json", str(js))
+        assert q.returncode == 1 and q.stderr.count("\n") == 1 and "differs from pid" in q.stderr
+        second = json.loads(js.read_text())
+        assert set(second["different"]) & ours == {hex(victim)}
+        assert _state(pid) == "T"
+        os.kill(pid, signal.SIGCONT)
+    finally:
+        if pid:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        p.kill()
+        p.wait()
+
+
+def _largest_mapping():
+    """The largest single mapping this test affords: a quarter of the available memory, at most 8 GiB,
+    in whole GiB."""
+    avail = int(re.search(r"MemAvailable:\s+(\d+) kB", Path("/proc/meminfo").read_text()).group(1)) << 10
+    return max(1, min(8, avail // 4 // GiB)) * GiB
+
+
+@live
+@pytest.mark.slow
+def test_live_round_trip_of_the_largest_mapping(layout_bin, receiver, tmp_path):
+    size = _largest_mapping()
+    lay = [(LB + 3 * GiB - (1 << 20) - PS, size + 2 * PS, 1)]
+    out = tmp_path / "big.stream"
+    r = receiver("--out", str(out), "--quiet")
+    t = time.perf_counter()
+    p = mirror_cli(["--delay", "500ms", "--then", "kill", "--json", str(tmp_path / "r.json"), "--to",
+                    f"127.0.0.1:{r.port}"], [layout_bin, "600", *layout_args(lay)],
+                   env=dict(os.environ, PAGESYNC_LIVE_TOKEN=TOKEN), timeout=1200)
+    took = time.perf_counter() - t
+    assert p.returncode == 0, p.stderr
+    rc, _, err = r.wait(timeout=600)
+    assert rc == 0, err
+    img, _ = load(out)
+    try:
+        a, n = lay[0][:2]
+        step = 64 << 20
+        for off in range(0, n, step):
+            k = min(step, n - off)
+            assert img.read(a + off, k) == pattern(a + off, k), hex(a + off)
+    finally:
+        img.close()
+    print(f"largest mapping {size >> 30} GiB + 2 pages: mirrored, saved, read back and checked in {took:.1f} s; "
+          f"file {out.stat().st_size / GiB:.2f} GiB")

@@ -331,7 +331,7 @@ long psl_scatter(const char *data, uint64_t data_len, const uint64_t *table, lon
         return -1;
     for (long i = 0; i < count; i++) {
         uint64_t a = table[2 * i], l = table[2 * i + 1];
-        if (l == 0 || (a | l) & (page_size - 1) || a + l < a)
+        if (l == 0 || ((a | l) & (page_size - 1)) != 0 || a + l < a)
             return -1;
         if (l > data_len - total)
             return -2;

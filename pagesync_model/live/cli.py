@@ -257,7 +257,9 @@ def receive_main(argv):
               "pages differ); nothing kept", file=sys.stderr)
         return 1
     if not args.quiet:
-        print(f"{PROG} live receive: mirrored pid {hello.get('pid')} ({' '.join(map(str, hello.get('command', [])))}): "
+        cmd = hello.get("command")
+        cmd = " ".join(map(str, cmd)) if isinstance(cmd, list) else str(cmd)
+        print(f"{PROG} live receive: mirrored pid {hello.get('pid')} ({cmd}): "
               f"{n} pages held, verified, {stats['bytes'] / 2**20:.2f} MiB received in {stats['passes']} passes"
               + (f" -> {args.out}" if args.out else ""))
     return 0

@@ -143,7 +143,7 @@ class Image:
         (exactly the table's total length)."""
         t = np.ascontiguousarray(table, dtype=np.uint64).reshape(-1, 2)
         check_table(t, self.page_size, "PAGES")
-        total = int(t[:, 1].sum(dtype=np.uint64)) if len(t) else 0
+        total = sum(t[:, 1].tolist())  # Python ints: a uint64 sum could wrap to the data's size
         if total != len(data):
             raise StreamError(f"PAGES record: its table covers {total} bytes but it carries {len(data)}")
         if not len(t):
@@ -357,9 +357,9 @@ def serve(rfile, img, reply=None, on_end=None, partial=False):
             if arg > LIMITS["record_data_bytes"]:
                 raise StreamError(f"PAGES record with {arg} bytes of data (at most {LIMITS['record_data_bytes']})")
             check_table(table, ps, "PAGES")
-            if int(table[:, 1].sum(dtype=np.uint64)) != arg:
-                raise StreamError(f"PAGES record: its table covers {int(table[:, 1].sum(dtype=np.uint64))} bytes "
-                                  f"but it carries {arg}")
+            covered = sum(table[:, 1].tolist())  # Python ints: a uint64 sum could wrap to arg
+            if covered != arg:
+                raise StreamError(f"PAGES record: its table covers {covered} bytes but it carries {arg}")
             img.apply_pages(table, memoryview(read_exact(rfile, int(arg), buf))[:int(arg)])
             stats["bytes"] += int(arg)
         elif typ == DROP:
@@ -368,7 +368,7 @@ def serve(rfile, img, reply=None, on_end=None, partial=False):
                 raise StreamError(f"DROP record with arg {arg} (must be 0)")
             check_table(table, ps, "DROP")
             img.drop(table)
-            stats["dropped_pages"] += int(table[:, 1].sum(dtype=np.uint64)) // ps
+            stats["dropped_pages"] += sum(table[:, 1].tolist()) // ps
         elif typ == PASS:
             if arg != 0:
                 raise StreamError(f"PASS record with arg {arg} (must be 0)")
