@@ -227,6 +227,7 @@ def receive_main(argv):
             return None
         try:
             img.save(tmp, hello)
+            img.close()  # the file is read back next: one image in memory at a time
             commit(tmp, args.out, verdict[2])
         except OSError as e:
             return f"--out {args.out}: {e.strerror or e}"
@@ -250,7 +251,6 @@ def receive_main(argv):
         conn.close()
         if tmp:
             _unlink(tmp)
-    n = len(img.pages())
     img.close()
     if verdict[0] != "verified":
         print(f"{PROG}: live receive: the mirror of pid {hello.get('pid')} FAILED its verification ({verdict[1]} "
@@ -260,7 +260,7 @@ def receive_main(argv):
         cmd = hello.get("command")
         cmd = " ".join(map(str, cmd)) if isinstance(cmd, list) else str(cmd)
         print(f"{PROG} live receive: mirrored pid {hello.get('pid')} ({cmd}): "
-              f"{n} pages held, verified, {stats['bytes'] / 2**20:.2f} MiB received in {stats['passes']} passes"
+              f"{verdict[1]} pages held, verified, {stats['bytes'] / 2**20:.2f} MiB received in {stats['passes']} passes"
               + (f" -> {args.out}" if args.out else ""))
     return 0
 
