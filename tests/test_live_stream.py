@@ -594,6 +594,27 @@ def test_receiver_refuses_a_bad_stream_and_keeps_nothing(receiver, tmp_path, nam
     assert _leftovers(tmp_path, "m.stream") == []
 
 
+def test_receiver_that_cannot_keep_the_mirror_says_so(receiver, tmp_path):
+    # the directory of --out vanishes during the mirror: the verified mirror cannot be written, the
+    # mirror hears it in the END reply and the receiver fails (nothing claims success)
+    d = tmp_path / "gone"
+    d.mkdir()
+    r = receiver("--out", str(d / "m.stream"))
+    s = r.connect()
+    s.sendall(rec_hello({"token": TOKEN}))
+    assert reply_of(s)[1] == 0
+    d.rmdir()
+    body, _ = good_stream([(BASE, 4 * PS)])
+    s.sendall(body)
+    assert reply_of(s)[:2] == (0x80 | PASS, 0)
+    typ, count, _, text = reply_of(s)
+    assert typ == 0x80 | END and count > 0 and "No such file or directory" in text
+    s.close()
+    rc, _, err = r.wait()
+    assert rc == 2 and err.count("\n") == 1 and "No such file or directory" in err, err
+    assert not d.exists()
+
+
 def test_receive_bad_arguments(tmp_path, monkeypatch, capsys):
     from pagesync_model.cli import main
     monkeypatch.delenv("PAGESYNC_LIVE_TOKEN", raising=False)
@@ -604,7 +625,8 @@ def test_receive_bad_arguments(tmp_path, monkeypatch, capsys):
                       (["--token-file", str(tok)], "1 to 1024 characters"),
                       (["--token-file", str(tmp_path / "none")], "No such file"),
                       (["--no-token", "--token-file", str(tok)], "exclude each other"),
-                      (["--no-token", "--out", str(tmp_path)], "is a directory")]:
+                      (["--no-token", "--out", str(tmp_path)], "is a directory"),
+                      (["--no-token", "--out", str(tmp_path / "no" / "f")], "no such directory")]:
         assert main(["live", "receive", *args]) == 2, args
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and msg in err, (args, err)

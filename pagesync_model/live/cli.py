@@ -191,6 +191,8 @@ def receive_main(argv):
                          "--token-file (the mirror needs the same), or accept any client with --no-token")
     if args.out and os.path.isdir(args.out):
         raise UsageError(f"--out {args.out}: is a directory")
+    if args.out and not os.path.isdir(os.path.dirname(os.path.abspath(args.out))):
+        raise UsageError(f"--out {args.out}: no such directory")
     try:
         srv = socket.create_server((host, port))
     except (OSError, OverflowError) as e:

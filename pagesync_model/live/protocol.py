@@ -528,7 +528,9 @@ class Link:
                                 f"{LIMITS['handshake_s'] * 3:.0f} s") from None
             self.sock.settimeout(None)
             if text:
-                raise LiveError(f"receiver {self.to} refused the mirror: {text}")
+                hint = (" (the token is read from --token-file FILE or $PAGESYNC_LIVE_TOKEN, as the receiver's)"
+                        if text.endswith("token") else "")
+                raise LiveError(f"receiver {self.to} refused the mirror: {text}{hint}")
 
     def write(self, data):
         mv = memoryview(data)
