@@ -134,10 +134,9 @@ def _token(path):
             raise UsageError(f"--token-file {path}: {getattr(e, 'strerror', None) or e}") from None
         where = f"--token-file {path}"
     else:
-        text = os.environ.get(TOKEN_ENV)
-        if text is None:
-            return None
-        text = text.strip()
+        text = os.environ.get(TOKEN_ENV, "").strip()
+        if not text:
+            return None  # unset or empty: no token
         where = f"${TOKEN_ENV}"
     if not text or len(text) > LIMITS["token_bytes"]:
         raise UsageError(f"{where}: the token must be 1 to {LIMITS['token_bytes']} characters")
@@ -170,8 +169,8 @@ def _handshake(conn, token):
 
 
 def receive_main(argv):
-    from .protocol import (HDR, HELLO, LIMITS, REPLY, Closed, Image, StreamError, commit, partial_name, serve,
-                           _unlink)
+    from .protocol import (HDR, HELLO, LIMITS, REPLY, Closed, Image, StreamError, commit, partial_name,
+                           remove_file, serve)
     p = _Parser(prog=f"{PROG} live receive", description="Keep the mirror of a 'live mirror' run.")
     p.add_argument("--listen", default="127.0.0.1:7077", metavar="HOST:PORT",
                    help="address to listen on (default 127.0.0.1:7077; port 0 picks one and prints it; "
@@ -252,7 +251,7 @@ def receive_main(argv):
     finally:
         conn.close()
         if tmp:
-            _unlink(tmp)
+            remove_file(tmp)
     img.close()
     if verdict[0] != "verified":
         print(f"{PROG}: live receive: the mirror of pid {hello.get('pid')} FAILED its verification ({verdict[1]} "
@@ -261,8 +260,8 @@ def receive_main(argv):
     if not args.quiet:
         cmd = hello.get("command")
         cmd = " ".join(map(str, cmd)) if isinstance(cmd, list) else str(cmd)
-        print(f"{PROG} live receive: mirrored pid {hello.get('pid')} ({cmd}): "
-              f"{verdict[1]} pages held, verified, {stats['bytes'] / 2**20:.2f} MiB received in {stats['passes']} passes"
+        print(f"{PROG} live receive: mirrored pid {hello.get('pid')} ({cmd}): {verdict[1]} pages held, verified, "
+              f"{stats['bytes'] / 2**20:.2f} MiB received in {stats['passes']} passes"
               + (f" -> {args.out}" if args.out else ""))
     return 0
 

@@ -451,7 +451,7 @@ def partial_name(path):
     return os.path.join(d, f".{b}.{os.getpid()}.partial")
 
 
-def _unlink(path):
+def remove_file(path):
     try:
         os.unlink(path)
     except FileNotFoundError:
@@ -479,7 +479,7 @@ def commit(tmp, path, expect):
         except OSError:
             pass  # the rename is done; a directory that cannot be synced is no reason to refuse it
     finally:
-        _unlink(tmp)
+        remove_file(tmp)
 
 
 # ---- the mirror's end of the link ------------------------------------------------------------------
@@ -603,7 +603,7 @@ class Link:
         os.fsync(self.fd)
         self.file.close()
         if n_bad:
-            _unlink(self.tmp)
+            remove_file(self.tmp)
         else:
             commit(self.tmp, self.to, digest(target_pages, target_sums))
 
@@ -615,4 +615,4 @@ class Link:
             except OSError:
                 pass
         if self.file is not None:
-            _unlink(self.tmp)  # not verified (or already renamed): nothing stays under a temporary name
+            remove_file(self.tmp)  # not verified (or already renamed): nothing stays under a temporary name
