@@ -198,18 +198,21 @@ class Image:
                     mem.reshape(-1, ps)[held] = 0
                     pres[held] = 0
 
-    def checksums(self):
-        """(addresses, checksums) of every page held, sorted by address."""
-        addrs, sums = [], []
+    def _held(self):
+        """Per pool: (pool index, page indices in the pool, their addresses) of the pages held."""
         ps = np.uint64(self.page_size)
         for p, (_, mem, pres) in enumerate(self.pools):
             idx = np.flatnonzero(pres).astype(np.uint64)
-            if not len(idx):
-                continue
-            slot = idx // np.uint64(self.ppc) + np.uint64(p * POOL_CHUNKS)
-            addrs.append((self.slot_keys[slot.astype(np.int64)] << np.uint64(CHUNK_SHIFT))
-                         + (idx % np.uint64(self.ppc)) * ps)
-            sums.append(_lib.hash_local(mem.ctypes.data, idx, self.page_size))
+            if len(idx):
+                slot = (idx // np.uint64(self.ppc)).astype(np.int64) + p * POOL_CHUNKS
+                yield p, idx, (self.slot_keys[slot] << np.uint64(CHUNK_SHIFT)) + (idx % np.uint64(self.ppc)) * ps
+
+    def checksums(self):
+        """(addresses, checksums) of every page held, sorted by address."""
+        addrs, sums = [], []
+        for p, idx, a in self._held():
+            addrs.append(a)
+            sums.append(_lib.hash_local(self.pools[p][1].ctypes.data, idx, self.page_size))
         if not addrs:
             return np.empty(0, np.uint64), np.empty(0, np.uint64)
         a, s = np.concatenate(addrs), np.concatenate(sums)
@@ -218,7 +221,8 @@ class Image:
 
     def pages(self):
         """Addresses of every page held, sorted (uint64)."""
-        return self.checksums()[0]
+        parts = [a for _, _, a in self._held()]
+        return np.sort(np.concatenate(parts)) if parts else np.empty(0, dtype=np.uint64)
 
     def digest(self):
         return digest(*self.checksums())
