@@ -98,8 +98,9 @@ def test_hot_set_larger_than_threshold_never_converges(bindir, tmp_path):
     assert bl["blackout_pages"] >= 300 and bl["stop_wait_s"] < 0.05
 
 
-def test_sequential_writer_counts_follow_the_rate_over_tcp(bindir, tmp_path):
+def test_sequential_writer_counts_follow_the_rate_over_tcp(bindir, tmp_path, monkeypatch):
     # a sweep at 50k pages/s over 64 MiB: each pass finds ~ rate x time since the previous scan
+    monkeypatch.setenv("PAGESYNC_LIVE_TOKEN", "test-secret")  # both sides inherit it
     recv = subprocess.Popen([sys.executable, "-m", "pagesync_model", "live", "receive", "--listen", "127.0.0.1:0",
                              "--out", str(tmp_path / "img")], stderr=subprocess.PIPE, stdout=subprocess.PIPE,
                             text=True, cwd=OUTSIDE)
@@ -167,8 +168,10 @@ def test_receiver_goes_away(bindir, tmp_path):
     srv = socket.create_server(("127.0.0.1", 0))
     port = srv.getsockname()[1]
 
-    def fake_receiver():  # takes 256 KiB, then hangs up
+    def fake_receiver():  # accepts the HELLO, takes 256 KiB, then hangs up
+        from pagesync_model.live.protocol import HDR, HELLO, REPLY
         conn, _ = srv.accept()
+        conn.sendall(HDR.pack(REPLY | HELLO, 0, 0))
         got = 0
         while got < (256 << 10):
             b = conn.recv(65536)

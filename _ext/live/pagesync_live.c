@@ -301,34 +301,54 @@ long psl_hash_remote(pid_t pid, const struct page_region *ranges, long n, char *
     return pages;
 }
 
-/* Receiver: copy the data of a PAGES record (table of count (addr, len), data concatenated) into
- * the image.  The image is made of chunks of 2^shift bytes of address space: keys[j] = addr >> shift
- * (sorted), bases[j] = local address of its memory, present[j] = its per-page presence bytes.
- * Every key needed must exist (the caller creates them first).  Returns 0 or -1 (missing chunk). */
-long psl_scatter(const char *data, const uint64_t *table, long count, const uint64_t *keys,
+/* Receiver: copy the data of a PAGES record (table of count (addr, len), data_len bytes of data,
+ * the ranges' contents concatenated) into the image.  The image is made of chunks of 2^shift bytes
+ * of address space: keys[j] = addr >> shift (sorted), bases[j] = local address of its memory,
+ * present[j] = its per-page presence bytes.  The record comes from the network: the whole table is
+ * checked before anything is copied (the caller checks it too), so a bad record changes nothing.
+ * Returns 0, -1 (a range unaligned, empty or wrapping), -2 (the lengths do not add up to data_len),
+ * -3 (a chunk the caller did not create). */
+static long find_key(const uint64_t *keys, long nkeys, uint64_t key)
+{
+    long lo = 0, hi = nkeys - 1;
+    while (lo <= hi) {
+        long mid = lo + (hi - lo) / 2;
+        if (keys[mid] == key)
+            return mid;
+        if (keys[mid] < key)
+            lo = mid + 1;
+        else
+            hi = mid - 1;
+    }
+    return -1;
+}
+
+long psl_scatter(const char *data, uint64_t data_len, const uint64_t *table, long count, const uint64_t *keys,
                  const uint64_t *bases, const uint64_t *present, long nkeys, int shift, uint64_t page_size)
 {
-    uint64_t mask = ((uint64_t)1 << shift) - 1;
+    uint64_t mask = ((uint64_t)1 << shift) - 1, total = 0;
+    if (page_size == 0 || (page_size & (page_size - 1)) || page_size > mask + 1 || count < 0)
+        return -1;
+    for (long i = 0; i < count; i++) {
+        uint64_t a = table[2 * i], l = table[2 * i + 1];
+        if (l == 0 || ((a | l) & (page_size - 1)) != 0 || a + l < a)
+            return -1;
+        if (l > data_len - total)
+            return -2;
+        total += l;
+        for (uint64_t k = a >> shift; k <= (a + l - 1) >> shift; k++)
+            if (find_key(keys, nkeys, k) < 0)
+                return -3;
+    }
+    if (total != data_len)
+        return -2;
     for (long i = 0; i < count; i++) {
         uint64_t a = table[2 * i], l = table[2 * i + 1];
         while (l > 0) {
-            uint64_t key = a >> shift, off = a & mask, take = (mask + 1) - off;
-            long lo = 0, hi = nkeys - 1, j = -1;
+            uint64_t off = a & mask, take = (mask + 1) - off;
+            long j = find_key(keys, nkeys, a >> shift);
             if (take > l)
                 take = l;
-            while (lo <= hi) {
-                long mid = (lo + hi) / 2;
-                if (keys[mid] == key) {
-                    j = mid;
-                    break;
-                }
-                if (keys[mid] < key)
-                    lo = mid + 1;
-                else
-                    hi = mid - 1;
-            }
-            if (j < 0)
-                return -1;
             memcpy((char *)(uintptr_t)bases[j] + off, data, take);
             memset((char *)(uintptr_t)present[j] + off / page_size, 1, take / page_size);
             data += take;

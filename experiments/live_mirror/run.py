@@ -98,8 +98,9 @@ def start_bench_async():
 
 
 def live_run(name, t, tmp):
+    # a loopback receiver for this run only: no shared secret
     recv = subprocess.Popen([sys.executable, "-m", "pagesync_model", "live", "receive", "--listen", "127.0.0.1:0",
-                             "--quiet"], stderr=subprocess.PIPE, text=True)
+                             "--no-token", "--quiet"], stderr=subprocess.PIPE, text=True)
     port = int(recv.stderr.readline().strip().rsplit(":", 1)[1])
     out = Path(tmp) / f"{name}.live.json"
     bench = start_bench_async() if t.get("bench") else None

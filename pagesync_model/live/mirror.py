@@ -364,9 +364,10 @@ def compare(target_pages, target_sums, mirror_pages, mirror_sums):
 
 
 def run_mirror(cmd, to, passes=4, threshold=1000, delay=0.0, then="wait", interval=0.01, env=None,
-               stdin=None, stdout=None, stderr=None, on_event=None):
+               stdin=None, stdout=None, stderr=None, on_event=None, token=None):
     """Mirror the process started by ``cmd`` to ``to`` (HOST:PORT of a ``live receive``, or a stream
-    FILE). Returns the result as a dict (the simulator's JSON schema plus ``verified`` and ``live``).
+    FILE; ``token`` is the receiver's shared secret). Returns the result as a dict (the simulator's JSON
+    schema plus ``verified`` and ``live``).
     Raises LiveError (one line) for every failure; the target is never left stopped."""
     from ..trace.record import library_path, probe
     from ..trace.format import TraceError
@@ -386,7 +387,7 @@ def run_mirror(cmd, to, passes=4, threshold=1000, delay=0.0, then="wait", interv
     _lib.lib()
     if shutil.which(cmd[0]) is None:
         raise LiveError(f"live mirror: command not found: {cmd[0]}")
-    link = Link(to)
+    link = Link(to, token=token)
     proc = None
     ctl = None
     old_handlers = {}
@@ -428,7 +429,9 @@ def run_mirror(cmd, to, passes=4, threshold=1000, delay=0.0, then="wait", interv
         ctl.library_ticks = _library_ticks(proc, tmp, log.t0_ns)
         phase = "verify"
         mirror_pages, mirror_sums = link.checksums()
-        link.end()
+        missing, extra, differ = compare(target_pages, target_sums, mirror_pages, mirror_sums)
+        bad = np.union1d(np.union1d(missing, extra), differ)
+        link.end(target_pages, target_sums, len(bad))  # the verdict: the partner keeps only a verified mirror
         phase = "done"
     except _Signalled as s:
         if ctl:
@@ -465,8 +468,6 @@ def run_mirror(cmd, to, passes=4, threshold=1000, delay=0.0, then="wait", interv
             proc.kill()
             proc.wait()
 
-    missing, extra, differ = compare(target_pages, target_sums, mirror_pages, mirror_sums)
-    bad = np.union1d(np.union1d(missing, extra), differ)
     result = _result(ctl, cmd, to, passes, threshold, delay, interval, target_pages, missing, extra, differ, bad)
     if on_event:
         on_event("cut-over", proc.pid)
