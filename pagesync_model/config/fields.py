@@ -276,12 +276,14 @@ def _memory_shape(v: Mapping[str, Any], raw: Mapping[str, Any]) -> None:
         raise ConfigError("memory.size", f"{raw['memory.size']} is {size // page} pages of "
                                          f"{raw['memory.page_size']}, more than the 2**32 frames supported "
                                          f"({format_bytes(MAX_FRAMES * page)})")
-    if v["memory.block"] % page:
-        raise ConfigError("memory.block", f"{raw['memory.block']} is not a whole number of "
-                                          f"{raw['memory.page_size']} pages")
-    if v["memory.kernel_size"] % page:
-        raise ConfigError("memory.kernel_size", f"{raw['memory.kernel_size']} is not a whole number of "
-                                                f"{raw['memory.page_size']} pages")
+    for key in ("memory.block", "memory.kernel_size"):
+        if v[key] % page:
+            if raw[key] == SCHEMA.lookup(key).default:
+                # the value was left alone: the page size given is what no longer fits it
+                raise ConfigError("memory.page_size", f"{raw['memory.page_size']} pages do not divide {key} "
+                                                      f"({raw[key]}, its default): give {key} as a multiple "
+                                                      f"of {raw['memory.page_size']}")
+            raise ConfigError(key, f"{raw[key]} is not a whole number of {raw['memory.page_size']} pages")
     regions = memory_regions(size, page, v["memory.kernel_size"])
     if regions.user_bytes <= 0:
         raise ConfigError("memory.size", f"{raw['memory.size']} leaves no user memory beside the "
