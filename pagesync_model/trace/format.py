@@ -39,6 +39,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..units import format_bytes
+
 FORMAT_NAME = "pagesync-trace"
 FORMAT_VERSION = 1
 TIME_UNIT = "ns"
@@ -253,7 +255,7 @@ def check_archive(path) -> None:
                 continue
             total += m.file_size
             if total > MAX_TRACE_BYTES:
-                raise TraceError(f"{path}: the trace inflates to more than {MAX_TRACE_BYTES >> 30} GiB "
+                raise TraceError(f"{path}: the trace inflates to more than {format_bytes(MAX_TRACE_BYTES)} "
                                  f"(at '{name}'), more than a trace may hold")
             if m.file_size > BOMB_MIN_BYTES and m.file_size > BOMB_RATIO * max(1, m.compress_size):
                 raise TraceError(f"{path}: '{name}' inflates {m.file_size // max(1, m.compress_size)} times "
