@@ -64,6 +64,9 @@ _QUOTE_CHARS = 40      # a quoted value longer than this is cut in messages
 
 def shorten(value: object) -> str:
     """``str(value)``, cut to its first characters and its length when it is long (for messages)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 300:
+        # str() of an int past 4300 digits raises; its digit count is all a message needs
+        return f"{'-' if value < 0 else ''}<an integer of {int(value.bit_length() * math.log10(2)) + 1} digits>"
     text = str(value)
     if len(text) <= _QUOTE_CHARS:
         return text
@@ -84,9 +87,6 @@ def read_number(text: str) -> Fraction:
     digits = (whole + frac).lstrip("0")
     if not digits:
         return Fraction(0)
-    if len(digits) > MAX_DIGITS:
-        raise UnitError(f"{_quote(shorten(text))} has {len(digits)} digits, more than the {MAX_DIGITS} a number "
-                        "may have")
     if len(exp.lstrip("+-")) > 6:
         magnitude = 10**7 * (-1 if exp.startswith("-") else 1)
     else:
@@ -97,6 +97,9 @@ def read_number(text: str) -> Fraction:
         raise OutOfRange(f"{_quote(shorten(text))} is out of range", -1 if sign == "-" else 1)
     if magnitude < -MAX_MAGNITUDE:
         return Fraction(0)
+    if len(digits) > MAX_DIGITS:
+        raise UnitError(f"{_quote(shorten(text))} has {len(digits)} digits, more than the {MAX_DIGITS} a number "
+                        "may have")
     return Fraction(text.strip())
 
 
