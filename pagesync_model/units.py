@@ -67,7 +67,10 @@ def shorten(value: object) -> str:
     if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 300:
         # str() of an int past 4300 digits raises; its digit count is all a message needs
         return f"{'-' if value < 0 else ''}<an integer of {int(value.bit_length() * math.log10(2)) + 1} digits>"
-    text = str(value)
+    try:
+        text = str(value)
+    except ValueError:
+        return f"<a {type(value).__name__} holding an integer of thousands of digits>"
     if len(text) <= _QUOTE_CHARS:
         return text
     return f"{text[:_QUOTE_CHARS - 16]}...({len(text)} characters)"
