@@ -22,6 +22,7 @@ import yaml
 
 from pagesync_model.config.fields import SCHEMA
 from pagesync_model.config.schema import Config, ConfigError, Field, Schema
+from pagesync_model.units import shorten
 
 __all__ = ["load_config", "config_from_dict", "parse_yaml", "apply_override", "read_config_text",
            "MAX_CONFIG_BYTES", "MAX_DEPTH", "MAX_EXPANDED"]
@@ -193,7 +194,7 @@ def config_from_dict(data: Any, overrides: Iterable[str] = (), source: str = "<d
     if data is None:
         data = {}
     if not isinstance(data, Mapping):
-        kind = "a list" if isinstance(data, list) else f"'{data}'"
+        kind = "a list" if isinstance(data, list) else f"'{shorten(data)}'"
         raise ConfigError("", f"the top level must be a mapping of sections such as 'memory:', got {kind}",
                           source)
     tree = _copy_tree(data)

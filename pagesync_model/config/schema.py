@@ -82,6 +82,7 @@ class ConfigError(ValueError):
     """
 
     def __init__(self, path: str, message: str, source: Optional[str] = None):
+        path, message = _one_line(path), _one_line(message)
         super().__init__(path, message)
         self.path = path
         self.message = message
@@ -89,6 +90,14 @@ class ConfigError(ValueError):
 
     def __str__(self) -> str:
         return f"{self.path}: {self.message}" if self.path else self.message
+
+
+def _one_line(text: str) -> str:
+    """``text`` with line breaks and other control characters escaped, so that an error stays one line
+    whatever value it quotes."""
+    if not isinstance(text, str) or text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _quote(raw: object) -> str:
@@ -364,7 +373,7 @@ class SectionList(Field):
         fields are known. Raises ConfigError at ``path``."""
         keys = ", ".join(self.section.members)
         if not isinstance(raw, (list, tuple)) or not all(isinstance(x, Mapping) for x in raw):
-            shown = repr(raw) if isinstance(raw, (list, tuple)) else _describe(raw)
+            shown = units.shorten(raw) if isinstance(raw, (list, tuple)) else _describe(raw)
             raise ConfigError(path, f"expected a list of mappings of {keys} (one per {self.item_name}), "
                                     f"got {shown}")
         return raw

@@ -64,7 +64,7 @@ def _parse_intensity(raw):
     try:
         return FRACTION.parse(raw)
     except ValueError:
-        raise ValueError(f"cannot read '{raw}' as a dirty page intensity (a fraction such as 0.5, or auto)") \
+        raise ValueError(f"cannot read '{shorten(raw)}' as a dirty page intensity (a fraction such as 0.5, or auto)") \
             from None
 
 
