@@ -139,7 +139,7 @@ def laughs(levels=9, mapping=False):
     (BASE + "dma: " + laughs(mapping=True) + "\n", "aliases expand the document beyond"),
     (BASE.replace("{count: 2,", "{count: &c [*c],"), "refers to a node that contains it"),
     (BASE + "sim: {seed: " + "[" * 100000 + "]" * 100000 + "}\n", "nested more than 32 levels deep"),
-    (BASE + "#" * (2 << 20) + "\n", "more than the 1048576 a config may have"),
+    (BASE + "#" * (2 << 20) + "\n", "more than the 262144 a config may have"),
     (BASE.replace("count: 2", "count: " + "9" * 5000),
      "cpus.count: must be <= 8192, got '999999999999999999999999...(5000 characters)'"),
     (BASE.replace("count: 2", "count: 1e20"), "cpus.count: must be <= 8192, got '1e20'"),
