@@ -1,7 +1,9 @@
 """Command line: ``pagesync-sim CONFIG.yaml [options]`` runs one simulated mirror.
 
 Bad input (a missing or malformed file, an unknown key, a value without its unit, an unknown
-variant or backend, ...) gives one line on stderr naming what is wrong and where, and exit status 2.
+variant or backend, ...) gives one line on stderr naming what is wrong and where, and exit status 2;
+so does a run whose estimated cost is beyond what the machine can do (pagesync_model/cost.py),
+unless ``--force``.
 """
 import argparse
 import json
@@ -44,6 +46,8 @@ def build_parser():
                                                    "config, normally correct)")
     p.add_argument("--quiet", action="store_true", help="print nothing but errors")
     p.add_argument("--plot", metavar="FILE", help="draw the passes (pages, durations, time line) as .png or .svg")
+    p.add_argument("--force", action="store_true", help="run even when the estimated cost (quanta, page writes, "
+                                                        "model state) is beyond what this machine does in an hour")
     p.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     return p
 
@@ -61,6 +65,8 @@ def _write(path, text):
 
 def run_main(argv):
     from .config import ConfigError, load_config
+    from .config.fields import MAX_SEED
+    from .cost import CostError, check
     from .kernels import BACKEND_NAMES, BackendError
     from .results import format_table
     from .sim.engine import VARIANTS, VariantError, simulate
@@ -72,13 +78,18 @@ def run_main(argv):
         raise UsageError(f"--variant: unknown variant '{args.variant}' (choose from {', '.join(VARIANTS)})")
     if args.json_format not in ("pagesync", "qemu"):
         raise UsageError(f"--json-format: unknown format '{args.json_format}' (choose from pagesync, qemu)")
-    if args.seed is not None and args.seed < 0:
-        raise UsageError(f"--seed: must be >= 0, got {args.seed}")
+    if args.seed is not None and not 0 <= args.seed <= MAX_SEED:
+        raise UsageError(f"--seed: must be in [0, {MAX_SEED}], got {args.seed}")
     try:
         cfg = load_config(args.config, args.overrides)
     except ConfigError as exc:
         where = args.config if not str(exc).startswith(("cannot open", "--set")) else None
         raise UsageError(f"{where}: {exc}" if where else str(exc)) from None
+    if not args.force:
+        try:
+            check(cfg)
+        except CostError as exc:
+            raise UsageError(f"{args.config}: {exc}") from None
     try:
         result = simulate(cfg, backend=args.backend, variant=args.variant, seed=args.seed)
     except BackendError as exc:

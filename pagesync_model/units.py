@@ -10,6 +10,11 @@ Units are case-sensitive (``MB`` is not ``Mb``, ``ms`` is not ``Ms``); a wrong c
 binary ones (KiB, MiB, ...) powers of 1024. Signs are accepted: whether zero or a negative value is
 allowed is the schema's decision, which reports it with the config path.
 
+A number's size is bounded before it is computed with: one beyond 10^40 in magnitude raises
+`OutOfRange` (which the schema reports as breaking the field's bound), one with more than
+MAX_DIGITS digits is refused, and one closer to zero than 10^-40 reads as zero, so that
+'1e999999999GiB' is an error at once instead of a ten-billion-digit computation.
+
 A duration may be given in CPU cycles ("30cycles"); `parse_duration` then returns a `Cycles` marker
 that the config loader turns into seconds with ``cpus.clock``.
 """
@@ -23,6 +28,9 @@ from typing import Callable, Union
 
 __all__ = [
     "UnitError",
+    "OutOfRange",
+    "read_number",
+    "shorten",
     "Cycles",
     "parse_size",
     "parse_bandwidth",
@@ -39,6 +47,63 @@ __all__ = [
 
 class UnitError(ValueError):
     """A quantity string that cannot be read; the message quotes the value and the expected kind."""
+
+
+class OutOfRange(UnitError):
+    """A number too large in magnitude for any quantity: ``sign`` is +1 (huge) or -1 (hugely negative)."""
+
+    def __init__(self, message: str, sign: int):
+        super().__init__(message)
+        self.sign = sign
+
+
+MAX_DIGITS = 100       # significant digits a number may have; no quantity here needs 20
+MAX_MAGNITUDE = 40     # decimal exponent beyond which a number is out of range for every field
+_QUOTE_CHARS = 40      # a quoted value longer than this is cut in messages
+
+
+def shorten(value: object) -> str:
+    """``str(value)``, cut to its first characters and its length when it is long (for messages)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 300:
+        # str() of an int past 4300 digits raises; its digit count is all a message needs
+        return f"{'-' if value < 0 else ''}<an integer of {int(value.bit_length() * math.log10(2)) + 1} digits>"
+    try:
+        text = str(value)
+    except ValueError:
+        return f"<a {type(value).__name__} holding an integer of thousands of digits>"
+    if len(text) <= _QUOTE_CHARS:
+        return text
+    return f"{text[:_QUOTE_CHARS - 16]}...({len(text)} characters)"
+
+
+_DECIMAL = re.compile(r"([+-]?)(\d*)(?:\.(\d*))?(?:[eE]([+-]?\d+))?")
+
+
+def read_number(text: str) -> Fraction:
+    """The exact value of a decimal number such as '1.5', '-2e3' or '.5E-1', its size bounded first.
+    Raises OutOfRange beyond 10^40 in magnitude, UnitError for more than MAX_DIGITS digits or text
+    that is not a number; a number closer to zero than 10^-40 is returned as 0."""
+    m = _DECIMAL.fullmatch(text.strip())
+    if m is None or not (m.group(2) or m.group(3)):
+        raise UnitError(f"cannot read {_quote(shorten(text))} as a number")
+    sign, whole, frac, exp = m.group(1), m.group(2) or "", m.group(3) or "", m.group(4) or "0"
+    digits = (whole + frac).lstrip("0")
+    if not digits:
+        return Fraction(0)
+    if len(exp.lstrip("+-")) > 6:
+        magnitude = 10**7 * (-1 if exp.startswith("-") else 1)
+    else:
+        # the power of ten of the leading digit: 123.4 -> 2, 0.05 -> -2
+        magnitude = int(exp) + len(whole.lstrip("0")) - 1 if whole.lstrip("0") else \
+            int(exp) - (len(frac) - len(frac.lstrip("0"))) - 1
+    if magnitude > MAX_MAGNITUDE:
+        raise OutOfRange(f"{_quote(shorten(text))} is out of range", -1 if sign == "-" else 1)
+    if magnitude < -MAX_MAGNITUDE:
+        return Fraction(0)
+    if len(digits) > MAX_DIGITS:
+        raise UnitError(f"{_quote(shorten(text))} has {len(digits)} digits, more than the {MAX_DIGITS} a number "
+                        "may have")
+    return Fraction(text.strip())
 
 
 @dataclass(frozen=True)
@@ -120,7 +185,7 @@ def _quote(value: object) -> str:
 
 
 def _fail(value: object, kind: str, why: str) -> UnitError:
-    return UnitError(f"cannot read {_quote(value)} as a {kind}: {why}")
+    return UnitError(f"cannot read {_quote(shorten(value))} as a {kind}: {why}")
 
 
 def _split(value: object, kind: str) -> tuple[Fraction, str]:
@@ -137,16 +202,20 @@ def _split(value: object, kind: str) -> tuple[Fraction, str]:
     if not unit:
         raise _fail(value, kind, f"needs a unit such as {example}")
     try:
-        return Fraction(number), unit
-    except (ValueError, OverflowError):
-        raise _fail(value, kind, "the number is too long") from None
+        return read_number(number), unit
+    except OutOfRange as exc:
+        raise OutOfRange(f"cannot read {_quote(shorten(value))} as a {kind}: the number is too large",
+                         exc.sign) from None
+    except ValueError:
+        raise _fail(value, kind, f"the number has more than {MAX_DIGITS} digits") from None
 
 
 def _float(exact: Fraction, value: object, kind: str) -> float:
     try:
         return float(exact)
     except OverflowError:
-        raise _fail(value, kind, "the number is too large") from None
+        raise OutOfRange(f"cannot read {_quote(shorten(value))} as a {kind}: the number is too large",
+                         1 if exact > 0 else -1) from None
 
 
 def _unknown_unit(value: object, kind: str, unit: str, table: dict) -> UnitError:

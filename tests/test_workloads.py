@@ -215,6 +215,6 @@ def test_item_errors_name_their_path(workload, path, text):
 def test_schema_table_documents_the_items():
     table = schema_markdown()
     assert "| `workload.groups` | list of groups | `[]` |" in table
-    assert "| `workload.groups[].cpus` | int >= 1 | **required** |" in table
-    assert "| `workload.groups[].phases[].duration` | duration > 0 | **required** |" in table
+    assert "| `workload.groups[].cpus` | int in [1, 8192] | **required** |" in table
+    assert "| `workload.groups[].phases[].duration` | duration in (0, 100000000s] | **required** |" in table
     assert SCHEMA.lookup("workload.groups").section.members["cpus"].required

@@ -24,6 +24,7 @@ from pagesync_model.units import format_bytes
 
 __all__ = [
     "SCHEMA", "POLICIES", "WORKLOAD_KINDS", "LAYOUTS", "VARIANTS", "PTE_BYTES", "MAX_FRAMES",
+    "MAX_BYTES", "MAX_BANDWIDTH", "MAX_STEP", "MAX_SIM_TIME", "MAX_DOWNTIME", "MAX_ROUNDS",
     "register_policy", "MemoryRegions", "memory_regions",
 ]
 
@@ -37,6 +38,31 @@ PTE_BYTES = 8                # an x86-64 page-table entry
 MAX_FRAMES = 2**32           # frame numbers are held in 32 bits
 MIN_PAGE_SIZE = 4096
 MODULE_STACK_BYTES = 16 * 1024   # the pagesync module's stack (pagesync_model/memory.py lays out these regions)
+
+# Every number has an upper bound beyond which it describes no machine or migration this models (a
+# unit slip, a typo or hostile input): such a value is refused with its field's name instead of
+# overflowing a kernel's counters or running for days. Whether a sensible run fits the machine at
+# hand is the cost guard's question (pagesync_model/cost.py), not these bounds'.
+MAX_BYTES = 2**52            # x86-64 physical addresses have at most 52 bits: 4 PiB
+MAX_PAGE = 2**30             # the largest x86-64 page is 1 GiB
+MAX_CPUS = 8192              # Linux's NR_CPUS ceiling (CONFIG_MAXSMP)
+MAX_PROCESSES = 2**22        # Linux's PID_MAX_LIMIT
+MIN_CLOCK = 1e6              # Hz: below every CPU with hardware dirty bits (the 386 ran at 12 MHz)
+MAX_CLOCK = 1e10             # Hz: above every CPU, overclocked ones included
+MAX_TLB_ENTRIES = 2**16      # twenty times the largest second-level TLB (3072 entries)
+MAX_CPU_OP = 1e-3            # s: a walk or PTE update of 1000 cycles at the slowest clock (~100 ns in life)
+MAX_WRITE_RATE = 2e10        # page writes per second per CPU: two stores per cycle at 10 GHz
+MAX_DMA_RATE = 1e10          # pages per second: 40 TB/s of 4 KiB pages, beyond any I/O fabric
+MAX_BANDWIDTH = 1e14         # bytes/s: 100 TB/s, ten times the memory bandwidth of the largest servers
+MAX_LATENCY = 10.0           # s: a link slower to answer is down (a satellite hop takes 0.6 s)
+MAX_STEP = 3600.0            # s: a rendezvous, cut-over, setup, catch-up or warm-up beyond an hour is a stall
+MAX_SIM_TIME = 1e8           # s: three years, ten times SimGrid's hard-coded 1e7 s migration timeout
+MAX_DOWNTIME = 2000.0        # s: QEMU's MAX_MIGRATE_DOWNTIME_SECONDS, the largest downtime any tool takes
+MAX_ROUNDS = 10_000          # passes before a forced stop: Xen's default is 29, the published module's 4
+MAX_COPYRANGE = 2**20        # blackout ranges: ten thousand times the published module's 100
+MAX_QUANTUM = 1.0            # s: a coarser step no longer interleaves writes with passes of milliseconds
+MAX_SEED = 2**64 - 1         # seeds are 64-bit
+MAX_TIME_SCALE = 1e6         # a trace replayed a million times slower or faster than it was recorded
 
 SCHEMA = Schema(cycle_clock="cpus.clock")
 
@@ -60,26 +86,26 @@ SCHEMA.extend(
 
 SCHEMA.section(
     "memory", "Physical memory of the machine being mirrored.",
-    size=Field(SIZE, REQUIRED, "Physical memory to mirror.", gt=0),
+    size=Field(SIZE, REQUIRED, "Physical memory to mirror.", gt=0, le=MAX_BYTES),
     page_size=Field(SIZE, "4KiB", "Page size the dirty tracking works in.",
-                    check=_page_size_check, check_doc="power of two >= 4KiB"),
-    kernel_size=Field(SIZE, "256MiB", "Kernel image and data mapped by the kernel page tables.", ge=0),
+                    le=MAX_PAGE, check=_page_size_check, check_doc="power of two >= 4KiB"),
+    kernel_size=Field(SIZE, "256MiB", "Kernel image and data mapped by the kernel page tables.", ge=0, le=MAX_BYTES),
     zero_fraction=Field(FRACTION, 0.0, "Share of memory holding all-zero pages at the start.", ge=0, lt=1),
     layout=Field(CHOICE, "scattered", "How the working set's pages spread over physical frames.",
                  choices=LAYOUTS),
     block=Field(SIZE, "2MiB", "scattered: physically contiguous unit of allocations (2MiB buddy/THP "
-                              "blocks; the page size scatters single pages).", gt=0),
-    processes=Field(INT, 64, "User processes whose page tables the harvest walks in parallel.", ge=1),
+                              "blocks; the page size scatters single pages).", gt=0, le=MAX_PAGE),
+    processes=Field(INT, 64, "User processes whose page tables the harvest walks in parallel.", ge=1, le=MAX_PROCESSES),
 )
 
 SCHEMA.section(
     "cpus", "Processors running the workload and doing the harvest.",
-    count=Field(INT, REQUIRED, "Number of CPUs.", ge=1),
-    clock=Field(FREQUENCY, "3GHz", "CPU clock; also converts durations given in cycles.", gt=0),
-    tlb_entries=Field(INT, 1536, "Second-level TLB entries per CPU.", ge=1),
-    tlb_walk=Field(DURATION, "30cycles", "Page walk after a TLB miss.", ge=0),
+    count=Field(INT, REQUIRED, "Number of CPUs.", ge=1, le=MAX_CPUS),
+    clock=Field(FREQUENCY, "3GHz", "CPU clock; also converts durations given in cycles.", ge=MIN_CLOCK, le=MAX_CLOCK),
+    tlb_entries=Field(INT, 1536, "Second-level TLB entries per CPU.", ge=1, le=MAX_TLB_ENTRIES),
+    tlb_walk=Field(DURATION, "30cycles", "Page walk after a TLB miss.", ge=0, le=MAX_CPU_OP),
     dirty_update=Field(DURATION, "100cycles",
-                       "Locked PTE update when the first write hits a clean PTE.", ge=0),
+                       "Locked PTE update when the first write hits a clean PTE.", ge=0, le=MAX_CPU_OP),
 )
 
 def _pattern_fields(working_set: bool = True) -> dict:
@@ -87,19 +113,21 @@ def _pattern_fields(working_set: bool = True) -> dict:
     f = dict(
         kind=Field(CHOICE, "uniform", "Write pattern over the working set.", choices=WORKLOAD_KINDS),
         rate=Field(RATE, REQUIRED, "Page writes per second per CPU (trace: ignored, the trace sets the pace).",
-                   gt=0),
-        working_set=Field(SIZE, REQUIRED, "Memory the workload writes to.", gt=0),
+                   gt=0, le=MAX_WRITE_RATE),
+        working_set=Field(SIZE, REQUIRED, "Memory the workload writes to.", gt=0, le=MAX_BYTES),
         hot_fraction=Field(FRACTION, 0.1, "hotcold: share of the working set that is hot.", gt=0, lt=1),
         hot_share=Field(FRACTION, 0.9, "hotcold: share of writes that go to the hot pages.", ge=0, le=1),
         stride=Field(INT, 1, "sequential: pages advanced between consecutive writes (wraps around the "
-                             "working set; a stride sharing no factor with it visits every page).", ge=1),
+                             "working set; a stride sharing no factor with it visits every page).", ge=1,
+                     le=MAX_FRAMES),
         exponent=Field(FLOAT, 1.0, "zipf: exponent s; the page of rank r (0 = hottest, at the start of the "
                                    "working set) takes writes in proportion to 1/(r+1)^s.", ge=0, le=10),
         trace=Field(STR, "", "trace: a trace file (.npz, `pagesync-sim trace record`), relative to the "
                              "current directory."),
-        time_scale=Field(FLOAT, 1.0, "trace: simulated seconds per recorded second (2 = half speed).", gt=0),
+        time_scale=Field(FLOAT, 1.0, "trace: simulated seconds per recorded second (2 = half speed).",
+                         ge=1 / MAX_TIME_SCALE, le=MAX_TIME_SCALE),
         loop=Field(BOOL, True, "trace: start the trace over after its last interval."),
-        offset=Field(DURATION, "0s", "trace: the CPU's running time before the trace starts.", ge=0),
+        offset=Field(DURATION, "0s", "trace: the CPU's running time before the trace starts.", ge=0, le=MAX_SIM_TIME),
         shared=Field(BOOL, False, "trace: all CPUs replay onto the same pages (threads of one program); "
                                   "false: each CPU replays its own copy (one process each)."),
     )
@@ -109,11 +137,12 @@ def _pattern_fields(working_set: bool = True) -> dict:
 
 
 _PHASE = Section("One phase of a piecewise workload.", dict(
-    duration=Field(DURATION, REQUIRED, "How long each CPU runs this phase.", gt=0), **_pattern_fields(False)))
+    duration=Field(DURATION, REQUIRED, "How long each CPU runs this phase.", gt=0, le=MAX_SIM_TIME),
+    **_pattern_fields(False)))
 _PHASES_DOC = ("Piecewise workload: phases run in order, each over the same working set; an item's missing "
                "keys take this section's values.")
 _GROUP = Section("CPUs that run one workload.", dict(
-    cpus=Field(INT, REQUIRED, "CPUs in the group (the groups take CPUs 0, 1, ... in order).", ge=1),
+    cpus=Field(INT, REQUIRED, "CPUs in the group (the groups take CPUs 0, 1, ... in order).", ge=1, le=MAX_CPUS),
     **_pattern_fields(),
     repeat=Field(BOOL, True, "phases: start over after the last phase (false: stay in the last one)."),
     phases=SectionList(_PHASE, _PHASES_DOC, inherit=True, item_name="phase")))
@@ -125,7 +154,8 @@ SCHEMA.section(
                              "its idle time, and CPU throttling delays its writes but it catches up, unless "
                              "one throttle sleep exceeds catchup."),
     catchup=Field(DURATION, "200ms", "paced: the longest backlog the writer catches up; a longer throttle "
-                                     "sleep drops it and the writer runs at the throttled CPU's pace.", ge=0),
+                                     "sleep drops it and the writer runs at the throttled CPU's pace.", ge=0,
+                    le=MAX_STEP),
     repeat=Field(BOOL, True, "phases: start over after the last phase (false: stay in the last one)."),
     phases=SectionList(_PHASE, _PHASES_DOC, inherit=True, item_name="phase"),
     groups=SectionList(_GROUP, "Per-CPU mixture: each group of CPUs runs its own workload on its own part "
@@ -135,35 +165,35 @@ SCHEMA.section(
 
 SCHEMA.section(
     "dma", "Device DMA into the working set: writes that bypass the CPUs' dirty bits.",
-    rate=Field(RATE, "0/s", "Pages written by devices per second (0: no DMA).", ge=0),
+    rate=Field(RATE, "0/s", "Pages written by devices per second (0: no DMA).", ge=0, le=MAX_DMA_RATE),
     working_set=Field(SIZE, "0B", "Memory the devices write to, from the start of the working set "
-                                  "(0: all of it).", ge=0),
+                                  "(0: all of it).", ge=0, le=MAX_BYTES),
     mirrored=Field(BOOL, False, "Each DMA write also lands in the partner's copy (Stratus's PCI bridge); "
                                 "false: such writes are lost unless a CPU also writes the page."),
 )
 
 SCHEMA.section(
     "tracking", "Cost of harvesting hardware dirty bits (all CPUs stopped).",
-    rendezvous=Field(DURATION, "5us", "IPIs and rendezvous to stop all CPUs.", ge=0),
-    pte_scan=Field(DURATION, "2cycles", "Per PTE walked.", ge=0),
+    rendezvous=Field(DURATION, "5us", "IPIs and rendezvous to stop all CPUs.", ge=0, le=MAX_STEP),
+    pte_scan=Field(DURATION, "2cycles", "Per PTE walked.", ge=0, le=MAX_CPU_OP),
     pte_harvest=Field(DURATION, "150cycles",
                       "Per dirty PTE: clear hardware dirty, set soft dirty, set the bitmap bit, invlpg.",
-                      ge=0),
-    tlb_flush=Field(DURATION, "2us", "Final full TLB flush on each CPU.", ge=0),
+                      ge=0, le=MAX_CPU_OP),
+    tlb_flush=Field(DURATION, "2us", "Final full TLB flush on each CPU.", ge=0, le=MAX_STEP),
     stop_cpus=Field(BOOL, True, "Harvests stop every CPU (the published module's rendezvous: a brownout); "
                                 "false: the scan runs while the CPUs keep writing (a user-space controller "
                                 "scanning /proc/PID/pagemap) and only the blackout stops them."),
     stop_scan=Field(DURATION, "0s", "stop_cpus false: cost of the blackout's stop and final scan (stopping every "
-                                    "thread, one more scan); 0s = the cost of a harvest.", ge=0),
+                                    "thread, one more scan); 0s = the cost of a harvest.", ge=0, le=MAX_STEP),
 )
 
 SCHEMA.section(
     "link", "Interconnect to the partner.",
-    bandwidth=Field(BANDWIDTH, REQUIRED, "Link bandwidth.", gt=0),
-    latency=Field(DURATION, "2us", "One-way latency of a transfer.", ge=0),
-    per_copy=Field(DURATION, "5us", "Setup cost of one copy call (one range).", ge=0),
+    bandwidth=Field(BANDWIDTH, REQUIRED, "Link bandwidth.", gt=0, le=MAX_BANDWIDTH),
+    latency=Field(DURATION, "2us", "One-way latency of a transfer.", ge=0, le=MAX_LATENCY),
+    per_copy=Field(DURATION, "5us", "Setup cost of one copy call (one range).", ge=0, le=MAX_LATENCY),
     first_copy=Field(DURATION, "0us", "Extra cost per page the first time the partner receives it (it allocates "
-                                      "and faults in its copy).", ge=0),
+                                      "and faults in its copy).", ge=0, le=MAX_LATENCY),
     efficiency=Field(FRACTION, 1.0, "Payload share of the wire: 1 for DMA; 1448/1538 = 0.941 for TCP/IPv4 "
                                     "over Ethernet (1500-byte MTU, TCP timestamps, framing and gaps).",
                      gt=0, le=1),
@@ -171,24 +201,25 @@ SCHEMA.section(
 
 SCHEMA.section(
     "stratus", "Stratus pagesync policy (pagesync_synchronize_memory).",
-    passes=Field(INT, 4, "Copy passes after the initial full copy before the forced blackout.", ge=0),
-    threshold=Field(INT, 1000, "Dirty pages below which the next pass is the blackout.", ge=0),
-    max_copyrange=Field(INT, 100, "Most ranges in the blackout copy list (MAX_COPYRANGE).", ge=2),
-    nearby=Field(INT, 6, "Frames within which a dirty frame extends a blackout range (NEARBY).", ge=0),
+    passes=Field(INT, 4, "Copy passes after the initial full copy before the forced blackout.", ge=0, le=MAX_ROUNDS),
+    threshold=Field(INT, 1000, "Dirty pages below which the next pass is the blackout.", ge=0, le=MAX_FRAMES),
+    max_copyrange=Field(INT, 100, "Most ranges in the blackout copy list (MAX_COPYRANGE).", ge=2, le=MAX_COPYRANGE),
+    nearby=Field(INT, 6, "Frames within which a dirty frame extends a blackout range (NEARBY).", ge=0, le=MAX_FRAMES),
     tracking_outside=Field(BOOL, False, "The page tables and the tracker's bitmap and stack are not in the memory "
                                         "mirrored (a user-space mirror of one process: the kernel and the controller "
                                         "hold them): neither the full copy nor the blackout copies them, and they are not "
                                         "compared."),
-    cutover=Field(DURATION, "1ms", "Platform cut-over after the final copy.", ge=0),
+    cutover=Field(DURATION, "1ms", "Platform cut-over after the final copy.", ge=0, le=MAX_STEP),
 )
 
 SCHEMA.section(
     "sim", "Simulation control.",
-    quantum=Field(DURATION, "1ms", "Time step in which writes are generated and applied in batches.", gt=0),
-    seed=Field(INT, 1, "Random seed.", ge=0),
+    quantum=Field(DURATION, "1ms", "Time step in which writes are generated and applied in batches.", gt=0,
+                  le=MAX_QUANTUM),
+    seed=Field(INT, 1, "Random seed.", ge=0, le=MAX_SEED),
     warmup=Field(DURATION, "0s", "The workload runs this long before the mirror starts (warm TLBs and "
-                                 "dirty bits, as on a machine that has been running).", ge=0),
-    time_limit=Field(DURATION, "1h", "Simulated time after which the run is abandoned.", gt=0),
+                                 "dirty bits, as on a machine that has been running).", ge=0, le=MAX_STEP),
+    time_limit=Field(DURATION, "1h", "Simulated time after which the run is abandoned.", gt=0, le=MAX_SIM_TIME),
     variant=Field(CHOICE, "correct",
                   "Algorithm variant; the others deliberately reintroduce an ordering or TLB bug.",
                   choices=VARIANTS),
@@ -245,12 +276,14 @@ def _memory_shape(v: Mapping[str, Any], raw: Mapping[str, Any]) -> None:
         raise ConfigError("memory.size", f"{raw['memory.size']} is {size // page} pages of "
                                          f"{raw['memory.page_size']}, more than the 2**32 frames supported "
                                          f"({format_bytes(MAX_FRAMES * page)})")
-    if v["memory.block"] % page:
-        raise ConfigError("memory.block", f"{raw['memory.block']} is not a whole number of "
-                                          f"{raw['memory.page_size']} pages")
-    if v["memory.kernel_size"] % page:
-        raise ConfigError("memory.kernel_size", f"{raw['memory.kernel_size']} is not a whole number of "
-                                                f"{raw['memory.page_size']} pages")
+    for key in ("memory.block", "memory.kernel_size"):
+        if v[key] % page:
+            if raw[key] == SCHEMA.lookup(key).default:
+                # the value was left alone: the page size given is what no longer fits it
+                raise ConfigError("memory.page_size", f"{raw['memory.page_size']} pages do not divide {key} "
+                                                      f"({raw[key]}, its default): give {key} as a multiple "
+                                                      f"of {raw['memory.page_size']}")
+            raise ConfigError(key, f"{raw[key]} is not a whole number of {raw['memory.page_size']} pages")
     regions = memory_regions(size, page, v["memory.kernel_size"])
     if regions.user_bytes <= 0:
         raise ConfigError("memory.size", f"{raw['memory.size']} leaves no user memory beside the "

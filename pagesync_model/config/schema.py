@@ -22,6 +22,7 @@ from __future__ import annotations
 import difflib
 import math
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
 
 from pagesync_model import units
@@ -81,6 +82,7 @@ class ConfigError(ValueError):
     """
 
     def __init__(self, path: str, message: str, source: Optional[str] = None):
+        path, message = _one_line(path), _one_line(message)
         super().__init__(path, message)
         self.path = path
         self.message = message
@@ -90,8 +92,16 @@ class ConfigError(ValueError):
         return f"{self.path}: {self.message}" if self.path else self.message
 
 
+def _one_line(text: str) -> str:
+    """``text`` with line breaks and other control characters escaped, so that an error stays one line
+    whatever value it quotes."""
+    if not isinstance(text, str) or text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def _quote(raw: object) -> str:
-    return f"'{raw}'"
+    return f"'{units.shorten(raw)}'"
 
 
 def _join(prefix: str, name: object) -> str:
@@ -113,40 +123,61 @@ class Kind:
     """How a raw YAML value becomes a typed one.
 
     ``name`` appears in docs ('size'); ``parse(raw)`` returns the typed value or raises ValueError
-    (UnitError included) with a message that quotes the raw value; ``unit`` names the base unit of the
-    result for docs ('bytes'), '' when dimensionless.
+    (UnitError included) with a message that quotes the raw value, `units.OutOfRange` for a number
+    too large for any field; ``unit`` names the base unit of the result for docs ('bytes'), '' when
+    dimensionless; ``show`` writes a bound in messages and docs as a user would ('4PiB').
     """
 
     name: str
     parse: Callable[[Any], Any]
     unit: str = ""
+    show: Optional[Callable[[float], str]] = None
+
+
+def _huge(raw: Any, sign: float) -> units.OutOfRange:
+    return units.OutOfRange(f"{_quote(raw)} is out of range", -1 if sign < 0 else 1)
+
+
+def _exact(raw: Any) -> Optional[Fraction]:
+    """The exact value of a YAML number or numeric text (bounded in size), None if it is neither.
+    Raises OutOfRange for a magnitude no field allows (an int of thousands of digits, 1e999, .inf)."""
+    if isinstance(raw, bool):
+        return None
+    if isinstance(raw, int):
+        if abs(raw) >= 10**units.MAX_MAGNITUDE:
+            raise _huge(raw, raw)
+        return Fraction(raw)
+    if isinstance(raw, float):
+        if math.isnan(raw):
+            return None
+        if math.isinf(raw) or abs(raw) >= 10.0**units.MAX_MAGNITUDE:
+            raise _huge(raw, raw)
+        return Fraction(raw)
+    if isinstance(raw, str):
+        text = raw.strip().replace("_", "")
+        if text.lower().lstrip("+-.") in ("inf", "infinity"):
+            raise _huge(raw, -1 if text.startswith("-") else 1)
+        try:
+            return units.read_number(text)
+        except units.OutOfRange:
+            raise _huge(raw, -1 if text.startswith("-") else 1) from None
+        except ValueError:
+            return None
+    return None
 
 
 def _parse_int(raw: Any) -> int:
-    if isinstance(raw, bool):
+    value = _exact(raw)
+    if value is None or value.denominator != 1:
         raise ValueError(f"cannot read {_quote(raw)} as a whole number")
-    if isinstance(raw, int):
-        return raw
-    if isinstance(raw, str):
-        try:
-            return int(raw.strip().replace("_", ""), 10)
-        except ValueError:
-            pass
-    raise ValueError(f"cannot read {_quote(raw)} as a whole number")
+    return int(value)
 
 
 def _parse_float(raw: Any) -> float:
-    value: Optional[float] = None
-    if isinstance(raw, (int, float)) and not isinstance(raw, bool):
-        value = float(raw)
-    elif isinstance(raw, str):
-        try:
-            value = float(raw.strip())
-        except ValueError:
-            value = None
-    if value is None or not math.isfinite(value):
+    value = _exact(raw)
+    if value is None:
         raise ValueError(f"cannot read {_quote(raw)} as a number")
-    return value
+    return float(value)
 
 
 def _parse_fraction(raw: Any) -> float:
@@ -179,11 +210,11 @@ def _parse_str(raw: Any) -> str:
     raise ValueError(f"cannot read {_quote(raw)} as text")
 
 
-SIZE = Kind("size", units.parse_size, "bytes")
-BANDWIDTH = Kind("bandwidth", units.parse_bandwidth, "bytes/s")
-DURATION = Kind("duration", units.parse_duration, "seconds")
-FREQUENCY = Kind("frequency", units.parse_frequency, "Hz")
-RATE = Kind("rate", units.parse_rate, "per second")
+SIZE = Kind("size", units.parse_size, "bytes", units.format_bytes)
+BANDWIDTH = Kind("bandwidth", units.parse_bandwidth, "bytes/s", units.format_bandwidth)
+DURATION = Kind("duration", units.parse_duration, "seconds", units.format_duration)
+FREQUENCY = Kind("frequency", units.parse_frequency, "Hz", units.format_frequency)
+RATE = Kind("rate", units.parse_rate, "per second", units.format_rate)
 INT = Kind("int", _parse_int)
 FLOAT = Kind("float", _parse_float)
 FRACTION = Kind("fraction", _parse_fraction)
@@ -247,10 +278,22 @@ class Field:
             return raw
         try:
             value = self.kind.parse(raw)
+        except units.OutOfRange as exc:
+            # too large to compute with: report it against the bound it breaks, as for 1e5 CPUs
+            for op, bound in self._bounds():
+                if (op in ("<", "<=")) == (exc.sign > 0):
+                    raise ConfigError(path, f"must be {op} {self.show(bound)}, got {_quote(raw)}") from None
+            raise ConfigError(path, str(exc)) from None
         except ValueError as exc:
             raise ConfigError(path, str(exc)) from None
         self.validate(value, raw, path)
         return value
+
+    def show(self, bound: float) -> str:
+        """A bound as a user would write it: '0', '4PiB', '1ms', '8192'."""
+        if bound == 0 or self.kind.show is None:
+            return _plain(bound)
+        return self.kind.show(bound)
 
     def validate(self, value: Any, raw: Any, path: str) -> None:
         """Hold a parsed value to the bounds and the extra check (a `Cycles` marker only to its sign;
@@ -273,7 +316,7 @@ class Field:
             ok = {">": number > bound, ">=": number >= bound,
                   "<": number < bound, "<=": number <= bound}[op]
             if not ok:
-                raise ConfigError(path, f"must be {op} {_plain(bound)}, got {_quote(raw)}")
+                raise ConfigError(path, f"must be {op} {self.show(bound)}, got {_quote(raw)}")
 
     def describe_kind(self) -> str:
         """The kind with its constraints, for the schema table: 'size > 0', 'fraction in [0, 1)'."""
@@ -284,9 +327,9 @@ class Field:
         high = [(op, b) for op, b in self._bounds() if op in ("<", "<=")]
         if low and high:
             (lop, lb), (hop, hb) = low[0], high[0]
-            text += f" in {'(' if lop == '>' else '['}{_plain(lb)}, {_plain(hb)}{')' if hop == '<' else ']'}"
+            text += f" in {'(' if lop == '>' else '['}{self.show(lb)}, {self.show(hb)}{')' if hop == '<' else ']'}"
         else:
-            text += "".join(f" {op} {_plain(b)}" for op, b in low + high)
+            text += "".join(f" {op} {self.show(b)}" for op, b in low + high)
         if self.check_doc:
             text += f", {self.check_doc}"
         return text
@@ -330,7 +373,7 @@ class SectionList(Field):
         fields are known. Raises ConfigError at ``path``."""
         keys = ", ".join(self.section.members)
         if not isinstance(raw, (list, tuple)) or not all(isinstance(x, Mapping) for x in raw):
-            shown = repr(raw) if isinstance(raw, (list, tuple)) else _describe(raw)
+            shown = units.shorten(raw) if isinstance(raw, (list, tuple)) else _describe(raw)
             raise ConfigError(path, f"expected a list of mappings of {keys} (one per {self.item_name}), "
                                     f"got {shown}")
         return raw
@@ -377,7 +420,7 @@ class SectionList(Field):
                     if clock is None:
                         raise ConfigError(fpath, f"cannot use cycles here, got {_quote(value)}")
                     typed = typed.seconds(clock)
-                    field.validate(typed, value, fpath)
+                    _validate_cycles(field, typed, value, fpath, units.format_frequency(clock))
                 values[name] = typed
             for name in nested:
                 field = members[name]
@@ -576,7 +619,17 @@ class Schema:
         clock = values[self.cycle_clock]
         for path in pending:
             values[path] = values[path].seconds(clock)
-            fields[path].validate(values[path], raw[path], path)
+            _validate_cycles(fields[path], values[path], raw[path], path, raw[self.cycle_clock])
+
+
+def _validate_cycles(field: Field, seconds: float, raw: Any, path: str, clock: Any) -> None:
+    """Validate a duration given in cycles once converted; a failure names the clock it was converted
+    with, which may be the value at fault (a clock of 1Hz makes '30cycles' 30 s)."""
+    try:
+        field.validate(seconds, raw, path)
+    except ConfigError as exc:
+        raise ConfigError(path, f"{exc.message} ({units.format_duration(seconds)} at a "
+                                f"{units.shorten(clock)} clock)") from None
 
 
 def _item_rows(field: "SectionList", path: str) -> list[str]:

@@ -10,7 +10,7 @@ latency. n is the first count whose stop-and-copy fits the downtime limit (M x l
 downtime_limit), else max_rounds; ``analytic.rounds`` forces n. No more than M can be dirty, so a
 round never sends more than M; with lambda >= 1 the rounds never shrink and the stop is forced.
 """
-from ..config.fields import SCHEMA, register_policy
+from ..config.fields import MAX_DOWNTIME, MAX_ROUNDS, SCHEMA, register_policy
 from . import require_single_rate
 from ..config.schema import DURATION, INT, Field
 from ..results import PassRecord
@@ -23,10 +23,11 @@ require_single_rate(NAME)
 SCHEMA.section(
     "analytic", "Closed-form geometric pre-copy model (Clark et al. 2005, Liu et al. 2011).",
     downtime_limit=Field(DURATION, "300ms", "Stop-and-copy once the next round would fit in this downtime.",
-                         gt=0),
-    max_rounds=Field(INT, 30, "Most live rounds (the full copy included) before the forced stop.", ge=1),
+                         gt=0, le=MAX_DOWNTIME),
+    max_rounds=Field(INT, 30, "Most live rounds (the full copy included) before the forced stop.", ge=1,
+                     le=MAX_ROUNDS),
     rounds=Field(INT, 0, "0 = use the stop rule; n > 0 = exactly n live rounds (the full copy included).",
-                 ge=0),
+                 ge=0, le=MAX_ROUNDS),
 )
 
 

@@ -19,7 +19,7 @@ downtime-limit or end the migration. Sources (read in each project's tree):
 """
 import math
 
-from ..config.fields import SCHEMA
+from ..config.fields import MAX_DOWNTIME, MAX_ROUNDS, MAX_SIM_TIME, MAX_STEP, SCHEMA
 from ..config.schema import CHOICE, DURATION, INT, ConfigError, Field
 
 KINDS = ["none", "nova", "kubevirt", "ovirt"]
@@ -30,12 +30,17 @@ SCHEMA.section(
     "operator", "The management layer over QEMU (qemu policy only): downtime schedule and timeouts.",
     kind=Field(CHOICE, "none", "Whose monitor runs the migration: none (plain QEMU), nova, kubevirt or ovirt.",
                choices=KINDS),
-    monitor_period=Field(DURATION, "500ms", "How often the monitor samples the migration.", gt=0),
-    downtime=Field(DURATION, "500ms", "nova: live_migration_downtime, the last and largest step.", gt=0),
-    downtime_steps=Field(INT, 10, "nova: live_migration_downtime_steps.", ge=1),
-    downtime_delay=Field(DURATION, "75s", "nova: live_migration_downtime_delay, per GiB of data.", ge=0),
-    completion_timeout=Field(DURATION, "0s", "Completion timeout per GiB of data (0 = none).", ge=0),
-    progress_timeout=Field(DURATION, "0s", "Abort after this long without progress (0 = none).", ge=0),
+    monitor_period=Field(DURATION, "500ms", "How often the monitor samples the migration.", gt=0,
+                         le=MAX_STEP),
+    downtime=Field(DURATION, "500ms", "nova: live_migration_downtime, the last and largest step.", gt=0,
+                   le=MAX_DOWNTIME),
+    downtime_steps=Field(INT, 10, "nova: live_migration_downtime_steps.", ge=1, le=MAX_ROUNDS),
+    downtime_delay=Field(DURATION, "75s", "nova: live_migration_downtime_delay, per GiB of data.", ge=0,
+                         le=MAX_STEP),
+    completion_timeout=Field(DURATION, "0s", "Completion timeout per GiB of data (0 = none).", ge=0,
+                             le=MAX_SIM_TIME),
+    progress_timeout=Field(DURATION, "0s", "Abort after this long without progress (0 = none).", ge=0,
+                           le=MAX_SIM_TIME),
     on_timeout=Field(CHOICE, "abort", "At the completion timeout: abort, pause the guest and keep copying, "
                                       "or switch to post-copy.", choices=["abort", "pause", "postcopy"]),
 )

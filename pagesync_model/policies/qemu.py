@@ -27,7 +27,9 @@ A throttled vCPU runs (1 - pct) of each 10 ms slice: the CPUs' run fraction is 1
 """
 import numpy as np
 
-from ..config.fields import SCHEMA, register_policy
+from ..config.fields import (
+    MAX_BANDWIDTH, MAX_BYTES, MAX_DOWNTIME, MAX_LATENCY, MAX_STEP, SCHEMA, register_policy,
+)
 from ..config.schema import BANDWIDTH, BOOL, CHOICE, DURATION, FRACTION, INT, SIZE, Field
 from ..kernels.dtypes import INDEX_DTYPE
 from ..sim.interconnect import run_frames
@@ -54,15 +56,18 @@ register_policy(NAME)
 SCHEMA.section(
     "qemu", "QEMU/KVM pre-copy migration (QEMU 10.0 migration thread).",
     downtime_limit=Field(DURATION, "300ms", "downtime-limit: switch over when the rest fits in this at the "
-                                            "measured bandwidth.", gt=0),
+                                            "measured bandwidth.", gt=0, le=MAX_DOWNTIME),
     max_bandwidth=Field(BANDWIDTH, "128MiB/s", "max-bandwidth: pre-copy rate limit (QEMU's default MAX_THROTTLE).",
-                        gt=0),
-    setup=Field(DURATION, "1ms", "setup-time: bitmap allocation and starting the dirty log.", ge=0),
-    device_state=Field(SIZE, "100KiB", "Device state sent with the VM stopped.", ge=0),
-    switchover=Field(DURATION, "1ms", "VM stop and destination start around the final copy.", ge=0),
+                        gt=0, le=MAX_BANDWIDTH),
+    setup=Field(DURATION, "1ms", "setup-time: bitmap allocation and starting the dirty log.", ge=0,
+                le=MAX_STEP),
+    device_state=Field(SIZE, "100KiB", "Device state sent with the VM stopped.", ge=0, le=MAX_BYTES),
+    switchover=Field(DURATION, "1ms", "VM stop and destination start around the final copy.", ge=0,
+                     le=MAX_STEP),
     wakeup_delay=Field(DURATION, "50us", "Mean delay (exponential) of the migration thread's wake-up after its "
                                          "rate-limit sleep. QEMU's clock counts whole ms, so a late wake-up makes "
-                                         "a 101 ms period: ~5% of periods on the measuring host.", ge=0),
+                                         "a 101 ms period: ~5% of periods on the measuring host.", ge=0,
+                       le=MAX_LATENCY),
     auto_converge=Field(BOOL, False, "auto-converge capability: throttle the vCPUs when the guest dirties "
                                      "faster than the link sends."),
     throttle_initial=Field(INT, 20, "cpu-throttle-initial (percent).", ge=1, le=99),
@@ -71,7 +76,8 @@ SCHEMA.section(
     throttle_trigger=Field(INT, 50, "throttle-trigger-threshold: percent of transferred bytes the dirtied "
                                     "bytes must exceed.", ge=1, le=100),
     xbzrle=Field(BOOL, False, "xbzrle capability: delta-compress re-sent pages found in the cache."),
-    xbzrle_cache=Field(SIZE, "64MiB", "xbzrle-cache-size (direct-mapped, a power of two of pages).", gt=0),
+    xbzrle_cache=Field(SIZE, "64MiB", "xbzrle-cache-size (direct-mapped, a power of two of pages).", gt=0,
+                       le=MAX_BYTES),
     xbzrle_delta=Field(CHOICE, "exponential", "Distribution of a re-sent page's encoded delta size.",
                        choices=["fixed", "uniform", "exponential"]),
     xbzrle_delta_mean=Field(FRACTION, 0.05, "Mean encoded delta size as a share of the page (>= one page "

@@ -23,11 +23,11 @@ a fixed point above the threshold is reported as ``no-convergence`` with what Si
 """
 import math
 
-from ..config.fields import SCHEMA, register_policy
+from ..config.fields import MAX_BANDWIDTH, MAX_SIM_TIME, MAX_STEP, SCHEMA, register_policy
 from . import require_single_rate
-from ..config.schema import BANDWIDTH, BOOL, CHOICE, DURATION, FRACTION, SIZE, Field, Kind
+from ..config.schema import BANDWIDTH, BOOL, CHOICE, DURATION, FLOAT, FRACTION, SIZE, Field, Kind
 from ..results import PassRecord
-from ..units import parse_rate
+from ..units import OutOfRange, parse_rate, shorten
 
 NAME = "simgrid"
 VARIANTS = ("correct",)  # no pages are simulated: the broken variants have nothing to break
@@ -41,23 +41,21 @@ CROSSTRAFFIC_WEIGHT = 1.05
 # Rounds computed before the closed-form non-convergence proof is tried (only a dirty rate within a
 # hair of the flow rate needs that many rounds to reach its fixed point).
 PROOF_AFTER = 100_000
+MAX_FLOPS = 1e18         # an exaflop/s host: the fastest supercomputers as one host
+MAX_TCP_WINDOW = 2**30   # TCP's largest window (a 16-bit window scaled by at most 2^14)
 
 
 def _parse_flops(raw):
-    if isinstance(raw, (int, float)) and not isinstance(raw, bool):
-        if math.isfinite(raw):
-            return float(raw)
-        raise ValueError(f"cannot read '{raw}' as a speed in flop/s")
-    if isinstance(raw, str):
-        try:
-            return float(raw.strip())
-        except ValueError:
-            pass
-        try:
-            return parse_rate(raw)
-        except ValueError:
-            pass
-    raise ValueError(f"cannot read '{raw}' as a speed in flop/s (a number such as 1e9 or a rate such as 1G/s)")
+    for parse, kinds in ((FLOAT.parse, (int, float, str)), (parse_rate, str)):
+        if isinstance(raw, kinds) and not isinstance(raw, bool):
+            try:
+                return parse(raw)
+            except OutOfRange:
+                raise
+            except ValueError:
+                pass
+    raise ValueError(f"cannot read '{shorten(raw)}' as a speed in flop/s (a number such as 1e9 or a rate such as "
+                     "1G/s)")
 
 
 def _parse_intensity(raw):
@@ -66,7 +64,7 @@ def _parse_intensity(raw):
     try:
         return FRACTION.parse(raw)
     except ValueError:
-        raise ValueError(f"cannot read '{raw}' as a dirty page intensity (a fraction such as 0.5, or auto)") \
+        raise ValueError(f"cannot read '{shorten(raw)}' as a dirty page intensity (a fraction such as 0.5, or auto)") \
             from None
 
 
@@ -83,23 +81,27 @@ register_policy(NAME)
 require_single_rate(NAME)
 SCHEMA.section(
     "simgrid", "SimGrid 3.32 VM live migration (VmLiveMigration.cpp), computed as a fluid model.",
-    host_speed=Field(FLOPS, "1G/s", "Source host speed in flop/s (cancels out for a busy 1-vCPU VM).", gt=0),
+    host_speed=Field(FLOPS, "1G/s", "Source host speed in flop/s (cancels out for a busy 1-vCPU VM).", gt=0,
+                     le=MAX_FLOPS),
     mig_speed=Field(BANDWIDTH, "0B/s", "Migration speed (sg_vm_set_migration_speed); 0 = unset: no rate cap "
-                                      "and, as in SimGrid, nothing is dirtied.", ge=0),
+                                      "and, as in SimGrid, nothing is dirtied.", ge=0,
+                    le=MAX_BANDWIDTH),
     intensity=Field(INTENSITY, "auto", "Dirty page intensity: a flat-out VM dirties intensity x mig_speed "
                                        "bytes/s; auto = cpus.count x workload.rate x memory.page_size / "
                                        "mig_speed, capped at 1.", check=_intensity_check, check_doc="in [0, 1]"),
     working_set_fraction=Field(FRACTION, 0.9, "Share of memory.size that can be dirty "
                                               "(sg_vm_create_migratable: 0.9).", ge=0, le=1),
-    max_downtime=Field(DURATION, "30ms", "Downtime the threshold aims at (hard-coded 30 ms in SimGrid).", gt=0),
+    max_downtime=Field(DURATION, "30ms", "Downtime the threshold aims at (hard-coded 30 ms in SimGrid).", gt=0,
+                       le=MAX_STEP),
     network_model=Field(CHOICE, "LV08", "SimGrid network/model: LV08 (factors 0.97, 13.01) or CM02 (1, 1).",
                         choices=NETWORK_MODELS),
     crosstraffic=Field(BOOL, True, "network/crosstraffic on a SHARED link (weight 1.05); false also "
                                    "models a SPLITDUPLEX link."),
     tcp_gamma=Field(SIZE, "4MiB", "network/TCP-gamma: the TCP window caps the rate at gamma / (2 x "
-                                  "link.latency).", gt=0),
+                                  "link.latency).", gt=0,
+                    le=MAX_TCP_WINDOW),
     timeout=Field(DURATION, "1e7s", "Migration timeout (hard-coded in MigrationTx); SimGrid aborts there.",
-                  gt=0),
+                  gt=0, le=MAX_SIM_TIME),
 )
 
 

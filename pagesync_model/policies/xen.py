@@ -44,7 +44,9 @@ p2m_size / 8 bytes of bitmap: microseconds; its domain pause is not modelled). T
 """
 import numpy as np
 
-from ..config.fields import SCHEMA, register_policy
+from ..config.fields import (
+    MAX_BANDWIDTH, MAX_BYTES, MAX_FRAMES, MAX_ROUNDS, SCHEMA, register_policy,
+)
 from ..config.schema import BANDWIDTH, BOOL, INT, SIZE, ConfigError, Field
 from ..kernels.dtypes import INDEX_DTYPE
 
@@ -68,25 +70,25 @@ register_policy(V2)
 SCHEMA.section(
     "xen", "Xen pre-copy live migration (libxc xc_domain_save.c legacy, xc_sr_save.c v2).",
     max_iters=Field(INT, 29, "legacy DEF_MAX_ITERS: live rounds (pages) after which the next round is the "
-                             "stop-and-copy.", ge=1),
+                             "stop-and-copy.", ge=1, le=MAX_ROUNDS),
     max_factor=Field(INT, 3, "legacy DEF_MAX_FACTOR: stop once more than this many times memory (in pages) "
-                             "has been sent.", ge=1),
+                             "has been sent.", ge=1, le=MAX_ROUNDS),
     min_pages=Field(INT, 50, "legacy: stop when a live round sent plus skipped fewer than this many pages.",
-                    ge=0),
+                    ge=0, le=MAX_FRAMES),
     batch=Field(INT, 1024, "MAX_BATCH_SIZE: pages per batch (one to_skip peek and one batch header each).",
-                ge=1),
+                ge=1, le=MAX_FRAMES),
     rate_limit=Field(BOOL, False, "legacy: the Xen 2.0-era adaptive rate limiter (ADAPTIVE_SAVE; off in "
                                   "released 3.x/4.x) and its rate-at-max stop."),
     start_rate=Field(BANDWIDTH, "100Mbit/s", "legacy START_MBIT_RATE: first round's rate limit (whole Mbit/s).",
-                     gt=0),
+                     gt=0, le=MAX_BANDWIDTH),
     max_rate=Field(BANDWIDTH, "500Mbit/s", "legacy MAX_MBIT_RATE: ceiling of the rate limit (whole Mbit/s).",
-                   gt=0),
+                   gt=0, le=MAX_BANDWIDTH),
     tail=Field(SIZE, "256KiB", "Bytes sent after the last page batch, domain suspended: vcpu contexts, shared "
-                               "info, p2m frame list, unmapped-PFN list.", ge=0),
+                               "info, p2m frame list, unmapped-PFN list.", ge=0, le=MAX_BYTES),
     v2_max_iterations=Field(INT, 5, "v2 SPP_MAX_ITERATIONS: live rounds (the full one included) before the "
-                                    "stop-and-copy.", ge=1),
+                                    "stop-and-copy.", ge=1, le=MAX_ROUNDS),
     v2_threshold=Field(INT, 50, "v2 SPP_TARGET_DIRTY_COUNT: stop when a CLEAN finds fewer dirty pages than "
-                                "this.", ge=0),
+                                "this.", ge=0, le=MAX_FRAMES),
 )
 
 

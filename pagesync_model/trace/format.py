@@ -20,15 +20,26 @@ Arrays (all required unless marked optional):
 A page appears in an interval when it was written at least once during that interval; how many
 times it was written is not known.  Reading validates everything above and raises ``TraceError``
 with one line naming the file and the first problem.
+
+A trace may come from anywhere, so reading checks the archive before it inflates anything: only a
+regular file, each member's .npy header (dtype, number of dimensions, and that its shape fills
+exactly the member's declared size), the sizes summed against MAX_TRACE_BYTES, and a member that
+inflates more than BOMB_RATIO times is refused as a zip bomb.  An array is only then materialised,
+and inflating never yields more than the size declared (zipfile stops there and checks the CRC).
 """
 from __future__ import annotations
 
 import json
+import math
+import os
+import stat
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from ..units import format_bytes
 
 FORMAT_NAME = "pagesync-trace"
 FORMAT_VERSION = 1
@@ -43,6 +54,20 @@ TIME_DTYPE = np.uint64
 _REQUIRED = ("format", "version", "offsets", "pages", "page_vpn", "t_end", "time_unit",
              "page_size", "metadata")
 _OPTIONAL = ("scan_ns",)
+
+# member -> (dtype it must have, or the dtype kinds it may have; number of dimensions)
+_LAYOUT = {
+    "format": ("U", 0), "version": ("iu", 0), "time_unit": ("U", 0), "page_size": ("iu", 0),
+    "metadata": ("U", 0), "offsets": (OFFSET_DTYPE, 1), "pages": (PAGE_DTYPE, 1),
+    "page_vpn": (VPN_DTYPE, 1), "t_end": (TIME_DTYPE, 1), "scan_ns": (TIME_DTYPE, 1),
+}
+# The recorder's traces are a few MiB; 4 GiB inflated is a billion page writes and leaves most of
+# a 24 GiB machine free.  Recorded arrays deflate 3-6 times; 200 times is a bomb, not a trace,
+# once it is large enough to matter.
+MAX_TRACE_BYTES = 4 << 30
+BOMB_RATIO = 200
+BOMB_MIN_BYTES = 64 << 20
+MAX_MEMBERS = 64
 
 
 class TraceError(Exception):
@@ -189,14 +214,77 @@ def write_trace(path, trace: Trace) -> None:
         raise TraceError(f"{path}: cannot write trace: {e.strerror or e}") from e
 
 
+def _read_npy_header(fp):
+    """(shape, dtype, header bytes) of the .npy stream ``fp``; raises ValueError."""
+    version = np.lib.format.read_magic(fp)
+    if version == (1, 0):
+        shape, _, dtype = np.lib.format.read_array_header_1_0(fp)
+    elif version == (2, 0):
+        shape, _, dtype = np.lib.format.read_array_header_2_0(fp)
+    else:
+        raise ValueError(f".npy format version {version} is not supported")
+    return shape, dtype, fp.tell()
+
+
+def check_archive(path) -> None:
+    """Check the trace file at ``path`` without inflating any array: a regular file holding a zip
+    of at most MAX_MEMBERS members, each trace member's .npy header of the dtype and number of
+    dimensions the format says and a shape that fills exactly its declared size, the sizes within
+    MAX_TRACE_BYTES, and no member inflating more than BOMB_RATIO times (past BOMB_MIN_BYTES).
+    Raises TraceError; lets OSError and zipfile.BadZipFile through for the caller to word."""
+    info = os.stat(path)
+    if not stat.S_ISREG(info.st_mode):
+        raise TraceError(f"{path}: not a pagesync trace (not a regular file)")
+    if not zipfile.is_zipfile(path):
+        with open(path, "rb") as f:
+            head = f.read(6)
+        if head == b"\x93NUMPY":
+            raise TraceError(f"{path}: not a pagesync trace (a bare .npy array, not an .npz)")
+        if head.startswith(b"PK"):
+            raise TraceError(f"{path}: truncated or corrupt trace file (its zip directory is missing)")
+        raise TraceError(f"{path}: not a pagesync trace (not an .npz archive)")
+    with zipfile.ZipFile(path) as zf:
+        members = zf.infolist()
+        if len(members) > MAX_MEMBERS:
+            raise TraceError(f"{path}: not a pagesync trace ({len(members)} members in the archive)")
+        wanted = {f"{name}.npy": name for name in _LAYOUT}
+        total = 0
+        for m in members:
+            name = wanted.get(m.filename)
+            if name is None:
+                continue
+            total += m.file_size
+            if total > MAX_TRACE_BYTES:
+                raise TraceError(f"{path}: the trace inflates to more than {format_bytes(MAX_TRACE_BYTES)} "
+                                 f"(at '{name}'), more than a trace may hold")
+            if m.file_size > BOMB_MIN_BYTES and m.file_size > BOMB_RATIO * max(1, m.compress_size):
+                raise TraceError(f"{path}: '{name}' inflates {m.file_size // max(1, m.compress_size)} times "
+                                 f"({m.compress_size} to {m.file_size} bytes): a zip bomb, not a trace")
+            with zf.open(m) as fp:
+                shape, dtype, head_bytes = _read_npy_header(fp)
+            want, ndim = _LAYOUT[name]
+            if dtype.hasobject or (dtype.kind not in want if isinstance(want, str) else dtype != want):
+                expected = f"kind {want!r}" if isinstance(want, str) else str(np.dtype(want))
+                raise TraceError(f"{path}: inconsistent trace: '{name}' has dtype {dtype}, expected {expected}")
+            if len(shape) != ndim:
+                raise TraceError(f"{path}: inconsistent trace: '{name}' has shape {shape}, expected "
+                                 f"{'a scalar' if ndim == 0 else 'a one-dimensional array'}")
+            need = math.prod(shape) * dtype.itemsize
+            if head_bytes + need != m.file_size:
+                raise TraceError(f"{path}: inconsistent trace: '{name}' declares shape {shape} of {dtype} "
+                                 f"({need} bytes) in a member of {m.file_size - head_bytes} bytes of data")
+
+
 def read_trace(path) -> Trace:
-    """Read and validate a trace written by ``write_trace``.
+    """Read and validate a trace written by ``write_trace``; the archive passes `check_archive`
+    before any array in it is read.
 
     Raises TraceError (one line) if the file is missing, truncated, not a pagesync trace, of an
-    unsupported version, or inconsistent.
+    unsupported version, too large, a zip bomb, or inconsistent.
     """
     path = Path(path)
     try:
+        check_archive(path)
         with np.load(path, allow_pickle=False) as z:
             if not isinstance(z, np.lib.npyio.NpzFile):
                 raise TraceError(f"{path}: not a pagesync trace (a bare .npy array, not an .npz)")
@@ -220,7 +308,9 @@ def read_trace(path) -> Trace:
         raise TraceError(f"{path}: no such file") from e
     except (zipfile.BadZipFile, EOFError) as e:
         raise TraceError(f"{path}: truncated or corrupt trace file ({e})") from e
-    except (ValueError, OSError, KeyError, TypeError) as e:
+    except MemoryError:
+        raise TraceError(f"{path}: not enough memory to load the trace") from None
+    except (ValueError, OSError, KeyError, TypeError, NotImplementedError) as e:
         raise TraceError(f"{path}: not a readable pagesync trace ({e})") from e
     try:
         meta = json.loads(str(data["metadata"][()]))
