@@ -15,9 +15,10 @@ from typing import Any, Iterable, Mapping, Optional, Union
 import yaml
 
 from pagesync_model.config.fields import SCHEMA
+from pagesync_model.config.inherit import resolve_bases
 from pagesync_model.config.schema import Config, ConfigError, Field, Schema
 
-__all__ = ["load_config", "config_from_dict", "parse_yaml", "apply_override"]
+__all__ = ["load_config", "load_tree", "config_from_dict", "parse_yaml", "apply_override"]
 
 
 class _StrictLoader(yaml.SafeLoader):
@@ -64,10 +65,22 @@ def parse_yaml(text: str, source: str = "<string>") -> Any:
 
 def load_config(path: Union[str, os.PathLike], overrides: Iterable[str] = (),
                 schema: Optional[Schema] = None) -> Config:
-    """Read the YAML file at ``path``, apply ``overrides`` ('dotted.key=value' strings, values read as
-    YAML) and return the validated Config. ``schema`` defaults to the pagesync-sim SCHEMA.
-    Raises ConfigError for an unreadable file, malformed YAML, or any invalid value."""
+    """Read the YAML file at ``path`` (with its ``base:`` chain, see inherit.py), apply ``overrides``
+    ('dotted.key=value' strings, values read as YAML) and return the validated Config. ``schema``
+    defaults to the pagesync-sim SCHEMA. Raises ConfigError for an unreadable file, malformed YAML, a
+    bad base, or any invalid value."""
     name = os.fspath(path)
+    return config_from_dict(load_tree(name), overrides, source=name, schema=schema)
+
+
+def load_tree(path: Union[str, os.PathLike]) -> Any:
+    """The YAML tree of the config file at ``path`` with its ``base:`` chain merged in: what
+    `config_from_dict` takes. Raises ConfigError for an unreadable file, malformed YAML or a bad base."""
+    name = os.fspath(path)
+    return resolve_bases(_read_yaml(name), name, _read_yaml)
+
+
+def _read_yaml(name: str) -> Any:
     try:
         with open(name, encoding="utf-8") as fh:
             text = fh.read()
@@ -76,8 +89,7 @@ def load_config(path: Union[str, os.PathLike], overrides: Iterable[str] = (),
         raise ConfigError("", f"cannot open '{name}': {reason}", name) from None
     except UnicodeDecodeError as exc:
         raise ConfigError("", f"'{name}' is not UTF-8 text (byte {exc.start}: {exc.reason})", name) from None
-    data = parse_yaml(text, name)
-    return config_from_dict(data, overrides, source=name, schema=schema)
+    return parse_yaml(text, name)
 
 
 def config_from_dict(data: Any, overrides: Iterable[str] = (), source: str = "<dict>",
