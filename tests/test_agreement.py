@@ -4,7 +4,7 @@ A sequential sweep over a working set much larger than a round sends never rewri
 already dirty, so round i must send M * lambda^i (lambda = dirty rate / link rate): the engine under
 xen-legacy and qemu agrees with ``analytic`` within 2% on pages per round and on total bytes. With a
 small random working set the model breaks: pages saturate at the working set and the engine's
-rounds stop shrinking while the formula's keep falling (README: "Where the closed form breaks").
+rounds stop shrinking while the formula's keep falling (experiments/closed_form/README.md).
 """
 import pytest
 

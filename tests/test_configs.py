@@ -1,11 +1,12 @@
-"""Every preset in configs/ loads, runs to cut-over without a lost write, and explains its values."""
+"""Every preset in configs/ loads, runs to cut-over without a lost write, and explains its values (an
+inheriting preset's own and those it takes from its base)."""
 import re
 from pathlib import Path
 
 import pytest
 import yaml
 
-from pagesync_model.config import load_config
+from pagesync_model.config import load_config, load_tree
 from pagesync_model.sim.engine import simulate
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
@@ -25,6 +26,55 @@ def test_every_value_carries_a_comment(path):
             continue
         above = lines[i - 1].strip() if i else ""
         assert "#" in line or above.startswith("#"), f"{path.name}:{i + 1}: '{line.strip()}' has no comment"
+
+
+def _value_lines(path):
+    """{key tuple: line index} of every value the file states (a list counts as one value)."""
+    found = {}
+
+    def walk(node, prefix):
+        for key, value in node.value:
+            here = prefix + (key.value,)
+            if isinstance(value, yaml.MappingNode) and value.value:
+                walk(value, here)
+            else:
+                found[here] = key.start_mark.line
+    walk(yaml.compose(path.read_text()), ())
+    return found
+
+
+def _chain(path):
+    """The preset and the files its ``base:`` names, nearest first (a base is relative to its file)."""
+    files = [path]
+    while "base" in (yaml.safe_load(files[-1].read_text()) or {}):
+        files.append((files[-1].parent / yaml.safe_load(files[-1].read_text())["base"]).resolve())
+    return files
+
+
+def _leaves(tree, prefix=()):
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            yield from _leaves(value, prefix + (key,))
+        else:
+            yield prefix + (key,)
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+def test_every_effective_value_is_sourced_where_it_is_set(path):
+    """Following base: each value of the effective config is stated, with a comment on its line or just
+    above it, in the nearest file of the chain that sets it."""
+    owner = {}
+    for file in _chain(path):
+        for key, line in _value_lines(file).items():
+            owner.setdefault(key, (file, line))
+    assert set(_leaves(load_tree(path))) == set(owner) - {("base",)}
+    for key, (file, i) in owner.items():
+        if key == ("policy",):
+            continue
+        lines = file.read_text().splitlines()
+        above = lines[i - 1].strip() if i else ""
+        assert "#" in lines[i] or above.startswith("#"), \
+            f"{path.name}: {'.'.join(key)} (from {file.name}:{i + 1}) has no comment"
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)

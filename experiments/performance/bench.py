@@ -1,4 +1,4 @@
-"""Speed and memory of pagesync-sim on this machine: the figures quoted in the README.
+"""Speed and memory of pagesync-sim on this machine: the figures quoted in docs/performance.md.
 
 Run: ``python experiments/performance/bench.py [--repeat 3] [--skip-tib] [--out results.json]``
 

@@ -105,7 +105,9 @@ def main():
             buf = io.StringIO()
             with contextlib.redirect_stdout(buf):
                 print_stats(HERE / "traces" / f"{name}.npz", buf)
-            (HERE / "stats" / f"{name}.txt").write_text(buf.getvalue())
+            # name the trace relative to the repository, not to wherever this checkout lies
+            text = buf.getvalue().replace(f"{HERE.parents[1]}/", "")
+            (HERE / "stats" / f"{name}.txt").write_text(text)
             plot_stats(HERE / "traces" / f"{name}.npz", HERE / "stats" / f"{name}.png")
     rows = [run_case(t, p, link) for t in TRACES for p in POLICIES for link in LINKS]
     (HERE / "results.json").write_text(json.dumps({"traces": traces, "rows": rows}, indent=1) + "\n")

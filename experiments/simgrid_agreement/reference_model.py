@@ -1,8 +1,8 @@
 """Closed-form re-implementation of SimGrid 3.32's VM live-migration model.
 
-Written from /work/notes/simgrid.md (itself written from SimGrid's source), used
-only to check that the written description reproduces SimGrid's own numbers
-(results.json).  Not part of pagesync-sim; stdlib only.
+Written from a description of SimGrid's source (the one that heads
+pagesync_model/policies/simgrid.py), used only to check that the written
+description reproduces SimGrid's own numbers (results.json).  Not part of pagesync-sim; stdlib only.
 
     from reference_model import predict
     predict(ram_mib=1024, host_speed=1e9, link_bw=125e6, link_lat=1e-4,

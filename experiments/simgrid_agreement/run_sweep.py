@@ -7,7 +7,7 @@
 
 Each record = inputs + outputs of one `build/migrate` run (see migrate.cpp), plus
 wall-clock seconds, plus the prediction of reference_model.py (the written model
-of /work/notes/simgrid.md) and its relative error.  Runs are sequential and niced.
+of SimGrid's algorithm) and its relative error.  Runs are sequential and niced.
 """
 from __future__ import annotations
 
@@ -69,7 +69,8 @@ def run(c):
     rec["exit_code"] = p.returncode
     rec["wall_seconds"] = round(wall, 3)
     rec["group"] = c["group"]
-    rec["command"] = " ".join(cmd[1:])
+    # the binary relative to the repository, so the record does not depend on where the checkout lies
+    rec["command"] = " ".join([os.path.relpath(BIN, os.path.join(HERE, "..", ".."))] + cmd[2:])
     if rec["aborted"]:
         tail = [ln for ln in p.stderr.splitlines() if "Uncaught exception" in ln or "timeouted" in ln]
         rec["abort_reason"] = tail[:2]

@@ -1,5 +1,7 @@
-"""``python -m pagesync_model.config [--update-readme README.md]``: print the schema as Markdown, or
-rewrite the table between the README's ``<!-- schema:begin -->`` and ``<!-- schema:end -->`` markers."""
+"""Print the configuration schema as a Markdown table, or rewrite it in a file.
+
+``python -m pagesync_model.config --update-readme docs/configuration.md`` rewrites the table between
+that file's ``<!-- schema:begin -->`` and ``<!-- schema:end -->`` markers."""
 import argparse
 from pathlib import Path
 

@@ -9,7 +9,8 @@ import time instead of editing this file:
     SCHEMA.section("xen", "Xen pre-copy stop rules (libxc).",
                    max_rounds=Field(INT, 30, "Rounds before the final stop-and-copy.", ge=1))
 
-Defaults are written as a user would write them; sources for the hardware costs are in DESIGN.md.
+Defaults are written as a user would write them; the presets in configs/ give a source for each hardware
+cost they set.
 """
 from __future__ import annotations
 

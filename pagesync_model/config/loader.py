@@ -21,10 +21,11 @@ from typing import Any, Iterable, Mapping, Optional, Union
 import yaml
 
 from pagesync_model.config.fields import SCHEMA
+from pagesync_model.config.inherit import resolve_bases
 from pagesync_model.config.schema import Config, ConfigError, Field, Schema
 from pagesync_model.units import shorten
 
-__all__ = ["load_config", "config_from_dict", "parse_yaml", "apply_override", "read_config_text",
+__all__ = ["load_config", "config_from_dict", "parse_yaml", "apply_override", "read_config_text", "load_tree",
            "MAX_CONFIG_BYTES", "MAX_DEPTH", "MAX_EXPANDED"]
 
 # The presets are a few KiB, nested 7 levels (workload.groups[].phases[].rate); these leave two
@@ -178,12 +179,24 @@ def read_config_text(path: Union[str, os.PathLike]) -> str:
 
 def load_config(path: Union[str, os.PathLike], overrides: Iterable[str] = (),
                 schema: Optional[Schema] = None) -> Config:
-    """Read the YAML file at ``path``, apply ``overrides`` ('dotted.key=value' strings, values read as
-    YAML) and return the validated Config. ``schema`` defaults to the pagesync-sim SCHEMA.
-    Raises ConfigError for an unreadable file, malformed YAML, or any invalid value."""
+    """Read the YAML file at ``path`` (with its ``base:`` chain, see inherit.py), apply ``overrides``
+    ('dotted.key=value' strings, values read as YAML) and return the validated Config. ``schema``
+    defaults to the pagesync-sim SCHEMA. Raises ConfigError for an unreadable file, malformed YAML, a
+    bad base, or any invalid value."""
     name = os.fspath(path)
-    data = parse_yaml(read_config_text(name), name)
-    return config_from_dict(data, overrides, source=name, schema=schema)
+    return config_from_dict(load_tree(name), overrides, source=name, schema=schema)
+
+
+def load_tree(path: Union[str, os.PathLike]) -> Any:
+    """The YAML tree of the config file at ``path`` with its ``base:`` chain merged in: what
+    `config_from_dict` takes. Every file of the chain is read with the same bounds
+    (`read_config_text`). Raises ConfigError for an unreadable file, malformed YAML or a bad base."""
+    name = os.fspath(path)
+    return resolve_bases(_read_yaml(name), name, _read_yaml)
+
+
+def _read_yaml(name: str) -> Any:
+    return parse_yaml(read_config_text(name), name)
 
 
 def config_from_dict(data: Any, overrides: Iterable[str] = (), source: str = "<dict>",

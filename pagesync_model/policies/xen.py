@@ -1,6 +1,6 @@
 """Xen pre-copy live migration: ``xen-legacy`` (libxc xc_domain_save.c) and ``xen-v2`` (xc_sr_save.c).
 
-Sources (read from the xen-project/xen history; details in /work/notes/xen.md):
+Sources (read from the xen-project/xen history):
 - legacy: tools/libxc/xc_domain_save.c, xc_domain_save() (Xen 3.x-4.5) and its ancestor
   xc_linux_save.c (Xen 2.0, Oct 2004 - Nov 2005, the code Clark et al. NSDI 2005 measured);
 - v2: tools/libxc/xc_sr_save.c send_memory_live() / suspend_and_send_dirty() with the default

@@ -104,7 +104,7 @@ def plan_main(argv):
     """``pagesync-sim plan CONFIG --target FIELD<=VALUE --vary KEY --range LO..HI [--tol T]
     [--scale auto|log|linear] [--set K=V ...] [--seed N] [--csv PATH]``; prints the runs and the answer.
     Returns 0. Raises UsageError for bad input and when there is no boundary in the range."""
-    from ..config import ConfigError, config_from_dict, load_config, parse_yaml
+    from ..config import ConfigError, config_from_dict, load_config, load_tree
     from ..sim.engine import simulate
     from .knobs import Knob, KnobError
     from .planner import PlanError, Target, format_plan, plan
@@ -128,8 +128,7 @@ def plan_main(argv):
         raise UsageError(f"--tol: must be > 0, got {args.tol}")
     try:
         base_cfg = load_config(args.config, args.overrides)
-        with open(args.config, encoding="utf-8") as fh:
-            tree = parse_yaml(fh.read(), args.config)
+        tree = load_tree(args.config)
     except ConfigError as exc:
         where = args.config if not str(exc).startswith(("cannot open", "--set")) else None
         raise UsageError(f"{where}: {exc}" if where else str(exc)) from None

@@ -20,7 +20,7 @@ import itertools
 import json
 import os
 
-from ..config import ConfigError, config_from_dict, load_config, parse_yaml
+from ..config import ConfigError, config_from_dict, load_config, load_tree, parse_yaml
 from .knobs import Knob, KnobError
 
 TOP_KEYS = ("base", "set", "axes", "seeds", "plot")
@@ -125,7 +125,7 @@ def sweep_from_dict(data, path="<sweep>"):
         if isinstance(base, str):
             source = os.path.normpath(os.path.join(here, base))
             cfg = load_config(source, sets)
-            tree = parse_yaml(open(source, encoding="utf-8").read(), source)
+            tree = load_tree(source)
         elif isinstance(base, dict):
             source = f"{path}: base"
             cfg = config_from_dict(base, sets, source=source)
