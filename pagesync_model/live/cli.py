@@ -1,7 +1,7 @@
 """``pagesync-sim live mirror|receive``: a real pagesync of a live Linux process.
 
   pagesync-sim live mirror [--passes N] [--threshold PAGES] [--to HOST:PORT | --to FILE] [--json PATH]
-                           [--delay 0.5s] [--then wait|kill] [--quiet] -- CMD ARGS...
+                           [--delay 0.5s] [--max-blackout 5s] [--then wait|kill] [--quiet] -- CMD ARGS...
   pagesync-sim live receive [--listen HOST:PORT] [--out FILE] [--quiet]
 
 Exit status: 0 mirrored and verified; 1 mirrored but the verification found differing pages
@@ -16,14 +16,14 @@ from ..cli import PROG, UsageError, _Parser, _write
 from .errors import LiveError
 
 
-def _duration(text):
+def _duration(text, option="--delay", positive=False):
     from ..units import UnitError, parse_duration
     try:
         v = parse_duration(text)
     except UnitError as exc:
-        raise UsageError(f"--delay: {exc}") from None
-    if not isinstance(v, float) or v < 0:
-        raise UsageError(f"--delay: must be a time >= 0 such as 500ms, got '{text}'")
+        raise UsageError(f"{option}: {exc}") from None
+    if not isinstance(v, float) or v < 0 or (positive and v == 0):
+        raise UsageError(f"{option}: must be a time {'>' if positive else '>='} 0 such as 500ms, got '{text}'")
     return v
 
 
@@ -68,6 +68,9 @@ def mirror_main(argv):
                    help="a 'live receive' partner, or a stream file (default: a temporary file)")
     p.add_argument("--json", metavar="PATH", help="write the result as JSON ('-' for stdout)")
     p.add_argument("--delay", default="0s", help="let the target run this long before the first pass (e.g. 500ms)")
+    p.add_argument("--max-blackout", default="5s",
+                   help="give up the blackout this long after stopping the target (e.g. 2s; default 5s): "
+                        "continue it, report the step that took too long, exit 2")
     p.add_argument("--then", default="wait", choices=("wait", "kill"),
                    help="after the cut-over: wait for the continued target to exit (default) or kill it")
     p.add_argument("--quiet", action="store_true", help="print nothing but errors")
@@ -81,6 +84,7 @@ def mirror_main(argv):
     if args.threshold < 0:
         raise UsageError(f"--threshold: must be >= 0, got {args.threshold}")
     delay = _duration(args.delay)
+    max_blackout = _duration(args.max_blackout, "--max-blackout", positive=True)
     import os
     import tempfile
 
@@ -92,7 +96,8 @@ def mirror_main(argv):
         os.close(fd)
         to = tmpfile
     try:
-        res = run_mirror(cmd, to, passes=args.passes, threshold=args.threshold, delay=delay, then=args.then)
+        res = run_mirror(cmd, to, passes=args.passes, threshold=args.threshold, delay=delay, then=args.then,
+                         max_blackout=max_blackout)
     except LiveError as exc:
         raise UsageError(str(exc)) from None
     finally:
