@@ -129,21 +129,26 @@ def find_target(mirror, name, timeout=20.0):
 class FakeReceiver:
     """A receiver over TCP that acknowledges the full pass (pass 0), then misbehaves:
     ``stall``: reads nothing more; ``mute``: reads everything, acknowledges nothing more.
-    ``misbehaving`` is set when it begins to."""
+    ``misbehaving`` is set when it begins to.  With ``fifo``, the reader of that named pipe
+    instead (nothing to acknowledge there)."""
 
-    def __init__(self, mode):
+    def __init__(self, mode, fifo=None):
         from pagesync_model.live import protocol
         self.P = protocol
         self.mode = mode
-        self.srv = socket.socket()
-        # a fixed small receive buffer (no autotuning up to tcp_rmem's 32 MiB): what the receiver
-        # does not read stays in the mirror's 8 MiB send buffer, and the send waits
-        self.srv.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 10)
-        self.srv.bind(("127.0.0.1", 0))
-        self.srv.listen()
-        self.port = self.srv.getsockname()[1]
+        self.fifo = fifo
+        self.srv = self.conn = self.f = None
+        if fifo is None:
+            self.srv = socket.socket()
+            # a fixed small receive buffer (no autotuning up to tcp_rmem's 32 MiB): what the receiver
+            # does not read stays in the mirror's 8 MiB send buffer, and the send waits
+            self.srv.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 10)
+            self.srv.bind(("127.0.0.1", 0))
+            self.srv.listen()
+            self.to = f"127.0.0.1:{self.srv.getsockname()[1]}"
+        else:
+            self.to = fifo
         self.misbehaving = threading.Event()
-        self.conn = None
         self.th = threading.Thread(target=self._run, daemon=True)
         self.th.start()
 
@@ -156,8 +161,11 @@ class FakeReceiver:
     def _run(self):
         P = self.P
         try:
-            self.conn, _ = self.srv.accept()
-            f = self.conn.makefile("rb")
+            if self.fifo is None:
+                self.conn, _ = self.srv.accept()
+                f = self.f = self.conn.makefile("rb")
+            else:
+                f = self.f = open(self.fifo, "rb")
             while True:
                 typ, count, arg = P.HDR.unpack(self._read(f, P.HDR.size))
                 if typ == P.HELLO:
@@ -166,7 +174,8 @@ class FakeReceiver:
                     self._read(f, 16 * count + (arg if typ == P.PAGES else 0))
                 elif typ == P.PASS:
                     if count == 0:
-                        self.conn.sendall(P.HDR.pack(P.REPLY | P.PASS, count, 0))
+                        if self.conn:
+                            self.conn.sendall(P.HDR.pack(P.REPLY | P.PASS, count, 0))
                         if self.mode == "stall":
                             self.misbehaving.set()
                             return  # the connection stays open, unread
@@ -177,12 +186,8 @@ class FakeReceiver:
         except (EOFError, OSError, ValueError):
             self.misbehaving.set()
 
-    @property
-    def to(self):
-        return f"127.0.0.1:{self.port}"
-
     def close(self):
-        for x in (self.conn, self.srv):
+        for x in (self.f, self.conn, self.srv):
             try:
                 if x:
                     x.close()
@@ -250,6 +255,27 @@ def test_receiver_reads_but_never_acknowledges(bindir):
         assert ("exceeded --max-blackout 0.7s while waiting for the receiver's acknowledgement of pass 1; "
                 f"no cut-over; target pid {pid} continued") in err, err
         assert state_of(pid) in ("R", "S"), state_of(pid)  # --then wait: running, not killed
+    finally:
+        kill_quietly(m.pid)
+        kill_quietly(pid)
+        rx.close()
+
+
+def test_fifo_reader_stalls_in_the_blackout(bindir, tmp_path):
+    # --to a named pipe: the send waits in poll there too (the pipe is O_NONBLOCK), not in write
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    rx = FakeReceiver("stall", fifo=str(fifo))
+    m = start_mirror(["--passes", "0", "--threshold", "0", "--delay", "200ms", "--max-blackout", "700ms",
+                      "--to", str(fifo)], [f"{bindir}/writer", *HOT])
+    pid = None
+    try:
+        pid = find_target(m, "writer")
+        rc, err = finish(m, 30)
+        assert rc == 2, err
+        assert err.count("\n") == 1, err
+        assert ("exceeded --max-blackout 0.7s while sending the last pages to the receiver; no cut-over; "
+                f"target pid {pid} continued") in err, err
     finally:
         kill_quietly(m.pid)
         kill_quietly(pid)
