@@ -101,12 +101,16 @@ def kill_quietly(pid):
 
 
 def children(pid):
+    """Pids whose parent is ``pid`` (from /proc/*/stat: /proc/<pid>/task/*/children needs
+    CONFIG_PROC_CHILDREN)."""
     out = []
-    for p in Path(f"/proc/{pid}/task").glob("*/children"):
+    for p in Path("/proc").glob("[0-9]*/stat"):
         try:
-            out += [int(x) for x in p.read_text().split()]
+            s = p.read_text()
         except OSError:
-            pass
+            continue
+        if int(s[s.rfind(")") + 2:].split()[1]) == pid:
+            out.append(int(p.parent.name))
     return out
 
 
