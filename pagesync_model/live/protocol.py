@@ -25,13 +25,16 @@ FILE`` is such a stream (HELLO, PAGES/DROP/PASS, VERIFIED, END) and exists under
 is verified: it is written under a temporary name, read back, checked against the digest and only
 then renamed.  ``load`` checks the digest again.
 """
+import errno
 import hashlib
 import hmac
 import json
 import mmap
 import os
+import select
 import socket
 import struct
+import time
 
 import numpy as np
 
@@ -515,6 +518,8 @@ class Link:
             except OSError as e:
                 raise LiveError(f"--to {to}: cannot write: {e.strerror}") from None
             self.fd = self.file.fileno()
+            os.set_blocking(self.fd, False)  # a FIFO whose reader stalls is then waited for in poll
+        self.deadline_ns = None
 
     def hello(self, page_size, meta):
         self.page_size = page_size
@@ -536,10 +541,37 @@ class Link:
                         if text.endswith("token") else "")
                 raise LiveError(f"receiver {self.to} refused the mirror: {text}{hint}")
 
+    def set_deadline(self, deadline_ns):
+        """Every write and wait for a reply from now on fails with TimeoutError past ``deadline_ns``
+        (CLOCK_MONOTONIC; None = wait as long as it takes, a signal still interrupts)."""
+        self.deadline_ns = deadline_ns
+        if self.sock:
+            self.sock.settimeout(self._left())
+
+    def _left(self):
+        if self.deadline_ns is None:
+            return None
+        left = (self.deadline_ns - time.monotonic_ns()) / 1e9
+        if left <= 0:
+            raise TimeoutError(errno.ETIMEDOUT, "deadline passed")
+        return left
+
     def write(self, data):
+        if self.sock:
+            self.sock.settimeout(self._left())
+            self.sock.sendall(data)
+            return
         mv = memoryview(data)
         while len(mv):
-            n = os.write(self.fd, mv)
+            try:
+                n = os.write(self.fd, mv)
+            except BlockingIOError:
+                left = self._left()
+                p = select.poll()
+                p.register(self.fd, select.POLLOUT)
+                if not p.poll(None if left is None else max(1, int(left * 1000))):
+                    raise TimeoutError(errno.ETIMEDOUT, "deadline passed") from None
+                continue
             mv = mv[n:]
 
     def drop(self, ranges):
@@ -551,6 +583,8 @@ class Link:
             self.write(HDR.pack(DROP, len(part), 0) + part.tobytes())
 
     def _reply(self, typ):
+        if self.sock:
+            self.sock.settimeout(self._left())
         try:
             h = read_exact(self.rfile, HDR.size)
         except Closed:
