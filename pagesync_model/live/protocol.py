@@ -493,24 +493,20 @@ def commit(tmp, path, expect):
 
 class Link:
     """Where the mirror goes: a receiver over TCP, or a stream file (written under a temporary name
-    and renamed only once verified)."""
+    and renamed only once verified).  ``set_deadline`` bounds every write and every
+    wait for a reply (the blackout)."""
 
     def __init__(self, to, token=None):
         self.to = to
         self.token = token
         self.sock = None
         self.file = None
+        self.tmp = None
+        self.deadline_ns = None
         host, sep, port = to.rpartition(":")
         if sep and port.isdigit() and host:
-            try:
-                self.sock = socket.create_connection((host.strip("[]"), int(port)), timeout=10)
-            except OSError as e:
-                raise LiveError(f"--to {to}: cannot connect to a receiver: {e.strerror or e}") from None
-            self.sock.settimeout(None)
-            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
-            self.fd = self.sock.fileno()
-            self.rfile = self.sock.makefile("rb")
+            self._address = (host.strip("[]"), int(port))
+            self._connect()
         else:
             self.tmp = partial_name(to)
             try:
@@ -519,27 +515,54 @@ class Link:
                 raise LiveError(f"--to {to}: cannot write: {e.strerror}") from None
             self.fd = self.file.fileno()
             os.set_blocking(self.fd, False)  # a FIFO whose reader stalls is then waited for in poll
-        self.deadline_ns = None
+
+    def _connect(self):
+        if self.sock:  # a second connection (see ``hello``): the first is given up
+            self.rfile.close()
+            self.sock.close()
+            self.sock = None
+        try:
+            self.sock = socket.create_connection(self._address, timeout=10)
+        except OSError as e:
+            raise LiveError(f"--to {self.to}: cannot connect to a receiver: {e.strerror or e}") from None
+        self.connected_at = time.monotonic()
+        self.sock.settimeout(None)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+        self.fd = self.sock.fileno()
+        self.rfile = self.sock.makefile("rb")
 
     def hello(self, page_size, meta):
+        """Send the HELLO; over TCP, wait for the receiver to accept it (LiveError if it refuses, or does
+        not answer within 3 x LIMITS["handshake_s"]: it may be busy refusing other clients first)."""
         self.page_size = page_size
         if self.sock and self.token is not None:
             meta = dict(meta, token=self.token)
         meta = json.dumps(meta).encode()
-        self.write(HDR.pack(HELLO, len(meta), page_size) + meta)
-        if self.sock:
-            self.sock.settimeout(LIMITS["handshake_s"] * 3)
-            try:
-                count, _ = self._reply(HELLO)
-                text = self._text(count)
-            except socket.timeout:
-                raise LiveError(f"receiver {self.to} did not answer the HELLO within "
-                                f"{LIMITS['handshake_s'] * 3:.0f} s") from None
-            self.sock.settimeout(None)
-            if text:
-                hint = (" (the token is read from --token-file FILE or $PAGESYNC_LIVE_TOKEN, as the receiver's)"
-                        if text.endswith("token") else "")
-                raise LiveError(f"receiver {self.to} refused the mirror: {text}{hint}")
+        if not self.sock:
+            self.write(HDR.pack(HELLO, len(meta), page_size) + meta)
+            return
+        if time.monotonic() - self.connected_at > LIMITS["handshake_s"] / 2:
+            # the receiver refuses a client whose HELLO has not come handshake_s after it accepted it,
+            # and the target's start (the preload library has up to 10 s) may have used much of that:
+            # a new connection has all of it
+            self._connect()
+        wait = LIMITS["handshake_s"] * 3
+        old = self.deadline_ns
+        self.set_deadline(time.monotonic_ns() + int(wait * 1e9))
+        try:
+            self.write(HDR.pack(HELLO, len(meta), page_size) + meta)
+            count, _ = self._reply(HELLO)
+            text = self._text(count)
+        except TimeoutError:
+            raise LiveError(f"receiver {self.to} did not answer the HELLO within {wait:.0f} s") from None
+        finally:
+            self.deadline_ns = old
+            self.sock.settimeout(None)  # the next write or wait sets it from the deadline again
+        if text:
+            hint = (" (the token is read from --token-file FILE or $PAGESYNC_LIVE_TOKEN, as the receiver's)"
+                    if text.endswith("token") else "")
+            raise LiveError(f"receiver {self.to} refused the mirror: {text}{hint}")
 
     def set_deadline(self, deadline_ns):
         """Every write and wait for a reply from now on fails with TimeoutError past ``deadline_ns``
@@ -652,5 +675,5 @@ class Link:
                     x.close()
             except OSError:
                 pass
-        if self.file is not None:
+        if self.tmp is not None:
             remove_file(self.tmp)  # not verified (or already renamed): nothing stays under a temporary name
