@@ -14,6 +14,7 @@ import random
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -298,6 +299,30 @@ def test_fifo_reader_stalls_in_the_blackout(bindir, tmp_path):
         assert err.count("\n") == 1, err
         assert ("exceeded --max-blackout 0.7s while sending the last pages to the receiver; no cut-over; "
                 f"target pid {pid} continued") in err, err
+    finally:
+        kill_quietly(m.pid)
+        kill_quietly(pid)
+        rx.close()
+
+
+def test_a_named_pipe_gets_the_stream_but_no_verdict(bindir, tmp_path):
+    # --to a named pipe: written to directly (not replaced by a file renamed over it); nothing can be
+    # read back from it, so the mirror is not verified: no verdict, no END, exit 2 after the cut-over
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    rx = FakeReceiver("mute", fifo=str(fifo))
+    m = start_mirror(["--passes", "0", "--threshold", "0", "--delay", "200ms", "--then", "wait", "--to", str(fifo)],
+                     [f"{bindir}/writer", *IDLE])
+    pid = None
+    try:
+        pid = find_target(m, "writer")
+        rc, err = finish(m, 30)
+        assert rc == 2, err
+        assert err.count("\n") == 1, err
+        assert "not a regular file" in err and "cannot be verified" in err, err
+        assert stat.S_ISFIFO(os.stat(fifo).st_mode)
+        assert state_of(pid) in ("R", "S"), state_of(pid)  # cut over, running
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["fifo"]
     finally:
         kill_quietly(m.pid)
         kill_quietly(pid)

@@ -23,7 +23,9 @@ Every field is checked against ``LIMITS`` before it is used; a stream that break
 (``StreamError``, one line).  A file written by ``live mirror --to FILE`` or ``live receive --out
 FILE`` is such a stream (HELLO, PAGES/DROP/PASS, VERIFIED, END) and exists under its name only if it
 is verified: it is written under a temporary name, read back, checked against the digest and only
-then renamed.  ``load`` checks the digest again.
+then renamed.  ``load`` checks the digest again.  ``--to`` a named pipe is written to directly: its
+reader gets the stream as it is sent, but the mirror cannot read it back, so it is never verified
+(the mirror fails after the cut-over, and no verdict or END is sent).
 """
 import errno
 import hashlib
@@ -33,6 +35,7 @@ import mmap
 import os
 import select
 import socket
+import stat
 import struct
 import time
 
@@ -493,7 +496,7 @@ def commit(tmp, path, expect):
 
 class Link:
     """Where the mirror goes: a receiver over TCP, or a stream file (written under a temporary name
-    and renamed only once verified).  ``set_deadline`` bounds every write and every
+    and renamed only once verified), or a named pipe.  ``set_deadline`` bounds every write and every
     wait for a reply (the blackout)."""
 
     def __init__(self, to, token=None):
@@ -508,11 +511,21 @@ class Link:
             self._address = (host.strip("[]"), int(port))
             self._connect()
         else:
-            self.tmp = partial_name(to)
             try:
-                self.file = open(self.tmp, "wb")
+                st = os.stat(to)
+            except FileNotFoundError:
+                st = None
+            except OSError as e:
+                raise LiveError(f"--to {to}: {e.strerror}") from None
+            # a named pipe (or a device) is written to directly: there is nothing to rename, and
+            # nothing to read back for the verification (``checksums`` says so)
+            path = to if st is not None and not stat.S_ISREG(st.st_mode) else partial_name(to)
+            try:
+                self.file = open(path, "wb")
             except OSError as e:
                 raise LiveError(f"--to {to}: cannot write: {e.strerror}") from None
+            if path != to:
+                self.tmp = path
             self.fd = self.file.fileno()
             os.set_blocking(self.fd, False)  # a FIFO whose reader stalls is then waited for in poll
 
@@ -638,6 +651,9 @@ class Link:
             raw = read_exact(self.rfile, 16 * n)
             arr = np.frombuffer(bytes(raw), dtype=np.uint64)
             return arr[:n].copy(), arr[n:].copy()
+        if self.tmp is None:
+            raise LiveError(f"--to {self.to}: not a regular file: the stream sent there cannot be read back, so "
+                            "the mirror cannot be verified; no verdict sent")
         self.file.flush()
         img, _ = _load(self.tmp, partial=True)
         try:
