@@ -144,7 +144,9 @@ def find_target(mirror, name, timeout=20.0):
 class FakeReceiver:
     """A receiver over TCP that accepts the HELLO as ``live receive`` does (the token checked, REPLY|HELLO
     with no refusal text), acknowledges the full pass (pass 0), then misbehaves:
-    ``stall``: reads nothing more; ``mute``: reads everything, acknowledges nothing more.
+    ``stall``: reads nothing more; ``mute``: reads everything, acknowledges nothing more;
+    ``no-verify``: acknowledges every pass, then never answers the VERIFY after the cut-over;
+    ``no-end``: answers the VERIFY too (an empty image: the verdict is FAILED), never the END.
     ``misbehaving`` is set when it begins to.  With ``fifo``, the reader of that named pipe
     instead (nothing to acknowledge there, and no token is sent down a pipe)."""
 
@@ -195,8 +197,14 @@ class FakeReceiver:
                             raise EOFError
                 elif typ in (P.PAGES, P.DROP):
                     self._read(f, 16 * count + (arg if typ == P.PAGES else 0))
+                elif typ == P.VERIFY and self.mode in ("no-verify", "no-end"):
+                    if self.mode == "no-end":
+                        self.conn.sendall(P.HDR.pack(P.REPLY | P.VERIFY, 0, 0))
+                    self.misbehaving.set()
+                    while f.read1(65536):  # drain, never answer
+                        pass
                 elif typ == P.PASS:
-                    if count == 0:
+                    if count == 0 or self.mode in ("no-verify", "no-end"):
                         if self.conn:
                             self.conn.sendall(P.HDR.pack(P.REPLY | P.PASS, count, 0))
                         if self.mode == "stall":
@@ -351,6 +359,32 @@ def test_signal_while_the_send_waits_for_a_stalled_receiver(bindir, sig):
         assert rc == 2, err
         assert err.count("\n") == 1, err
         assert f"interrupted by {signal.Signals(sig).name}; target pid {pid} continued" in err, err
+    finally:
+        kill_quietly(m.pid)
+        kill_quietly(pid)
+        rx.close()
+
+
+@pytest.mark.parametrize("mode,sig", [("no-verify", signal.SIGINT), ("no-end", signal.SIGTERM)])
+def test_a_receiver_that_hangs_after_the_cut_over_cannot_hang_the_mirror(bindir, mode, sig):
+    # the verification and the verdict come after the cut-over (the target runs again): no deadline
+    # there (a receiver may take its time to save a large mirror), but a signal still ends the mirror
+    rx = FakeReceiver(mode)
+    m = start_mirror(["--passes", "0", "--threshold", "0", "--delay", "200ms", "--max-blackout", "2s",
+                      "--then", "wait", "--to", rx.to], [f"{bindir}/writer", *IDLE])
+    pid = None
+    try:
+        pid = find_target(m, "writer")
+        assert rx.misbehaving.wait(20)
+        time.sleep(2.5)  # past --max-blackout: the exchange is not under it
+        assert m.poll() is None and running_within(pid, 0.1)
+        m.send_signal(sig)
+        rc, err = finish(m, 5)
+        assert rc == 2, err
+        assert err.count("\n") == 1, err
+        assert f"interrupted by {signal.Signals(sig).name}; target pid {pid} continued" in err, err
+        assert state_of(pid) in ("R", "S"), state_of(pid)  # --then wait: running, not killed
+        assert rx.hello_token == TOKEN
     finally:
         kill_quietly(m.pid)
         kill_quietly(pid)
