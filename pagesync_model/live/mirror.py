@@ -264,10 +264,16 @@ class Controller:
                 raise LiveError(_access_message(self.pid, e.errno)) from None
             raise OSError(e.errno, os.strerror(e.errno)) from None
 
-    def copy(self, written, present):
-        """Drop the pages gone, send the written ones; update the set the partner holds."""
+    def copy(self, written, present, only_present=False):
+        """Drop the pages gone, send the written ones; update the set the partner holds.  With
+        ``only_present`` (the blackout: the target is stopped, ``present`` is final) a written page that
+        is no longer present is not sent: given back (MADV_DONTNEED) after the scan that found it
+        written, it would be read as zeros and the partner would keep a page the target has not."""
         t0 = _mono_ns()
         pres_pages = expand(present, self.ps)
+        if only_present and len(written):
+            w = expand(written, self.ps)
+            written = to_ranges(w[np.isin(w, pres_pages, assume_unique=True)], self.ps)
         gone = self.held[~np.isin(self.held, pres_pages, assume_unique=True)] if len(self.held) else self.held
         self.link.drop(to_ranges(gone, self.ps))
         stats0 = self.sender.stats.copy()
@@ -372,7 +378,7 @@ class Controller:
             self._left()
             self.step = "sending the last pages to the receiver"
             both = np.union1d(expand(written, self.ps), expand(final, self.ps))
-            gone, d = self.copy(to_ranges(both, self.ps), present)
+            gone, d = self.copy(to_ranges(both, self.ps), present, only_present=True)
             self.t_ack = _mono_ns()
             self.step = f"waiting for the receiver's acknowledgement of pass {rec.pass_}"
             self.link.end_pass(rec.pass_)
