@@ -632,6 +632,79 @@ def test_receive_bad_arguments(tmp_path, monkeypatch, capsys):
         assert err.count("\n") == 1 and msg in err, (args, err)
 
 
+# ---- the mirror's handshake against the receiver's timing ----------------------------------------------------
+
+def _accept_loop(srv, token, seen):
+    """The receiver's accept loop (``live receive``'s own handshake): clients that fail it are refused
+    and the next is taken."""
+    from pagesync_model.live.cli import _handshake
+    while True:
+        conn, _ = srv.accept()
+        try:
+            _, _, meta = _handshake(conn, token)
+        except (StreamError, Closed, OSError) as e:
+            seen.append(("refused", type(e).__name__))
+            conn.close()
+            continue
+        seen.append(("accepted", meta))
+        return conn
+
+
+def test_a_target_slow_to_start_does_not_lose_the_receiver(monkeypatch):
+    # the mirror connects before it starts the target and sends its HELLO once the preload library is
+    # up (it has up to 10 s), while the receiver refuses a client silent for LIMITS["handshake_s"] after
+    # its accept: the mirror connects again when that time may have run out
+    from pagesync_model.live import protocol
+    monkeypatch.setitem(protocol.LIMITS, "handshake_s", 0.5)
+    srv = socket.create_server(("127.0.0.1", 0))
+    seen, conns = [], []
+    th = threading.Thread(target=lambda: conns.append(_accept_loop(srv, TOKEN, seen)), daemon=True)
+    th.start()
+    link = protocol.Link(f"127.0.0.1:{srv.getsockname()[1]}", token=TOKEN)
+    try:
+        time.sleep(0.8)  # the target's start: longer than the receiver's handshake time
+        link.hello(PS, {"pid": 1, "command": ["x"]})
+        th.join(5)
+        assert seen and seen[-1] == ("accepted", {"pid": 1, "command": ["x"]}), seen
+    finally:
+        link.close()
+        for c in conns:
+            c.close()
+        srv.close()
+
+
+def test_a_receiver_that_never_answers_the_hello_is_given_up(monkeypatch):
+    # the wait for REPLY|HELLO is bounded (3 x the handshake time) although no blackout deadline is set
+    from pagesync_model.live import protocol
+    from pagesync_model.live.errors import LiveError
+    monkeypatch.setitem(protocol.LIMITS, "handshake_s", 0.2)
+    srv = socket.create_server(("127.0.0.1", 0))
+    got = {}
+
+    def run():
+        link = protocol.Link(f"127.0.0.1:{srv.getsockname()[1]}", token=TOKEN)
+        t0 = time.monotonic()
+        try:
+            link.hello(PS, {"pid": 1})
+        except LiveError as e:
+            got["err"] = str(e)
+        finally:
+            got["took"] = time.monotonic() - t0
+            link.close()
+
+    th = threading.Thread(target=run, daemon=True)
+    th.start()
+    conn, _ = srv.accept()  # reads nothing, answers nothing
+    try:
+        th.join(10)
+        assert not th.is_alive(), "the mirror waits for the HELLO's reply forever"
+        assert "did not answer the HELLO" in got.get("err", ""), got
+        assert 0.5 < got["took"] < 3, got
+    finally:
+        conn.close()
+        srv.close()
+
+
 # ---- round trips with a live target ------------------------------------------------------------------------
 
 def _live_reason():

@@ -8,7 +8,8 @@
  *                   mapping without async write-protect (EPERM) is returned in full (its present
  *                   pages) and flagged.  Mode 1 only reads: the present pages, nothing re-armed.
  *   psl_send        process_vm_readv of a list of ranges, batched (one readv of up to 1024 ranges
- *                   per buffer), each batch written to a socket or file as one PAGES record.
+ *                   per buffer), each batch written to a socket or file as one PAGES record; the
+ *                   writes wait in poll, never in write, so that a deadline and signals end them.
  *   psl_hash_*      a 64-bit checksum per page, of another process's pages or of local memory.
  *   psl_scatter     the receiver: copy a PAGES record's data into its image chunks.
  */
@@ -18,7 +19,9 @@
 #include <time.h>
 #include <stdint.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <sys/types.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -32,6 +35,17 @@ struct rec_header {
     uint32_t type;
     uint32_t count;
     uint64_t arg;
+};
+
+/* The progress of one psl_send, kept by the caller across calls cut short by a signal. */
+struct send_state {
+    int64_t i;         /* next range to read */
+    uint64_t off;      /* bytes of ranges[i] already read */
+    int64_t kept;      /* ranges in the record in flight (0: none) */
+    uint64_t fill;     /* its data bytes */
+    uint64_t done;     /* bytes of the record (header included) already written */
+    uint64_t not_socket;
+    uint64_t table[2 * MAX_IOV];
 };
 
 /* Scan maps[i] = [start, end) for i in [*map_i, nmaps), resuming at *pos inside map *map_i.
@@ -98,28 +112,6 @@ long psl_scan(int fd, const uint64_t *maps, long nmaps, int mode, struct page_re
     return n;
 }
 
-static int write_all(int fd, struct iovec *iov, int n)
-{
-    while (n > 0) {
-        ssize_t w = writev(fd, iov, n > IOV_MAX ? IOV_MAX : n);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        while (n > 0 && (size_t)w >= iov->iov_len) {
-            w -= (ssize_t)iov->iov_len;
-            iov++;
-            n--;
-        }
-        if (n > 0) {
-            iov->iov_base = (char *)iov->iov_base + w;
-            iov->iov_len -= (size_t)w;
-        }
-    }
-    return 0;
-}
-
 /* Read [k] remote ranges into buf; on a short read (a page unmapped meanwhile) fall back to page
  * by page and drop unreadable pages from the table.  Returns the number of table entries kept
  * (table rewritten in place, data compacted), or -errno (ESRCH, EPERM, ...). */
@@ -181,10 +173,6 @@ static long read_batch(pid_t pid, uint64_t *table, long k, char *buf, uint64_t p
     return kept;
 }
 
-/* Send ranges (page_region [n]: start, end) of pid's memory to fd as PAGES records, batches of at
- * most bufsize bytes and MAX_IOV ranges.  stats: [0] bytes of page data, [1] records, [2] ranges
- * sent, [3] pages that could not be read (unmapped meanwhile), [4] ns in process_vm_readv,
- * [5] ns writing.  Returns 0 or -errno (ESRCH: target gone; EPIPE/ECONNRESET: receiver gone). */
 static uint64_t now_ns(void)
 {
     struct timespec ts;
@@ -192,62 +180,125 @@ static uint64_t now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-long psl_send(pid_t pid, int fd, const struct page_region *ranges, long n, char *buf, uint64_t bufsize,
-              uint64_t page_size, uint64_t *stats)
+/* Wait until fd takes more data or the deadline (CLOCK_MONOTONIC ns, 0 = none) passes.  0, or
+ * -ETIMEDOUT, or -EINTR: a signal came, the caller returns to Python so that its handler runs. */
+static int wait_writable(int fd, uint64_t deadline_ns)
 {
-    uint64_t table[2 * MAX_IOV];
-    long i = 0;
-    uint64_t off = 0; /* offset already sent inside ranges[i] */
-    while (i < n) {
-        long k = 0, kept;
-        uint64_t fill = 0, t0, t1;
-        struct rec_header h;
-        struct iovec iov[3];
-        while (i < n && k < MAX_IOV && fill < bufsize) {
-            uint64_t a = ranges[i].start + off, l = ranges[i].end - a;
-            if (l > bufsize - fill) {
-                l = bufsize - fill;
-                off += l;
-            } else {
-                i++;
-                off = 0;
-            }
-            table[2 * k] = a;
-            table[2 * k + 1] = l;
-            k++;
-            fill += l;
+    struct pollfd p = { fd, POLLOUT, 0 };
+    int ms = -1, r;
+    if (deadline_ns) {
+        uint64_t t = now_ns();
+        if (t >= deadline_ns)
+            return -ETIMEDOUT;
+        ms = (int)((deadline_ns - t + 999999u) / 1000000u);
+    }
+    r = poll(&p, 1, ms);
+    if (r < 0)
+        return -errno;
+    if (r == 0)
+        return -ETIMEDOUT;
+    return 0;
+}
+
+/* Write the record in flight (header, table, data), from byte st->done on.  Never blocks in the
+ * write itself (MSG_DONTWAIT on a socket; a pipe or file is expected O_NONBLOCK): a receiver that
+ * stops reading is waited for in poll, which the deadline and signals cut short. */
+static int write_record(int fd, struct send_state *st, char *buf, uint64_t deadline_ns)
+{
+    struct rec_header h = { REC_PAGES, (uint32_t)st->kept, st->fill };
+    uint64_t skip = st->done;
+    struct iovec all[3] = { { &h, sizeof h }, { st->table, (size_t)st->kept * 16 }, { buf, st->fill } }, *iov = all;
+    int n = 3;
+    for (;;) {
+        ssize_t w;
+        while (n > 0 && skip >= iov->iov_len) {
+            skip -= iov->iov_len;
+            iov++;
+            n--;
         }
-        t0 = now_ns();
-        kept = read_batch(pid, table, k, buf, page_size, &stats[3]);
-        t1 = now_ns();
-        stats[4] += t1 - t0;
-        if (kept < 0)
-            return kept;
-        fill = 0;
-        for (long j = 0; j < kept; j++)
-            fill += table[2 * j + 1];
-        if (kept == 0)
-            continue;
-        h.type = REC_PAGES;
-        h.count = (uint32_t)kept;
-        h.arg = fill;
-        iov[0].iov_base = &h;
-        iov[0].iov_len = sizeof h;
-        iov[1].iov_base = table;
-        iov[1].iov_len = (size_t)kept * 16;
-        iov[2].iov_base = buf;
-        iov[2].iov_len = fill;
-        {
-            int e = write_all(fd, iov, 3);
+        if (n == 0)
+            return 0;
+        iov->iov_base = (char *)iov->iov_base + skip;
+        iov->iov_len -= skip;
+        if (!st->not_socket) {
+            struct msghdr m = { .msg_iov = iov, .msg_iovlen = (size_t)n };
+            w = sendmsg(fd, &m, MSG_DONTWAIT | MSG_NOSIGNAL);
+            if (w < 0 && errno == ENOTSOCK) {
+                st->not_socket = 1;
+                w = writev(fd, iov, n);
+            }
+        } else {
+            w = writev(fd, iov, n);
+        }
+        if (w < 0) {
+            int e = errno;
+            if (e != EAGAIN && e != EWOULDBLOCK)
+                return -e; /* EINTR included: Python runs the handler and calls again */
+            e = wait_writable(fd, deadline_ns);
             if (e < 0)
                 return e;
+            skip = 0;
+            continue;
         }
-        stats[5] += now_ns() - t1;
-        stats[0] += fill;
-        stats[1] += 1;
-        stats[2] += (uint64_t)kept;
+        st->done += (uint64_t)w;
+        skip = (uint64_t)w;
     }
-    return 0;
+}
+
+/* Send ranges (page_region [n]: start, end) of pid's memory to fd as PAGES records, batches of at
+ * most bufsize bytes and MAX_IOV ranges.  stats: [0] bytes of page data, [1] records, [2] ranges
+ * sent, [3] pages that could not be read (unmapped meanwhile), [4] ns in process_vm_readv,
+ * [5] ns writing.  deadline_ns: CLOCK_MONOTONIC time past which it gives up (0 = none).
+ * Returns 0, or -errno: ESRCH target gone; EPIPE/ECONNRESET receiver gone; ETIMEDOUT deadline
+ * passed; EINTR a signal came: call again with the same st (zeroed before the first call), which
+ * holds the progress, record in flight included, so that nothing is read or sent twice. */
+long psl_send(pid_t pid, int fd, const struct page_region *ranges, long n, char *buf, uint64_t bufsize,
+              uint64_t page_size, uint64_t *stats, uint64_t deadline_ns, struct send_state *st)
+{
+    for (;;) {
+        if (st->kept > 0) {
+            uint64_t t1 = now_ns();
+            int e = write_record(fd, st, buf, deadline_ns);
+            stats[5] += now_ns() - t1;
+            if (e < 0)
+                return e;
+            stats[0] += st->fill;
+            stats[1] += 1;
+            stats[2] += st->kept;
+            st->kept = 0;
+        }
+        if (st->i >= n)
+            return 0;
+        {
+            long k = 0, kept;
+            uint64_t fill = 0, t0;
+            while (st->i < n && k < MAX_IOV && fill < bufsize) {
+                uint64_t a = ranges[st->i].start + st->off, l = ranges[st->i].end - a;
+                if (l > bufsize - fill) {
+                    l = bufsize - fill;
+                    st->off += l;
+                } else {
+                    st->i++;
+                    st->off = 0;
+                }
+                st->table[2 * k] = a;
+                st->table[2 * k + 1] = l;
+                k++;
+                fill += l;
+            }
+            t0 = now_ns();
+            kept = read_batch(pid, st->table, k, buf, page_size, &stats[3]);
+            stats[4] += now_ns() - t0;
+            if (kept < 0)
+                return kept;
+            fill = 0;
+            for (long j = 0; j < kept; j++)
+                fill += st->table[2 * j + 1];
+            st->kept = kept;
+            st->fill = fill;
+            st->done = 0;
+        }
+    }
 }
 
 /* 64-bit checksum of one page: a multiply-xorshift over its words (not cryptographic; a changed
@@ -274,9 +325,10 @@ void psl_hash_local(const char *base, const uint64_t *idx, long n, uint64_t page
 }
 
 /* Hashes of every page of the remote ranges, in order (the caller expands them to page numbers).
- * Returns the number of pages hashed, or -errno. */
+ * Returns the number of pages hashed, or -errno (-ETIMEDOUT past deadline_ns, 0 = none: the
+ * target is stopped while this runs). */
 long psl_hash_remote(pid_t pid, const struct page_region *ranges, long n, char *buf, uint64_t bufsize,
-                     uint64_t page_size, uint64_t *out)
+                     uint64_t page_size, uint64_t *out, uint64_t deadline_ns)
 {
     long pages = 0;
     for (long i = 0; i < n; i++) {
@@ -286,6 +338,8 @@ long psl_hash_remote(pid_t pid, const struct page_region *ranges, long n, char *
             ssize_t r;
             if (l > bufsize)
                 l = bufsize;
+            if (deadline_ns && now_ns() >= deadline_ns)
+                return -ETIMEDOUT;
             lo.iov_base = buf;
             lo.iov_len = l;
             re.iov_base = (void *)(uintptr_t)a;

@@ -1,5 +1,6 @@
 """ctypes bindings of ``_ext/live/pagesync_live.c`` (built into pagesync_model/_pagesync_live*.so)."""
 import ctypes
+import errno
 import glob
 from pathlib import Path
 
@@ -25,13 +26,13 @@ def lib():
                                ctypes.c_uint64]
         L.psl_send.restype = ctypes.c_long
         L.psl_send.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_long, ctypes.c_void_p,
-                               ctypes.c_uint64, ctypes.c_uint64, ctypes.c_void_p]
+                               ctypes.c_uint64, ctypes.c_uint64, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_void_p]
         L.psl_hash_local.restype = None
         L.psl_hash_local.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_long, ctypes.c_uint64,
                                      ctypes.c_void_p]
         L.psl_hash_remote.restype = ctypes.c_long
         L.psl_hash_remote.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_long, ctypes.c_void_p,
-                                      ctypes.c_uint64, ctypes.c_uint64, ctypes.c_void_p]
+                                      ctypes.c_uint64, ctypes.c_uint64, ctypes.c_void_p, ctypes.c_uint64]
         L.psl_scatter.restype = ctypes.c_long
         L.psl_scatter.argtypes = [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_void_p, ctypes.c_long,
                                   ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_long, ctypes.c_int,
@@ -82,24 +83,35 @@ class Sender:
     """process_vm_readv -> fd, with a reusable buffer and cumulative statistics."""
 
     BUF = 4 << 20
+    MAX_IOV = 1024  # as in the C code: struct send_state is 6 + 2 * MAX_IOV words
 
     def __init__(self, page_size):
         self.page_size = page_size
         self.buf = np.empty(self.BUF, dtype=np.uint8)
         self.stats = np.zeros(6, dtype=np.uint64)  # bytes, records, ranges, unreadable pages, read ns, write ns
+        self.state = np.zeros(6 + 2 * self.MAX_IOV, dtype=np.uint64)
 
-    def send(self, pid, fd, ranges):
+    def send(self, pid, fd, ranges, deadline_ns=0):
+        """Send ``ranges`` of ``pid``'s memory to ``fd``; ``deadline_ns`` (CLOCK_MONOTONIC, 0 = none):
+        OsErr(ETIMEDOUT) past it.  A signal returns from C (EINTR) so that the interpreter runs its
+        handler, which may raise; if it does not, the send resumes where it stopped."""
         r = np.zeros((len(ranges), 3), dtype=np.uint64)
         r[:, :2] = ranges
-        rc = lib().psl_send(pid, fd, ptr(r), len(r), ptr(self.buf), self.BUF, self.page_size, ptr(self.stats))
+        self.state[:] = 0
+        while True:
+            rc = lib().psl_send(pid, fd, ptr(r), len(r), ptr(self.buf), self.BUF, self.page_size, ptr(self.stats),
+                                deadline_ns, ptr(self.state))
+            if rc != -errno.EINTR:
+                break
         if rc < 0:
             raise OsErr(-rc, "send")
 
-    def hash_remote(self, pid, ranges, npages):
+    def hash_remote(self, pid, ranges, npages, deadline_ns=0):
         r = np.zeros((len(ranges), 3), dtype=np.uint64)
         r[:, :2] = ranges
         out = np.empty(npages, dtype=np.uint64)
-        got = lib().psl_hash_remote(pid, ptr(r), len(r), ptr(self.buf), self.BUF, self.page_size, ptr(out))
+        got = lib().psl_hash_remote(pid, ptr(r), len(r), ptr(self.buf), self.BUF, self.page_size, ptr(out),
+                                    deadline_ns)
         if got < 0:
             raise OsErr(-got, "process_vm_readv")
         return out[:got]

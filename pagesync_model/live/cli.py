@@ -1,7 +1,8 @@
 """``pagesync-sim live mirror|receive|verify``: a real pagesync of a live Linux process.
 
   pagesync-sim live mirror [--passes N] [--threshold PAGES] [--to HOST:PORT | --to FILE] [--json PATH]
-                           [--delay 0.5s] [--then wait|kill] [--token-file FILE] [--quiet] -- CMD ARGS...
+                           [--delay 0.5s] [--max-blackout 5s] [--then wait|kill] [--token-file FILE] [--quiet]
+                           -- CMD ARGS...
   pagesync-sim live receive [--listen HOST:PORT] [--out FILE] [--token-file FILE | --no-token] [--quiet]
   pagesync-sim live verify FILE [--pid PID] [--json PATH]
 
@@ -25,14 +26,14 @@ from .errors import LiveError
 TOKEN_ENV = "PAGESYNC_LIVE_TOKEN"
 
 
-def _duration(text):
+def _duration(text, option="--delay", positive=False):
     from ..units import UnitError, parse_duration
     try:
         v = parse_duration(text)
     except UnitError as exc:
-        raise UsageError(f"--delay: {exc}") from None
-    if not isinstance(v, float) or v < 0:
-        raise UsageError(f"--delay: must be a time >= 0 such as 500ms, got '{text}'")
+        raise UsageError(f"{option}: {exc}") from None
+    if not isinstance(v, float) or v < 0 or (positive and v == 0):
+        raise UsageError(f"{option}: must be a time {'>' if positive else '>='} 0 such as 500ms, got '{text}'")
     return v
 
 
@@ -77,6 +78,9 @@ def mirror_main(argv):
                    help="a 'live receive' partner, or a stream file (default: a temporary file)")
     p.add_argument("--json", metavar="PATH", help="write the result as JSON ('-' for stdout)")
     p.add_argument("--delay", default="0s", help="let the target run this long before the first pass (e.g. 500ms)")
+    p.add_argument("--max-blackout", default="5s",
+                   help="give up the blackout this long after stopping the target (e.g. 2s; default 5s): "
+                        "continue it, report the step that took too long, exit 2")
     p.add_argument("--then", default="wait", choices=("wait", "kill"),
                    help="after the cut-over: wait for the continued target to exit (default) or kill it")
     p.add_argument("--token-file", metavar="FILE", help="the receiver's shared secret (first line of FILE; "
@@ -92,6 +96,7 @@ def mirror_main(argv):
     if args.threshold < 0:
         raise UsageError(f"--threshold: must be >= 0, got {args.threshold}")
     delay = _duration(args.delay)
+    max_blackout = _duration(args.max_blackout, "--max-blackout", positive=True)
     token = _token(args.token_file)
     import tempfile
 
@@ -104,7 +109,7 @@ def mirror_main(argv):
         to = tmpfile
     try:
         res = run_mirror(cmd, to, passes=args.passes, threshold=args.threshold, delay=delay, then=args.then,
-                         token=token)
+                         max_blackout=max_blackout, token=token)
     except LiveError as exc:
         raise UsageError(str(exc)) from None
     finally:

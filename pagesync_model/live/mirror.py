@@ -16,10 +16,18 @@ then, from this separate process:
 3. blackout: SIGSTOP, wait until every thread is in state T, a final scan, copy the pages of both
    scans (and every present page of writable mappings the library has not registered yet), drop the
    pages gone, wait for the partner's acknowledgement (the downtime ends here), checksum every
-   present page of the stopped target, SIGCONT; then compare with the partner's checksums.
+   present page of the stopped target, SIGCONT; then (the target running again) compare with the
+   partner's checksums and send the verdict (VERIFIED or FAILED) and END.
 
-Every failure is a LiveError (one line). The target is continued whatever happens (try/finally, and
-SIGINT/SIGTERM/SIGHUP are turned into an orderly stop).
+Every failure is a LiveError (one line). The target is never left stopped: every step of the
+blackout ends by ``max_blackout`` after the SIGSTOP (the writes to the receiver wait in poll, not in
+write; the wait for its acknowledgement has a socket timeout), past which the mirror gives up and
+continues the target; any exception continues it (try/finally); SIGINT/SIGTERM/SIGHUP are turned into
+an orderly stop, and reach the controller even while it waits in C for a stalled receiver; and a
+watchdog process (``watchdog``) continues the target if the controller dies (SIGKILL) while it is
+stopped. A target found stopped by someone else at the blackout is mirrored as it is and left stopped.
+The verification and the verdict after the cut-over have no deadline (a receiver may take a while to
+save a large mirror); a signal ends them like any other step.
 """
 from __future__ import annotations
 
@@ -39,6 +47,7 @@ from ..results import PassRecord, Result
 from . import _lib
 from .errors import LiveError
 from .protocol import Link
+from .watchdog import Watchdog, WatchdogError
 
 POLICY = "stratus-live"
 
@@ -47,6 +56,14 @@ class _Signalled(Exception):
     def __init__(self, signum):
         super().__init__(signum)
         self.signum = signum
+
+
+class _BlackoutExceeded(Exception):
+    """A step of the blackout did not end by the deadline; ``step`` says which."""
+
+    def __init__(self, step):
+        super().__init__(step)
+        self.step = step
 
 
 def _mono_ns():
@@ -114,7 +131,8 @@ def thread_states(pid):
 
 
 def wait_stopped(pid, timeout=5.0):
-    """Wait until every thread of ``pid`` is stopped (T, t) or dead (Z, X); returns the seconds waited."""
+    """Wait until every thread of ``pid`` is stopped (T, t) or dead (Z, X); returns the seconds waited.
+    TimeoutError (its text names the threads' states) if they are not after ``timeout`` s."""
     t0 = time.perf_counter()
     while True:
         st = thread_states(pid)
@@ -123,8 +141,8 @@ def wait_stopped(pid, timeout=5.0):
         if not st:
             raise ProcessLookupError(_errno.ESRCH, "no such process")
         if time.perf_counter() - t0 > timeout:
-            raise LiveError(f"target pid {pid}: threads still running {timeout:.0f} s after SIGSTOP "
-                            f"(states {''.join(st)})")
+            raise TimeoutError(_errno.ETIMEDOUT, f"threads still running {timeout:.3g} s after SIGSTOP "
+                                                 f"(states {''.join(st)})")
         time.sleep(20e-6)
 
 
@@ -166,6 +184,19 @@ def _wait_library(proc, tmp, timeout):
         time.sleep(0.002)
 
 
+def is_running(pid, timeout=1.0):
+    """True once no thread of ``pid`` is in a job-control stop (T), within ``timeout`` s (a SIGCONT
+    takes effect as each thread is scheduled); False if one still is; True if the process is gone."""
+    t0 = time.monotonic()
+    while True:
+        st = thread_states(pid)
+        if "T" not in st:
+            return True
+        if time.monotonic() - t0 > timeout:
+            return False
+        time.sleep(0.001)
+
+
 def _access_message(pid, err):
     return (f"no ptrace access to the target (pid {pid}): {os.strerror(err)} reading its memory; run as root, "
             "or as the target's own user with a dumpable target (kernel.yama.ptrace_scope <= 1)")
@@ -174,7 +205,7 @@ def _access_message(pid, err):
 class Controller:
     """One live mirror of a started target ``proc`` to ``link``."""
 
-    def __init__(self, proc, link, page_size, passes, threshold, log_t0_ns):
+    def __init__(self, proc, link, page_size, passes, threshold, log_t0_ns, max_blackout, watchdog):
         self.proc = proc
         self.pid = proc.pid
         self.link = link
@@ -186,7 +217,12 @@ class Controller:
         self.held = np.empty(0, dtype=np.uint64)
         self.records = []
         self.live = []
-        self.stopped = False
+        self.max_blackout = max_blackout
+        self.watchdog = watchdog
+        self.stopped = False  # by our SIGSTOP, not yet continued
+        self.found_stopped = False  # someone else had stopped the target before the blackout
+        self.step = None
+        self.deadline_ns = 0
         self.pass_no = 0
         self._debug = []
         try:
@@ -220,7 +256,7 @@ class Controller:
 
     def send(self, ranges):
         try:
-            self.sender.send(self.pid, self.link.fd, ranges)
+            self.sender.send(self.pid, self.link.fd, ranges, self.deadline_ns)
         except _lib.OsErr as e:
             if e.errno == _errno.ESRCH:
                 raise ProcessLookupError(e.errno, "read") from None
@@ -228,10 +264,16 @@ class Controller:
                 raise LiveError(_access_message(self.pid, e.errno)) from None
             raise OSError(e.errno, os.strerror(e.errno)) from None
 
-    def copy(self, written, present):
-        """Drop the pages gone, send the written ones; update the set the partner holds."""
+    def copy(self, written, present, only_present=False):
+        """Drop the pages gone, send the written ones; update the set the partner holds.  With
+        ``only_present`` (the blackout: the target is stopped, ``present`` is final) a written page that
+        is no longer present is not sent: given back (MADV_DONTNEED) after the scan that found it
+        written, it would be read as zeros and the partner would keep a page the target has not."""
         t0 = _mono_ns()
         pres_pages = expand(present, self.ps)
+        if only_present and len(written):
+            w = expand(written, self.ps)
+            written = to_ranges(w[np.isin(w, pres_pages, assume_unique=True)], self.ps)
         gone = self.held[~np.isin(self.held, pres_pages, assume_unique=True)] if len(self.held) else self.held
         self.link.drop(to_ranges(gone, self.ps))
         stats0 = self.sender.stats.copy()
@@ -305,34 +347,64 @@ class Controller:
                                                    dropped_pages=gone))
         raise AssertionError("unreachable")
 
+    def _left(self):
+        """Seconds left before the blackout's deadline; TimeoutError once it has passed."""
+        left = (self.deadline_ns - _mono_ns()) / 1e9
+        if left <= 0:
+            raise TimeoutError(_errno.ETIMEDOUT, "deadline passed")
+        return left
+
     def blackout(self, rec, t, t_scan, written, count, converged):
         self.alive()
         t_stop = _mono_ns()
-        os.kill(self.pid, signal.SIGSTOP)
-        self.stopped = True
-        stop_wait = wait_stopped(self.pid)
-        self.alive()
-        t_final = _mono_ns()
-        final, n_unreg, unreg = self.scan(0)
-        present, _, _ = self.scan(1)
-        t_final_end = _mono_ns()
-        both = np.union1d(expand(written, self.ps), expand(final, self.ps))
-        gone, d = self.copy(to_ranges(both, self.ps), present)
-        self.t_ack = _mono_ns()
-        self.link.end_pass(rec.pass_)
-        t_end = self.close_pass(rec, t, count, d, dict(
-            scan_s=(t_scan - t) / 1e9, unregistered_mappings=n_unreg, dropped_pages=gone,
-            stop_wait_s=stop_wait, final_scan_s=(t_final_end - t_final) / 1e9,
-            final_scan_pages=npages(final, self.ps), blackout_pages=len(both)))
-        self.downtime_s = (t_end - t_stop) / 1e9
-        # verification: checksums of every present page of the stopped target
-        t_v = _mono_ns()
-        target_pages = expand(present, self.ps)
+        self.deadline_ns = t_stop + int(self.max_blackout * 1e9)
+        self.step = "stopping the target"
+        # stopped already (kill -STOP, ^Z): mirrored as it is, and neither continued here nor armed
+        # for, so that the user's stop is kept
+        self.found_stopped = "T" in thread_states(self.pid)
+        if not self.found_stopped:
+            self.watchdog.arm()
+            self.stopped = True  # before the signal: an exception between the two still continues it
+            os.kill(self.pid, signal.SIGSTOP)
         try:
-            target_sums = self.sender.hash_remote(self.pid, to_ranges(target_pages, self.ps), len(target_pages))
-        except _lib.OsErr as e:
-            raise ProcessLookupError(e.errno, "verify") from None
-        self.cont()
+            self.link.set_deadline(self.deadline_ns)
+            stop_wait = wait_stopped(self.pid, timeout=self._left())
+            self.alive()
+            self.step = "scanning the stopped target"
+            t_final = _mono_ns()
+            final, n_unreg, unreg = self.scan(0)
+            present, _, _ = self.scan(1)
+            t_final_end = _mono_ns()
+            self._left()
+            self.step = "sending the last pages to the receiver"
+            both = np.union1d(expand(written, self.ps), expand(final, self.ps))
+            gone, d = self.copy(to_ranges(both, self.ps), present, only_present=True)
+            self.t_ack = _mono_ns()
+            self.step = f"waiting for the receiver's acknowledgement of pass {rec.pass_}"
+            self.link.end_pass(rec.pass_)
+            t_end = self.close_pass(rec, t, count, d, dict(
+                scan_s=(t_scan - t) / 1e9, unregistered_mappings=n_unreg, dropped_pages=gone,
+                stop_wait_s=stop_wait, final_scan_s=(t_final_end - t_final) / 1e9,
+                final_scan_pages=npages(final, self.ps), blackout_pages=len(both)))
+            self.downtime_s = (t_end - t_stop) / 1e9
+            # verification: checksums of every present page of the stopped target
+            self.step = "checksumming the stopped target"
+            t_v = _mono_ns()
+            target_pages = expand(present, self.ps)
+            try:
+                target_sums = self.sender.hash_remote(self.pid, to_ranges(target_pages, self.ps), len(target_pages),
+                                                      self.deadline_ns)
+            except _lib.OsErr as e:
+                if e.errno == _errno.ETIMEDOUT:
+                    raise TimeoutError(e.errno, "deadline passed") from None
+                raise ProcessLookupError(e.errno, "verify") from None
+        except TimeoutError:
+            raise _BlackoutExceeded(self.step) from None
+        finally:
+            self.deadline_ns = 0
+            self.cont()
+            self.link.set_deadline(None)
+        self.step = None
         if self._debug:
             import pickle
             with open(os.environ["PAGESYNC_LIVE_DEBUG"], "wb") as f:
@@ -352,6 +424,12 @@ class Controller:
             except ProcessLookupError:
                 pass
             self.stopped = False
+            # the target runs again: the watchdog must not continue it later (the user may stop it);
+            # a watchdog that is gone has nothing left to do
+            try:
+                self.watchdog.disarm()
+            except WatchdogError:
+                pass
 
 
 def compare(target_pages, target_sums, mirror_pages, mirror_sums):
@@ -363,12 +441,25 @@ def compare(target_pages, target_sums, mirror_pages, mirror_sums):
     return missing, extra, differ
 
 
+def _target_after(proc, ctl):
+    """The end of a failure's line: what became of a target that is still there (checked, not assumed)."""
+    if proc is None or proc.poll() is not None:
+        return ""
+    if ctl is not None and ctl.found_stopped:
+        return f"; target pid {proc.pid} left stopped, as it was found"
+    if is_running(proc.pid):
+        return f"; target pid {proc.pid} continued"
+    return f"; target pid {proc.pid} is STOPPED although SIGCONT was sent (stopped again by someone else?)"
+
+
 def run_mirror(cmd, to, passes=4, threshold=1000, delay=0.0, then="wait", interval=0.01, env=None,
-               stdin=None, stdout=None, stderr=None, on_event=None, token=None):
+               stdin=None, stdout=None, stderr=None, on_event=None, max_blackout=5.0, token=None):
     """Mirror the process started by ``cmd`` to ``to`` (HOST:PORT of a ``live receive``, or a stream
     FILE; ``token`` is the receiver's shared secret). Returns the result as a dict (the simulator's JSON
     schema plus ``verified`` and ``live``).
-    Raises LiveError (one line) for every failure; the target is never left stopped."""
+    Raises LiveError (one line) for every failure; the target is never left stopped: the blackout
+    gives up ``max_blackout`` seconds after the SIGSTOP, and a watchdog process continues the target
+    if this process dies while it is stopped."""
     from ..trace.record import library_path, probe
     from ..trace.format import TraceError
     if not cmd:
@@ -377,6 +468,8 @@ def run_mirror(cmd, to, passes=4, threshold=1000, delay=0.0, then="wait", interv
         raise LiveError("live mirror: --passes and --threshold must be >= 0")
     if then not in ("wait", "kill"):
         raise LiveError(f"live mirror: --then must be wait or kill, not {then!r}")
+    if not max_blackout > 0:
+        raise LiveError(f"live mirror: --max-blackout must be > 0, got {max_blackout!r}")
     try:
         lib = library_path()
     except TraceError as e:
@@ -390,54 +483,75 @@ def run_mirror(cmd, to, passes=4, threshold=1000, delay=0.0, then="wait", interv
     link = Link(to, token=token)
     proc = None
     ctl = None
+    wd = None
     old_handlers = {}
+    sig = {"raise": True, "got": None}
 
     def on_signal(signum, frame):
-        raise _Signalled(signum)
+        # the first signal stops the mirror; later ones (a second ^C) must not cut short the
+        # continuing of the target and the cleanup, nor one during the cleanup escape it
+        if sig["got"] is None:
+            sig["got"] = signum
+            if sig["raise"]:
+                raise _Signalled(signum)
 
     for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         old_handlers[s] = signal.signal(s, on_signal)
     tmp = tempfile.mkdtemp(prefix="pagesync-live-")
     phase = "start"
     try:
-        child_env = dict(os.environ)
-        child_env.update(env or {})
-        pre = child_env.get("LD_PRELOAD", "")
-        child_env["LD_PRELOAD"] = lib + (" " + pre if pre else "")
-        child_env["PAGESYNC_TRACE_DIR"] = tmp
-        child_env["PAGESYNC_TRACE_MODE"] = "register"
-        child_env["PAGESYNC_TRACE_INTERVAL_NS"] = str(int(interval * 1e9))
-        child_env["PAGESYNC_TRACE_PARENT"] = str(os.getpid())  # the target's descendants stay inert
         try:
-            proc = subprocess.Popen(cmd, env=child_env, stdin=stdin, stdout=stdout, stderr=stderr)
-        except OSError as e:
-            raise LiveError(f"live mirror: cannot run {cmd[0]}: {e.strerror or e}") from None
-        if on_event:
-            on_event("started", proc.pid)
-        log = _wait_library(proc, tmp, timeout=10.0)
-        page_size = int(log.page_size)
-        link.hello(page_size, {"pid": proc.pid, "command": list(cmd), "version": __version__})
-        if delay > 0:
-            end = time.monotonic() + delay
-            while time.monotonic() < end:
-                if proc.poll() is not None:
-                    raise ProcessLookupError(_errno.ESRCH, "exited")
-                time.sleep(min(0.01, max(0.0, end - time.monotonic())))
-        ctl = Controller(proc, link, page_size, passes, threshold, log.t0_ns)
-        phase = "mirror"
-        target_pages, target_sums = ctl.run()
-        ctl.library_ticks = _library_ticks(proc, tmp, log.t0_ns)
-        phase = "verify"
-        mirror_pages, mirror_sums = link.checksums()
-        missing, extra, differ = compare(target_pages, target_sums, mirror_pages, mirror_sums)
-        bad = np.union1d(np.union1d(missing, extra), differ)
-        link.end(target_pages, target_sums, len(bad))  # the verdict: the partner keeps only a verified mirror
-        phase = "done"
+            child_env = dict(os.environ)
+            child_env.update(env or {})
+            pre = child_env.get("LD_PRELOAD", "")
+            child_env["LD_PRELOAD"] = lib + (" " + pre if pre else "")
+            child_env["PAGESYNC_TRACE_DIR"] = tmp
+            child_env["PAGESYNC_TRACE_MODE"] = "register"
+            child_env["PAGESYNC_TRACE_INTERVAL_NS"] = str(int(interval * 1e9))
+            child_env["PAGESYNC_TRACE_PARENT"] = str(os.getpid())  # the target's descendants stay inert
+            try:
+                proc = subprocess.Popen(cmd, env=child_env, stdin=stdin, stdout=stdout, stderr=stderr)
+            except OSError as e:
+                raise LiveError(f"live mirror: cannot run {cmd[0]}: {e.strerror or e}") from None
+            if on_event:
+                on_event("started", proc.pid)
+            try:
+                wd = Watchdog(proc.pid)
+            except WatchdogError as e:
+                raise LiveError(f"live mirror: {e}") from None
+            log = _wait_library(proc, tmp, timeout=10.0)
+            page_size = int(log.page_size)
+            link.hello(page_size, {"pid": proc.pid, "command": list(cmd), "version": __version__})
+            if delay > 0:
+                end = time.monotonic() + delay
+                while time.monotonic() < end:
+                    if proc.poll() is not None:
+                        raise ProcessLookupError(_errno.ESRCH, "exited")
+                    time.sleep(min(0.01, max(0.0, end - time.monotonic())))
+            ctl = Controller(proc, link, page_size, passes, threshold, log.t0_ns, max_blackout, wd)
+            phase = "mirror"
+            target_pages, target_sums = ctl.run()
+            ctl.library_ticks = _library_ticks(proc, tmp, log.t0_ns)
+            phase = "verify"
+            # after the cut-over (the target runs again): no deadline here, but a signal still ends it
+            mirror_pages, mirror_sums = link.checksums()
+            missing, extra, differ = compare(target_pages, target_sums, mirror_pages, mirror_sums)
+            bad = np.union1d(np.union1d(missing, extra), differ)
+            link.end(target_pages, target_sums, len(bad))  # the verdict: the partner keeps only a verified mirror
+            phase = "done"
+        except BaseException:
+            sig["raise"] = False  # from here on a signal is only recorded: the failure is being handled
+            raise
     except _Signalled as s:
         if ctl:
             ctl.cont()
         raise LiveError(f"live mirror interrupted by {signal.Signals(s.signum).name}"
-                        + (f"; target pid {proc.pid} continued" if proc and proc.poll() is None else "")) from None
+                        + _target_after(proc, ctl)) from None
+    except _BlackoutExceeded as e:
+        raise LiveError(f"live mirror: the blackout exceeded --max-blackout {max_blackout:g}s while {e.step}; "
+                        "no cut-over" + _target_after(proc, ctl)) from None
+    except WatchdogError as e:
+        raise LiveError(f"live mirror: {e}" + _target_after(proc, ctl)) from None
     except ProcessLookupError:
         if ctl:
             ctl.cont()
@@ -449,17 +563,19 @@ def run_mirror(cmd, to, passes=4, threshold=1000, delay=0.0, then="wait", interv
         if ctl:
             ctl.cont()
         where = f" in pass {ctl.pass_no}" if ctl and ctl.records else ""
-        raise LiveError(f"receiver {to} went away{where} ({e.strerror or e})"
-                        + (f"; target pid {proc.pid} continued" if proc and proc.poll() is None else "")) from None
+        raise LiveError(f"receiver {to} went away{where} ({e.strerror or e})" + _target_after(proc, ctl)) from None
     except OSError as e:
         if ctl:
             ctl.cont()
         raise LiveError(f"live mirror to {to} failed in phase {phase}: {e.strerror or e}"
-                        + (f"; target pid {proc.pid} continued" if proc and proc.poll() is None else "")) from None
+                        + _target_after(proc, ctl)) from None
     finally:
+        sig["raise"] = False
         if ctl:
             ctl.cont()
             os.close(ctl.fd)
+        if wd:
+            wd.close()
         link.close()
         for s, h in old_handlers.items():
             signal.signal(s, h)
@@ -467,6 +583,9 @@ def run_mirror(cmd, to, passes=4, threshold=1000, delay=0.0, then="wait", interv
         if phase != "done" and proc is not None and proc.poll() is None and then == "kill":
             proc.kill()
             proc.wait()
+    if sig["got"] is not None:  # came during the cleanup of a mirror that had succeeded
+        raise LiveError(f"live mirror interrupted by {signal.Signals(sig['got']).name} after the cut-over"
+                        + _target_after(proc, ctl))
 
     result = _result(ctl, cmd, to, passes, threshold, delay, interval, target_pages, missing, extra, differ, bad)
     if on_event:
@@ -520,12 +639,14 @@ def _result(ctl, cmd, to, passes, threshold, delay, interval, target_pages, miss
         "seed": None,
         "version": __version__,
         "config": {"policy": POLICY, "stratus": {"passes": passes, "threshold": threshold},
-                   "live": {"command": list(cmd), "to": to, "delay_s": delay, "register_interval_s": interval}},
+                   "live": {"command": list(cmd), "to": to, "delay_s": delay, "register_interval_s": interval,
+                            "max_blackout_s": ctl.max_blackout}},
     }
     live = {
         "pid": ctl.pid,
         "kernel": os.uname().release,
         "stopped_s": ctl.stopped_s,
+        "found_stopped": ctl.found_stopped,
         "verify_read_s": ctl.verify_read_s,
         "mirror_start_from_target_start_s": (ctl.t0 - ctl.log_t0_ns) / 1e9,
         # the library thread's wakes from 50 ms before the mirror started to the cut-over

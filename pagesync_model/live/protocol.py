@@ -23,15 +23,21 @@ Every field is checked against ``LIMITS`` before it is used; a stream that break
 (``StreamError``, one line).  A file written by ``live mirror --to FILE`` or ``live receive --out
 FILE`` is such a stream (HELLO, PAGES/DROP/PASS, VERIFIED, END) and exists under its name only if it
 is verified: it is written under a temporary name, read back, checked against the digest and only
-then renamed.  ``load`` checks the digest again.
+then renamed.  ``load`` checks the digest again.  ``--to`` a named pipe is written to directly: its
+reader gets the stream as it is sent, but the mirror cannot read it back, so it is never verified
+(the mirror fails after the cut-over, and no verdict or END is sent).
 """
+import errno
 import hashlib
 import hmac
 import json
 import mmap
 import os
+import select
 import socket
+import stat
 import struct
+import time
 
 import numpy as np
 
@@ -490,56 +496,118 @@ def commit(tmp, path, expect):
 
 class Link:
     """Where the mirror goes: a receiver over TCP, or a stream file (written under a temporary name
-    and renamed only once verified)."""
+    and renamed only once verified), or a named pipe.  ``set_deadline`` bounds every write and every
+    wait for a reply (the blackout)."""
 
     def __init__(self, to, token=None):
         self.to = to
         self.token = token
         self.sock = None
         self.file = None
+        self.tmp = None
+        self.deadline_ns = None
         host, sep, port = to.rpartition(":")
         if sep and port.isdigit() and host:
-            try:
-                self.sock = socket.create_connection((host.strip("[]"), int(port)), timeout=10)
-            except OSError as e:
-                raise LiveError(f"--to {to}: cannot connect to a receiver: {e.strerror or e}") from None
-            self.sock.settimeout(None)
-            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
-            self.fd = self.sock.fileno()
-            self.rfile = self.sock.makefile("rb")
+            self._address = (host.strip("[]"), int(port))
+            self._connect()
         else:
-            self.tmp = partial_name(to)
             try:
-                self.file = open(self.tmp, "wb")
+                st = os.stat(to)
+            except FileNotFoundError:
+                st = None
+            except OSError as e:
+                raise LiveError(f"--to {to}: {e.strerror}") from None
+            # a named pipe (or a device) is written to directly: there is nothing to rename, and
+            # nothing to read back for the verification (``checksums`` says so)
+            path = to if st is not None and not stat.S_ISREG(st.st_mode) else partial_name(to)
+            try:
+                self.file = open(path, "wb")
             except OSError as e:
                 raise LiveError(f"--to {to}: cannot write: {e.strerror}") from None
+            if path != to:
+                self.tmp = path
             self.fd = self.file.fileno()
+            os.set_blocking(self.fd, False)  # a FIFO whose reader stalls is then waited for in poll
+
+    def _connect(self):
+        if self.sock:  # a second connection (see ``hello``): the first is given up
+            self.rfile.close()
+            self.sock.close()
+            self.sock = None
+        try:
+            self.sock = socket.create_connection(self._address, timeout=10)
+        except OSError as e:
+            raise LiveError(f"--to {self.to}: cannot connect to a receiver: {e.strerror or e}") from None
+        self.connected_at = time.monotonic()
+        self.sock.settimeout(None)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+        self.fd = self.sock.fileno()
+        self.rfile = self.sock.makefile("rb")
 
     def hello(self, page_size, meta):
+        """Send the HELLO; over TCP, wait for the receiver to accept it (LiveError if it refuses, or does
+        not answer within 3 x LIMITS["handshake_s"]: it may be busy refusing other clients first)."""
         self.page_size = page_size
         if self.sock and self.token is not None:
             meta = dict(meta, token=self.token)
         meta = json.dumps(meta).encode()
-        self.write(HDR.pack(HELLO, len(meta), page_size) + meta)
+        if not self.sock:
+            self.write(HDR.pack(HELLO, len(meta), page_size) + meta)
+            return
+        if time.monotonic() - self.connected_at > LIMITS["handshake_s"] / 2:
+            # the receiver refuses a client whose HELLO has not come handshake_s after it accepted it,
+            # and the target's start (the preload library has up to 10 s) may have used much of that:
+            # a new connection has all of it
+            self._connect()
+        wait = LIMITS["handshake_s"] * 3
+        old = self.deadline_ns
+        self.set_deadline(time.monotonic_ns() + int(wait * 1e9))
+        try:
+            self.write(HDR.pack(HELLO, len(meta), page_size) + meta)
+            count, _ = self._reply(HELLO)
+            text = self._text(count)
+        except TimeoutError:
+            raise LiveError(f"receiver {self.to} did not answer the HELLO within {wait:.0f} s") from None
+        finally:
+            self.deadline_ns = old
+            self.sock.settimeout(None)  # the next write or wait sets it from the deadline again
+        if text:
+            hint = (" (the token is read from --token-file FILE or $PAGESYNC_LIVE_TOKEN, as the receiver's)"
+                    if text.endswith("token") else "")
+            raise LiveError(f"receiver {self.to} refused the mirror: {text}{hint}")
+
+    def set_deadline(self, deadline_ns):
+        """Every write and wait for a reply from now on fails with TimeoutError past ``deadline_ns``
+        (CLOCK_MONOTONIC; None = wait as long as it takes, a signal still interrupts)."""
+        self.deadline_ns = deadline_ns
         if self.sock:
-            self.sock.settimeout(LIMITS["handshake_s"] * 3)
-            try:
-                count, _ = self._reply(HELLO)
-                text = self._text(count)
-            except socket.timeout:
-                raise LiveError(f"receiver {self.to} did not answer the HELLO within "
-                                f"{LIMITS['handshake_s'] * 3:.0f} s") from None
-            self.sock.settimeout(None)
-            if text:
-                hint = (" (the token is read from --token-file FILE or $PAGESYNC_LIVE_TOKEN, as the receiver's)"
-                        if text.endswith("token") else "")
-                raise LiveError(f"receiver {self.to} refused the mirror: {text}{hint}")
+            self.sock.settimeout(self._left())
+
+    def _left(self):
+        if self.deadline_ns is None:
+            return None
+        left = (self.deadline_ns - time.monotonic_ns()) / 1e9
+        if left <= 0:
+            raise TimeoutError(errno.ETIMEDOUT, "deadline passed")
+        return left
 
     def write(self, data):
+        if self.sock:
+            self.sock.settimeout(self._left())
+            self.sock.sendall(data)
+            return
         mv = memoryview(data)
         while len(mv):
-            n = os.write(self.fd, mv)
+            try:
+                n = os.write(self.fd, mv)
+            except BlockingIOError:
+                left = self._left()
+                p = select.poll()
+                p.register(self.fd, select.POLLOUT)
+                if not p.poll(None if left is None else max(1, int(left * 1000))):
+                    raise TimeoutError(errno.ETIMEDOUT, "deadline passed") from None
+                continue
             mv = mv[n:]
 
     def drop(self, ranges):
@@ -551,6 +619,8 @@ class Link:
             self.write(HDR.pack(DROP, len(part), 0) + part.tobytes())
 
     def _reply(self, typ):
+        if self.sock:
+            self.sock.settimeout(self._left())
         try:
             h = read_exact(self.rfile, HDR.size)
         except Closed:
@@ -581,6 +651,9 @@ class Link:
             raw = read_exact(self.rfile, 16 * n)
             arr = np.frombuffer(bytes(raw), dtype=np.uint64)
             return arr[:n].copy(), arr[n:].copy()
+        if self.tmp is None:
+            raise LiveError(f"--to {self.to}: not a regular file: the stream sent there cannot be read back, so "
+                            "the mirror cannot be verified; no verdict sent")
         self.file.flush()
         img, _ = _load(self.tmp, partial=True)
         try:
@@ -618,5 +691,5 @@ class Link:
                     x.close()
             except OSError:
                 pass
-        if self.file is not None:
+        if self.tmp is not None:
             remove_file(self.tmp)  # not verified (or already renamed): nothing stays under a temporary name
