@@ -106,7 +106,7 @@ def test_force_runs_past_the_guard(tmp_path, capsys, monkeypatch):
 
 def test_resume_refuses_a_sweep_whose_set_changed_and_resume_changed_reruns_it(tmp_path, capsys):
     path = write(tmp_path, TINY)
-    assert main(["sweep", path, "--scheduler", "inprocess", "--quiet", "--run-timeout", "none"]) == 0
+    assert run_sweep(sweep_from_dict(TINY, path), str(tmp_path / "s"), scheduler="inprocess", progress=False).ran == 4
     write(tmp_path, {**TINY, "set": ["link.latency=20us"]})
     capsys.readouterr()
     assert main(["sweep", path, "--scheduler", "inprocess", "--quiet", "--resume"]) == 2
@@ -153,7 +153,7 @@ def _csv_of(outcome, tmp_path):
 
 def test_a_torn_csv_row_is_not_a_finished_run(tmp_path, capsys):
     path = write(tmp_path, TINY)
-    assert main(["sweep", path, "--scheduler", "inprocess", "--quiet", "--run-timeout", "none"]) == 0
+    assert run_sweep(sweep_from_dict(TINY, path), str(tmp_path / "s"), scheduler="inprocess", progress=False).ran == 4
     complete = pd.read_csv(tmp_path / "s.csv")
     text = (tmp_path / "s.csv").read_text()
     (tmp_path / "s.csv").write_text(text[:len(text) - len(text.splitlines()[-1]) // 2])  # half the last row

@@ -155,8 +155,8 @@ class Sweep:
 
 
 def _plain(value):
-    """A typed config value as JSON that is equal exactly when the values are: floats by repr, so
-    1e9 and 1000000000.0 agree, and a whole float never meets an int of another field's kind."""
+    """A typed config value as JSON that is equal exactly when the values are: floats as their repr
+    (exact, and 1e9 and 1000000000.0 agree), sections of a list field as their own mappings."""
     if isinstance(value, ConfigSection):
         return canonical(value)
     if isinstance(value, (tuple, list)):
@@ -197,7 +197,8 @@ def run_id(config, seed):
         config["sim.seed"] = config["sim.seed"] if seed is None else seed
     text = json.dumps({"config": config, "seed": seed if seed is not None else config.get("sim.seed"),
                        "model": __version__}, sort_keys=True)
-    return hashlib.sha1(text.encode()).hexdigest()[:12]
+    # 64 bits: a chance collision among even MAX_RUNS runs is ~1e-9, and it would be refused, not merged
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def load_sweep(path):
