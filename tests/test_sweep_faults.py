@@ -2,6 +2,7 @@
 a journal torn at every byte of its last record or damaged in the middle, a sweep killed with
 SIGKILL, a run that hangs (in-process and on Dask), a cross product too large, a journal in use."""
 import fcntl
+import json
 import os
 import signal
 import subprocess
@@ -301,3 +302,35 @@ def test_bad_run_timeout_is_one_line(tmp_path, capsys, value, message):
 def test_duplicates_are_caught_by_the_api_too():
     with pytest.raises(SweepError, match="would be the same run"):
         sweep_from_dict({"base": SMALL, "axes": {"memory.size": ["64MiB", "0.0625GiB"]}}).runs()
+
+
+@pytest.mark.slow
+def test_a_run_that_hangs_on_an_existing_scheduler_is_killed_and_the_worker_kept(tmp_path):
+    dask = [sys.executable, "-m", "distributed.cli.dask_scheduler"]
+    sched_file = str(tmp_path / "scheduler.json")
+    procs = [subprocess.Popen(dask + ["--host", "127.0.0.1", "--port", "0", "--no-dashboard", "--scheduler-file",
+                                      sched_file], env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    try:
+        deadline = time.monotonic() + 60
+        while not os.path.exists(sched_file) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        procs.append(subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", "--scheduler-file",
+                                       sched_file, "--nthreads", "1", "--nworkers", "1", "--no-dashboard",
+                                       "--host", "127.0.0.1"], env=ENV, stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.DEVNULL))
+        address = json.load(open(sched_file))["address"]
+        from dask.distributed import Client
+        with Client(address, timeout="60s") as client:
+            client.wait_for_workers(1, timeout=60)
+        s = sweep_from_dict({**HANGS, "axes": {"qemu.max_bandwidth": ["1GiB/s", "1MiB/s", "2GiB/s"]}})
+        out = run_sweep(s, str(tmp_path / "s"), scheduler=address, progress=False, timeout=3)
+        assert out.ran == 3 and out.timed_out == 1
+        df = pd.read_csv(tmp_path / "s.csv")
+        assert list(df["status"]) == ["ok", "timed-out", "ok"]  # the one worker went on after the kill
+    finally:
+        descendants = [c for p in procs for c in psutil.Process(p.pid).children(recursive=True)]
+        for p in reversed(procs):
+            p.terminate()
+            p.wait(timeout=30)
+        gone, alive = psutil.wait_procs(descendants, timeout=15)
+        assert not alive  # the worker's run host went with it
