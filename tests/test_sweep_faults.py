@@ -219,6 +219,16 @@ def test_a_journal_damaged_before_its_end_is_refused(tmp_path, capsys, finished)
     assert (tmp_path / "s.journal").read_bytes() == bytes(damaged)  # left as it was for inspection
 
 
+def test_starting_over_says_how_many_runs_it_replaced(tmp_path, capsys, finished):
+    sweep_path, data, _ = finished
+    (tmp_path / "s.journal").write_bytes(data)
+    assert main(["sweep", sweep_path, "--scheduler", "inprocess", "--quiet", "--run-timeout", "none",
+                 "--out", str(tmp_path / "s")]) == 0
+    err = capsys.readouterr().err
+    assert f"started over: the 4 runs in {tmp_path / 's'}.journal were replaced (--resume keeps them)" in err
+    assert len(journal_mod.read(str(tmp_path / "s.journal"))[1]) == 4
+
+
 def test_resume_without_a_journal_is_refused(tmp_path, capsys):
     path = write(tmp_path, TINY)
     pd.DataFrame({"run": [0], "run_id": ["x"]}).to_csv(tmp_path / "s.csv", index=False)

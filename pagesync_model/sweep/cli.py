@@ -102,6 +102,9 @@ def sweep_main(argv):
         raise UsageError(f"--scheduler: cannot reach '{args.scheduler}': {exc}") from None
     if args.plot and outcome.table.rows:
         _plot_sweep(outcome.table, sweep, args)
+    if outcome.replaced:
+        print(f"{PROG} sweep: started over: the {outcome.replaced} runs in {prefix}.journal were replaced "
+              "(--resume keeps them)", file=sys.stderr)
     if not args.quiet:
         skipped = f", {outcome.skipped} already done" if outcome.skipped else ""
         dropped = f" ({outcome.dropped} rows of changed runs dropped)" if outcome.dropped else ""

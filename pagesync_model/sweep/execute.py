@@ -19,7 +19,8 @@ DEFAULT_RUN_TIMEOUT_S = 3600.0
 class SweepOutcome:
     """What a sweep did: the ``table``; runs ``total``, ``skipped`` (already done), ``ran``,
     ``failed`` (timed-out ones included) and ``timed_out`` in this call; ``dropped``: journal rows of
-    runs no longer in the sweep (--resume-changed); whether it was ``interrupted``; ``wall_s``."""
+    runs no longer in the sweep (--resume-changed); ``replaced``: runs in a journal that a sweep
+    without --resume started over; whether it was ``interrupted``; ``wall_s``."""
     table: Table
     total: int
     skipped: int
@@ -29,6 +30,7 @@ class SweepOutcome:
     wall_s: float
     timed_out: int = 0
     dropped: int = 0
+    replaced: int = 0
 
 
 def _resume_rows(journal, sweep, runs, spec, changed_ok):
@@ -81,7 +83,7 @@ def run_sweep(sweep, prefix=None, scheduler="local", workers=None, resume=False,
     runs = sweep.runs()
     table = Table(sweep.axis_keys, prefix or "")
     journal = None
-    dropped = 0
+    dropped = replaced = 0
     resume = resume or resume_changed
     if write and prefix:
         journal = Journal(prefix + ".journal")
@@ -94,6 +96,8 @@ def run_sweep(sweep, prefix=None, scheduler="local", workers=None, resume=False,
             kept = []
             if resume:
                 kept, dropped = _resume_rows(journal, sweep, runs, spec, resume_changed)
+            else:
+                replaced = _count_runs(journal)
             journal.start(header(spec, sweep.axis_keys, len(runs), sweep.path), kept)
         except JournalError as exc:
             journal.close()
@@ -143,4 +147,12 @@ def run_sweep(sweep, prefix=None, scheduler="local", workers=None, resume=False,
             if journal is not None:
                 journal.close()
     return SweepOutcome(table, len(runs), len(runs) - len(todo), state["ran"], state["failed"], interrupted,
-                        time.perf_counter() - t0, state["timed_out"], dropped)
+                        time.perf_counter() - t0, state["timed_out"], dropped, replaced)
+
+
+def _count_runs(journal):
+    """How many runs the journal about to be replaced holds (0 if it cannot be read)."""
+    try:
+        return len({row.get("run_id") for row in journal.existing()[1]})
+    except JournalError:
+        return 0
