@@ -42,14 +42,15 @@ def sweep_main(argv):
     from .execute import DEFAULT_RUN_TIMEOUT_S, run_sweep
 
     p = _Parser(prog=f"{PROG} sweep", description="Run a parameter sweep (a base config times axes) on Dask "
-                                                   "and write one row per run to PREFIX.csv and PREFIX.parquet.")
+                                                   "and write one row per run to PREFIX.csv and PREFIX.parquet; "
+                                                   "PREFIX.journal records each run as it finishes, for --resume.")
     p.add_argument("sweep", help="sweep file, e.g. configs/sweeps/stratus-link-memory.yaml")
     p.add_argument("--scheduler", default="local",
                    help="local (a LocalCluster on this machine, default), inprocess (no Dask: one run after "
-                        "another in this process), or the address of a running Dask scheduler, tcp://HOST:PORT")
+                        "another from this process), or the address of a running Dask scheduler, tcp://HOST:PORT")
     p.add_argument("--workers", type=int, help="local: worker processes (default: one per core)")
-    p.add_argument("--out", metavar="PREFIX", help="output PREFIX.csv and PREFIX.parquet (default: the sweep "
-                                                   "file's name without .yaml)")
+    p.add_argument("--out", metavar="PREFIX", help="output PREFIX.journal, PREFIX.csv and PREFIX.parquet "
+                                                   "(default: the sweep file's name without .yaml)")
     p.add_argument("--resume", action="store_true", help="keep the rows already in the output's journal and run "
                                                          "only the missing, failed or timed-out runs; refused if "
                                                          "the sweep changed since")

@@ -32,6 +32,14 @@ class HostError(RuntimeError):
     """The child could not be started or broke the protocol."""
 
 
+def _readable(fd, seconds):
+    """Whether ``fd`` has input (or its end) within ``seconds``; poll, not select, so a worker with
+    many open files does not hit select's descriptor limit."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(max(0, int(seconds * 1000) + 1)))
+
+
 def _read_exact(fd, n, deadline=None):
     """``n`` bytes from ``fd``; None at end of input (or before ``deadline``, a monotonic time:
     TimeoutError)."""
@@ -39,7 +47,7 @@ def _read_exact(fd, n, deadline=None):
     while got < n:
         if deadline is not None:
             left = deadline - time.monotonic()
-            if left <= 0 or not select.select([fd], [], [], left)[0]:
+            if left <= 0 or not _readable(fd, left):
                 raise TimeoutError
         chunk = os.read(fd, n - got)
         if not chunk:
@@ -201,7 +209,7 @@ def main(argv):
     _send(out, ("ready", os.getpid()))
     fd = sys.stdin.fileno()
     while True:
-        if not select.select([fd], [], [], IDLE_S)[0]:
+        if not _readable(fd, IDLE_S):
             return _IDLE_EXIT
         msg = _recv(fd)
         if msg is None:
