@@ -142,7 +142,7 @@ def test_resume_refuses_a_table_of_another_sweep(tmp_path, capsys):
     capsys.readouterr()
     assert main(["sweep", b, "--scheduler", "inprocess", "--quiet", "--resume", "--out", str(tmp_path / "t")]) == 2
     err = capsys.readouterr().err
-    assert "not in this sweep" in err and err.count("\n") == 1
+    assert "was written by a different sweep (0 of its 4 runs" in err and err.count("\n") == 1
 
 
 def test_cli_writes_csv_parquet_and_plot(tmp_path, capsys):

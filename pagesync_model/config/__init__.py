@@ -3,7 +3,9 @@ immutable `Config` they build. See fields.py for every field and schema.py for t
 from pagesync_model.config.fields import (
     POLICIES, SCHEMA, MemoryRegions, memory_regions, register_policy,
 )
-from pagesync_model.config.loader import apply_override, config_from_dict, load_config, load_tree, parse_yaml
+from pagesync_model.config.loader import (
+    apply_override, config_from_dict, load_config, load_tree, parse_yaml, read_config_text,
+)
 from pagesync_model.config.schema import (
     REQUIRED, Config, ConfigError, ConfigSection, Field, Kind, Schema, Section,
 )
@@ -11,7 +13,7 @@ from pagesync_model.units import Cycles, UnitError
 
 __all__ = [
     "SCHEMA", "POLICIES", "register_policy", "MemoryRegions", "memory_regions",
-    "load_config", "load_tree", "config_from_dict", "apply_override", "parse_yaml",
+    "load_config", "load_tree", "config_from_dict", "apply_override", "parse_yaml", "read_config_text",
     "Config", "ConfigSection", "ConfigError", "Field", "Kind", "Schema", "Section", "REQUIRED",
     "Cycles", "UnitError", "schema_markdown",
 ]

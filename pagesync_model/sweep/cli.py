@@ -34,23 +34,33 @@ def _plot_sweep(table, sweep, args):
 
 def sweep_main(argv):
     """``pagesync-sim sweep SWEEP.yaml [--scheduler ADDR|local|inprocess] [--workers N] [--out PREFIX]
-    [--resume] [--plot FILE [--field F] [--x KEY] [--y KEY] [--limit V]] [--backend B] [--quiet]``; returns the exit
-    status (0, 1 if some runs failed, 130 if interrupted). Raises UsageError for bad input."""
-    from .spec import SweepError, load_sweep
+    [--resume | --resume-changed] [--run-timeout T] [--force] [--plot FILE [--field F] [--x KEY] [--y KEY]
+    [--limit V]] [--backend B] [--quiet]``; returns the exit status (0, 1 if some runs failed or timed out,
+    130 if interrupted). Raises UsageError for bad input."""
+    from .spec import MAX_RUNS, SweepError, load_sweep
     from .table import TableError
-    from .execute import run_sweep
+    from .execute import DEFAULT_RUN_TIMEOUT_S, run_sweep
 
     p = _Parser(prog=f"{PROG} sweep", description="Run a parameter sweep (a base config times axes) on Dask "
-                                                   "and write one row per run to PREFIX.csv and PREFIX.parquet.")
+                                                   "and write one row per run to PREFIX.csv and PREFIX.parquet; "
+                                                   "PREFIX.journal records each run as it finishes, for --resume.")
     p.add_argument("sweep", help="sweep file, e.g. configs/sweeps/stratus-link-memory.yaml")
     p.add_argument("--scheduler", default="local",
                    help="local (a LocalCluster on this machine, default), inprocess (no Dask: one run after "
-                        "another in this process), or the address of a running Dask scheduler, tcp://HOST:PORT")
+                        "another from this process), or the address of a running Dask scheduler, tcp://HOST:PORT")
     p.add_argument("--workers", type=int, help="local: worker processes (default: one per core)")
-    p.add_argument("--out", metavar="PREFIX", help="output PREFIX.csv and PREFIX.parquet (default: the sweep "
-                                                   "file's name without .yaml)")
-    p.add_argument("--resume", action="store_true", help="keep the rows already in the output and run only "
-                                                         "the missing or failed runs")
+    p.add_argument("--out", metavar="PREFIX", help="output PREFIX.journal, PREFIX.csv and PREFIX.parquet "
+                                                   "(default: the sweep file's name without .yaml)")
+    p.add_argument("--resume", action="store_true", help="keep the rows already in the output's journal and run "
+                                                         "only the missing, failed or timed-out runs; refused if "
+                                                         "the sweep changed since")
+    p.add_argument("--resume-changed", action="store_true",
+                   help="--resume even though the base config, set:, axes or seeds changed: keep the rows of runs "
+                        "whose effective config and seed are unchanged, drop the others")
+    p.add_argument("--run-timeout", metavar="DURATION", default=f"{DEFAULT_RUN_TIMEOUT_S:g}s",
+                   help="kill a run still going after this long and record it as timed out, e.g. 10min "
+                        "(default 1h; 'none': no limit, runs in the worker's own process)")
+    p.add_argument("--force", action="store_true", help=f"run a cross product of more than {MAX_RUNS:,} runs")
     p.add_argument("--plot", metavar="FILE", help="also draw the sweep (.png or .svg)")
     p.add_argument("--field", help="summary field to plot (default from the sweep file, else downtime_s)")
     p.add_argument("--x", help="axis for the plot's x (default: the first axis)")
@@ -71,8 +81,12 @@ def sweep_main(argv):
     from ..kernels import BACKEND_NAMES
     if args.backend not in BACKEND_NAMES:
         raise UsageError(f"--backend: unknown backend '{args.backend}' (choose from {', '.join(BACKEND_NAMES)})")
+    timeout = _timeout(args.run_timeout)
     try:
         sweep = load_sweep(args.sweep)
+        if not args.force:
+            sweep.check_size()
+        sweep.runs()  # duplicates are refused before anything runs or is written
     except SweepError as exc:
         raise UsageError(str(exc)) from None
     if args.x and args.x not in sweep.axes or args.y and args.y not in sweep.axes:
@@ -81,23 +95,44 @@ def sweep_main(argv):
     prefix = args.out or os.path.splitext(args.sweep)[0]
     try:
         outcome = run_sweep(sweep, prefix, scheduler=args.scheduler, workers=args.workers, resume=args.resume,
-                            progress=not args.quiet, backend=args.backend)
+                            progress=not args.quiet, backend=args.backend, timeout=timeout,
+                            resume_changed=args.resume_changed)
     except TableError as exc:
         raise UsageError(str(exc)) from None
     except (OSError, TimeoutError) as exc:
         raise UsageError(f"--scheduler: cannot reach '{args.scheduler}': {exc}") from None
     if args.plot and outcome.table.rows:
         _plot_sweep(outcome.table, sweep, args)
+    if outcome.replaced:
+        print(f"{PROG} sweep: started over: the {outcome.replaced} runs in {prefix}.journal were replaced "
+              "(--resume keeps them)", file=sys.stderr)
     if not args.quiet:
         skipped = f", {outcome.skipped} already done" if outcome.skipped else ""
-        failed = f", {outcome.failed} failed (see the error column)" if outcome.failed else ""
-        print(f"{PROG} sweep: {outcome.ran} runs in {outcome.wall_s:.1f} s{skipped}{failed} -> "
-              f"{prefix}.csv, {prefix}.parquet", file=sys.stderr)
+        dropped = f" ({outcome.dropped} rows of changed runs dropped)" if outcome.dropped else ""
+        failed = f", {outcome.failed} failed" if outcome.failed else ""
+        timed_out = f" ({outcome.timed_out} timed out)" if outcome.timed_out else ""
+        see = " (see the status and error columns)" if outcome.failed else ""
+        print(f"{PROG} sweep: {outcome.ran} runs in {outcome.wall_s:.1f} s{skipped}{dropped}{failed}{timed_out}{see} "
+              f"-> {prefix}.csv, {prefix}.parquet", file=sys.stderr)
     if outcome.interrupted:
         print(f"{PROG} sweep: interrupted: {len(outcome.table.rows)} of {outcome.total} runs kept in {prefix}.csv; "
               "--resume runs the rest", file=sys.stderr)
         return 130
     return 1 if outcome.failed else 0
+
+
+def _timeout(text):
+    """--run-timeout as seconds (None for 'none'). Raises UsageError."""
+    from ..units import Cycles, parse_duration
+    if text.strip().lower() in ("none", "off"):
+        return None
+    try:
+        value = parse_duration(text)
+    except ValueError as exc:
+        raise UsageError(f"--run-timeout: {exc}") from None
+    if isinstance(value, Cycles) or not value > 0:
+        raise UsageError(f"--run-timeout: must be a duration > 0 such as 10min, or none, got '{text}'")
+    return float(value)
 
 
 def plan_main(argv):

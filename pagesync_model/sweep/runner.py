@@ -2,7 +2,9 @@
 
 ``run_row`` is what a worker executes: it builds the config from the base tree and the run's
 overrides, simulates, and returns a flat row (every scalar summary field); any exception becomes the
-row's ``error`` so one bad run never stops a sweep. Executors:
+row's ``error`` so one bad run never stops a sweep. With a time limit, ``run_row_limited`` runs it in
+the thread's child process (see ``host``) and records a run that overstays as timed out. A row's
+``status`` is 'ok', 'failed' (see ``error``), 'timed-out' or 'lost' (its worker died). Executors:
 
 - ``inprocess``: runs one after the other in this process (tests, tiny sweeps);
 - ``local`` (default): a Dask LocalCluster on this machine, one single-threaded worker process per core
@@ -16,6 +18,7 @@ import os
 import time
 
 WALL_FIELD = "wall_s"
+STATUS_FIELD = "status"
 
 
 def scalar_fields(summary):
@@ -38,17 +41,47 @@ def run_row(base, base_overrides, source, run, backend="auto"):
         row["seed"] = result.meta["seed"]
         row.update(scalar_fields(result.summary))
         row["backend"] = result.meta["backend"]
+        row[STATUS_FIELD] = "ok"
         row["error"] = None
     except Exception as exc:  # noqa: BLE001 -- a failed run is recorded in its row, the sweep goes on
+        row[STATUS_FIELD] = "failed"
         row["error"] = f"{type(exc).__name__}: {exc}".splitlines()[0]
     row[WALL_FIELD] = time.perf_counter() - t0
     return row
 
 
-def run_inprocess(sweep, runs, on_row, backend="auto"):
-    """Run ``runs`` one after the other in this process, calling ``on_row(row)`` after each."""
-    for run in runs:
-        on_row(run_row(sweep.base, sweep.base_overrides, sweep.source, run, backend))
+def _bare_row(run, status, error, wall):
+    return {"run": run.index, "run_id": run.run_id, **run.values, "seed": run.seed, STATUS_FIELD: status,
+            "error": error, WALL_FIELD: wall}
+
+
+def run_row_limited(base, base_overrides, source, run, backend="auto", timeout=None):
+    """``run_row`` in this thread's child process: a run still going after ``timeout`` seconds is
+    killed and its row says 'timed-out'; a run whose process dies says 'failed' with how it died.
+    ``timeout`` None runs it here, unlimited. Never raises for a failing run."""
+    if timeout is None:
+        return run_row(base, base_overrides, source, run, backend)
+    from .host import Died, HostError, Timeout, thread_host
+    t0 = time.perf_counter()
+    try:
+        return thread_host().call((base, base_overrides, source, run, backend), timeout)
+    except Timeout:
+        return _bare_row(run, "timed-out", f"timed out: still running after {timeout:g} s (--run-timeout), "
+                                           "killed", time.perf_counter() - t0)
+    except (Died, HostError) as exc:
+        return _bare_row(run, "failed", str(exc), time.perf_counter() - t0)
+
+
+def run_inprocess(sweep, runs, on_row, backend="auto", timeout=None):
+    """Run ``runs`` one after the other from this process (in a child process when there is a
+    ``timeout``), calling ``on_row(row)`` after each."""
+    try:
+        for run in runs:
+            on_row(run_row_limited(sweep.base, sweep.base_overrides, sweep.source, run, backend, timeout))
+    finally:
+        if timeout is not None:
+            from .host import thread_host
+            thread_host().close()
 
 
 def default_workers():
@@ -69,11 +102,13 @@ def local_cluster(workers):
                         silence_logs=logging.ERROR)
 
 
-def run_dask(sweep, runs, on_row, scheduler="local", workers=None, backend="auto"):
+def run_dask(sweep, runs, on_row, scheduler="local", workers=None, backend="auto", timeout=None):
     """Run ``runs`` on Dask: a new LocalCluster of ``workers`` (default: the cores) when ``scheduler``
-    is 'local', else the scheduler at that address ('tcp://HOST:PORT'), which is left running. Calls
-    ``on_row(row)`` as each run finishes. Raises OSError (or Dask's TimeoutError) when the scheduler
-    cannot be reached; a KeyboardInterrupt cancels the pending runs and propagates."""
+    is 'local', else the scheduler at that address ('tcp://HOST:PORT'), which is left running. With a
+    ``timeout`` each worker thread runs its runs in a child process and kills one that overstays
+    (``run_row_limited``), so a hanging run costs its worker ``timeout`` seconds, never the sweep.
+    Calls ``on_row(row)`` as each run finishes. Raises OSError (or Dask's TimeoutError) when the
+    scheduler cannot be reached; a KeyboardInterrupt cancels the pending runs and propagates."""
     from dask.distributed import Client, as_completed
 
     cluster = None
@@ -85,7 +120,7 @@ def run_dask(sweep, runs, on_row, scheduler="local", workers=None, backend="auto
     futures = []
     try:
         base = client.scatter(sweep.base, broadcast=True) if runs else None
-        futures = [client.submit(run_row, base, sweep.base_overrides, sweep.source, run, backend,
+        futures = [client.submit(run_row_limited, base, sweep.base_overrides, sweep.source, run, backend, timeout,
                                  key=f"pagesync-run-{run.run_id}-{run.index}", pure=False, retries=0)
                    for run in runs]
         for future in as_completed(futures, loop=client.loop):
@@ -107,5 +142,4 @@ def _lost_row(future, runs, exc):
     """The row of a run whose worker failed outright (killed, out of memory)."""
     index = int(str(future.key).rsplit("-", 1)[1])
     run = next(r for r in runs if r.index == index)
-    return {"run": run.index, "run_id": run.run_id, **run.values, "seed": run.seed,
-            "error": f"{type(exc).__name__}: {exc}".splitlines()[0], WALL_FIELD: None}
+    return _bare_row(run, "lost", f"{type(exc).__name__}: {exc}".splitlines()[0], None)

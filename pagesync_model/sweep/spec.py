@@ -13,18 +13,29 @@ plot: {field: downtime_s, x: link.bandwidth, y: memory.size, limit: 300ms}   # w
 
 Every axis key and value is checked before anything runs; problems raise SweepError with the file
 and the YAML path ('s.yaml: axes.link.bandwidth[1]: cannot read ...').
+
+A run's identity (``run_id``) is a digest of its whole effective config (every field after units,
+defaults and overrides, with the seed it runs with) and the model version, so two spellings of one
+value are one run, and a row written before the base config or ``set:`` changed is not mistaken for
+a run of the new sweep. Two runs of one sweep with the same identity are refused, naming both
+spellings; so is a cross product of more than MAX_RUNS runs unless forced.
 """
 import dataclasses
 import hashlib
 import itertools
 import json
+import math
 import os
 
-from ..config import ConfigError, config_from_dict, load_config, load_tree, parse_yaml
+from .. import __version__
+from ..config import (ConfigError, ConfigSection, apply_override, config_from_dict, load_config, load_tree,
+                      parse_yaml, read_config_text)
 from .knobs import Knob, KnobError
 
 TOP_KEYS = ("base", "set", "axes", "seeds", "plot")
 PLOT_KEYS = ("field", "x", "y", "kind", "limit")
+# more runs than this is almost always a typo in a 'num:' (and expanding them alone takes hours)
+MAX_RUNS = 100_000
 
 
 class SweepError(ValueError):
@@ -33,9 +44,9 @@ class SweepError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class Run:
-    """One run of a sweep: its position ``index``, a stable ``run_id`` (from the axis values and the
-    seed, so --resume recognises it in an older table), the axis ``values`` in base units, the
-    ``overrides`` that set them, and the ``seed``."""
+    """One run of a sweep: its position ``index``, a stable ``run_id`` (a digest of the effective
+    config and seed, so --resume recognises it in an older journal), the axis ``values`` in base
+    units, the ``overrides`` that set them, and the ``seed``."""
     index: int
     run_id: str
     values: dict
@@ -56,22 +67,69 @@ class Sweep:
     knobs: dict
     seeds: list
     plot: dict
+    spellings: dict = None  # key -> how each axis value was written, for messages
+    _runs: list = dataclasses.field(default=None, repr=False, compare=False)
 
     @property
     def axis_keys(self):
         return list(self.axes)
 
     def runs(self):
-        """Every Run, in order: the cross product of the axes (first outermost), seeds innermost."""
+        """Every Run, in order: the cross product of the axes (first outermost), seeds innermost.
+        Raises SweepError if two runs have the same effective config and seed (the message names the
+        axis values that collide, as written)."""
+        if self._runs is not None:
+            return self._runs
         seeds = self.seeds if self.seeds is not None else [None]
-        out = []
-        combos = itertools.product(*(self.axes[k] for k in self.axes)) if self.axes else [()]
-        for values in combos:
+        keys = list(self.axes)
+        out, seen = [], {}
+        for positions in itertools.product(*(range(len(self.axes[k])) for k in keys)):
+            assignment = {k: self.axes[k][i] for k, i in zip(keys, positions)}
+            overrides = tuple(self.knobs[k].override(v) for k, v in assignment.items())
+            config = self._effective(overrides)
             for seed in seeds:
-                assignment = dict(zip(self.axes, values))
-                overrides = tuple(self.knobs[k].override(v) for k, v in assignment.items())
-                out.append(Run(len(out), run_id(overrides, seed), assignment, overrides, seed))
+                rid = run_id(config, seed)
+                if rid in seen:
+                    raise self._collision(seen[rid], (len(out), positions, seed))
+                seen[rid] = (len(out), positions, seed)
+                out.append(Run(len(out), rid, assignment, overrides, seed))
+        self._runs = out
         return out
+
+    def _effective(self, overrides):
+        """The canonical effective config of the base with ``set:`` and ``overrides`` applied: the
+        typed values of every field, or, when the config is invalid (the run will record the error),
+        the tree as written with the error."""
+        try:
+            cfg = config_from_dict(self.base, list(self.base_overrides) + list(overrides), source=self.source)
+        except ConfigError as exc:
+            return {"invalid": str(exc), "tree": _tree_with(self.base, list(self.base_overrides) + list(overrides))}
+        return canonical(cfg)
+
+    def _collision(self, first, second):
+        """The SweepError for two runs with one identity, naming the axis entries (as written) that
+        differ; ``first`` and ``second`` are (run index, axis positions, seed)."""
+        (ia, pa, sa), (ib, pb, sb) = first, second
+        parts = []
+        for k, i, j in zip(self.axes, pa, pb):
+            if i == j:
+                continue
+            a, b = self.spellings[k][i], self.spellings[k][j]
+            if a.startswith("value ") and b.startswith("value "):  # two points of one range
+                both = f"values {i + 1} and {j + 1} of {a.split(' of ', 1)[1]}"
+            else:
+                both = f"{a} and {b}"
+            same = self.axes[k][i] == self.axes[k][j]
+            if same:
+                both += f" are both {self.knobs[k].label(self.axes[k][i])}"
+            elif k == "sim.seed" and self.seeds is not None:
+                both += " are replaced by the seeds: list"
+            parts.append(f"axes.{k}: {both}")
+        if sa != sb:
+            parts.append(f"seeds {sa} and {sb}")
+        what = "; ".join(parts) if parts else "two entries"
+        return _fail(self.path, "", f"{what}: runs {ia} and {ib} would be the same run (equal effective "
+                                    "config and seed); remove one")
 
     def size(self):
         n = len(self.seeds) if self.seeds is not None else 1
@@ -79,20 +137,77 @@ class Sweep:
             n *= len(values)
         return n
 
+    def check_size(self, limit=None):
+        """Raise SweepError if the cross product has more than ``limit`` (default MAX_RUNS) runs."""
+        limit = MAX_RUNS if limit is None else limit
+        n = self.size()
+        if n > limit:
+            factors = [f"{len(v)} {k}" for k, v in self.axes.items()]
+            if self.seeds is not None:
+                factors.append(f"{len(self.seeds)} seeds")
+            raise _fail(self.path, "axes", f"{' x '.join(factors)} = {n:,} runs, more than {limit:,}; "
+                                           "check each 'num:' (--force runs it anyway)")
 
-def run_id(overrides, seed):
-    """A short stable digest of a run's overrides and seed."""
-    text = json.dumps({"set": sorted(overrides), "seed": seed}, sort_keys=True)
-    return hashlib.sha1(text.encode()).hexdigest()[:12]
+    def spec_hash(self):
+        """A digest of what the sweep computes: the axis keys and every run's identity in order. Any
+        change to the base config, ``set:``, the axes, the seeds or the model version changes it."""
+        text = json.dumps({"axes": list(self.axes), "runs": [r.run_id for r in self.runs()]})
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _plain(value):
+    """A typed config value as JSON that is equal exactly when the values are: floats as their repr
+    (exact, and 1e9 and 1000000000.0 agree), sections of a list field as their own mappings."""
+    if isinstance(value, ConfigSection):
+        return canonical(value)
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    if isinstance(value, float):
+        return repr(value) if math.isfinite(value) else str(value)
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    return repr(value)
+
+
+def canonical(section):
+    """A config section as {dotted field: canonical value}, for hashing."""
+    return {k: _plain(v) for k, v in section.flat().items()}
+
+
+def _copy(tree):
+    return {k: _copy(v) if isinstance(v, dict) else v for k, v in tree.items()}
+
+
+def _tree_with(base, overrides):
+    """The config tree with ``overrides`` applied as far as they apply, as JSON-safe data."""
+    tree = _copy(base) if isinstance(base, dict) else {}
+    for text in overrides:
+        try:
+            apply_override(tree, text)
+        except ConfigError:
+            pass  # the run records this error; the identity only needs to be stable
+    return json.loads(json.dumps(tree, sort_keys=True, default=repr))
+
+
+def run_id(config, seed):
+    """A short stable digest of a run: its canonical effective ``config`` (see ``canonical``), the
+    seed it runs with (``seed``, or the config's sim.seed when None) and the model version."""
+    config = dict(config)
+    if "sim.seed" in config:
+        # the run's seed replaces sim.seed: a base that only differs there is the same run
+        config["sim.seed"] = config["sim.seed"] if seed is None else seed
+    text = json.dumps({"config": config, "seed": seed if seed is not None else config.get("sim.seed"),
+                       "model": __version__}, sort_keys=True)
+    # 64 bits: a chance collision among even MAX_RUNS runs is ~1e-9, and it would be refused, not merged
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def load_sweep(path):
     """Read and check the sweep file at ``path``; returns a Sweep. Raises SweepError."""
     try:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
-    except OSError as exc:
-        raise SweepError(f"cannot open '{path}': {exc.strerror}") from None
+        text = read_config_text(path)  # the config reader's bounds: a device or a huge file is refused
+    except ConfigError as exc:
+        raise SweepError(str(exc)) from None
     try:
         data = parse_yaml(text, path)
     except ConfigError as exc:
@@ -140,7 +255,7 @@ def sweep_from_dict(data, path="<sweep>"):
     axes_raw = data.get("axes") or {}
     if not isinstance(axes_raw, dict):
         raise _fail(path, "axes", "expected a mapping of dotted config keys to values or ranges")
-    axes, knobs = {}, {}
+    axes, knobs, spellings = {}, {}, {}
     for key, spec in axes_raw.items():
         where = f"axes.{key}"
         try:
@@ -149,6 +264,7 @@ def sweep_from_dict(data, path="<sweep>"):
             raise _fail(path, where, str(exc)) from None
         knobs[key] = knob
         axes[key] = _axis_values(path, where, knob, spec)
+        spellings[key] = _spellings(spec, len(axes[key]))
     seeds = _seeds(path, data.get("seeds"))
     plot = data.get("plot") or {}
     if not isinstance(plot, dict) or any(k not in PLOT_KEYS for k in plot):
@@ -156,7 +272,17 @@ def sweep_from_dict(data, path="<sweep>"):
     for k in ("x", "y"):
         if plot.get(k) is not None and plot[k] not in axes:
             raise _fail(path, f"plot.{k}", f"'{plot[k]}' is not an axis (axes: {', '.join(axes) or 'none'})")
-    return Sweep(path, tree, tuple(sets), source, axes, knobs, seeds, plot)
+    return Sweep(path, tree, tuple(sets), source, axes, knobs, seeds, plot, spellings)
+
+
+def _spellings(spec, count):
+    """Each axis value as the sweep file gives it: "[2] '64MiB'" for a list entry, "value 3 of
+    {linear: [1, 3], num: 5}" for a range."""
+    if isinstance(spec, list):
+        return [f"[{i}] '{raw}'" for i, raw in enumerate(spec)]
+    mode = "log" if "log" in spec else "linear"
+    ends = ", ".join(str(e) for e in spec[mode])
+    return [f"value {i + 1} of {{{mode}: [{ends}], num: {count}}}" for i in range(count)]
 
 
 def _axis_values(path, where, knob, spec):

@@ -1,16 +1,17 @@
 """The tidy table of a sweep: one row per run (the axis values, the seed, every scalar summary field,
-the error and the run's wall time), written as PREFIX.csv and PREFIX.parquet, and read back to resume.
+the status, the error and the run's wall time), written as PREFIX.csv and PREFIX.parquet.
 
-Rows are written whole each time (to a temporary file, then renamed), so an interrupted sweep always
-leaves a complete, readable table of the runs that finished.
+Both files are views of the sweep's journal (see ``journal``), which is what --resume reads. They are
+written whole each time (to a temporary file, synced, then renamed), so an interrupted sweep always
+leaves complete, readable tables of the runs that finished, never a torn row.
 """
 import math
 import os
 
-from .runner import WALL_FIELD
+from .runner import STATUS_FIELD, WALL_FIELD
 
 LEAD = ("run", "run_id")
-TAIL = ("backend", "error", WALL_FIELD)
+TAIL = ("backend", STATUS_FIELD, "error", WALL_FIELD)
 
 
 class TableError(ValueError):
@@ -68,36 +69,15 @@ class Table:
             tmp = f"{path}.tmp{os.getpid()}"
             try:
                 writer(tmp)
+                fd = os.open(tmp, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
                 os.replace(tmp, path)
             except OSError as exc:
+                try:
+                    os.unlink(tmp)
+                except OSError:
+                    pass
                 raise TableError(f"cannot write '{path}': {exc.strerror or exc}") from None
-
-    def load(self, valid_ids):
-        """Read the rows of an earlier (maybe interrupted) run of this sweep from PREFIX.parquet, or
-        PREFIX.csv when there is no Parquet file; returns how many were read. Raises TableError if the
-        table holds runs that are not in ``valid_ids`` (another sweep wrote it)."""
-        import pandas as pd
-        if os.path.exists(self.parquet_path):
-            path, df = self.parquet_path, None
-            try:
-                df = pd.read_parquet(path)
-            except Exception as exc:  # noqa: BLE001 -- pyarrow raises several kinds for a damaged file
-                raise TableError(f"--resume: cannot read '{path}': {exc}") from None
-        elif os.path.exists(self.csv_path):
-            path = self.csv_path
-            try:
-                df = pd.read_csv(path)
-            except Exception as exc:  # noqa: BLE001
-                raise TableError(f"--resume: cannot read '{path}': {exc}") from None
-        else:
-            return 0
-        if "run_id" not in df.columns:
-            raise TableError(f"--resume: '{path}' is not a sweep table (no run_id column)")
-        records = df.astype(object).where(df.notna(), None).to_dict("records")
-        foreign = [r["run_id"] for r in records if r["run_id"] not in valid_ids]
-        if foreign:
-            raise TableError(f"--resume: '{path}' holds {len(foreign)} runs that are not in this sweep "
-                             f"(e.g. run_id {foreign[0]}); give another --out")
-        for r in records:
-            self.add({k: v for k, v in r.items()})
-        return len(records)
