@@ -124,3 +124,20 @@ def test_cli_refusals_are_one_line_exit_2(tmp_path, capsys, argv, message):
     assert main(args) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+
+
+def test_plan_refuses_a_range_whose_end_is_beyond_the_machine(tmp_path):
+    """The cost guard holds for plan too: 8 TiB at the top of the range is refused before any probe,
+    naming the end and the --force hint."""
+    import subprocess
+    import sys
+    import yaml
+    from conftest import SMALL
+    cfg = tmp_path / "small.yaml"
+    cfg.write_text(yaml.safe_dump(SMALL))
+    p = subprocess.run([sys.executable, "-m", "pagesync_model", "plan", str(cfg), "--target", "downtime<=100ms",
+                        "--vary", "memory.size", "--range", "64MiB..8TiB"], capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 2, p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and "memory.size=8TiB" in lines[0] and "--force" in lines[0], p.stderr

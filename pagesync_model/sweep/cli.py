@@ -158,6 +158,8 @@ def plan_main(argv):
     p.add_argument("--seed", type=int, help="seed of the write streams")
     p.add_argument("--backend", default="auto", help="kernel backend: auto, cython or numpy")
     p.add_argument("--csv", metavar="PATH", help="also write the runs as CSV")
+    p.add_argument("--force", action="store_true", help="probe even when the estimated cost of a run at either "
+                                                         "end of the range is beyond this machine")
     args = p.parse_args(argv)
     if not args.tol > 0:
         raise UsageError(f"--tol: must be > 0, got {args.tol}")
@@ -181,6 +183,18 @@ def plan_main(argv):
             from None
     except PlanError as exc:
         raise UsageError(str(exc)) from None
+
+    if not args.force:
+        # the bisection probes inside [LO, HI]; a run's cost grows monotonically with a knob's value or
+        # against it, so its two ends bound every probe's estimate
+        from ..cost import CostError, check
+        for end in (lo_text, hi_text):
+            try:
+                check(config_from_dict(tree, list(args.overrides) + [f"{args.vary}={end}"], source=args.config))
+            except ConfigError as exc:
+                raise UsageError(f"--range: {args.vary}={end}: {exc}") from None
+            except CostError as exc:
+                raise UsageError(f"plan: at {args.vary}={end}, {exc}") from None
 
     def evaluate(extra):
         cfg = config_from_dict(tree, list(args.overrides) + list(extra), source=args.config)
