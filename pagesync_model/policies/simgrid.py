@@ -23,14 +23,10 @@ a fixed point above the threshold is reported as ``no-convergence`` with what Si
 """
 import math
 
-from ..config.fields import SCHEMA, register_policy
-from . import require_single_rate
-from ..config.schema import BANDWIDTH, BOOL, CHOICE, DURATION, FRACTION, SIZE, Field, Kind
 from ..results import PassRecord
+from ..schema import BANDWIDTH, BOOL, CHOICE, DURATION, FRACTION, SIZE, Field, Kind, Section
 from ..units import parse_rate
-
-NAME = "simgrid"
-VARIANTS = ("correct",)  # no pages are simulated: the broken variants have nothing to break
+from .base import FluidPolicy, register, single_rate_check
 
 # network/model -> (bandwidth factor, latency factor) of SimGrid's CM02-family network models
 MODEL_FACTORS = {"LV08": (0.97, 13.01), "CM02": (1.0, 1.0)}
@@ -79,10 +75,7 @@ def _intensity_check(value):
 FLOPS = Kind("flop/s", _parse_flops, "flop/s")
 INTENSITY = Kind("fraction or auto", _parse_intensity)
 
-register_policy(NAME)
-require_single_rate(NAME)
-SCHEMA.section(
-    "simgrid", "SimGrid 3.32 VM live migration (VmLiveMigration.cpp), computed as a fluid model.",
+SECTION = Section("SimGrid 3.32 VM live migration (VmLiveMigration.cpp), computed as a fluid model.", dict(
     host_speed=Field(FLOPS, "1G/s", "Source host speed in flop/s (cancels out for a busy 1-vCPU VM).", gt=0),
     mig_speed=Field(BANDWIDTH, "0B/s", "Migration speed (sg_vm_set_migration_speed); 0 = unset: no rate cap "
                                       "and, as in SimGrid, nothing is dirtied.", ge=0),
@@ -100,7 +93,19 @@ SCHEMA.section(
                                   "link.latency).", gt=0),
     timeout=Field(DURATION, "1e7s", "Migration timeout (hard-coded in MigrationTx); SimGrid aborts there.",
                   gt=0),
-)
+))
+
+
+@register
+class Simgrid(FluidPolicy):
+    """SimGrid's VM live migration as the fluid model it is."""
+    name = "simgrid"
+    variants = ("correct",)  # no pages are simulated: the broken variants have nothing to break
+    sections = {"simgrid": SECTION}
+    checks = (single_rate_check("simgrid"),)
+
+    def compute(self, cfg, seed):
+        return compute(cfg, seed)
 
 
 class Flow:

@@ -21,7 +21,8 @@ import numpy as np
 
 from ..kernels.dtypes import INDEX_DTYPE
 from ..trace.format import read_trace
-from .patterns import Workload
+from ..schema import BOOL, DURATION, FLOAT, STR, Field
+from .patterns import Workload, WorkloadKind
 
 _CACHE = {}
 
@@ -122,3 +123,16 @@ class TraceReplay(Workload):
             self.progress[has] = np.maximum(self.progress[has],
                                             np.nextafter(self.offset + lap * self.period + self.times[pos], np.inf))
         return out
+
+
+TRACE = WorkloadKind("trace", dict(
+    trace=Field(STR, "", "trace: a trace file (.npz, `pagesync-sim trace record`), relative to the "
+                         "current directory."),
+    time_scale=Field(FLOAT, 1.0, "trace: simulated seconds per recorded second (2 = half speed).", gt=0),
+    loop=Field(BOOL, True, "trace: start the trace over after its last interval."),
+    offset=Field(DURATION, "0s", "trace: the CPU's running time before the trace starts.", ge=0),
+    shared=Field(BOOL, False, "trace: all CPUs replay onto the same pages (threads of one program); "
+                              "false: each CPU replays its own copy (one process each)."),
+), lambda sec, memory, ncpu, kernels, seed, clock, region, span, first, salt:
+    TraceReplay(memory, ncpu, kernels, load_trace(sec.trace), clock, sec.time_scale, sec.loop, sec.offset, sec.shared,
+                region=region, span=span))
