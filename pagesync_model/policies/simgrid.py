@@ -1,8 +1,8 @@
 """SimGrid's VM live-migration model (SimGrid 3.32, src/plugins/vm/VmLiveMigration.cpp): ``simgrid``.
 
 A fluid model computed directly: no pages are simulated, so there is no lost-write oracle. The
-migration is SimGrid's MigrationTx actor, message by message (see /work/notes/simgrid.md and
-experiments/simgrid_agreement/, which hold SimGrid's own output for 41 cases):
+migration is SimGrid's MigrationTx actor, message by message (see experiments/simgrid_agreement/,
+which holds SimGrid's own output for 41 cases):
 
 1. Stage 1 sends all RAM as one message; the measured bandwidth is RAM / (its duration, latency
    included) and the threshold is trunc(bandwidth x max_downtime).
