@@ -230,6 +230,18 @@ class Result:
         return self.to_dict()[key]
 
 
+def _qemu_json(result):
+    return json.dumps(result.to_qemu(), indent=2) + "\n"
+
+
+# The JSON documents ``--json-format`` may name: name -> (text of a Result, one-line description).
+# A new format is a function of the Result and one line here.
+JSON_FORMATS = {
+    "pagesync": (Result.to_json, "the full result, default"),
+    "qemu": (_qemu_json, "a QEMU query-migrate object"),
+}
+
+
 def _ms(s):
     return f"{s * 1e3:.3f}"
 

@@ -12,7 +12,7 @@ import json
 import socket
 import sys
 
-from ..cli import PROG, UsageError, _Parser, _write
+from ..cli import PROG, ArgParser, UsageError, write_output
 from .errors import LiveError
 
 
@@ -58,7 +58,7 @@ def format_live(d):
 
 
 def mirror_main(argv):
-    p = _Parser(prog=f"{PROG} live mirror", description="Mirror a live process's memory with the Stratus "
+    p = ArgParser(prog=f"{PROG} live mirror", description="Mirror a live process's memory with the Stratus "
                                                         "pagesync algorithm and verify the mirror.")
     p.add_argument("--passes", type=int, default=4, help="copy passes after the full copy before the forced "
                                                          "blackout (default 4, as stratus.passes)")
@@ -99,7 +99,7 @@ def mirror_main(argv):
         if tmpfile:
             os.unlink(tmpfile)
     if args.json:
-        _write(args.json, json.dumps(res, indent=2) + "\n")
+        write_output(args.json, json.dumps(res, indent=2) + "\n")
     if not args.quiet and args.json != "-":
         sys.stdout.write(format_live(res))
     if not res["verified"]:
@@ -113,7 +113,7 @@ def mirror_main(argv):
 
 def receive_main(argv):
     from .protocol import Closed, serve
-    p = _Parser(prog=f"{PROG} live receive", description="Keep the mirror of a 'live mirror' run.")
+    p = ArgParser(prog=f"{PROG} live receive", description="Keep the mirror of a 'live mirror' run.")
     p.add_argument("--listen", default="127.0.0.1:7077", metavar="HOST:PORT",
                    help="address to listen on (default 127.0.0.1:7077; port 0 picks one and prints it)")
     p.add_argument("--out", metavar="FILE", help="write the final mirror image as a stream file")
