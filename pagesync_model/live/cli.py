@@ -13,6 +13,7 @@ import socket
 import sys
 
 from ..cli import PROG, ArgParser, UsageError, write_output
+from ..policies.stratus import PASSES, THRESHOLD
 from .errors import LiveError
 
 
@@ -60,10 +61,11 @@ def format_live(d):
 def mirror_main(argv):
     p = ArgParser(prog=f"{PROG} live mirror", description="Mirror a live process's memory with the Stratus "
                                                         "pagesync algorithm and verify the mirror.")
-    p.add_argument("--passes", type=int, default=4, help="copy passes after the full copy before the forced "
-                                                         "blackout (default 4, as stratus.passes)")
-    p.add_argument("--threshold", type=int, default=1000, help="dirty pages below which the next pass is the "
-                                                               "blackout (default 1000, as stratus.threshold)")
+    p.add_argument("--passes", type=int, default=PASSES, help="copy passes after the full copy before the "
+                                                              f"forced blackout (default {PASSES}, as stratus.passes)")
+    p.add_argument("--threshold", type=int, default=THRESHOLD, help="dirty pages below which the next pass is "
+                                                                    f"the blackout (default {THRESHOLD}, as "
+                                                                    "stratus.threshold)")
     p.add_argument("--to", default=None, metavar="HOST:PORT|FILE",
                    help="a 'live receive' partner, or a stream file (default: a temporary file)")
     p.add_argument("--json", metavar="PATH", help="write the result as JSON ('-' for stdout)")

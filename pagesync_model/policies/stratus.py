@@ -38,6 +38,18 @@ SECTION = Section("Stratus pagesync policy (pagesync_synchronize_memory).", dict
     cutover=Field(DURATION, "1ms", "Platform cut-over after the final copy.", ge=0),
 ))
 
+# The published defaults, which the live mirror of a real process shares.
+PASSES = SECTION.members["passes"].default
+THRESHOLD = SECTION.members["threshold"].default
+
+
+def stop_rule(count, pass_left, threshold):
+    """(blackout now, converged): pagesync's decision once a pass's harvest found ``count`` dirty
+    pages with ``pass_left`` passes left (0: the last); the simulated scanner and the live mirror both
+    decide by it."""
+    converged = count < threshold
+    return converged or pass_left == 0, converged
+
 
 @register
 class Stratus(PagePolicy):
@@ -81,8 +93,8 @@ def scanner(e):
         # rest of the pass's fixed work) is spent only when the pass goes on to copy
         h = yield from e.brownout(clear=not read_first, wait=not running)
         count = h.new_bits
-        if count < p.threshold or pass_left == 0:
-            converged = count < p.threshold
+        stop, converged = stop_rule(count, pass_left, p.threshold)
+        if stop:
             if not h.stopped:
                 # The scan ran with the CPUs writing: stop them now (the downtime starts) and scan what
                 # was written since. The record keeps the deciding scan's count; it copies both.
