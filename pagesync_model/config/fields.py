@@ -13,7 +13,7 @@ from typing import Any, Mapping
 from pagesync_model.memory import memory_regions
 from pagesync_model.policies.base import VARIANTS
 from pagesync_model.schema import (
-    BANDWIDTH, BOOL, CHOICE, DURATION, FLOAT, FRACTION, FREQUENCY, INT, RATE, REQUIRED, SIZE, STR,
+    BANDWIDTH, BOOL, CHOICE, DURATION, FRACTION, FREQUENCY, INT, RATE, REQUIRED, SIZE,
     ConfigError, Field, Schema, Section, SectionList,
 )
 from pagesync_model.trace.format import TraceError

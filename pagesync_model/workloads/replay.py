@@ -20,8 +20,8 @@ import os
 import numpy as np
 
 from ..kernels.dtypes import INDEX_DTYPE
-from ..trace.format import read_trace
 from ..schema import BOOL, DURATION, FLOAT, STR, Field
+from ..trace.format import read_trace
 from .patterns import Workload, WorkloadKind
 
 _CACHE = {}
