@@ -14,6 +14,9 @@ Kinds (``workload.kind``, see patterns.py and replay.py):
 Composition (compose.py): ``phases`` (piecewise over each CPU's running time) and ``groups`` (CPUs
 0.. in groups, each with its own workload on its own part of the working set, stacked in order).
 ``dma`` (dma.py): device writes that bypass the dirty bits.
+
+Each kind is a `WorkloadKind` next to its code (its config fields and its builder) and one name in
+`KINDS`; the config schema's pattern fields and ``workload.kind``'s choices are built from `KINDS`.
 """
 from .compose import Groups, Phases, merge_cpu_major
 from .dma import DmaWriter
