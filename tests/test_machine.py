@@ -110,7 +110,7 @@ def test_help_lists_every_subcommand_with_a_line():
     assert out.returncode == 0
     listed = out.stdout.split("subcommands", 1)[1].splitlines()[1:]
     names = [line.split()[0] for line in listed if line.strip()]
-    assert names == ["trace", "sweep", "plan", "live"] == list(SUBCOMMANDS)
+    assert names == list(SUBCOMMANDS) and {"trace", "sweep", "plan", "live"} <= set(names)
     for name in names:
         sub = subprocess.run([sys.executable, "-m", "pagesync_model", name, "--help"], capture_output=True,
                              text=True)
