@@ -1,12 +1,13 @@
-"""Command line: ``pagesync-sim CONFIG.yaml [options]`` runs one simulated mirror.
+"""Command line: ``pagesync-sim CONFIG.yaml [options]`` runs one simulated mirror; ``pagesync-sim
+SUBCOMMAND ...`` runs one of SUBCOMMANDS (each listed by ``--help``).
 
-Bad input (a missing or malformed file, an unknown key, a value without its unit, an unknown
-variant or backend, ...) gives one line on stderr naming what is wrong and where, and exit status 2;
+`ArgParser` and `write_output` are the pieces every subcommand's parser shares. Bad input (a missing or
+malformed file, an unknown key, a value without its unit, an unknown variant or backend, ...) gives one
+line on stderr naming what is wrong and where, and exit status 2;
 so does a run whose estimated cost is beyond what the machine can do (pagesync_model/cost.py),
 unless ``--force``.
 """
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -19,8 +20,10 @@ class UsageError(Exception):
     """Bad command-line input: printed as one line, exit status 2."""
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, not usage + message
+class ArgParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are a UsageError: one line, not usage + message."""
+
+    def error(self, message):
         raise UsageError(message)
 
 
@@ -30,13 +33,20 @@ def _fail(message):
 
 
 def build_parser():
-    from .sim.engine import VARIANTS
-    p = _Parser(prog=PROG, description="Simulate mirroring the memory of a running machine to a partner "
-                                       "(Stratus pagesync and other pre-copy algorithms).")
+    """The parser of a simulation run, its --help listing the subcommands too."""
+    from .policies import VARIANTS
+    from .results import JSON_FORMATS
+    width = max(len(name) for name in SUBCOMMANDS)
+    epilog = "subcommands (pagesync-sim SUBCOMMAND --help for each):\n" + "".join(
+        f"  {name.ljust(width)}  {line}\n" for name, (_, line) in SUBCOMMANDS.items())
+    p = ArgParser(prog=PROG, usage=f"{PROG} CONFIG.yaml [options]\n       {PROG} {{{','.join(SUBCOMMANDS)}}} ...",
+                  description="Simulate mirroring the memory of a running machine to a partner "
+                              "(Stratus pagesync and other pre-copy algorithms).",
+                  epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("config", help="scenario YAML file, e.g. configs/stratus.yaml")
     p.add_argument("--json", metavar="PATH", help="write the full result as JSON ('-' for stdout)")
     p.add_argument("--json-format", choices=None, default="pagesync", dest="json_format",
-                   help="pagesync (the full result, default) or qemu (a QEMU query-migrate object)")
+                   help=" or ".join(f"{name} ({line})" for name, (_, line) in JSON_FORMATS.items()))
     p.add_argument("--csv", metavar="PATH", help="write the per-pass records as CSV ('-' for stdout)")
     p.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
                    help="override a config value, e.g. --set link.bandwidth=10Gbit/s (repeatable)")
@@ -52,7 +62,9 @@ def build_parser():
     return p
 
 
-def _write(path, text):
+def write_output(path, text):
+    """Write ``text`` to the file ``path``, or to stdout for '-'; raises UsageError naming the file
+    when it cannot be written."""
     if path == "-":
         sys.stdout.write(text)
         return
@@ -65,10 +77,10 @@ def _write(path, text):
 
 def run_main(argv):
     from .config import ConfigError, load_config
-    from .config.fields import MAX_SEED
+    from .bounds import MAX_SEED
     from .cost import CostError, check
     from .kernels import BACKEND_NAMES, BackendError
-    from .results import format_table
+    from .results import JSON_FORMATS, format_table
     from .sim.engine import VARIANTS, VariantError, simulate
 
     args = build_parser().parse_args(argv)
@@ -76,8 +88,9 @@ def run_main(argv):
         raise UsageError(f"--backend: unknown backend '{args.backend}' (choose from {', '.join(BACKEND_NAMES)})")
     if args.variant is not None and args.variant not in VARIANTS:
         raise UsageError(f"--variant: unknown variant '{args.variant}' (choose from {', '.join(VARIANTS)})")
-    if args.json_format not in ("pagesync", "qemu"):
-        raise UsageError(f"--json-format: unknown format '{args.json_format}' (choose from pagesync, qemu)")
+    if args.json_format not in JSON_FORMATS:
+        raise UsageError(f"--json-format: unknown format '{args.json_format}' (choose from "
+                         f"{', '.join(JSON_FORMATS)})")
     if args.seed is not None and not 0 <= args.seed <= MAX_SEED:
         raise UsageError(f"--seed: must be in [0, {MAX_SEED}], got {args.seed}")
     try:
@@ -100,10 +113,9 @@ def run_main(argv):
         raise UsageError(f"{args.config}: not enough memory to hold the state of {cfg.memory.size} bytes of "
                          "simulated memory") from None
     if args.json:
-        text = result.to_json() if args.json_format == "pagesync" else json.dumps(result.to_qemu(), indent=2) + "\n"
-        _write(args.json, text)
+        write_output(args.json, JSON_FORMATS[args.json_format][0](result))
     if args.csv:
-        _write(args.csv, result.to_csv())
+        write_output(args.csv, result.to_csv())
     if args.plot:
         from .plots import PlotError, plot_run, save_figure
         try:
@@ -120,9 +132,9 @@ def trace_main(argv):
     from .trace import TraceError, print_stats, plot_stats, record
     from .units import UnitError, parse_duration
 
-    p = _Parser(prog=f"{PROG} trace", description="Record which pages a real program writes, or summarise "
+    p = ArgParser(prog=f"{PROG} trace", description="Record which pages a real program writes, or summarise "
                                                    "a recorded trace.")
-    sub = p.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    sub = p.add_subparsers(dest="action", required=True, parser_class=ArgParser)
     r = sub.add_parser("record", help="run CMD under the write tracer and save its trace (.npz)")
     r.add_argument("--interval", default="10ms", help="scan interval, e.g. 10ms (default 10ms)")
     r.add_argument("-o", "--output", required=True, metavar="OUT", help="trace file to write (.npz)")
@@ -175,11 +187,16 @@ def _lazy(module, function="main"):
     return run
 
 
+# name -> (entry point taking the rest of argv, the line --help shows). A new subcommand is its
+# module's entry point and one line here.
 SUBCOMMANDS = {
-    "trace": trace_main,
-    "sweep": _lazy("pagesync_model.sweep.cli", "sweep_main"),
-    "plan": _lazy("pagesync_model.sweep.cli", "plan_main"),
-    "live": _lazy("pagesync_model.live.cli", "main"),
+    "trace": (trace_main, "record which pages a real program writes (record), or summarise a trace (stats)"),
+    "sweep": (_lazy("pagesync_model.sweep.cli", "sweep_main"),
+              "run a parameter sweep (a base config times axes) and tabulate or plot it"),
+    "plan": (_lazy("pagesync_model.sweep.cli", "plan_main"),
+             "find the value of one config key at which a summary field meets a target"),
+    "live": (_lazy("pagesync_model.live.cli", "main"),
+             "mirror a live Linux process's memory to a receiver (mirror, receive)"),
 }
 
 
@@ -188,7 +205,7 @@ def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         if argv and argv[0] in SUBCOMMANDS:
-            return SUBCOMMANDS[argv[0]](argv[1:])
+            return SUBCOMMANDS[argv[0]][0](argv[1:])
         return run_main(argv)
     except UsageError as exc:
         return _fail(str(exc))

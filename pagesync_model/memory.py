@@ -22,15 +22,53 @@ number: a working set is spread over all of user memory, as anonymous memory is 
 uptime, while each block stays physically contiguous.
 """
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
-from .config.fields import memory_regions
 from .kernels.dtypes import (INDEX_DTYPE, PTE_ACCESSED, PTE_DIRTY, PTE_DTYPE, PTE_PRESENT, PTE_RW,
                              VERSION_DTYPE, WORD_DTYPE)
+from .units import format_bytes
 
 GOLDEN = (math.sqrt(5) - 1) / 2
 CHUNK = 1 << 22
+PTE_BYTES = 8                   # an x86-64 page-table entry
+MODULE_STACK_BYTES = 16 * 1024  # the pagesync module's stack
+
+
+@dataclass(frozen=True)
+class MemoryRegions:
+    """How physical memory divides up, in bytes, every region a whole number of pages."""
+
+    frames: int
+    kernel_bytes: int
+    page_table_bytes: int
+    bitmap_bytes: int
+    module_stack_bytes: int
+    user_bytes: int
+
+    def describe(self) -> str:
+        module = self.bitmap_bytes + self.module_stack_bytes
+        return (f"{format_bytes(self.kernel_bytes)} kernel, {format_bytes(self.page_table_bytes)} "
+                f"page tables and {format_bytes(module)} dirty bitmap and module stack")
+
+
+def _round_up(n: int, unit: int) -> int:
+    return -(-n // unit) * unit
+
+
+def memory_regions(size: int, page_size: int, kernel_size: int) -> MemoryRegions:
+    """Split ``size`` bytes of memory with ``page_size`` pages into the kernel (``kernel_size``), one
+    8-byte PTE per frame, the dirty bitmap (one bit per frame, in 64-bit words) and the module's
+    stack, each rounded up to whole pages, and what is left for user pages (<= 0 when nothing is).
+    `Memory` lays out its frames from these sizes and the config's checks refuse what does not fit,
+    so the two cannot disagree."""
+    frames = size // page_size
+    page_tables = _round_up(frames * PTE_BYTES, page_size)
+    bitmap = _round_up(-(-frames // 64) * 8, page_size)
+    stack = max(1, MODULE_STACK_BYTES // page_size) * page_size
+    user = size - kernel_size - page_tables - bitmap - stack
+    return MemoryRegions(frames, kernel_size, page_tables, bitmap, stack, user)
 
 
 def scatter_multiplier(modulus):

@@ -1,6 +1,8 @@
-"""Results: flat per-pass records plus a summary, as JSON, CSV and a readable table.
+"""Results: flat per-pass records plus a declared summary, as JSON, CSV and a readable table.
 
-Every result carries what is needed to reproduce it: the effective config, the seed, the kernel
+`Summary` declares the fields every policy reports and is built in one place for each kind of policy
+(``Summary.page_level`` from the engine's counters, ``Summary.fluid`` from a model's fields); a
+policy's own fields follow in ``extra``. Every result carries what is needed to reproduce it: the effective config, the seed, the kernel
 backend, the variant and the package version. Only ``simulator`` (wall time and event counts of
 the simulator itself) differs between two runs of the same config and seed.
 """
@@ -8,6 +10,7 @@ import csv
 import dataclasses
 import io
 import json
+from collections.abc import Mapping
 
 PASS_FIELDS = ("pass", "kind", "start_s", "duration_s", "brownout_s", "dirty_pages", "pages_copied", "ranges",
                "bytes", "zero_pages", "overcopy_pages", "writes")
@@ -39,16 +42,131 @@ class PassRecord:
         return {k: d[k] for k in PASS_FIELDS}
 
 
+# The document's key order for each kind of policy: what every committed result and test holds.
+_PAGE_ORDER = ("policy", "passes", "converged", "stop_reason", "downtime_s", "brownout_s", "brownouts",
+               "total_time_s", "bytes_sent", "pages_sent", "copies_per_page", "copy_calls", "zero_pages_sent",
+               "slowdown", "lost_writes", "stale_frames", "workload_writes", "dirty_bit_sets", "tlb_flush_refills",
+               "tracking_cycles", "memory_pages", "page_size", "dirty_sync_count", "normal_pages", "zero_pages",
+               "expected_downtime_s", "throttle_pct")
+_FLUID_HEAD = ("policy", "passes", "brownout_s", "brownouts", "bytes_sent", "pages_sent", "copies_per_page",
+               "copy_calls", "zero_pages_sent", "normal_pages", "zero_pages", "throttle_pct", "slowdown",
+               "lost_writes", "stale_frames", "workload_writes")
+# What a fluid or closed-form model must compute (FluidPolicy.compute); the rest follows from its passes.
+FLUID_REQUIRED = ("converged", "stop_reason", "downtime_s", "expected_downtime_s", "total_time_s", "memory_pages",
+                  "page_size", "dirty_sync_count")
+
+
+class SummaryError(ValueError):
+    """A policy reported a summary without a field every result has."""
+
+
+@dataclasses.dataclass
+class Summary(Mapping):
+    """What one mirror came to. Times in seconds, sizes in bytes; ``downtime_s`` is None without a
+    cut-over; ``lost_writes`` (frames whose partner copy is stale at cut-over, ``stale_frames`` the
+    first of them) is None when there is no oracle (no cut-over, or no pages simulated);
+    ``dirty_bit_sets``, ``tlb_flush_refills`` and ``tracking_cycles`` only exist for page-level
+    policies. ``extra`` holds the policy's own fields. As a Mapping it reads like the JSON document."""
+    policy: str
+    passes: int
+    converged: bool
+    stop_reason: str
+    downtime_s: float | None
+    expected_downtime_s: float | None
+    total_time_s: float
+    brownout_s: float
+    brownouts: int
+    bytes_sent: int
+    pages_sent: int
+    copies_per_page: float
+    copy_calls: int
+    zero_pages_sent: int
+    normal_pages: int
+    zero_pages: int
+    slowdown: float
+    lost_writes: int | None
+    stale_frames: list
+    workload_writes: int | None
+    memory_pages: int
+    page_size: int
+    dirty_sync_count: int
+    throttle_pct: list
+    dirty_bit_sets: int | None = None
+    tlb_flush_refills: int | None = None
+    tracking_cycles: float | None = None
+    extra: dict = dataclasses.field(default_factory=dict)
+    order: tuple = dataclasses.field(default=_PAGE_ORDER, repr=False)
+
+    @classmethod
+    def page_level(cls, policy, passes, counters, own):
+        """The summary of a page-level run: ``counters`` holds every declared field the engine counts
+        (``dirty_sync_count``, ``normal_pages``, ``zero_pages``, ``expected_downtime_s`` and
+        ``throttle_pct`` are defaults a policy may restate), ``own`` the policy's fields from ``finish``,
+        which take precedence."""
+        values = dict(counters, policy=policy, passes=passes)
+        extra = {}
+        for k, v in own.items():
+            if k in values or k in _DECLARED:
+                values[k] = v
+            else:
+                extra[k] = v
+        return cls(**values, extra=extra, order=_PAGE_ORDER)
+
+    @classmethod
+    def fluid(cls, policy, per_pass, fields):
+        """The summary of a fluid or closed-form model: the transfer counted from its ``per_pass``
+        records (no pages simulated: no brownouts, no zero pages, no version oracle) and its
+        ``fields`` (FLUID_REQUIRED and its own, in its order). Raises SummaryError for a missing field."""
+        missing = [k for k in FLUID_REQUIRED if k not in fields]
+        if missing:
+            raise SummaryError(f"the {policy} policy's summary lacks {', '.join(missing)}")
+        pages_sent = sum(r.pages_copied for r in per_pass)
+        values = {"policy": policy, "passes": len(per_pass), "brownout_s": 0.0, "brownouts": 0,
+                  "bytes_sent": sum(r.bytes for r in per_pass), "pages_sent": pages_sent,
+                  "copies_per_page": pages_sent / fields["memory_pages"], "copy_calls": len(per_pass),
+                  "zero_pages_sent": 0, "normal_pages": pages_sent, "zero_pages": 0, "throttle_pct": [],
+                  "slowdown": 0.0, "lost_writes": None, "stale_frames": [], "workload_writes": None}
+        extra = {}
+        for k, v in fields.items():
+            if k in _DECLARED:
+                values[k] = v
+            else:
+                extra[k] = v
+        return cls(**values, extra=extra, order=_FLUID_HEAD + tuple(k for k in fields if k not in _FLUID_HEAD))
+
+    def to_dict(self):
+        """The summary as the JSON document has it (declared fields, then the policy's own)."""
+        d = {}
+        for k in self.order:
+            d[k] = self.extra[k] if k in self.extra else getattr(self, k)
+        for k, v in self.extra.items():
+            if k not in d:
+                d[k] = v
+        return d
+
+    def __getitem__(self, key):
+        return self.to_dict()[key]
+
+    def __iter__(self):
+        return iter(self.to_dict())
+
+    def __len__(self):
+        return len(self.to_dict())
+
+
+_DECLARED = {f.name for f in dataclasses.fields(Summary)} - {"extra", "order"}
+
+
 @dataclasses.dataclass
 class Result:
     """The outcome of one simulated mirror; ``to_dict`` is the JSON document."""
-    summary: dict
+    summary: Summary
     per_pass: list
     meta: dict
     simulator: dict
 
     def to_dict(self):
-        d = dict(self.summary)
+        d = self.summary.to_dict()
         d.update(self.meta)
         d["per_pass"] = [r.as_dict() for r in self.per_pass]
         d["simulator"] = dict(self.simulator)
@@ -110,6 +228,18 @@ class Result:
 
     def __getitem__(self, key):
         return self.to_dict()[key]
+
+
+def _qemu_json(result):
+    return json.dumps(result.to_qemu(), indent=2) + "\n"
+
+
+# The JSON documents ``--json-format`` may name: name -> (text of a Result, one-line description).
+# A new format is a function of the Result and one line here.
+JSON_FORMATS = {
+    "pagesync": (Result.to_json, "the full result, default"),
+    "qemu": (_qemu_json, "a QEMU query-migrate object"),
+}
 
 
 def _ms(s):

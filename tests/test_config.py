@@ -9,7 +9,7 @@ from pagesync_model.config import (
     SCHEMA, Config, ConfigError, Field, Schema, config_from_dict, load_config, memory_regions,
     schema_markdown,
 )
-from pagesync_model.config.schema import CHOICE, DURATION, FREQUENCY, INT, SIZE
+from pagesync_model.schema import CHOICE, DURATION, FREQUENCY, INT, SIZE
 
 MINIMAL = {
     "memory": {"size": "64GiB"},

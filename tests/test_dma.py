@@ -16,7 +16,7 @@ def run(*overrides, backend="auto"):
 @pytest.mark.parametrize("policy", ["stratus", "qemu"])
 def test_unmirrored_dma_is_lost_and_mirrored_dma_is_not(policy, backend):
     e, lost = run(f"policy={policy}", backend=backend)
-    assert e.cpus.dma.writes > 1000 and lost["lost_writes"] > 0
+    assert e.machine.cpus.dma.writes > 1000 and lost["lost_writes"] > 0
     _, kept = run(f"policy={policy}", "dma.mirrored=true", backend=backend)
     assert kept["lost_writes"] == 0
     # the devices do not touch the dirty bits: the CPUs' side of the run is the same
@@ -25,13 +25,13 @@ def test_unmirrored_dma_is_lost_and_mirrored_dma_is_not(policy, backend):
 
 def test_no_dma_by_default():
     e, s = run("dma.rate=0/s")
-    assert e.cpus.dma is None and s["lost_writes"] == 0
+    assert e.machine.cpus.dma is None and s["lost_writes"] == 0
 
 
 def test_dma_confined_to_its_working_set():
     e, _ = run("dma.working_set=1MiB")
-    m = e.memory
-    assert e.cpus.dma.span == 256
+    m = e.machine.memory
+    assert e.machine.cpus.dma.span == 256
     inside = m.dense_to_frames(__import__("numpy").arange(256))
     changed = (m.versions[m.user_base:] > 1).nonzero()[0] + m.user_base
     hot = m.dense_to_frames(__import__("numpy").arange(int(m.working_set_pages)))

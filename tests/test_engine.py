@@ -93,7 +93,7 @@ def test_blackout_list_holds_pinned_structures_and_dirty_pages():
     cfg = small_config()
     e = Engine(cfg)
     d = e.run().to_dict()
-    m = e.memory
+    m = e.machine.memory
     pinned = m.user_base - m.pt_base
     bo = d["per_pass"][-1]
     assert d["blackout_ranges"] <= cfg.stratus.max_copyrange
@@ -109,7 +109,7 @@ def test_idle_machine_timeline_by_hand():
                        "tracking.tlb_flush=2us", "link.latency=2us", "link.per_copy=1us", "stratus.cutover=1ms")
     e = Engine(cfg)
     d = e.run().to_dict()
-    m = e.memory
+    m = e.machine.memory
     clock = 3e9
     ps = 4096
     n = 64 * 2**20 // ps
@@ -284,7 +284,7 @@ def test_stop_scan_is_the_blackout_stop_cost_when_scans_run_concurrently():
 def _engine_run(*over):
     e = Engine(small_config(*over))
     d = e.run().to_dict()
-    lo, hi = e.memory.pinned_range
+    lo, hi = e.machine.memory.pinned_range
     return d, hi - lo
 
 

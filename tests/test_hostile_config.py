@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 
 from pagesync_model.cli import main
 from pagesync_model.config import SCHEMA, ConfigError, config_from_dict, load_config, parse_yaml
-from pagesync_model.config.schema import SectionList
+from pagesync_model.schema import SectionList
 from pagesync_model.sim.engine import simulate
 from pagesync_model.trace import Trace, TraceError, read_trace, write_trace
 from pagesync_model.trace import format as trace_format

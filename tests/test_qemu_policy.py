@@ -30,7 +30,7 @@ def run(*overrides, backend="auto"):
 
 def test_idle_guest_one_pass_three_syncs_and_exact_bytes():
     e, d = run("workload.rate=0.001/s")
-    m = e.memory
+    m = e.machine.memory
     assert d["converged"] and d["workload_writes"] == 0
     assert d["dirty_sync_count"] == 3               # setup, exact, completion
     zero = int((m.versions == 0).sum())
@@ -137,11 +137,11 @@ def test_paced_writer_pays_tracking_from_idle_time_a_cpu_bound_one_from_its_writ
     e_paced, paced = run(*over, "workload.paced=true")
     e_bound, bound = run(*over)
     assert not paced["converged"] and not bound["converged"]
-    secs = e_paced.cpus.running_cycles / e_paced.clock
+    secs = e_paced.machine.cpus.running_cycles / e_paced.machine.clock
     assert paced["workload_writes"] == pytest.approx(16000 * secs, abs=2)
-    c = e_bound.cpus
+    c = e_bound.machine.cpus
     assert c.tracking_cycles > 0.005 * c.running_cycles     # tracking is not negligible here
-    expected = 16000 * (c.running_cycles - c.tracking_cycles) / e_bound.clock
+    expected = 16000 * (c.running_cycles - c.tracking_cycles) / e_bound.machine.clock
     assert bound["workload_writes"] == pytest.approx(expected, rel=2e-3)
 
 

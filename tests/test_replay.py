@@ -44,13 +44,12 @@ def quiet_config(trace, *overrides, **workload):
 
 def dirty_sets_at(engine, times_s):
     """Harvest (clear) at each time and return the frames found dirty since the previous harvest."""
-    e, found = engine, []
+    m, found = engine.machine, []
     for t in times_s:
-        e.env.run(until=max(e.cycles(t), e.env.now + 1) if t else 1)
-        bm = e.new_bitmap()
-        e.harvest(bitmap=bm, clear=True)
-        e.cpus.flush_tlbs()  # as a brownout does: a cached dirty TLB entry would hide the next write
-        starts, lens = e.all_runs(bm)
+        m.env.run(until=max(m.cycles(t), m.now + 1) if t else 1)
+        bm = m.new_bitmap()
+        m.sync(bm)  # harvest and flush, as a brownout does: a cached dirty TLB entry would hide the next write
+        starts, lens = m.all_runs(bm)
         found.append(set(np.concatenate([np.arange(s, s + n) for s, n in zip(starts, lens)]).tolist())
                      if len(starts) else set())
     return found
@@ -60,12 +59,12 @@ def dirty_sets_at(engine, times_s):
 def test_replay_of_a_hand_made_trace_yields_exactly_its_dirty_sets(trace_file, backend):
     tr = load_trace(trace_file)
     e = Engine(quiet_config(trace_file), backend=backend)
-    m = e.memory
+    m = e.machine.memory
     bounds = [0.0] + list(tr.t_end_ns / 1e9)
     found = dirty_sets_at(e, bounds)[1:]
     for k, got in enumerate(found):
         assert got == set(m.dense_to_frames(tr.interval(k).astype(np.int64)).tolist()), k
-    assert e.cpus.writes == len(tr.pages)
+    assert e.machine.cpus.writes == len(tr.pages)
 
 
 def test_loop_time_scale_offset_and_cpus_with_their_own_copies(trace_file):
@@ -73,7 +72,7 @@ def test_loop_time_scale_offset_and_cpus_with_their_own_copies(trace_file):
     n, d = tr.n_intervals, tr.n_distinct
     cfg = quiet_config(trace_file, "cpus.count=2", "workload.time_scale=2", "workload.offset=30ms")
     e = Engine(cfg)
-    m = e.memory
+    m = e.machine.memory
     ends = list(0.030 + 2 * np.concatenate([tr.t_end_ns, tr.t_end_ns + tr.t_end_ns[-1]]) / 1e9)
     found = dirty_sets_at(e, [0.0, 0.030] + ends)
     assert found[1] == set()                      # nothing before the offset
@@ -95,8 +94,8 @@ def test_shared_cpus_write_the_same_pages(trace_file):
     tr = load_trace(trace_file)
     e = Engine(quiet_config(trace_file, "cpus.count=3", "workload.shared=true"))
     found = dirty_sets_at(e, [0.0, tr.t_end_ns[0] / 1e9])
-    assert found[1] == set(e.memory.dense_to_frames(tr.interval(0).astype(np.int64)).tolist())
-    assert e.cpus.writes == 3 * len(tr.interval(0))
+    assert found[1] == set(e.machine.memory.dense_to_frames(tr.interval(0).astype(np.int64)).tolist())
+    assert e.machine.cpus.writes == 3 * len(tr.interval(0))
 
 
 def test_the_targets_do_not_depend_on_the_time_step(trace_file):
@@ -104,7 +103,7 @@ def test_the_targets_do_not_depend_on_the_time_step(trace_file):
     e = Engine(quiet_config(trace_file))
     seqs = []
     for step in (0.0007, 0.013):
-        w = TraceReplay(e.memory, 2, get_backend("numpy"), tr, 3e9, loop=True)
+        w = TraceReplay(e.machine.memory, 2, get_backend("numpy"), tr, 3e9, loop=True)
         out, t = [], 0.0
         while t < 0.25:
             counts = np.zeros(2, dtype=np.int64)

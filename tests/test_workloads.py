@@ -136,10 +136,10 @@ def test_groups_from_config_write_their_own_regions(backend):
         {"cpus": 2, "kind": "zipf", "working_set": "8MiB"},
         {"cpus": 1, "phases": [{"duration": "5ms", "kind": "uniform"}, {"duration": "5ms", "kind": "hotcold"}]}]})
     e = Engine(cfg, backend=backend)
-    m, w = e.memory, e.workload
+    m, w = e.machine.memory, e.machine.workload
     assert m.working_set_pages == 1024 + 2048 + 1024
     counts = np.zeros(4, dtype=np.int64)
-    frames = w.step(np.full(4, 0.02 * e.clock), counts).copy()
+    frames = w.step(np.full(4, 0.02 * e.machine.clock), counts).copy()
     assert counts.tolist() == [200, 400, 400, 400]
     bounds = np.concatenate([[0], np.cumsum(counts)])
     regions = [(0, 1024), (1024, 3072), (1024, 3072), (3072, 4096)]
@@ -167,7 +167,7 @@ def test_engine_results_identical_on_both_backends(workload):
 
 def test_single_section_builds_the_plain_generator():
     e = Engine(cfg_with({"kind": "hotcold"}))
-    assert isinstance(e.workload, RandomWrites) and e.workload.region == 0
+    assert isinstance(e.machine.workload, RandomWrites) and e.machine.workload.region == 0
 
 
 # -- config: the list-of-sections node ---------------------------------------------------------

@@ -124,10 +124,10 @@ def test_skipped_pages_are_redirtied_and_none_in_the_last_round(backend):
 
 def test_peek_skips_exactly_the_pages_dirty_in_both_bitmaps():
     e = Engine(small_config("policy=xen-legacy", *IDLE))
-    st = xen.Save(e, xen.LEGACY_BATCH_HEADER)
-    m = e.memory
+    st = xen.Save(e.machine, xen.LEGACY_BATCH_HEADER)
+    m = e.machine.memory
     m.pte &= ~PTE_DTYPE(PTE_DIRTY)                              # log-dirty just enabled: nothing dirty
-    e.kernels.bitmap_set_range(st.to_send, 0, 3000)             # to_send = PFNs 0..2999
+    e.machine.kernels.bitmap_set_range(st.to_send, 0, 3000)             # to_send = PFNs 0..2999
     redirtied = np.array([5, 64, 700, 1500, 2999, 5000])        # 5000 is dirty but not in to_send
     m.pte[redirtied] |= PTE_DTYPE(PTE_DIRTY)
     starts, lens, nxt, skipped = st.next_batch(0, peek=True)

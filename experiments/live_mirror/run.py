@@ -335,7 +335,7 @@ def library_writer(pages, interval_s, t_start, ticks=()):
 def sim_config(live, trace_file, n_trace_pages, c, library, time_scale=1.0):
     """The simulator config replaying a trimmed trace against one live run's measured costs (and its
     passes and threshold)."""
-    from pagesync_model.config.fields import memory_regions
+    from pagesync_model.memory import memory_regions
     full = live["per_pass"][0]["pages_copied"]
     lib = max(1, round(library["pages_per_wake"]))
     ws = max(full - lib, n_trace_pages)

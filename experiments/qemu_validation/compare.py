@@ -104,7 +104,7 @@ def config_for(run, other_nonzero, loopback, top_nonzero=None):
     """The simulator config (a dict) reproducing one measured run. Physical layout (contiguous, in
     the order QEMU's scan meets it): the kernel's non-zero pages, the dirtier's working set, the
     kernel's hot set, the zero pages, and ``top_nonzero`` non-zero pages at the top of RAM."""
-    from pagesync_model.config.fields import memory_regions
+    from pagesync_model.memory import memory_regions
     i, ram = run["inputs"], run["final"]["ram"]
     pages = ram["total"] // PAGE
     ws_pages = i["working_set_mib"] * 2**20 // PAGE
@@ -333,8 +333,8 @@ def tlb_bug(rows):
         for variant in ("correct", "no-tlb-flush"):
             e = Engine(cfg, variant=variant)
             d = e.run().to_dict()
-            m = e.memory
-            stale = np.flatnonzero(m.versions != e.partner.versions) if d["lost_writes"] else np.empty(0, int)
+            m = e.machine.memory
+            stale = np.flatnonzero(m.versions != e.machine.partner.versions) if d["lost_writes"] else np.empty(0, int)
             ws = cfg.workload.groups[0].working_set // PAGE
             dense = stale - m.user_base
             res[variant] = {"lost": d["lost_writes"], "dirtier_pages": int(((dense >= 0) & (dense < ws)).sum()),

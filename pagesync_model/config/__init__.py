@@ -1,18 +1,19 @@
 """Typed configuration: the schema (`SCHEMA`), loading (`load_config`, `config_from_dict`) and the
-immutable `Config` they build. See fields.py for every field and schema.py for the machinery."""
-from pagesync_model.config.fields import (
-    POLICIES, SCHEMA, MemoryRegions, memory_regions, register_policy,
-)
+immutable `Config` they build. The schema is assembled once (loader.py) from the machine's fields
+(fields.py) and the sections the registered policies declare (policies/base.py); the primitives are
+in pagesync_model/schema.py."""
+from pagesync_model.config.fields import CORE, build_schema
 from pagesync_model.config.loader import (
-    apply_override, config_from_dict, load_config, load_tree, parse_yaml, read_config_text,
+    SCHEMA, apply_override, config_from_dict, load_config, load_tree, parse_yaml, read_config_text,
 )
-from pagesync_model.config.schema import (
+from pagesync_model.memory import MemoryRegions, memory_regions
+from pagesync_model.schema import (
     REQUIRED, Config, ConfigError, ConfigSection, Field, Kind, Schema, Section,
 )
 from pagesync_model.units import Cycles, UnitError
 
 __all__ = [
-    "SCHEMA", "POLICIES", "register_policy", "MemoryRegions", "memory_regions",
+    "SCHEMA", "CORE", "build_schema", "MemoryRegions", "memory_regions",
     "load_config", "load_tree", "config_from_dict", "apply_override", "parse_yaml", "read_config_text",
     "Config", "ConfigSection", "ConfigError", "Field", "Kind", "Schema", "Section", "REQUIRED",
     "Cycles", "UnitError", "schema_markdown",
@@ -22,8 +23,3 @@ __all__ = [
 def schema_markdown(schema: Schema = SCHEMA) -> str:
     """The configuration schema as a Markdown table (path, kind, default, description)."""
     return schema.markdown()
-
-
-# Policy modules add their own sections and names to SCHEMA when imported: import them all now, so
-# that every config is validated against every policy's fields.
-from pagesync_model import policies as _policies  # noqa: E402,F401

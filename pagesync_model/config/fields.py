@@ -1,76 +1,63 @@
-"""The pagesync-sim configuration fields, their defaults and the checks across them.
+"""The machine's configuration fields, their defaults and the checks across them, and the
+assembly of the whole schema from them and the registered policies' sections.
 
-Everything a config file may say is declared here as data on `SCHEMA`. Other modules extend it at
-import time instead of editing this file:
-
-    from pagesync_model.config.fields import SCHEMA, register_policy
-    from pagesync_model.config.schema import Field, INT, DURATION
-    register_policy("xen")
-    SCHEMA.section("xen", "Xen pre-copy stop rules (libxc).",
-                   max_rounds=Field(INT, 30, "Rounds before the final stop-and-copy.", ge=1))
-
-Defaults are written as a user would write them; the presets in configs/ give a source for each hardware
-cost they set.
+The machine (memory, CPUs, workload, DMA, tracking costs, link, simulation control) is declared
+here as data on `CORE`. A policy declares its own sections next to its code (policies/base.py);
+`build_schema` puts the two together. Defaults are written as a user would write them, each with
+its source in the preset that uses it (configs/).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Mapping
 
-from pagesync_model.config.schema import (
-    BANDWIDTH, BOOL, CHOICE, DURATION, FLOAT, FRACTION, FREQUENCY, INT, RATE, REQUIRED, SIZE, STR,
+from pagesync_model.bounds import (
+    MAX_BANDWIDTH, MAX_BYTES, MAX_CLOCK, MAX_CPU_OP, MAX_CPUS, MAX_DMA_RATE, MAX_FRAMES, MAX_LATENCY, MAX_PAGE,
+    MAX_PROCESSES, MAX_QUANTUM, MAX_SEED, MAX_SIM_TIME, MAX_STEP, MAX_TLB_ENTRIES, MAX_WRITE_RATE, MIN_CLOCK,
+)
+from pagesync_model.memory import memory_regions
+from pagesync_model.policies.base import VARIANTS
+from pagesync_model.schema import (
+    BANDWIDTH, BOOL, CHOICE, DURATION, FRACTION, FREQUENCY, INT, RATE, REQUIRED, SIZE,
     ConfigError, Field, Schema, Section, SectionList,
 )
+from pagesync_model.trace.format import TraceError
 from pagesync_model.units import format_bytes
+from pagesync_model.workloads import KINDS, kind_fields
+from pagesync_model.workloads.replay import load_trace
 
-__all__ = [
-    "SCHEMA", "POLICIES", "WORKLOAD_KINDS", "LAYOUTS", "VARIANTS", "PTE_BYTES", "MAX_FRAMES",
-    "MAX_BYTES", "MAX_BANDWIDTH", "MAX_STEP", "MAX_SIM_TIME", "MAX_DOWNTIME", "MAX_ROUNDS",
-    "register_policy", "MemoryRegions", "memory_regions",
-]
+__all__ = ["CORE", "WORKLOAD_KINDS", "LAYOUTS", "VARIANTS", "MAX_FRAMES", "build_schema"]
 
-# Lists kept by reference in their fields: appending to them (or SCHEMA.add_choice) extends the schema.
-POLICIES: list[str] = ["stratus"]
-WORKLOAD_KINDS: list[str] = ["uniform", "hotcold", "sequential", "zipf", "trace"]
 LAYOUTS: list[str] = ["contiguous", "scattered"]
-VARIANTS: list[str] = ["correct", "copy-before-clear", "no-tlb-flush"]
 
-PTE_BYTES = 8                # an x86-64 page-table entry
-MAX_FRAMES = 2**32           # frame numbers are held in 32 bits
+WORKLOAD_KINDS: list[str] = list(KINDS)
 MIN_PAGE_SIZE = 4096
-MODULE_STACK_BYTES = 16 * 1024   # the pagesync module's stack (pagesync_model/memory.py lays out these regions)
 
-# Every number has an upper bound beyond which it describes no machine or migration this models (a
-# unit slip, a typo or hostile input): such a value is refused with its field's name instead of
-# overflowing a kernel's counters or running for days. Whether a sensible run fits the machine at
-# hand is the cost guard's question (pagesync_model/cost.py), not these bounds'.
-MAX_BYTES = 2**52            # x86-64 physical addresses have at most 52 bits: 4 PiB
-MAX_PAGE = 2**30             # the largest x86-64 page is 1 GiB
-MAX_CPUS = 8192              # Linux's NR_CPUS ceiling (CONFIG_MAXSMP)
-MAX_PROCESSES = 2**22        # Linux's PID_MAX_LIMIT
-MIN_CLOCK = 1e6              # Hz: below every CPU with hardware dirty bits (the 386 ran at 12 MHz)
-MAX_CLOCK = 1e10             # Hz: above every CPU, overclocked ones included
-MAX_TLB_ENTRIES = 2**16      # twenty times the largest second-level TLB (3072 entries)
-MAX_CPU_OP = 1e-3            # s: a walk or PTE update of 1000 cycles at the slowest clock (~100 ns in life)
-MAX_WRITE_RATE = 2e10        # page writes per second per CPU: two stores per cycle at 10 GHz
-MAX_DMA_RATE = 1e10          # pages per second: 40 TB/s of 4 KiB pages, beyond any I/O fabric
-MAX_BANDWIDTH = 1e14         # bytes/s: 100 TB/s, ten times the memory bandwidth of the largest servers
-MAX_LATENCY = 10.0           # s: a link slower to answer is down (a satellite hop takes 0.6 s)
-MAX_STEP = 3600.0            # s: a rendezvous, cut-over, setup, catch-up or warm-up beyond an hour is a stall
-MAX_SIM_TIME = 1e8           # s: three years, ten times SimGrid's hard-coded 1e7 s migration timeout
-MAX_DOWNTIME = 2000.0        # s: QEMU's MAX_MIGRATE_DOWNTIME_SECONDS, the largest downtime any tool takes
-MAX_ROUNDS = 10_000          # passes before a forced stop: Xen's default is 29, the published module's 4
-MAX_COPYRANGE = 2**20        # blackout ranges: ten thousand times the published module's 100
-MAX_QUANTUM = 1.0            # s: a coarser step no longer interleaves writes with passes of milliseconds
-MAX_SEED = 2**64 - 1         # seeds are 64-bit
-MAX_TIME_SCALE = 1e6         # a trace replayed a million times slower or faster than it was recorded
-
-SCHEMA = Schema(cycle_clock="cpus.clock")
+CORE = Schema(cycle_clock="cpus.clock")
+POLICY_DOC = "Mirroring policy: which rules decide passes, copies and the final stop."
 
 
-def register_policy(name: str) -> None:
-    """Allow ``policy: <name>``; a policy module calls this at import and adds its own section."""
-    SCHEMA.add_choice("policy", name)
+def build_schema(policies) -> Schema:
+    """The whole schema: ``policy`` (one of the registered ``policies``, a policies.base.Registry; the
+    first is the default), the machine's sections with each policy's sections placed before the core
+    section it names (``section_before``) or after them all, then the machine's cross-field checks and
+    the policies'. Raises ValueError for a section declared twice or a misplaced one."""
+    schema = Schema(cycle_clock=CORE.cycle_clock)
+    names = policies.names()
+    schema.extend("", policy=Field(CHOICE, names[0], POLICY_DOC, choices=names))
+    placed, after = {}, []
+    for path, section, before in policies.sections():
+        if before is not None and before not in CORE.root.members:
+            raise ValueError(f"section '{path}' is to go before '{before}', which is not a core section")
+        (placed.setdefault(before, []) if before else after).append((path, section))
+    for name, member in CORE.root.members.items():
+        for path, section in placed.get(name, []):
+            schema.section(path, section.doc, **section.members)
+        schema.section(name, member.doc, **member.members)
+    for path, section in after:
+        schema.section(path, section.doc, **section.members)
+    for check in CORE.checks + policies.checks():
+        schema.cross_check(check)
+    return schema
 
 
 def _page_size_check(value: int) -> str | None:
@@ -79,13 +66,7 @@ def _page_size_check(value: int) -> str | None:
     return None
 
 
-SCHEMA.extend(
-    "",
-    policy=Field(CHOICE, "stratus", "Mirroring policy: which rules decide passes, copies and the final stop.",
-                 choices=POLICIES),
-)
-
-SCHEMA.section(
+CORE.section(
     "memory", "Physical memory of the machine being mirrored.",
     size=Field(SIZE, REQUIRED, "Physical memory to mirror.", gt=0, le=MAX_BYTES),
     page_size=Field(SIZE, "4KiB", "Page size the dirty tracking works in.",
@@ -99,7 +80,7 @@ SCHEMA.section(
     processes=Field(INT, 64, "User processes whose page tables the harvest walks in parallel.", ge=1, le=MAX_PROCESSES),
 )
 
-SCHEMA.section(
+CORE.section(
     "cpus", "Processors running the workload and doing the harvest.",
     count=Field(INT, REQUIRED, "Number of CPUs.", ge=1, le=MAX_CPUS),
     clock=Field(FREQUENCY, "3GHz", "CPU clock; also converts durations given in cycles.", ge=MIN_CLOCK, le=MAX_CLOCK),
@@ -116,21 +97,7 @@ def _pattern_fields(working_set: bool = True) -> dict:
         rate=Field(RATE, REQUIRED, "Page writes per second per CPU (trace: ignored, the trace sets the pace).",
                    gt=0, le=MAX_WRITE_RATE),
         working_set=Field(SIZE, REQUIRED, "Memory the workload writes to.", gt=0, le=MAX_BYTES),
-        hot_fraction=Field(FRACTION, 0.1, "hotcold: share of the working set that is hot.", gt=0, lt=1),
-        hot_share=Field(FRACTION, 0.9, "hotcold: share of writes that go to the hot pages.", ge=0, le=1),
-        stride=Field(INT, 1, "sequential: pages advanced between consecutive writes (wraps around the "
-                             "working set; a stride sharing no factor with it visits every page).", ge=1,
-                     le=MAX_FRAMES),
-        exponent=Field(FLOAT, 1.0, "zipf: exponent s; the page of rank r (0 = hottest, at the start of the "
-                                   "working set) takes writes in proportion to 1/(r+1)^s.", ge=0, le=10),
-        trace=Field(STR, "", "trace: a trace file (.npz, `pagesync-sim trace record`), relative to the "
-                             "current directory."),
-        time_scale=Field(FLOAT, 1.0, "trace: simulated seconds per recorded second (2 = half speed).",
-                         ge=1 / MAX_TIME_SCALE, le=MAX_TIME_SCALE),
-        loop=Field(BOOL, True, "trace: start the trace over after its last interval."),
-        offset=Field(DURATION, "0s", "trace: the CPU's running time before the trace starts.", ge=0, le=MAX_SIM_TIME),
-        shared=Field(BOOL, False, "trace: all CPUs replay onto the same pages (threads of one program); "
-                                  "false: each CPU replays its own copy (one process each)."),
+        **kind_fields(),
     )
     if not working_set:
         del f["working_set"]
@@ -148,7 +115,7 @@ _GROUP = Section("CPUs that run one workload.", dict(
     repeat=Field(BOOL, True, "phases: start over after the last phase (false: stay in the last one)."),
     phases=SectionList(_PHASE, _PHASES_DOC, inherit=True, item_name="phase")))
 
-SCHEMA.section(
+CORE.section(
     "workload", "The running workload's page writes.",
     **_pattern_fields(),
     paced=Field(BOOL, False, "Writes are paced by a clock (a timer-driven writer): tracking costs come out of "
@@ -164,7 +131,7 @@ SCHEMA.section(
                                "values.", inherit=True, item_name="group"),
 )
 
-SCHEMA.section(
+CORE.section(
     "dma", "Device DMA into the working set: writes that bypass the CPUs' dirty bits.",
     rate=Field(RATE, "0/s", "Pages written by devices per second (0: no DMA).", ge=0, le=MAX_DMA_RATE),
     working_set=Field(SIZE, "0B", "Memory the devices write to, from the start of the working set "
@@ -173,7 +140,7 @@ SCHEMA.section(
                                 "false: such writes are lost unless a CPU also writes the page."),
 )
 
-SCHEMA.section(
+CORE.section(
     "tracking", "Cost of harvesting hardware dirty bits (all CPUs stopped).",
     rendezvous=Field(DURATION, "5us", "IPIs and rendezvous to stop all CPUs.", ge=0, le=MAX_STEP),
     pte_scan=Field(DURATION, "2cycles", "Per PTE walked.", ge=0, le=MAX_CPU_OP),
@@ -188,7 +155,7 @@ SCHEMA.section(
                                     "thread, one more scan); 0s = the cost of a harvest.", ge=0, le=MAX_STEP),
 )
 
-SCHEMA.section(
+CORE.section(
     "link", "Interconnect to the partner.",
     bandwidth=Field(BANDWIDTH, REQUIRED, "Link bandwidth.", gt=0, le=MAX_BANDWIDTH),
     latency=Field(DURATION, "2us", "One-way latency of a transfer.", ge=0, le=MAX_LATENCY),
@@ -200,20 +167,7 @@ SCHEMA.section(
                      gt=0, le=1),
 )
 
-SCHEMA.section(
-    "stratus", "Stratus pagesync policy (pagesync_synchronize_memory).",
-    passes=Field(INT, 4, "Copy passes after the initial full copy before the forced blackout.", ge=0, le=MAX_ROUNDS),
-    threshold=Field(INT, 1000, "Dirty pages below which the next pass is the blackout.", ge=0, le=MAX_FRAMES),
-    max_copyrange=Field(INT, 100, "Most ranges in the blackout copy list (MAX_COPYRANGE).", ge=2, le=MAX_COPYRANGE),
-    nearby=Field(INT, 6, "Frames within which a dirty frame extends a blackout range (NEARBY).", ge=0, le=MAX_FRAMES),
-    tracking_outside=Field(BOOL, False, "The page tables and the tracker's bitmap and stack are not in the memory "
-                                        "mirrored (a user-space mirror of one process: the kernel and the controller "
-                                        "hold them): neither the full copy nor the blackout copies them, and they are not "
-                                        "compared."),
-    cutover=Field(DURATION, "1ms", "Platform cut-over after the final copy.", ge=0, le=MAX_STEP),
-)
-
-SCHEMA.section(
+CORE.section(
     "sim", "Simulation control.",
     quantum=Field(DURATION, "1ms", "Time step in which writes are generated and applied in batches.", gt=0,
                   le=MAX_QUANTUM),
@@ -228,46 +182,9 @@ SCHEMA.section(
 
 
 # ---------------------------------------------------------------------------------------------
-# memory layout shared by the checks and the model
-
-@dataclass(frozen=True)
-class MemoryRegions:
-    """How physical memory divides up, in bytes, every region a whole number of pages."""
-
-    frames: int
-    kernel_bytes: int
-    page_table_bytes: int
-    bitmap_bytes: int
-    module_stack_bytes: int
-    user_bytes: int
-
-    def describe(self) -> str:
-        module = self.bitmap_bytes + self.module_stack_bytes
-        return (f"{format_bytes(self.kernel_bytes)} kernel, {format_bytes(self.page_table_bytes)} "
-                f"page tables and {format_bytes(module)} dirty bitmap and module stack")
-
-
-def _round_up(n: int, unit: int) -> int:
-    return -(-n // unit) * unit
-
-
-def memory_regions(size: int, page_size: int, kernel_size: int) -> MemoryRegions:
-    """Split ``size`` bytes of memory with ``page_size`` pages into the kernel (``kernel_size``), one
-    8-byte PTE per frame, the dirty bitmap (one bit per frame, in 64-bit words) and the module's
-    stack, each rounded up to whole pages, and what is left for user pages (<= 0 when nothing is).
-    pagesync_model/memory.py lays out its frames from these sizes."""
-    frames = size // page_size
-    page_tables = _round_up(frames * PTE_BYTES, page_size)
-    bitmap = _round_up(-(-frames // 64) * 8, page_size)
-    stack = max(1, MODULE_STACK_BYTES // page_size) * page_size
-    user = size - kernel_size - page_tables - bitmap - stack
-    return MemoryRegions(frames, kernel_size, page_tables, bitmap, stack, user)
-
-
-# ---------------------------------------------------------------------------------------------
 # checks across fields, in order; each names the most relevant path
 
-@SCHEMA.cross_check
+@CORE.cross_check
 def _memory_shape(v: Mapping[str, Any], raw: Mapping[str, Any]) -> None:
     size, page = v["memory.size"], v["memory.page_size"]
     if size % page:
@@ -279,7 +196,7 @@ def _memory_shape(v: Mapping[str, Any], raw: Mapping[str, Any]) -> None:
                                          f"({format_bytes(MAX_FRAMES * page)})")
     for key in ("memory.block", "memory.kernel_size"):
         if v[key] % page:
-            if raw[key] == SCHEMA.lookup(key).default:
+            if raw[key] == CORE.lookup(key).default:
                 # the value was left alone: the page size given is what no longer fits it
                 raise ConfigError("memory.page_size", f"{raw['memory.page_size']} pages do not divide {key} "
                                                       f"({raw[key]}, its default): give {key} as a multiple "
@@ -291,7 +208,7 @@ def _memory_shape(v: Mapping[str, Any], raw: Mapping[str, Any]) -> None:
                                          f"{regions.describe()} (see memory.kernel_size)")
 
 
-@SCHEMA.cross_check
+@CORE.cross_check
 def _working_set_fits(v: Mapping[str, Any], raw: Mapping[str, Any]) -> None:
     page, ws = v["memory.page_size"], v["workload.working_set"]
     regions = memory_regions(v["memory.size"], page, v["memory.kernel_size"])
@@ -340,7 +257,7 @@ def total_working_set(v: Mapping[str, Any]) -> int:
     return sum(g.working_set for g in groups) if groups else v["workload.working_set"]
 
 
-@SCHEMA.cross_check
+@CORE.cross_check
 def _workload_parts(v: Mapping[str, Any], raw: Mapping[str, Any]) -> None:
     groups = v["workload.groups"]
     if groups and v["workload.phases"]:
@@ -362,8 +279,6 @@ def _workload_parts(v: Mapping[str, Any], raw: Mapping[str, Any]) -> None:
             raise ConfigError("workload.groups", f"the groups' working sets add up to {format_bytes(total)}, "
                                                  f"which with {format_bytes(zero_bytes)} of zero pages exceeds "
                                                  f"the {format_bytes(regions.user_bytes)} of user memory")
-    from pagesync_model.trace.format import TraceError
-    from pagesync_model.workloads.replay import load_trace
     for path, sec, ws, ncpu in _leaves(v):
         if sec["kind"] != "trace":
             continue
@@ -387,7 +302,7 @@ def _workload_parts(v: Mapping[str, Any], raw: Mapping[str, Any]) -> None:
                                        f"give at least {format_bytes(need * page)}")
 
 
-@SCHEMA.cross_check
+@CORE.cross_check
 def _dma_fits(v: Mapping[str, Any], raw: Mapping[str, Any]) -> None:
     if v["dma.rate"] > 0 and v["dma.working_set"] > total_working_set(v):
         raise ConfigError("dma.working_set", f"{raw['dma.working_set']} is larger than the workload's "

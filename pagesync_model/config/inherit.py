@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from typing import Any, Callable, Mapping
 
-from pagesync_model.config.schema import ConfigError
+from pagesync_model.schema import ConfigError
 
 __all__ = ["BASE_KEY", "merge", "resolve_bases"]
 

@@ -1,4 +1,5 @@
-"""Load a configuration from a YAML file or a dict, apply ``--set key=value`` overrides, validate.
+"""Load a configuration from a YAML file or a dict, apply ``--set key=value`` overrides, validate
+against `SCHEMA` (assembled here from the machine's fields and the registered policies' sections).
 
 Bad input never escapes as anything but `ConfigError`. Its str is one line; errors about the file as
 a whole have an empty path (the caller may put the file name, ``err.source``, in front):
@@ -20,13 +21,17 @@ from typing import Any, Iterable, Mapping, Optional, Union
 
 import yaml
 
-from pagesync_model.config.fields import SCHEMA
+from pagesync_model.config.fields import build_schema
 from pagesync_model.config.inherit import resolve_bases
-from pagesync_model.config.schema import Config, ConfigError, Field, Schema
+from pagesync_model.policies import REGISTRY
+from pagesync_model.schema import Config, ConfigError, Field, Schema
 from pagesync_model.units import shorten
 
-__all__ = ["load_config", "config_from_dict", "parse_yaml", "apply_override", "read_config_text", "load_tree",
-           "MAX_CONFIG_BYTES", "MAX_DEPTH", "MAX_EXPANDED"]
+__all__ = ["SCHEMA", "load_config", "config_from_dict", "parse_yaml", "apply_override", "read_config_text",
+           "load_tree", "MAX_CONFIG_BYTES", "MAX_DEPTH", "MAX_EXPANDED"]
+
+# The schema every config is checked against: the machine's fields and every registered policy's.
+SCHEMA = build_schema(REGISTRY)
 
 # The presets are a few KiB, nested 7 levels (workload.groups[].phases[].rate); these leave two
 # orders of magnitude of room. PyYAML is pure Python: 1 MB of numbers took 27 s to parse on the

@@ -20,7 +20,8 @@ import os
 import socket
 import sys
 
-from ..cli import PROG, UsageError, _Parser, _write
+from ..cli import PROG, ArgParser, UsageError, write_output
+from ..policies.stratus import PASSES, THRESHOLD
 from .errors import LiveError
 
 TOKEN_ENV = "PAGESYNC_LIVE_TOKEN"
@@ -68,12 +69,13 @@ def format_live(d):
 
 
 def mirror_main(argv):
-    p = _Parser(prog=f"{PROG} live mirror", description="Mirror a live process's memory with the Stratus "
+    p = ArgParser(prog=f"{PROG} live mirror", description="Mirror a live process's memory with the Stratus "
                                                         "pagesync algorithm and verify the mirror.")
-    p.add_argument("--passes", type=int, default=4, help="copy passes after the full copy before the forced "
-                                                         "blackout (default 4, as stratus.passes)")
-    p.add_argument("--threshold", type=int, default=1000, help="dirty pages below which the next pass is the "
-                                                               "blackout (default 1000, as stratus.threshold)")
+    p.add_argument("--passes", type=int, default=PASSES, help="copy passes after the full copy before the "
+                                                              f"forced blackout (default {PASSES}, as stratus.passes)")
+    p.add_argument("--threshold", type=int, default=THRESHOLD, help="dirty pages below which the next pass is "
+                                                                    f"the blackout (default {THRESHOLD}, as "
+                                                                    "stratus.threshold)")
     p.add_argument("--to", default=None, metavar="HOST:PORT|FILE",
                    help="a 'live receive' partner, or a stream file (default: a temporary file)")
     p.add_argument("--json", metavar="PATH", help="write the result as JSON ('-' for stdout)")
@@ -116,7 +118,7 @@ def mirror_main(argv):
         if tmpfile and os.path.exists(tmpfile):
             os.unlink(tmpfile)
     if args.json:
-        _write(args.json, json.dumps(res, indent=2) + "\n")
+        write_output(args.json, json.dumps(res, indent=2) + "\n")
     if not args.quiet and args.json != "-":
         sys.stdout.write(format_live(res))
     if not res["verified"]:
@@ -176,7 +178,7 @@ def _handshake(conn, token):
 def receive_main(argv):
     from .protocol import (HDR, HELLO, LIMITS, REPLY, Closed, Image, StreamError, commit, partial_name,
                            remove_file, serve)
-    p = _Parser(prog=f"{PROG} live receive", description="Keep the mirror of a 'live mirror' run.")
+    p = ArgParser(prog=f"{PROG} live receive", description="Keep the mirror of a 'live mirror' run.")
     p.add_argument("--listen", default="127.0.0.1:7077", metavar="HOST:PORT",
                    help="address to listen on (default 127.0.0.1:7077; port 0 picks one and prints it; "
                         "0.0.0.0:PORT for every interface)")
@@ -273,7 +275,7 @@ def receive_main(argv):
 
 def verify_main(argv):
     """Check a saved mirror: its own digest, and with --pid its pages against a (stopped) process."""
-    p = _Parser(prog=f"{PROG} live verify", description="Check a saved mirror file, and compare it with a process.")
+    p = ArgParser(prog=f"{PROG} live verify", description="Check a saved mirror file, and compare it with a process.")
     p.add_argument("file", help="a stream file from 'live receive --out' or 'live mirror --to FILE'")
     p.add_argument("--pid", type=int, help="compare with this process (stopped for the comparison if it runs, "
                                            "and continued after)")
@@ -291,7 +293,7 @@ def verify_main(argv):
     res = {"file": args.file, "pages": int(len(addrs)), "pid": args.pid}
     if args.pid is None:
         if args.json:
-            _write(args.json, json.dumps(res, indent=2) + "\n")
+            write_output(args.json, json.dumps(res, indent=2) + "\n")
         if args.json != "-":
             print(f"{args.file}: a verified mirror of pid {hello.get('pid')}: {len(addrs)} pages")
         return 0
@@ -304,7 +306,7 @@ def verify_main(argv):
     res.update(process_pages=int(len(tp)), missing=[hex(int(x)) for x in missing],
                extra=[hex(int(x)) for x in extra], different=[hex(int(x)) for x in differ])
     if args.json:
-        _write(args.json, json.dumps(res, indent=2) + "\n")
+        write_output(args.json, json.dumps(res, indent=2) + "\n")
     bad = len(missing) + len(extra) + len(differ)
     if bad:
         print(f"{PROG}: live verify: {args.file} differs from pid {args.pid} in {bad} pages: missing "

@@ -43,7 +43,8 @@ import time
 import numpy as np
 
 from .. import __version__
-from ..results import PassRecord, Result
+from ..policies.stratus import PASSES, THRESHOLD, stop_rule
+from ..results import PassRecord, Result, Summary
 from . import _lib
 from .errors import LiveError
 from .protocol import Link
@@ -161,19 +162,19 @@ def _library_ticks(proc, tmp, t0_ns):
 def _wait_library(proc, tmp, timeout):
     """Wait for the preload library's log header (written once every mapping is registered); returns
     the parsed log.  LiveError if the target exits first, never loads the library, or reports an error."""
-    from ..trace.record import _FILE_HEADER, _explain, parse_raw_log
+    from ..trace.record import HEADER_BYTES, explain_error, parse_raw_log
     from ..trace.format import TraceError
     t0 = time.monotonic()
     while True:
         logs = glob.glob(os.path.join(tmp, f"trace.{proc.pid}.*.bin"))
-        if logs and os.path.getsize(logs[0]) >= _FILE_HEADER.size:
+        if logs and os.path.getsize(logs[0]) >= HEADER_BYTES:
             time.sleep(0.002)  # an error record follows the header in the same flush
             try:
                 log = parse_raw_log(logs[0])
             except TraceError as e:
                 raise LiveError(str(e)) from None
             if log.error is not None:
-                raise LiveError(f"live mirror: {_explain(log.error[0], log.error[1])}")
+                raise LiveError(f"live mirror: {explain_error(log.error[0], log.error[1])}")
             return log
         rc = proc.poll()
         if rc is not None:
@@ -335,9 +336,10 @@ class Controller:
             written, n_unreg, unreg = self.scan(0)
             t_scan = _mono_ns()
             count = npages(written, self.ps)
-            if count < self.threshold or pass_left == 0:
+            stop, converged = stop_rule(count, pass_left, self.threshold)
+            if stop:
                 rec.kind = "blackout"
-                return self.blackout(rec, t, t_scan, written, count, count < self.threshold)
+                return self.blackout(rec, t, t_scan, written, count, converged)
             self.alive()
             present, _, _ = self.scan(1)
             gone, d = self.copy(written, present)
@@ -452,7 +454,7 @@ def _target_after(proc, ctl):
     return f"; target pid {proc.pid} is STOPPED although SIGCONT was sent (stopped again by someone else?)"
 
 
-def run_mirror(cmd, to, passes=4, threshold=1000, delay=0.0, then="wait", interval=0.01, env=None,
+def run_mirror(cmd, to, passes=PASSES, threshold=THRESHOLD, delay=0.0, then="wait", interval=0.01, env=None,
                stdin=None, stdout=None, stderr=None, on_event=None, max_blackout=5.0, token=None):
     """Mirror the process started by ``cmd`` to ``to`` (HOST:PORT of a ``live receive``, or a stream
     FILE; ``token`` is the receiver's shared secret). Returns the result as a dict (the simulator's JSON
@@ -602,9 +604,7 @@ def _result(ctl, cmd, to, passes, threshold, delay, interval, target_pages, miss
     st = ctl.sender.stats
     bytes_sent = int(st[0])
     full = recs[0]
-    summary = {
-        "policy": POLICY,
-        "passes": len(recs),
+    counters = {
         "converged": ctl.converged,
         "stop_reason": ctl.stop_reason,
         "downtime_s": ctl.downtime_s,
@@ -618,7 +618,7 @@ def _result(ctl, cmd, to, passes, threshold, delay, interval, target_pages, miss
         "zero_pages_sent": 0,
         "slowdown": None,
         "lost_writes": int(len(bad)),
-        "stale_frames": [int(x) for x in bad[:16]],
+        "stale_frames": [hex(int(x)) for x in bad[:16]],
         "workload_writes": None,
         "dirty_bit_sets": None,
         "tlb_flush_refills": None,
@@ -630,8 +630,8 @@ def _result(ctl, cmd, to, passes, threshold, delay, interval, target_pages, miss
         "zero_pages": 0,
         "expected_downtime_s": None,
         "throttle_pct": [],
-        "verified": bool(len(bad) == 0),
     }
+    summary = Summary.page_level(POLICY, len(recs), counters, {"verified": bool(len(bad) == 0)})
     copy_s = sum(p["read_s"] + p["write_s"] for p in ctl.live)
     meta = {
         "variant": "correct",
@@ -661,7 +661,6 @@ def _result(ctl, cmd, to, passes, threshold, delay, interval, target_pages, miss
                          "n_missing": int(len(missing)), "n_extra": int(len(extra)), "n_different": int(len(differ))},
         "per_pass": ctl.live,
     }
-    summary["stale_frames"] = [hex(int(x)) for x in bad[:16]]
     res = Result(summary, recs, meta, {"wall_s": (ctl.t_end - ctl.t0) / 1e9}).to_dict()
     res["live"] = live
     return res

@@ -10,25 +10,32 @@ latency. n is the first count whose stop-and-copy fits the downtime limit (M x l
 downtime_limit), else max_rounds; ``analytic.rounds`` forces n. No more than M can be dirty, so a
 round never sends more than M; with lambda >= 1 the rounds never shrink and the stop is forced.
 """
-from ..config.fields import MAX_DOWNTIME, MAX_ROUNDS, SCHEMA, register_policy
-from . import require_single_rate
-from ..config.schema import DURATION, INT, Field
 from ..results import PassRecord
+from ..bounds import MAX_DOWNTIME, MAX_ROUNDS
+from ..schema import DURATION, INT, Field, Section
+from ..sim.interconnect import payload_rate, transfer_time
+from .base import FluidPolicy, register, single_rate_check
 
-NAME = "analytic"
-VARIANTS = ("correct",)  # no pages are simulated: the broken variants have nothing to break
-
-register_policy(NAME)
-require_single_rate(NAME)
-SCHEMA.section(
-    "analytic", "Closed-form geometric pre-copy model (Clark et al. 2005, Liu et al. 2011).",
+SECTION = Section("Closed-form geometric pre-copy model (Clark et al. 2005, Liu et al. 2011).", dict(
     downtime_limit=Field(DURATION, "300ms", "Stop-and-copy once the next round would fit in this downtime.",
                          gt=0, le=MAX_DOWNTIME),
     max_rounds=Field(INT, 30, "Most live rounds (the full copy included) before the forced stop.", ge=1,
                      le=MAX_ROUNDS),
     rounds=Field(INT, 0, "0 = use the stop rule; n > 0 = exactly n live rounds (the full copy included).",
                  ge=0, le=MAX_ROUNDS),
-)
+))
+
+
+@register
+class Analytic(FluidPolicy):
+    """The geometric model of the pre-copy literature, computed in closed form."""
+    name = "analytic"
+    variants = ("correct",)  # no pages are simulated: the broken variants have nothing to break
+    sections = {"analytic": SECTION}
+    checks = (single_rate_check("analytic"),)
+
+    def compute(self, cfg, seed):
+        return compute(cfg, seed)
 
 
 def _pages(nbytes, page_size):
@@ -68,7 +75,7 @@ def compute(cfg, seed):
     a = cfg.analytic
     ps = cfg.memory.page_size
     m = cfg.memory.size
-    r = cfg.link.bandwidth * cfg.link.efficiency
+    r = payload_rate(cfg.link)
     dirty_rate = cfg.cpus.count * cfg.workload.rate * ps
     lam = dirty_rate / r
     n, sizes, stop_reason = geometric_rounds(m, dirty_rate, r, a.downtime_limit, a.max_rounds, a.rounds)
@@ -78,7 +85,7 @@ def compute(cfg, seed):
     records, t = [], 0.0
     for i, size in enumerate(sizes):
         kind = "full" if i == 0 else "blackout" if i == n else "pass"
-        d = size / r + (cfg.link.latency if kind == "blackout" else 0.0)
+        d = transfer_time(size, r, cfg.link.latency if kind == "blackout" else 0.0)
         pages = _pages(size, ps)
         records.append(PassRecord(pass_=i, kind=kind, start_s=t, duration_s=d, dirty_pages=pages,
                                   pages_copied=pages, bytes=int(round(size))))

@@ -19,15 +19,14 @@ downtime-limit or end the migration. Sources (read in each project's tree):
 """
 import math
 
-from ..config.fields import MAX_DOWNTIME, MAX_ROUNDS, MAX_SIM_TIME, MAX_STEP, SCHEMA
-from ..config.schema import CHOICE, DURATION, INT, ConfigError, Field
+from ..bounds import MAX_DOWNTIME, MAX_ROUNDS, MAX_SIM_TIME, MAX_STEP
+from ..schema import CHOICE, DURATION, INT, ConfigError, Field, Section
 
 KINDS = ["none", "nova", "kubevirt", "ovirt"]
 OVIRT_MINIMAL_DOWNTIME = {"init": 0.100, "stalling": [(1, 0.150), (2, 0.200), (3, 0.300), (4, 0.400), (6, 0.500),
                                                       (-1, "abort")]}
 
-SCHEMA.section(
-    "operator", "The management layer over QEMU (qemu policy only): downtime schedule and timeouts.",
+SECTION = Section("The management layer over QEMU (qemu policy only): downtime schedule and timeouts.", dict(
     kind=Field(CHOICE, "none", "Whose monitor runs the migration: none (plain QEMU), nova, kubevirt or ovirt.",
                choices=KINDS),
     monitor_period=Field(DURATION, "500ms", "How often the monitor samples the migration.", gt=0,
@@ -43,11 +42,11 @@ SCHEMA.section(
                            le=MAX_SIM_TIME),
     on_timeout=Field(CHOICE, "abort", "At the completion timeout: abort, pause the guest and keep copying, "
                                       "or switch to post-copy.", choices=["abort", "pause", "postcopy"]),
-)
+))
 
 
-@SCHEMA.cross_check
-def _operator_runs_over_qemu(v, raw):
+def operator_runs_over_qemu(v, raw):
+    """Cross-field check: an operator's monitor needs the qemu policy."""
     if v["operator.kind"] != "none" and v["policy"] != "qemu":
         raise ConfigError("operator.kind", f"'{v['operator.kind']}' manages QEMU migrations: it needs "
                                            f"policy: qemu (this config's policy is '{v['policy']}')")

@@ -27,20 +27,12 @@ A throttled vCPU runs (1 - pct) of each 10 ms slice: the CPUs' run fraction is 1
 """
 import numpy as np
 
-from ..config.fields import (
-    MAX_BANDWIDTH, MAX_BYTES, MAX_DOWNTIME, MAX_LATENCY, MAX_STEP, SCHEMA, register_policy,
-)
-from ..config.schema import BANDWIDTH, BOOL, CHOICE, DURATION, FRACTION, INT, SIZE, Field
 from ..kernels.dtypes import INDEX_DTYPE
+from ..bounds import MAX_BANDWIDTH, MAX_BYTES, MAX_DOWNTIME, MAX_LATENCY, MAX_STEP
+from ..schema import BANDWIDTH, BOOL, CHOICE, DURATION, FRACTION, INT, SIZE, Field, Section
 from ..sim.interconnect import run_frames
-from .operators import Monitor
-
-NAME = "qemu"
-# KVM tracks writes in its EPT (or shadow) entries and a log bitmap: hypervisor memory, not guest RAM.
-TRACKING_IN_HYPERVISOR = True
-# ``no-tlb-flush`` is QEMU 7.2's TCG bug: dirty bits cleared at a sync without resetting the TCG TLB's
-# not-dirty state ("physmem: Fix migration dirty bitmap coherency with TCG memory access", 9.0).
-VARIANTS = ("correct", "no-tlb-flush")
+from .base import PagePolicy, register
+from .operators import SECTION as OPERATOR_SECTION, Monitor, operator_runs_over_qemu
 BUFFER_DELAY = 0.1     # s: the counters' and the rate limit's period (migration.h)
 MAX_WAIT = 0.05        # s: one ram_save_iterate call works at most this long (ram.c)
 THROTTLE_PERIOD = 1.0  # s: a sync closes a dirty-rate period only after this long (ram.c)
@@ -52,9 +44,7 @@ FLUSH_BYTES = 32 * (PAGE_HEADER + 4096)  # the byte counter moves only when the 
                        # (32 pages): a window carries (floor(quota / FLUSH_BYTES) + 1) flushes; measured here
                        # 273.16, 546.33 and 1082.14 Mbit/s at 32, 64 and 128 MiB/s, as this predicts
 
-register_policy(NAME)
-SCHEMA.section(
-    "qemu", "QEMU/KVM pre-copy migration (QEMU 10.0 migration thread).",
+SECTION = Section("QEMU/KVM pre-copy migration (QEMU 10.0 migration thread).", dict(
     downtime_limit=Field(DURATION, "300ms", "downtime-limit: switch over when the rest fits in this at the "
                                             "measured bandwidth.", gt=0, le=MAX_DOWNTIME),
     max_bandwidth=Field(BANDWIDTH, "128MiB/s", "max-bandwidth: pre-copy rate limit (QEMU's default MAX_THROTTLE).",
@@ -84,18 +74,36 @@ SCHEMA.section(
                                             "overflows and is sent whole).", gt=0, le=1),
     xbzrle_unchanged=Field(FRACTION, 0.0, "Share of re-sent pages whose contents did not change (empty "
                                           "delta: nothing sent).", ge=0, le=1),
-)
+))
+
+
+@register
+class Qemu(PagePolicy):
+    """QEMU's migration thread, with the operator layer (nova, kubevirt, ovirt) that may run it."""
+    name = "qemu"
+    # ``no-tlb-flush`` is QEMU 7.2's TCG bug: dirty bits cleared at a sync without resetting the TCG TLB's
+    # not-dirty state ("physmem: Fix migration dirty bitmap coherency with TCG memory access", 9.0).
+    variants = ("correct", "no-tlb-flush")
+    sections = {"operator": OPERATOR_SECTION, "qemu": SECTION}
+    checks = (operator_runs_over_qemu,)
+
+    def tracking_outside(self, cfg):
+        """KVM tracks writes in its EPT (or shadow) entries and a log bitmap: hypervisor memory, not
+        guest RAM."""
+        return True
+
+    def link_options(self, cfg):
+        """A migration stream: every page carries an 8-byte header; a zero page is header + 1 byte."""
+        return {"page_header_bytes": PAGE_HEADER, "zero_page_bytes": ZERO_PAGE_BODY}
+
+    def scanner(self, machine):
+        return scanner(machine)
 
 
 def window_quota(max_bandwidth):
     """Bytes a 100 ms window carries at ``max_bandwidth`` bytes/s: the quota, overshot to the next
     stream flush."""
     return (int(max_bandwidth * BUFFER_DELAY // FLUSH_BYTES) + 1) * FLUSH_BYTES
-
-
-def link_options(cfg):
-    """A migration stream: every page carries an 8-byte header; a zero page is header + 1 byte."""
-    return {"page_header_bytes": PAGE_HEADER, "zero_page_bytes": ZERO_PAGE_BODY}
 
 
 class Xbzrle:
@@ -202,7 +210,7 @@ class Migration:
     # -- counters and rate limit --------------------------------------------------------------
     def now_ms(self):
         """qemu_clock_get_ms(QEMU_CLOCK_REALTIME): whole milliseconds."""
-        return int(self.e.env.now // self.ms)
+        return int(self.e.now // self.ms)
 
     def update_counters(self):
         """migration_update_counters: once per >= 100 ms period, measured in whole ms."""
@@ -210,7 +218,7 @@ class Migration:
         now = self.now_ms()
         if now < self.period_start + BUFFER_DELAY * 1e3:
             return
-        transferred = e.link.bytes_sent - self.period_bytes
+        transferred = e.bytes_sent - self.period_bytes
         spent_ms = now - self.period_start
         self.periods[spent_ms] = self.periods.get(spent_ms, 0) + 1
         self.bandwidth = transferred / spent_ms
@@ -219,7 +227,7 @@ class Migration:
         if self.dirty_pages_rate and transferred > 10000 and self.bandwidth > 0:
             self.expected_downtime = self.dirty_bytes_last_sync / self.bandwidth / 1e3
         self.period_start = now
-        self.period_bytes = self.window_bytes = e.link.bytes_sent
+        self.period_bytes = self.window_bytes = e.bytes_sent
 
     def rate_limit_sleep(self):
         """Process step: migration_rate_limit's sleep: ``period start + 100 - now`` whole ms from now
@@ -234,36 +242,33 @@ class Migration:
         return window_quota(self.q.max_bandwidth)
 
     def rate_exceeded(self):
-        return self.e.link.bytes_sent - self.window_bytes >= self.quota()
+        return self.e.bytes_sent - self.window_bytes >= self.quota()
 
     # -- the dirty bitmap ----------------------------------------------------------------------
     def sync(self):
         """Process step: migration_bitmap_sync."""
         e = self.e
         self.sync_count += 1
-        h = e.harvest(bitmap=self.bitmap, clear=True)
-        if e.variant != "no-tlb-flush":  # QEMU 7.2 under TCG skipped this (fixed in 9.0)
-            e.cpus.flush_tlbs()
+        h = e.sync(self.bitmap)
         self.remaining += h.new_bits
         self.dirty_period += h.new_bits
         self.dirty_bytes_last_sync = self.remaining * self.ps
-        now = e.env.now
+        now = e.now
         if now > self.time_last_sync + THROTTLE_PERIOD * e.clock:
             self.trigger_throttle()
             period_ms = (now - self.time_last_sync) / self.ms
             self.dirty_pages_rate = self.dirty_period * 1000 / period_ms
             self.time_last_sync = now
             self.dirty_period = 0
-            self.bytes_xfer_prev = e.link.bytes_sent
-        cost = self.n * e.pte_scan_cycles + e.tlb_flush_cycles
-        yield e.wait(cost)
+            self.bytes_xfer_prev = e.bytes_sent
+        yield e.wait(e.log_sync_cost())
         return h.new_bits
 
     def trigger_throttle(self):
         """migration_trigger_throttle (auto-converge)."""
         if not self.q.auto_converge or self.last_stage:
             return
-        bytes_xfer = self.e.link.bytes_sent - self.bytes_xfer_prev
+        bytes_xfer = self.e.bytes_sent - self.bytes_xfer_prev
         bytes_dirty = self.dirty_period * self.ps
         if bytes_dirty > bytes_xfer * self.q.throttle_trigger / 100:
             self.high_cnt += 1
@@ -273,9 +278,8 @@ class Migration:
                     self.throttle = self.q.throttle_initial
                 else:
                     self.throttle = min(self.throttle + self.q.throttle_increment, self.q.throttle_max)
-                self.e.cpus.advance_to(self.e.env.now)
-                self.e.cpus.throttle = self.throttle / 100
-                self.throttle_history.append([round(self.e.seconds(self.e.env.now), 6), self.throttle])
+                self.e.throttle(self.throttle / 100)
+                self.throttle_history.append([round(self.e.seconds(self.e.now), 6), self.throttle])
 
     def next_pages(self, budget):
         """(starts, lens) of at most ``budget`` dirty pages from the cursor on, cleared from the
@@ -283,14 +287,8 @@ class Migration:
         e = self.e
         parts_s, parts_l, got = [], [], 0
         for _ in range(2):
-            probe_s, probe_l, _ = e.extract_runs(self.bitmap, self.cursor, self.n, budget - got, clear=False)
-            if len(probe_s):
-                cut = self.n
-                total = int(probe_l.sum())
-                if got + total >= budget:  # stop inside the last run so exactly ``budget`` pages go
-                    over = got + total - budget
-                    cut = int(probe_s[-1] + probe_l[-1] - over)
-                s, ln, _ = e.extract_runs(self.bitmap, self.cursor, cut, budget - got, clear=True)
+            s, ln, cut = e.take_pages(self.bitmap, self.cursor, self.n, budget - got)
+            if len(s):
                 parts_s.append(s)
                 parts_l.append(ln)
                 got += int(ln.sum())
@@ -313,9 +311,9 @@ class Migration:
         """Process step: send pages; with XBZRLE, non-zero pages found in the cache go as deltas."""
         self.remaining -= int(lens.sum())
         if self.xbzrle is None or not self.xbzrle.started:
-            yield from self.e.link.copy(starts, lens)
+            yield from self.e.copy(starts, lens)
         else:
-            yield from self.e.link.copy(starts, lens, encode=self.xbzrle_bytes)
+            yield from self.e.copy(starts, lens, encode=self.xbzrle_bytes)
 
     def xbzrle_bytes(self, starts, lens, zeros):
         """Wire bytes of one piece: zero pages as header + 1 byte, the others through the XBZRLE cache."""
@@ -327,26 +325,26 @@ class Migration:
 
 
 def scanner(e):
-    """Process role: QEMU's migration thread."""
+    """Process role: QEMU's migration thread on machine ``e``."""
     mig = Migration(e)
     q = mig.q
     limit = e.cycles(e.cfg.sim.time_limit)
     rec = e.open_pass("full")
     yield e.wait(e.cycles(q.setup))
-    setup_s = e.seconds(e.env.now)
+    setup_s = e.seconds(e.now)
     yield from mig.sync()  # ram_init_bitmaps: sync #1
     mig.period_start = mig.now_ms()
-    mig.period_bytes = mig.window_bytes = e.link.bytes_sent
-    mig.time_last_sync = e.env.now
+    mig.period_bytes = mig.window_bytes = e.bytes_sent
+    mig.time_last_sync = e.now
     if q.auto_converge:
-        mig.next_forced_tick = e.env.now + e.cycles(FORCED_SYNC)
+        mig.next_forced_tick = e.now + e.cycles(FORCED_SYNC)
     found = mig.n
-    next_tick = e.env.now
+    next_tick = e.now
     while True:
         mig.update_counters()
-        if mig.monitor and e.env.now >= next_tick:
-            next_tick = e.env.now + e.cycles(e.cfg.operator.monitor_period)
-            downtime, action = mig.monitor.tick(e.seconds(e.env.now), mig.sync_count, mig.remaining * mig.ps,
+        if mig.monitor and e.now >= next_tick:
+            next_tick = e.now + e.cycles(e.cfg.operator.monitor_period)
+            downtime, action = mig.monitor.tick(e.seconds(e.now), mig.sync_count, mig.remaining * mig.ps,
                                                 mig.downtime_limit)
             if downtime is not None:
                 mig.downtime_limit = downtime
@@ -357,12 +355,12 @@ def scanner(e):
                     e.finish(False, f"aborted ({why})", None, **report(e, mig, setup_s))
                     return
                 if what == "pause":  # the guest is paused; pre-copy goes on until it converges
-                    e.cpus.stop()
-                    mig.paused_at = e.env.now
+                    e.pause()
+                    mig.paused_at = e.now
                 if what == "postcopy":
                     yield from postcopy(e, mig, rec, found, setup_s, why)
                     return
-        if q.auto_converge and e.env.now >= mig.next_forced_tick:
+        if q.auto_converge and e.now >= mig.next_forced_tick:
             if mig.sync_count == mig.sync_count_at_tick and mig.sync_count > 1:
                 yield from mig.sync()
             mig.sync_count_at_tick = mig.sync_count
@@ -381,7 +379,7 @@ def scanner(e):
                 rec = e.open_pass("pass")
                 found = exact
             yield from iterate(e, mig)
-        if e.env.now >= limit:
+        if e.now >= limit:
             e.close_pass(rec, found)
             e.finish(False, "time-limit", None, **report(e, mig, setup_s))
             return
@@ -391,11 +389,11 @@ def scanner(e):
 
 def iterate(e, mig):
     """Process step: ram_save_iterate: send until the quota is used, 50 ms pass or the bitmap empties."""
-    t0 = e.env.now
+    t0 = e.now
     per_page = PAGE_HEADER + mig.ps
-    while not mig.rate_exceeded() and mig.remaining > 0 and e.env.now - t0 < MAX_WAIT * e.clock:
-        left = mig.quota() - (e.link.bytes_sent - mig.window_bytes)
-        budget = max(1, min(e.link.chunk_pages, int(left) // per_page))
+    while not mig.rate_exceeded() and mig.remaining > 0 and e.now - t0 < MAX_WAIT * e.clock:
+        left = mig.quota() - (e.bytes_sent - mig.window_bytes)
+        budget = max(1, min(e.chunk_pages, int(left) // per_page))
         starts, lens = mig.next_pages(budget)
         if len(starts) == 0:
             break
@@ -408,18 +406,18 @@ def complete(e, mig, rec, found, setup_s, exact):
     The blackout record's dirty pages are those the deciding exact sync and the last sync found."""
     q = mig.q
     e.close_pass(rec, found)
-    t_stop = e.env.now if mig.paused_at is None else mig.paused_at
-    mig.precopy_bytes = e.link.bytes_sent
+    t_stop = e.now if mig.paused_at is None else mig.paused_at
+    mig.precopy_bytes = e.bytes_sent
     rec = e.open_pass("blackout")
-    e.cpus.stop()
+    e.pause()
     mig.last_stage = True
-    e.cpus.throttle = 0.0
+    e.throttle(0.0)
     new = yield from mig.sync()
     starts, lens = e.all_runs(mig.bitmap)
     if len(starts):
         yield from mig.send(starts, lens)
-    yield from e.link.send_bytes(q.device_state)
-    yield from e.link.drain()
+    yield from e.send_bytes(q.device_state)
+    yield from e.drain()
     yield e.wait(e.cycles(q.switchover))
     e.close_pass(rec, new + exact)
     e.finish(True, "threshold", t_stop, **report(e, mig, setup_s))
@@ -431,51 +429,46 @@ def postcopy(e, mig, rec, found, setup_s, why):
     pushes the rest in the background. Downtime is the source-side stop (QEMU's definition)."""
     q = mig.q
     e.close_pass(rec, found)
-    t_stop = e.env.now
-    mig.precopy_bytes = e.link.bytes_sent
+    t_stop = e.now
+    mig.precopy_bytes = e.bytes_sent
     rec = e.open_pass("blackout")
-    e.cpus.stop()
-    e.cpus.throttle = 0.0
+    e.pause()
+    e.throttle(0.0)
     mig.last_stage = True
     new = yield from mig.sync()          # ram_postcopy_send_discard_bitmap
-    yield from e.link.send_bytes(q.device_state)
-    yield from e.link.drain()
+    yield from e.send_bytes(q.device_state)
+    yield from e.drain()
     yield e.wait(e.cycles(q.switchover))
     e.close_pass(rec, new)
-    t_run = e.env.now
-    downtime_bytes = e.link.bytes_sent - mig.precopy_bytes
+    t_run = e.now
+    downtime_bytes = e.bytes_sent - mig.precopy_bytes
     rec = e.open_pass("postcopy")
     # The destination's vCPUs now run the workload: count their first touches of missing pages.
-    cpus, work = e.cpus, e.workload
-    carry = np.zeros(cpus.ncpu)
+    carry = np.zeros(e.cfg.cpus.count)
     faults = 0
     while mig.remaining > 0:
-        expected = e.quantum * cpus.rate_per_cycle + carry
-        counts = np.floor(expected).astype(INDEX_DTYPE)
-        carry = expected - counts
-        targets = work.generate(counts) if counts.sum() else np.empty(0, INDEX_DTYPE)
+        targets, carry = e.next_writes(carry)
         missing = ((mig.bitmap[targets >> 6] >> (targets & 63).astype(np.uint64)) & np.uint64(1)).astype(bool)
         wanted = np.unique(targets[missing])
         if len(wanted):  # page requests: served through the same stream (postcopy-preempt off)
             faults += len(wanted)
             np.bitwise_and.at(mig.bitmap, wanted >> 6, ~(np.uint64(1) << (wanted & 63).astype(np.uint64)))
             mig.remaining -= len(wanted)
-            yield from e.link.copy(wanted, np.ones(len(wanted), dtype=INDEX_DTYPE))
-        starts, lens = mig.next_pages(e.link.chunk_pages)
+            yield from e.copy(wanted, np.ones(len(wanted), dtype=INDEX_DTYPE))
+        starts, lens = mig.next_pages(e.chunk_pages)
         if len(starts):
             yield from mig.send(starts, lens)
         elif not len(wanted):
             break
-        if e.link.busy_until <= e.env.now:
+        if e.link_idle():
             yield e.wait(e.quantum)
-    yield from e.link.drain()
+    yield from e.drain()
     e.close_pass(rec, 0)
     out = report(e, mig, setup_s)
-    out.update(downtime_s=e.seconds(t_run - t_stop), postcopy_s=e.seconds(e.env.now - t_run),
-               postcopy_faults=faults, postcopy_bytes=e.link.bytes_sent - mig.precopy_bytes - downtime_bytes,
+    out.update(downtime_s=e.seconds(t_run - t_stop), postcopy_s=e.seconds(e.now - t_run),
+               postcopy_faults=faults, postcopy_bytes=e.bytes_sent - mig.precopy_bytes - downtime_bytes,
                downtime_bytes=downtime_bytes, precopy_bytes=mig.precopy_bytes,
-               postcopy_fault_wait_s=faults * (2 * e.link.latency_cycles / e.clock + (PAGE_HEADER + mig.ps) /
-                                                e.link.bandwidth))
+               postcopy_fault_wait_s=faults * e.request_time(PAGE_HEADER + mig.ps))
     e.finish(True, f"postcopy ({why})", t_stop, **out)
 
 
@@ -484,8 +477,8 @@ def report(e, mig, setup_s):
     converged = mig.last_stage
     out = {
         "dirty_sync_count": mig.sync_count,
-        "normal_pages": e.link.pages_sent - e.link.zero_pages_sent,
-        "zero_pages": e.link.zero_pages_sent,
+        "normal_pages": e.pages_sent - e.zero_pages_sent,
+        "zero_pages": e.zero_pages_sent,
         "expected_downtime_s": None if converged else mig.expected_downtime,
         "downtime_limit_history": mig.monitor.history if mig.monitor else [],
         "throttle_pct": mig.throttle_history,
@@ -494,8 +487,8 @@ def report(e, mig, setup_s):
         "mbps_last_period": mig.mbps,
         "threshold_bytes": mig.threshold,
         "remaining_bytes": 0 if converged else mig.remaining * mig.ps,
-        "precopy_bytes": mig.precopy_bytes if converged else e.link.bytes_sent,
-        "downtime_bytes": e.link.bytes_sent - mig.precopy_bytes if converged else 0,
+        "precopy_bytes": mig.precopy_bytes if converged else e.bytes_sent,
+        "downtime_bytes": e.bytes_sent - mig.precopy_bytes if converged else 0,
     }
     if mig.xbzrle is not None:
         x = mig.xbzrle

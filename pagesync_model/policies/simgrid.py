@@ -23,14 +23,11 @@ a fixed point above the threshold is reported as ``no-convergence`` with what Si
 """
 import math
 
-from ..config.fields import MAX_BANDWIDTH, MAX_SIM_TIME, MAX_STEP, SCHEMA, register_policy
-from . import require_single_rate
-from ..config.schema import BANDWIDTH, BOOL, CHOICE, DURATION, FLOAT, FRACTION, SIZE, Field, Kind
 from ..results import PassRecord
+from ..bounds import MAX_BANDWIDTH, MAX_SIM_TIME, MAX_STEP
+from ..schema import BANDWIDTH, BOOL, CHOICE, DURATION, FLOAT, FRACTION, SIZE, Field, Kind, Section
 from ..units import OutOfRange, parse_rate, shorten
-
-NAME = "simgrid"
-VARIANTS = ("correct",)  # no pages are simulated: the broken variants have nothing to break
+from .base import FluidPolicy, register, single_rate_check
 
 # network/model -> (bandwidth factor, latency factor) of SimGrid's CM02-family network models
 MODEL_FACTORS = {"LV08": (0.97, 13.01), "CM02": (1.0, 1.0)}
@@ -77,10 +74,7 @@ def _intensity_check(value):
 FLOPS = Kind("flop/s", _parse_flops, "flop/s")
 INTENSITY = Kind("fraction or auto", _parse_intensity)
 
-register_policy(NAME)
-require_single_rate(NAME)
-SCHEMA.section(
-    "simgrid", "SimGrid 3.32 VM live migration (VmLiveMigration.cpp), computed as a fluid model.",
+SECTION = Section("SimGrid 3.32 VM live migration (VmLiveMigration.cpp), computed as a fluid model.", dict(
     host_speed=Field(FLOPS, "1G/s", "Source host speed in flop/s (cancels out for a busy 1-vCPU VM).", gt=0,
                      le=MAX_FLOPS),
     mig_speed=Field(BANDWIDTH, "0B/s", "Migration speed (sg_vm_set_migration_speed); 0 = unset: no rate cap "
@@ -102,7 +96,19 @@ SCHEMA.section(
                     le=MAX_TCP_WINDOW),
     timeout=Field(DURATION, "1e7s", "Migration timeout (hard-coded in MigrationTx); SimGrid aborts there.",
                   gt=0, le=MAX_SIM_TIME),
-)
+))
+
+
+@register
+class Simgrid(FluidPolicy):
+    """SimGrid's VM live migration as the fluid model it is."""
+    name = "simgrid"
+    variants = ("correct",)  # no pages are simulated: the broken variants have nothing to break
+    sections = {"simgrid": SECTION}
+    checks = (single_rate_check("simgrid"),)
+
+    def compute(self, cfg, seed):
+        return compute(cfg, seed)
 
 
 class Flow:

@@ -17,24 +17,61 @@ pagesync_synchronize_memory(copy, sync, threshold, passes):
 
 Variant ``copy-before-clear`` reads pages before their dirty bits are cleared: each repeat pass's
 harvest only reads the hardware dirty bits; each chunk of dirty runs is read and sent, and only then
-are its pages' dirty bits cleared. A write landing between a page's read and its clear is lost. Variant ``no-tlb-flush`` is handled by the engine's
-brownout (no TLB invalidation after clearing).
+are its pages' dirty bits cleared. A write landing between a page's read and its clear is lost. Variant
+``no-tlb-flush`` is the machine's sync without the TLB invalidation after clearing.
 """
 import numpy as np
 
+from ..bounds import MAX_COPYRANGE, MAX_FRAMES, MAX_ROUNDS, MAX_STEP
 from ..kernels.dtypes import INDEX_DTYPE
+from ..schema import BOOL, DURATION, INT, Field, Section
+from .base import PagePolicy, register
 
-NAME = "stratus"
-VARIANTS = ("correct", "copy-before-clear", "no-tlb-flush")
+SECTION = Section("Stratus pagesync policy (pagesync_synchronize_memory).", dict(
+    passes=Field(INT, 4, "Copy passes after the initial full copy before the forced blackout.", ge=0, le=MAX_ROUNDS),
+    threshold=Field(INT, 1000, "Dirty pages below which the next pass is the blackout.", ge=0, le=MAX_FRAMES),
+    max_copyrange=Field(INT, 100, "Most ranges in the blackout copy list (MAX_COPYRANGE).", ge=2, le=MAX_COPYRANGE),
+    nearby=Field(INT, 6, "Frames within which a dirty frame extends a blackout range (NEARBY).", ge=0, le=MAX_FRAMES),
+    tracking_outside=Field(BOOL, False, "The page tables and the tracker's bitmap and stack are not in the memory "
+                                        "mirrored (a user-space mirror of one process: the kernel and the controller "
+                                        "hold them): neither the full copy nor the blackout copies them, and they are not "
+                                        "compared."),
+    cutover=Field(DURATION, "1ms", "Platform cut-over after the final copy.", ge=0, le=MAX_STEP),
+))
+
+# The published defaults, which the live mirror of a real process shares.
+PASSES = SECTION.members["passes"].default
+THRESHOLD = SECTION.members["threshold"].default
 
 
-def link_options(cfg):
-    """The platform DMA copies whole pages, zero or not, with no stream headers."""
-    return {}
+def stop_rule(count, pass_left, threshold):
+    """(blackout now, converged): pagesync's decision once a pass's harvest found ``count`` dirty
+    pages with ``pass_left`` passes left (0: the last); the simulated scanner and the live mirror both
+    decide by it."""
+    converged = count < threshold
+    return converged or pass_left == 0, converged
+
+
+@register
+class Stratus(PagePolicy):
+    """The published pagesync module. The platform DMA copies whole pages, zero or not, with no
+    stream headers (the default link options)."""
+    name = "stratus"
+    variants = ("correct", "copy-before-clear", "no-tlb-flush")
+    sections = {"stratus": SECTION}
+    # configs and every recorded result have listed this section before ``sim`` since it was a core one
+    section_before = "sim"
+
+    def tracking_outside(self, cfg):
+        return cfg.stratus.tracking_outside
+
+    def scanner(self, machine):
+        """Process role: the pagesync scanner."""
+        return scanner(machine)
 
 
 def scanner(e):
-    """Process role: the pagesync scanner."""
+    """Process role: the pagesync scanner on machine ``e``."""
     p = e.cfg.stratus
     m = e.memory
     read_first = e.variant == "copy-before-clear"
@@ -44,25 +81,25 @@ def scanner(e):
     e.end_brownout(h)
     if p.tracking_outside:  # the tracker's tables and structures are not part of what is mirrored
         lo, hi = m.pinned_range
-        yield from e.link.copy(np.array([0, hi]), np.array([lo, m.n_frames - hi]))
+        yield from e.copy(np.array([0, hi]), np.array([lo, m.n_frames - hi]))
     else:
-        yield from e.link.copy([0], [m.n_frames])
+        yield from e.copy([0], [m.n_frames])
     e.close_pass(rec, m.n_frames, h.cycles if h.stopped else 0)
 
     for pass_left in range(p.passes, -1, -1):
         rec = e.open_pass("pass")
-        t_stop = e.env.now
+        t_stop = e.now
         running = not e.cfg.tracking.stop_cpus
         # a scan that runs with the CPUs writing decides on its count at once; its cost (and the
         # rest of the pass's fixed work) is spent only when the pass goes on to copy
         h = yield from e.brownout(clear=not read_first, wait=not running)
         count = h.new_bits
-        if count < p.threshold or pass_left == 0:
-            converged = count < p.threshold
+        stop, converged = stop_rule(count, pass_left, p.threshold)
+        if stop:
             if not h.stopped:
                 # The scan ran with the CPUs writing: stop them now (the downtime starts) and scan what
                 # was written since. The record keeps the deciding scan's count; it copies both.
-                t_stop = e.env.now
+                t_stop = e.now
                 yield from e.stop_and_scan(clear=not read_first)
             rec.kind = "blackout"
             yield from blackout(e, rec, count, converged, t_stop)
@@ -83,10 +120,10 @@ def copy_then_clear(e):
     m = e.memory
     pos = 0
     while pos < m.n_frames:
-        starts, lens, pos = e.extract_runs(m.bitmap, pos, m.n_frames, e.link.chunk_pages)
+        starts, lens, pos = e.extract_runs(m.bitmap, pos, m.n_frames, e.chunk_pages)
         if len(starts):
-            yield from e.link.copy(starts, lens)
-            e.cpus.advance_to(e.env.now)
+            yield from e.copy(starts, lens)
+            e.catch_up()
             e.clear_runs(starts, lens)
 
 
@@ -103,8 +140,8 @@ def blackout(e, rec, count, converged, t_stop):
     n = e.kernels.build_copy_list(starts, lens, p.nearby, p.max_copyrange, out_s, out_e)
     range_lens = out_e[:n] - out_s[:n]
     overcopy = int(range_lens.sum() - lens.sum())
-    yield from e.link.copy(out_s[:n], range_lens)
-    yield from e.link.drain()
+    yield from e.copy(out_s[:n], range_lens)
+    yield from e.drain()
     yield e.wait(e.cycles(p.cutover))
     e.close_pass(rec, count, 0, overcopy=overcopy)
     e.finish(converged, "threshold" if converged else "last-pass", t_stop, blackout_ranges=int(n),

@@ -33,10 +33,10 @@ the dirty pages while fewer than ``v2_max_iterations`` rounds are done and the l
 least ``v2_threshold`` pages (4.10+: stop when < 50; 4.6 stopped when <= 50). A CLEAN that finds
 fewer pages still has them sent live before the stop. No to_skip peek, no rate limiter, no 3x cap.
 
-Wire format (both): 8 bytes per PFN entry plus the page (link_options); per batch a 4-byte count
+Wire format (both): 8 bytes per PFN entry plus the page (``link_options``); per batch a 4-byte count
 (legacy) or a 16-byte PAGE_DATA record header (v2).
 
-Mapping onto the engine: log-dirty ENABLE and every CLEAN pause the domain (paging_log_dirty_op:
+Mapping onto the machine: log-dirty ENABLE and every CLEAN pause the domain (paging_log_dirty_op:
 domain_pause), harvest-and-clear every tracking entry and flush the TLBs - a brownout of the harvest's
 cost. PEEKs read the dirty bits without clearing and take no time (the hypercall copies
 p2m_size / 8 bytes of bitmap: microseconds; its domain pause is not modelled). The tracking entries
@@ -44,19 +44,12 @@ p2m_size / 8 bytes of bitmap: microseconds; its domain pause is not modelled). T
 """
 import numpy as np
 
-from ..config.fields import (
-    MAX_BANDWIDTH, MAX_BYTES, MAX_FRAMES, MAX_ROUNDS, SCHEMA, register_policy,
-)
-from ..config.schema import BANDWIDTH, BOOL, INT, SIZE, ConfigError, Field
-from ..kernels.dtypes import INDEX_DTYPE
+from ..bounds import MAX_BANDWIDTH, MAX_BYTES, MAX_FRAMES, MAX_ROUNDS
+from ..schema import BANDWIDTH, BOOL, INT, SIZE, ConfigError, Field, Section
+from .base import PagePolicy, register
 
 LEGACY = "xen-legacy"
 V2 = "xen-v2"
-NAME = LEGACY
-# CLEAN without the TLB flush loses writes through cached dirty entries; copy-before-clear is not modelled
-VARIANTS = ("correct", "no-tlb-flush")
-# Xen tracks writes in its shadow page tables (or EPT) and its log-dirty bitmap: hypervisor memory.
-TRACKING_IN_HYPERVISOR = True
 
 PFN_BYTES = 8                  # pfn_type[] entry (legacy, unsigned long) / pfn[] entry (v2, u64)
 LEGACY_BATCH_HEADER = 4        # bytes: `int batch` before each batch's pfn_type[] (xc_domain_save)
@@ -65,10 +58,7 @@ RATE_TO_BTU = 781250           # us x Mbit/s: one burst slot lasts RATE_TO_BTU /
 BURST_BUDGET = 100 * 1024      # bytes granted per burst slot (ratewrite)
 RATE_STEP_MBIT = 50            # print_stats: new limit = dirty rate + 50 Mbit/s
 
-register_policy(LEGACY)
-register_policy(V2)
-SCHEMA.section(
-    "xen", "Xen pre-copy live migration (libxc xc_domain_save.c legacy, xc_sr_save.c v2).",
+SECTION = Section("Xen pre-copy live migration (libxc xc_domain_save.c legacy, xc_sr_save.c v2).", dict(
     max_iters=Field(INT, 29, "legacy DEF_MAX_ITERS: live rounds (pages) after which the next round is the "
                              "stop-and-copy.", ge=1, le=MAX_ROUNDS),
     max_factor=Field(INT, 3, "legacy DEF_MAX_FACTOR: stop once more than this many times memory (in pages) "
@@ -89,7 +79,7 @@ SCHEMA.section(
                                     "stop-and-copy.", ge=1, le=MAX_ROUNDS),
     v2_threshold=Field(INT, 50, "v2 SPP_TARGET_DIRTY_COUNT: stop when a CLEAN finds fewer dirty pages than "
                                 "this.", ge=0, le=MAX_FRAMES),
-)
+))
 
 
 def _mbit(bandwidth):
@@ -97,8 +87,8 @@ def _mbit(bandwidth):
     return int(round(bandwidth * 8 / 1e6))
 
 
-@SCHEMA.cross_check
-def _rates(v, raw):
+def check_rates(v, raw):
+    """Cross-field check: libxc's rate limits are whole Mbit/s, the ceiling above the start."""
     for key in ("xen.start_rate", "xen.max_rate"):
         if _mbit(v[key]) < 1:
             raise ConfigError(key, f"must be at least 1Mbit/s (libxc counts whole Mbit/s), got '{raw[key]}'")
@@ -107,9 +97,39 @@ def _rates(v, raw):
                                           f"got '{raw['xen.max_rate']}'")
 
 
-def link_options(cfg):
-    """A migration stream: every page goes with its 8-byte PFN entry; zero pages are sent whole."""
-    return {"page_header_bytes": PFN_BYTES}
+class _Xen(PagePolicy):
+    """What both generations of the libxc save share."""
+    # CLEAN without the TLB flush loses writes through cached dirty entries; copy-before-clear is not modelled
+    variants = ("correct", "no-tlb-flush")
+    sections = {"xen": SECTION}
+    checks = (check_rates,)
+
+    def tracking_outside(self, cfg):
+        """Xen tracks writes in its shadow page tables (or EPT) and its log-dirty bitmap: hypervisor
+        memory."""
+        return True
+
+    def link_options(self, cfg):
+        """A migration stream: every page goes with its 8-byte PFN entry; zero pages are sent whole."""
+        return {"page_header_bytes": PFN_BYTES}
+
+
+@register
+class XenLegacy(_Xen):
+    """xc_domain_save(): rounds with the to_skip peek, the legacy stop rules, the optional rate limiter."""
+    name = LEGACY
+
+    def scanner(self, machine):
+        return save_legacy(machine)
+
+
+@register
+class XenV2(_Xen):
+    """send_memory_live() with simple_precopy_policy()."""
+    name = V2
+
+    def scanner(self, machine):
+        return save_v2(machine)
 
 
 class RateLimiter:
@@ -142,7 +162,7 @@ class RateLimiter:
         self.budget -= int(nbytes)
         if self.budget >= 0:
             return
-        now = e.env.now
+        now = e.now
         if self.last_put is None:  # the first overdraw only starts the clock
             self.budget += BURST_BUDGET
             self.last_put = now
@@ -184,8 +204,6 @@ class Save:
         self.cand = e.new_bitmap()      # to_send & ~to_skip
         self.skipped = e.new_bitmap()   # to_send & to_skip
         self.scratch = e.new_bitmap()
-        self._bounds = np.zeros(2, dtype=INDEX_DTYPE)
-        self._out = np.zeros(1, dtype=INDEX_DTYPE)
         self.clean_count = 0
         self.batches = 0
         self.skipped_total = 0
@@ -197,11 +215,9 @@ class Save:
         to any page faults again. Returns the Harvest; a live one is accounted as a brownout."""
         e = self.e
         if live:
-            e.cpus.stop()
+            e.pause()
         bitmap.fill(0)
-        h = e.harvest(bitmap=bitmap, clear=True)
-        if e.variant != "no-tlb-flush":
-            e.cpus.flush_tlbs()
+        h = e.sync(bitmap)
         yield e.wait(h.cycles)
         if live:
             e.end_brownout(h)
@@ -216,11 +232,8 @@ class Save:
     def peek(self, lo_word, hi_word):
         """XEN_DOMCTL_SHADOW_OP_PEEK of words [lo_word, hi_word) into to_skip (no clear, no time);
         ``cand`` and ``skipped`` are recomputed there."""
-        e, m = self.e, self.e.memory
         self.to_skip[lo_word:hi_word] = 0
-        self._bounds[0], self._bounds[1] = lo_word * 64, min(self.n, hi_word * 64)
-        e.kernels.harvest(m.pte, self._bounds, self.to_skip, m.versions, m.pt_base, m.ptes_per_pt, False,
-                          self._out)
+        self.e.peek(self.to_skip, lo_word * 64, min(self.n, hi_word * 64))
         ts, tk = self.to_send[lo_word:hi_word], self.to_skip[lo_word:hi_word]
         np.bitwise_and(ts, ~tk, out=self.cand[lo_word:hi_word])
         np.bitwise_and(ts, tk, out=self.skipped[lo_word:hi_word])
@@ -232,12 +245,12 @@ class Save:
         order - and how many to_send pages it passed over as re-dirtied."""
         e, n, batch = self.e, self.n, self.batch
         if not peek:
-            starts, lens, nxt = e.extract_runs(self.to_send, pos, n, batch, clear=False)
+            starts, lens, nxt = e.take_pages(self.to_send, pos, n, batch, clear=False)
             skipped = 0
         else:
             # One peek at this instant; its window grows until it holds a whole batch (xc_domain_save
             # peeks the whole bitmap: only the part the batch scans matters).
-            e.cpus.advance_to(e.env.now)
+            e.catch_up()
             lo_w = pos // 64
             hi_w = lo_w
             width = max(1, -(-2 * batch // 64))
@@ -246,20 +259,10 @@ class Save:
                 new_hi = min(n_words, hi_w + width)
                 self.peek(hi_w, new_hi)
                 hi_w = new_hi
-                starts, lens, nxt = e.extract_runs(self.cand, pos, min(n, hi_w * 64), batch, clear=False)
+                starts, lens, nxt = e.take_pages(self.cand, pos, min(n, hi_w * 64), batch, clear=False)
                 if int(lens.sum()) >= batch or hi_w == n_words:
                     break
                 width *= 2
-        total = int(lens.sum())
-        if total > batch:  # a run is never split by extract_runs: cut the batch at `batch` pages
-            ends = np.cumsum(lens)
-            k = int(np.searchsorted(ends, batch))
-            lens = lens[:k + 1].copy()
-            lens[k] -= int(ends[k]) - batch
-            starts = starts[:k + 1]
-            nxt = int(starts[k] + lens[k])
-        elif total < batch:
-            nxt = n
         if peek:
             skipped = e.kernels.bitmap_popcount(self.skipped, pos, nxt)
         return starts, lens, nxt, skipped
@@ -276,20 +279,12 @@ class Save:
                 continue
             if self.limiter is not None:
                 yield from self.limiter.write(k * e.memory.page_size)
-            yield from e.link.send_bytes(self.header_bytes)
-            yield from e.link.copy(starts, lens)
+            yield from e.send_bytes(self.header_bytes)
+            yield from e.copy(starts, lens)
             self.batches += 1
             sent += k
         self.skipped_total += skipped
         return sent, skipped
-
-
-def scanner(e):
-    """Process role: the libxc save loop of ``e.policy_name`` (xen-legacy or xen-v2)."""
-    if e.policy_name == V2:
-        yield from save_v2(e)
-    else:
-        yield from save_legacy(e)
 
 
 def _legacy_stop(x, limiter, it, sent, skipped, sent_last, total_sent, n):
@@ -316,7 +311,7 @@ def save_legacy(e):
     h = yield from st.log_dirty(st.scratch, live=True)  # XEN_DOMCTL_SHADOW_OP_ENABLE_LOGDIRTY
     brown, dirty_in = h.cycles, n
     e.kernels.bitmap_set_range(st.to_send, 0, n)        # memset(to_send, 0xff): round 1 sends everything
-    t_stats = e.env.now                                  # print_stats(..., 0) starts its wall clock
+    t_stats = e.now                                  # print_stats(..., 0) starts its wall clock
     it, last_iter, sent_last, total_sent = 0, False, n, 0
     sent_hist, skip_hist = [], []
     reason, t_stop = None, None
@@ -333,8 +328,8 @@ def save_legacy(e):
         if reason:
             last_iter = True
             rec = e.open_pass("blackout")
-            e.cpus.stop()                                # suspend_and_state(): downtime starts
-            t_stop = e.env.now
+            e.pause()                                # suspend_and_state(): downtime starts
+            t_stop = e.now
             h, dirty_in = yield from st.clean(live=False)
             brown = 0
         else:
@@ -343,8 +338,8 @@ def save_legacy(e):
             brown = h.cycles
         sent_last = sent
         if limiter is not None:
-            limiter.update(dirty_in, e.env.now - t_stats)
-            t_stats = e.env.now
+            limiter.update(dirty_in, e.now - t_stats)
+            t_stats = e.now
     yield from _tail(e, x)
     e.close_pass(rec, dirty_in, 0)
     extra = dict(rounds=len(sent_hist), skipped_pages=st.skipped_total, skipped_per_round=skip_hist,
@@ -387,8 +382,8 @@ def save_v2(e):
         h, dirty_count = yield from st.clean(live=True)
         brown = h.cycles
     rec = e.open_pass("blackout")
-    e.cpus.stop()                                        # suspend_domain(): downtime starts
-    t_stop = e.env.now
+    e.pause()                                        # suspend_domain(): downtime starts
+    t_stop = e.now
     _h, dirty_final = yield from st.clean(live=False)
     sent, _ = yield from st.send_round(peek=False)
     sent_hist.append(sent)
@@ -400,5 +395,5 @@ def save_v2(e):
 
 def _tail(e, x):
     """Process step: the records after the last page batch, then wait until they have arrived."""
-    yield from e.link.send_bytes(x.tail)
-    yield from e.link.drain()
+    yield from e.send_bytes(x.tail)
+    yield from e.drain()

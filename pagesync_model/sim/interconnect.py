@@ -17,6 +17,33 @@ import numpy as np
 from ..kernels.dtypes import INDEX_DTYPE, PARTNER_GARBAGE, VERSION_DTYPE
 
 
+def cut_runs(starts, lens, ends, lo, hi):
+    """Pages [lo, hi) of a run list, counting its pages in order (``ends = cumsum(lens)``), as
+    (starts, lens, split): ``split`` is true when the first piece begins inside a run (its copy call
+    was already charged with the run's earlier pages). Requires 0 <= lo < hi <= ends[-1]."""
+    first = int(np.searchsorted(ends, lo, side="right"))
+    last = int(np.searchsorted(ends, hi, side="left"))
+    run_lo = ends[first] - lens[first]
+    p_starts = starts[first:last + 1].copy()
+    p_lens = lens[first:last + 1].copy()
+    skip = lo - run_lo
+    p_starts[0] += skip
+    p_lens[0] -= skip
+    p_lens[-1] -= ends[last] - hi
+    return p_starts, p_lens, bool(skip)
+
+
+def payload_rate(link):
+    """Payload bytes/s of the config section ``link``: its bandwidth less the framing (``efficiency``)."""
+    return link.bandwidth * link.efficiency
+
+
+def transfer_time(nbytes, rate, latency=0.0):
+    """Seconds ``nbytes`` take at ``rate`` bytes/s, plus ``latency`` when the time until they have
+    arrived is meant (a fluid model's view of the link: no per-copy cost, no queueing)."""
+    return nbytes / rate + latency
+
+
 def run_frames(starts, lens):
     """The frame numbers of runs ``[starts[i], starts[i] + lens[i])``, in order (int64)."""
     return np.repeat(starts - np.concatenate([[0], np.cumsum(lens)[:-1]]), lens) + np.arange(int(lens.sum()))
@@ -61,6 +88,19 @@ class Interconnect:
         self.zero_pages_sent = 0
         self.calls = 0
         self.busy_cycles = 0
+
+    @classmethod
+    def from_config(cls, env, memory, partner, kernels, link, quantum, clock, sync=None, **options):
+        """The interconnect of config section ``link``, carrying at most a ``quantum`` (s) of bytes per
+        piece of a copy; ``options`` are the policy's stream format (``page_header_bytes``,
+        ``zero_page_bytes``)."""
+        chunk = max(1, int(link.bandwidth * quantum // memory.page_size))
+        return cls(env, memory, partner, kernels, payload_rate(link), link.latency, link.per_copy, clock, chunk,
+                   sync=sync, first_copy=link.first_copy, **options)
+
+    def request_time(self, nbytes):
+        """Seconds a request takes to reach the partner and ``nbytes`` to come back, the link idle."""
+        return 2 * self.latency_cycles / self.clock + nbytes / self.bandwidth
 
     def wire_bytes(self, pages, zero_pages):
         """Bytes on the wire for ``pages`` pages of which ``zero_pages`` are all-zero."""
@@ -135,16 +175,8 @@ class Interconnect:
         zeros_total = 0
         for lo in range(0, total, self.chunk_pages):
             hi = min(total, lo + self.chunk_pages)
-            first = int(np.searchsorted(ends, lo, side="right"))
-            last = int(np.searchsorted(ends, hi, side="left"))
-            run_lo = ends[first] - lens[first]
-            p_starts = starts[first:last + 1].copy()
-            p_lens = lens[first:last + 1].copy()
-            skip = lo - run_lo
-            p_starts[0] += skip
-            p_lens[0] -= skip
-            p_lens[-1] -= ends[last] - hi
-            calls = last + 1 - first - (1 if skip else 0)
+            p_starts, p_lens, split = cut_runs(starts, lens, ends, lo, hi)
+            calls = len(p_starts) - (1 if split else 0)
             self.sync()
             first = self._first(p_starts, p_lens)
             zeros = self.kernels.deliver_runs(self.memory.versions, self.partner.versions, p_starts, p_lens)

@@ -6,7 +6,7 @@ boundary) is one line on stderr and exit status 2, as for a single run.
 import os
 import sys
 
-from ..cli import PROG, UsageError, _Parser
+from ..cli import PROG, ArgParser, UsageError
 from .execute import SCHEDULERS
 
 
@@ -41,7 +41,7 @@ def sweep_main(argv):
     from .table import TableError
     from .execute import DEFAULT_RUN_TIMEOUT_S, run_sweep
 
-    p = _Parser(prog=f"{PROG} sweep", description="Run a parameter sweep (a base config times axes) on Dask "
+    p = ArgParser(prog=f"{PROG} sweep", description="Run a parameter sweep (a base config times axes) on Dask "
                                                    "and write one row per run to PREFIX.csv and PREFIX.parquet; "
                                                    "PREFIX.journal records each run as it finishes, for --resume.")
     p.add_argument("sweep", help="sweep file, e.g. configs/sweeps/stratus-link-memory.yaml")
@@ -144,7 +144,7 @@ def plan_main(argv):
     from .knobs import Knob, KnobError
     from .planner import PlanError, Target, format_plan, plan
 
-    p = _Parser(prog=f"{PROG} plan", description="Find the value of one config key at which a summary field "
+    p = ArgParser(prog=f"{PROG} plan", description="Find the value of one config key at which a summary field "
                                                   "crosses a target, by bisection.")
     p.add_argument("config", help="scenario YAML file")
     p.add_argument("--target", required=True, help="FIELD<=VALUE (or <, >=, >), e.g. 'downtime<=100ms'")

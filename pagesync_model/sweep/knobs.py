@@ -7,7 +7,7 @@ the override text carries an explicit base unit ('1.25e9B/s', '0.1s') so no prec
 import math
 
 from ..config import SCHEMA, ConfigError
-from ..config import schema as _schema
+from .. import schema as _schema
 from ..units import (Cycles, format_bandwidth, format_bytes, format_duration, format_frequency,
                      format_rate)
 

@@ -444,3 +444,9 @@ def _signal_name(returncode: int) -> str | None:
 def summary_json(summary: RecordSummary) -> str:
     """The summary as one JSON line (for logs and the CLI)."""
     return json.dumps(summary.as_dict(), sort_keys=True)
+
+
+# What the live mirror shares with the tracer: it waits until a log holds its header, and reports the
+# library's error as the tracer does.
+HEADER_BYTES = _FILE_HEADER.size
+explain_error = _explain

@@ -14,16 +14,43 @@ Kinds (``workload.kind``, see patterns.py and replay.py):
 Composition (compose.py): ``phases`` (piecewise over each CPU's running time) and ``groups`` (CPUs
 0.. in groups, each with its own workload on its own part of the working set, stacked in order).
 ``dma`` (dma.py): device writes that bypass the dirty bits.
+
+Each kind is a `WorkloadKind` next to its code (its config fields and its builder) and one name in
+`KINDS`; the config schema's pattern fields and ``workload.kind``'s choices are built from `KINDS`.
 """
 from .compose import Groups, Phases, merge_cpu_major
 from .dma import DmaWriter
-from .patterns import (TWO32, RandomWrites, RateWorkload, SequentialSweep, Workload, ZipfWrites, stream_keys,
-                       zipf_table)
-from .replay import TraceReplay, load_trace
+from .patterns import (HOTCOLD, SEQUENTIAL, TWO32, UNIFORM, ZIPF, RandomWrites, RateWorkload, SequentialSweep,
+                       Workload, WorkloadKind, ZipfWrites, stream_keys, zipf_table)
+from .replay import TRACE, TraceReplay, load_trace
 
 __all__ = ["Workload", "RateWorkload", "RandomWrites", "ZipfWrites", "SequentialSweep", "TraceReplay", "Phases",
-           "Groups", "DmaWriter", "stream_keys", "zipf_table", "load_trace", "merge_cpu_major",
-           "build_workload", "build_dma", "working_set_pages", "TWO32"]
+           "Groups", "DmaWriter", "WorkloadKind", "KINDS", "kind_fields", "stream_keys", "zipf_table", "load_trace",
+           "merge_cpu_major", "build_workload", "build_dma", "working_set_pages", "TWO32"]
+
+
+def _registry(*kinds):
+    """name -> WorkloadKind, refusing a duplicate name or a field two kinds both declare."""
+    out, seen = {}, {}
+    for k in kinds:
+        if k.name in out:
+            raise ValueError(f"workload kind '{k.name}' is registered twice")
+        for name in k.fields:
+            if name in seen:
+                raise ValueError(f"workload kind '{k.name}': field '{name}' is already declared by '{seen[name]}'")
+            seen[name] = k.name
+        out[k.name] = k
+    return out
+
+
+# The registry: a new kind is a WorkloadKind in its module and one name here. The order is the order
+# of ``workload.kind``'s choices and of the kinds' fields in the schema.
+KINDS = _registry(UNIFORM, HOTCOLD, SEQUENTIAL, ZIPF, TRACE)
+
+
+def kind_fields():
+    """Every kind's own config fields, in registry order."""
+    return {name: f for k in KINDS.values() for name, f in k.fields.items()}
 
 
 def working_set_pages(wcfg, page_size):
@@ -60,18 +87,11 @@ def _section(sec, memory, ncpu, kernels, seed, clock, region, span, first, salt)
 
 
 def _leaf(sec, memory, ncpu, kernels, seed, clock, region, span, first, salt):
-    common = dict(rate=sec.rate, clock=clock, region=region, span=span)
-    if sec.kind in ("uniform", "hotcold"):
-        hot = (sec.hot_fraction, sec.hot_share) if sec.kind == "hotcold" else (0.0, 0.0)
-        return RandomWrites(memory, ncpu, kernels, seed, *hot, first_cpu=first, salt=salt, **common)
-    if sec.kind == "zipf":
-        return ZipfWrites(memory, ncpu, kernels, seed, sec.exponent, first_cpu=first, salt=salt, **common)
-    if sec.kind == "sequential":
-        return SequentialSweep(memory, ncpu, kernels, sec.stride, **common)
-    if sec.kind == "trace":
-        return TraceReplay(memory, ncpu, kernels, load_trace(sec.trace), clock, sec.time_scale, sec.loop,
-                           sec.offset, sec.shared, region=region, span=span)
-    raise ValueError(f"workload.kind: unknown workload '{sec.kind}'")
+    try:
+        kind = KINDS[sec.kind]
+    except KeyError:
+        raise ValueError(f"workload.kind: unknown workload '{sec.kind}'") from None
+    return kind.build(sec, memory, ncpu, kernels, seed, clock, region, span, first, salt)
 
 
 def build_dma(cfg, memory, partner, kernels, seed, clock):

@@ -9,11 +9,27 @@ A pattern writes dense working-set indices ``[region, region + span)``; ``Memory
 places them in physical memory (2 MiB blocks permuted). A pattern at region 0 lets the kernel place
 its targets directly, the others place them with the same map in numpy.
 """
+from dataclasses import dataclass
+from typing import Callable
+
 import numpy as np
 
+from ..bounds import MAX_FRAMES
 from ..kernels.dtypes import INDEX_DTYPE
+from ..schema import FLOAT, FRACTION, INT, Field
 
 TWO32 = 1 << 32
+
+
+@dataclass(frozen=True)
+class WorkloadKind:
+    """A write pattern ``workload.kind`` may name: its own config fields (declared next to its code,
+    shared by the workload, its phases and its groups) and ``build(sec, memory, ncpu, kernels, seed,
+    clock, region, span, first, salt)``, which returns the Workload of config section ``sec`` for CPUs
+    ``first ..`` writing dense indices ``[region, region + span)``, its streams separated by ``salt``."""
+    name: str
+    fields: dict
+    build: Callable
 
 
 def stream_keys(seed, ncpu, first=0, salt=()):
@@ -185,3 +201,28 @@ class SequentialSweep(RateWorkload):
         base, mult, modulus, block = self._kernel_map()
         self.kernels.gen_sequential(self.cursors, counts, self.stride, self.span, base, mult, modulus, out, block)
         return self._place_in_memory(out)
+
+
+# -- the kinds of this module (workloads/__init__.py lists them in KINDS) -------------------------------
+
+UNIFORM = WorkloadKind("uniform", {}, lambda sec, memory, ncpu, kernels, seed, clock, region, span, first, salt:
+                       RandomWrites(memory, ncpu, kernels, seed, 0.0, 0.0, first_cpu=first, salt=salt, rate=sec.rate,
+                                    clock=clock, region=region, span=span))
+HOTCOLD = WorkloadKind("hotcold", dict(
+    hot_fraction=Field(FRACTION, 0.1, "hotcold: share of the working set that is hot.", gt=0, lt=1),
+    hot_share=Field(FRACTION, 0.9, "hotcold: share of writes that go to the hot pages.", ge=0, le=1),
+), lambda sec, memory, ncpu, kernels, seed, clock, region, span, first, salt:
+    RandomWrites(memory, ncpu, kernels, seed, sec.hot_fraction, sec.hot_share, first_cpu=first, salt=salt,
+                 rate=sec.rate, clock=clock, region=region, span=span))
+SEQUENTIAL = WorkloadKind("sequential", dict(
+    stride=Field(INT, 1, "sequential: pages advanced between consecutive writes (wraps around the "
+                         "working set; a stride sharing no factor with it visits every page).", ge=1,
+                 le=MAX_FRAMES),
+), lambda sec, memory, ncpu, kernels, seed, clock, region, span, first, salt:
+    SequentialSweep(memory, ncpu, kernels, sec.stride, rate=sec.rate, clock=clock, region=region, span=span))
+ZIPF = WorkloadKind("zipf", dict(
+    exponent=Field(FLOAT, 1.0, "zipf: exponent s; the page of rank r (0 = hottest, at the start of the "
+                               "working set) takes writes in proportion to 1/(r+1)^s.", ge=0, le=10),
+), lambda sec, memory, ncpu, kernels, seed, clock, region, span, first, salt:
+    ZipfWrites(memory, ncpu, kernels, seed, sec.exponent, first_cpu=first, salt=salt, rate=sec.rate, clock=clock,
+               region=region, span=span))

@@ -19,9 +19,11 @@ import os
 
 import numpy as np
 
+from ..bounds import MAX_SIM_TIME, MAX_TIME_SCALE
 from ..kernels.dtypes import INDEX_DTYPE
+from ..schema import BOOL, DURATION, FLOAT, STR, Field
 from ..trace.format import read_trace
-from .patterns import Workload
+from .patterns import Workload, WorkloadKind
 
 _CACHE = {}
 
@@ -122,3 +124,17 @@ class TraceReplay(Workload):
             self.progress[has] = np.maximum(self.progress[has],
                                             np.nextafter(self.offset + lap * self.period + self.times[pos], np.inf))
         return out
+
+
+TRACE = WorkloadKind("trace", dict(
+    trace=Field(STR, "", "trace: a trace file (.npz, `pagesync-sim trace record`), relative to the "
+                         "current directory."),
+    time_scale=Field(FLOAT, 1.0, "trace: simulated seconds per recorded second (2 = half speed).",
+                     ge=1 / MAX_TIME_SCALE, le=MAX_TIME_SCALE),
+    loop=Field(BOOL, True, "trace: start the trace over after its last interval."),
+    offset=Field(DURATION, "0s", "trace: the CPU's running time before the trace starts.", ge=0, le=MAX_SIM_TIME),
+    shared=Field(BOOL, False, "trace: all CPUs replay onto the same pages (threads of one program); "
+                              "false: each CPU replays its own copy (one process each)."),
+), lambda sec, memory, ncpu, kernels, seed, clock, region, span, first, salt:
+    TraceReplay(memory, ncpu, kernels, load_trace(sec.trace), clock, sec.time_scale, sec.loop, sec.offset, sec.shared,
+                region=region, span=span))

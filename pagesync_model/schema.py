@@ -3,8 +3,9 @@
 A `Schema` is a tree of `Section`s whose leaves are `Field`s. A field has a `Kind` (size, bandwidth,
 duration, frequency, rate, int, float, fraction, choice, bool, str), a default or `REQUIRED`,
 bounds (gt/ge/lt/le), optional choices and an extra check, and a one-line doc. Nothing here knows
-about pagesync: `fields.py` declares the actual fields, other modules may add sections, fields,
-choices and cross-field checks to the same schema before a config is built.
+about pagesync: ``config/fields.py`` declares the machine's fields and each policy declares its own
+sections (``policies/base.py``); ``pagesync_model.config`` assembles them into one schema. This
+module imports nothing of the package but ``units``, so every layer may declare fields with it.
 
 `Schema.build(data)` runs the pipeline
     reject unknown keys -> fill defaults -> validate each field (type, unit, bounds)
