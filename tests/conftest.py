@@ -46,3 +46,26 @@ def load_experiment(folder, module):
     finally:
         sys.path.remove(str(path.parent))
     return mod
+
+
+def compile_traced_program(tmp_path_factory, source, name):
+    """Compile the C test program ``source`` into a fresh folder, and the tracer library if the package
+    build has not (its path then goes in the returned environment as PAGESYNC_TRACE_LIB)."""
+    import subprocess
+    from pathlib import Path
+    from pagesync_model.trace import TraceError
+    from pagesync_model.trace.record import library_path
+    root = Path(__file__).resolve().parents[1]
+    d = tmp_path_factory.mktemp(name)
+    exe = d / name
+    subprocess.run(["gcc", "-O1", "-o", str(exe), str(source)], check=True)
+    env = {}
+    try:
+        library_path()
+    except TraceError:
+        lib = d / "_pagesync_trace.so"
+        subprocess.run(["gcc", "-O2", "-shared", "-fPIC", "-I", str(root / "_ext" / "tracer"),
+                        "-o", str(lib), str(root / "_ext" / "tracer" / "pagesync_trace.c"),
+                        "-lpthread"], check=True)
+        env["PAGESYNC_TRACE_LIB"] = str(lib)
+    return exe, env

@@ -11,6 +11,8 @@ import pytest
 from pagesync_model.trace import TraceError, probe, read_trace, record
 from pagesync_model.trace.record import library_path, parse_raw_log
 
+from conftest import compile_traced_program
+
 ROOT = Path(__file__).resolve().parent.parent
 PROGRAM = ROOT / "tests" / "data" / "write_pattern.c"
 INTERVAL_S = 0.01
@@ -24,19 +26,7 @@ pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc is need
 @pytest.fixture(scope="module")
 def build(tmp_path_factory):
     """Compile the test program, and the tracer library if the package build has not."""
-    d = tmp_path_factory.mktemp("recorder")
-    exe = d / "write_pattern"
-    subprocess.run(["gcc", "-O1", "-o", str(exe), str(PROGRAM)], check=True)
-    env = {}
-    try:
-        library_path()
-    except TraceError:
-        lib = d / "_pagesync_trace.so"
-        subprocess.run(["gcc", "-O2", "-shared", "-fPIC", "-I", str(ROOT / "_ext" / "tracer"),
-                        "-o", str(lib), str(ROOT / "_ext" / "tracer" / "pagesync_trace.c"),
-                        "-lpthread"], check=True)
-        env["PAGESYNC_TRACE_LIB"] = str(lib)
-    return exe, env
+    return compile_traced_program(tmp_path_factory, PROGRAM, "write_pattern")
 
 
 @pytest.fixture

@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pagesync_model.trace import TraceError, probe, read_trace, record
-from pagesync_model.trace.record import library_path
+from pagesync_model.trace import probe, read_trace, record
+
+from conftest import compile_traced_program
 
 ROOT = Path(__file__).resolve().parent.parent
 PROGRAM = ROOT / "tests" / "data" / "fault_target.c"
@@ -31,19 +32,7 @@ pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc is need
 @pytest.fixture(scope="module")
 def build(tmp_path_factory):
     """Compile the test program, and the tracer library if the package build has not."""
-    d = tmp_path_factory.mktemp("faults")
-    exe = d / "fault_target"
-    subprocess.run(["gcc", "-O1", "-o", str(exe), str(PROGRAM)], check=True)
-    env = {}
-    try:
-        library_path()
-    except TraceError:
-        lib = d / "_pagesync_trace.so"
-        subprocess.run(["gcc", "-O2", "-shared", "-fPIC", "-I", str(ROOT / "_ext" / "tracer"),
-                        "-o", str(lib), str(ROOT / "_ext" / "tracer" / "pagesync_trace.c"),
-                        "-lpthread"], check=True)
-        env["PAGESYNC_TRACE_LIB"] = str(lib)
-    return exe, env
+    return compile_traced_program(tmp_path_factory, PROGRAM, "fault_target")
 
 
 @pytest.fixture
