@@ -7,8 +7,8 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
-from pathlib import Path
 
 import pandas as pd
 import psutil
@@ -27,8 +27,11 @@ TINY = {"base": SMALL, "axes": {"link.bandwidth": ["500MB/s", "2GB/s"], "stratus
 # downtime-limit: it would go on for hours of wall time until sim.time_limit (1 h simulated)
 HANGS = {"base": SMALL, "set": ["policy=qemu", "qemu.downtime_limit=1ms"],
          "axes": {"qemu.max_bandwidth": ["1GiB/s", "1MiB/s"]}}
-ROOT = str(Path(__file__).resolve().parents[1])
-ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p)}
+# the subprocesses import the package this test imports: the installed one (CI) or the tree on
+# PYTHONPATH (a developer's in-place build); run outside the source tree, where ``python -m`` would
+# otherwise pick up the uncompiled sources from the working directory
+ENV = dict(os.environ)
+OUTSIDE = tempfile.gettempdir()
 
 
 def write(tmp_path, data, name="s.yaml"):
@@ -52,7 +55,7 @@ def host_processes():
 
 def sweep_cli(*argv):
     return subprocess.run([sys.executable, "-m", "pagesync_model", "sweep", *argv], capture_output=True,
-                          text=True, env=ENV, timeout=120)
+                          text=True, env=ENV, timeout=120, cwd=OUTSIDE)
 
 
 # -- identity and duplicates ------------------------------------------------------------------------
@@ -250,7 +253,8 @@ def test_a_sweep_killed_with_sigkill_resumes_to_the_full_table(tmp_path, finishe
     _, _, complete = finished
     path = write(tmp_path, TINY)
     proc = subprocess.Popen([sys.executable, "-m", "pagesync_model", "sweep", path, "--scheduler", "inprocess",
-                             "--quiet"], env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                             "--quiet"], env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            cwd=OUTSIDE)
     journal = tmp_path / "s.journal"
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline and (not journal.exists() or journal.read_bytes().count(b"\n") < 2):
