@@ -415,6 +415,77 @@ def bitmap_extract_runs(word_t[::1] bitmap, int64_t lo, int64_t hi, int64_t max_
     return nruns, pages, next_pos
 
 
+def bitmap_take_pages(word_t[::1] bitmap, int64_t lo, int64_t hi, int64_t k, bint clear,
+                      index_t[::1] out_starts, index_t[::1] out_lens):
+    """The first ``k`` set pages of [lo, hi) as maximal runs (cut at lo and hi), the last run cut so that
+    no more than ``k`` pages are taken; optionally test-and-clear exactly the pages taken.
+
+    Buffers: ``bitmap`` INOUT u64[nwords] (only modified if ``clear``); ``out_starts``, ``out_lens``
+    OUT i64[cap] (entries past ``nruns`` are left untouched).
+
+    Stops when pages == k, nruns == cap or the scan reaches hi. ``end`` is the end of the last run
+    taken when pages == k, else ``hi`` (also when the scan stopped at cap runs).
+
+    Returns (nruns, pages, end).
+    Raises ValueError unless 0 <= lo <= hi <= 64 * nwords, k >= 1 and len(out_starts) == len(out_lens) >= 1.
+    """
+    _check_range(lo, hi, bitmap.shape[0] * 64)
+    cdef int64_t cap = out_starts.shape[0]
+    if out_lens.shape[0] != cap:
+        raise ValueError(f"out_starts has {cap} elements, out_lens has {out_lens.shape[0]}")
+    if cap < 1:
+        raise ValueError("out_starts/out_lens must hold at least one run (cap >= 1)")
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    if lo == hi:
+        return 0, 0, hi
+    cdef uint64_t* bm = &bitmap[0]
+    cdef int64_t pos = lo, w, start, end, nruns = 0, pages = 0, last_end = hi
+    cdef int64_t wend = ((hi - 1) >> 6) + 1
+    cdef uint64_t m
+    with nogil:
+        while pos < hi:
+            w = pos >> 6
+            m = bm[w] & _mask_from(pos)
+            while m == 0:
+                w += 1
+                if w >= wend:
+                    break
+                m = bm[w]
+            if m == 0:
+                break
+            start = (w << 6) + ctz64(m)
+            if start >= hi:
+                break
+            m = ~bm[w] & _mask_from(start)
+            while m == 0:
+                w += 1
+                if w >= wend:
+                    break
+                m = ~bm[w]
+            if m == 0:
+                end = hi
+            else:
+                end = (w << 6) + ctz64(m)
+                if end > hi:
+                    end = hi
+            if end - start > k - pages:
+                end = start + (k - pages)
+            if clear:
+                _clear_bits(bm, start, end)
+            out_starts[nruns] = start
+            out_lens[nruns] = end - start
+            nruns += 1
+            pages += end - start
+            pos = end
+            if pages >= k:
+                last_end = end
+                break
+            if nruns == cap:
+                break
+    return nruns, pages, last_end
+
+
 # --------------------------------------------------------------------------------------------------
 # build_copy_list
 

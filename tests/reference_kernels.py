@@ -114,6 +114,31 @@ def bitmap_extract_runs(bitmap, lo, hi, max_pages, clear, out_starts, out_lens):
     return nruns, pages, hi
 
 
+def bitmap_take_pages(bitmap, lo, hi, k, clear, out_starts, out_lens):
+    cap = len(out_starts)
+    nruns = pages = 0
+    f = lo
+    while f < hi:
+        if not _get_bit(bitmap, f):
+            f += 1
+            continue
+        start = f
+        while f < hi and _get_bit(bitmap, f) and pages + (f - start) < k:
+            f += 1
+        if clear:
+            for g in range(start, f):
+                _clear_bit(bitmap, g)
+        out_starts[nruns] = start
+        out_lens[nruns] = f - start
+        nruns += 1
+        pages += f - start
+        if pages >= k:
+            return nruns, pages, f
+        if nruns == cap:
+            break
+    return nruns, pages, hi
+
+
 def build_copy_list(run_starts, run_lens, nearby, max_ranges, out_starts, out_ends):
     starts, ends = [], []
     for s, l in zip(run_starts, run_lens):

@@ -363,6 +363,60 @@ def test_extract_runs_long_runs_across_chunks(backend):
                   np.zeros(cap, np.int64))
 
 
+@pytest.mark.parametrize("seed", range(30))
+def test_take_pages_random(backend, seed):
+    rng = np.random.default_rng(1000 + seed)
+    nwords = int(rng.integers(1, 10))
+    for _ in range(6):
+        bitmap = rand_bitmap(rng, nwords, rng.choice([0.05, 0.5, 0.95, 1.0]))
+        lo, hi = sorted(int(x) for x in rng.integers(0, 64 * nwords + 1, 2))
+        cap = int(rng.integers(1, 9))
+        check(backend, "bitmap_take_pages", bitmap, lo, hi, int(rng.integers(1, 300)), bool(rng.integers(0, 2)),
+              np.full(cap, -1, np.int64), np.full(cap, -1, np.int64))
+
+
+def test_take_pages_by_hand(backend):
+    # bits {1, 2, 4, 5, 6}: k = 4 from 0 takes [1,3) and [4,6), the run [4,7) cut; the next take starts at 6
+    bm = np.array([0b1110110], np.uint64)
+    starts, lens = np.zeros(4, np.int64), np.zeros(4, np.int64)
+    assert backend.bitmap_take_pages(bm, 0, 64, 4, True, starts, lens) == (2, 4, 6)
+    assert starts[:2].tolist() == [1, 4] and lens[:2].tolist() == [2, 2]
+    assert bm.tolist() == [0b1000000]                    # only the pages taken were cleared
+    # fewer than k set: all of them, end = hi
+    assert backend.bitmap_take_pages(bm, 0, 50, 10, False, starts, lens) == (1, 1, 50)
+    # cap 1 stops before k pages: end = hi (the next take starts past the remaining runs)
+    bm = np.array([0b1110110], np.uint64)
+    assert backend.bitmap_take_pages(bm, 0, 64, 4, True, starts[:1], lens[:1]) == (1, 2, 64)
+    assert bm.tolist() == [0b1110000]
+
+
+def test_take_pages_is_extract_cut_extract(backend):
+    """The take is what Machine.take_pages did before it had a kernel: extract without clearing,
+    cut the run list at k pages, extract again with clearing up to the cut (the old code path)."""
+    rng = np.random.default_rng(7)
+    for _ in range(200):
+        nwords = int(rng.integers(1, 6))
+        bitmap = rand_bitmap(rng, nwords, rng.choice([0.1, 0.5, 0.9]))
+        lo, hi = sorted(int(x) for x in rng.integers(0, 64 * nwords + 1, 2))
+        k, cap = int(rng.integers(1, 100)), int(rng.integers(1, 6))
+        old_bm, new_bm = bitmap.copy(), bitmap.copy()
+        s, ln = np.zeros(cap, np.int64), np.zeros(cap, np.int64)
+        n, pages, _ = ref.bitmap_extract_runs(old_bm, lo, hi, k, False, s, ln)
+        s, ln = s[:n].copy(), ln[:n].copy()
+        end = hi
+        if pages >= k:
+            ln[-1] -= pages - k
+            end = int(s[-1] + ln[-1])
+        if n:
+            s2, l2 = np.zeros(cap, np.int64), np.zeros(cap, np.int64)
+            n2, _, _ = ref.bitmap_extract_runs(old_bm, lo, end, k, True, s2, l2)
+            assert (s2[:n2].tolist(), l2[:n2].tolist()) == (s.tolist(), ln.tolist())
+        gs, gl = np.zeros(cap, np.int64), np.zeros(cap, np.int64)
+        gn, gpages, gend = backend.bitmap_take_pages(new_bm, lo, hi, k, True, gs, gl)
+        assert (gs[:gn].tolist(), gl[:gn].tolist(), gend) == (s.tolist(), ln.tolist(), end)
+        np.testing.assert_array_equal(new_bm, old_bm)
+
+
 # --------------------------------------------------------------------------------------------------
 # build_copy_list
 
@@ -603,6 +657,10 @@ def _bad_calls():
         "extract cap 0": ("bitmap_extract_runs", (u64(1), 0, 64, 1, True, i64(0), i64(0))),
         "extract lens": ("bitmap_extract_runs", (u64(1), 0, 64, 1, True, i64(2), i64(1))),
         "extract max_pages": ("bitmap_extract_runs", (u64(1), 0, 64, 0, True, i64(1), i64(1))),
+        "take cap 0": ("bitmap_take_pages", (u64(1), 0, 64, 1, True, i64(0), i64(0))),
+        "take lens": ("bitmap_take_pages", (u64(1), 0, 64, 1, True, i64(2), i64(1))),
+        "take k": ("bitmap_take_pages", (u64(1), 0, 64, 0, True, i64(1), i64(1))),
+        "take hi": ("bitmap_take_pages", (u64(1), 0, 65, 1, True, i64(1), i64(1))),
         "copy list lengths": ("build_copy_list", (i64(2), i64(1), 6, 4, i64(4), i64(4))),
         "copy list out": ("build_copy_list", (i64(1), np.ones(1, np.int64), 6, 4, i64(3), i64(4))),
         "copy list overlap": ("build_copy_list", (np.array([0, 1], np.int64), np.array([2, 1], np.int64), 6, 4,

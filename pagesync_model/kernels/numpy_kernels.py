@@ -474,6 +474,32 @@ def bitmap_extract_runs(bitmap, lo, hi, max_pages, clear, out_starts, out_lens):
     return nruns, pages, hi
 
 
+def bitmap_take_pages(bitmap, lo, hi, k, clear, out_starts, out_lens):
+    """The first ``k`` set pages of [lo, hi) as maximal runs (cut at lo and hi), the last run cut so that
+    no more than ``k`` pages are taken; optionally test-and-clear exactly the pages taken.
+
+    Buffers: ``bitmap`` INOUT u64[nwords] (modified only if ``clear``); ``out_starts``, ``out_lens``
+    OUT i64[cap] (entries past ``nruns`` untouched).
+
+    Stops when pages == k, nruns == cap or the scan reaches hi. ``end`` is the end of the last run
+    taken when pages == k, else ``hi``. Returns (nruns, pages, end).
+    Raises ValueError unless 0 <= lo <= hi <= 64 * nwords, k >= 1 and len(out_starts) == len(out_lens) >= 1.
+    """
+    k = int(k)
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    nruns, pages, _nxt = bitmap_extract_runs(bitmap, lo, hi, k, False, out_starts, out_lens)
+    end = int(hi)
+    if pages >= k:  # cut the last run so that exactly k pages go
+        out_lens[nruns - 1] -= pages - k
+        pages = k
+        end = int(out_starts[nruns - 1] + out_lens[nruns - 1])
+    if clear and nruns:
+        # the same runs, now test-and-cleared: [lo, end) holds exactly them
+        bitmap_extract_runs(bitmap, lo, end, k, True, out_starts, out_lens)
+    return nruns, pages, end
+
+
 # --------------------------------------------------------------------------------------------------
 # build_copy_list
 

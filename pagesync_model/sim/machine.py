@@ -23,7 +23,7 @@ from ..kernels.dtypes import INDEX_DTYPE, WORD_DTYPE
 from ..memory import Memory
 from ..workloads import build_dma, build_workload, working_set_pages
 from .cpus import Cpus
-from .interconnect import Interconnect, Partner, cut_runs
+from .interconnect import Interconnect, Partner
 
 RUN_CAP = 1 << 16
 
@@ -248,16 +248,8 @@ class Machine:
         """(starts, lens, end): the first ``k`` set pages of ``bitmap`` in [lo, hi) as runs, the last run
         cut so that exactly ``k`` go (all of them when fewer are set), test-and-cleared with ``clear``;
         ``end`` is where the next take starts (``hi`` when the range ran out)."""
-        starts, lens, _nxt = self.extract_runs(bitmap, lo, hi, k, clear=False)
-        total = int(lens.sum())
-        end = hi
-        if total >= k:
-            ends = np.cumsum(lens)
-            starts, lens, _ = cut_runs(starts, lens, ends, 0, k)
-            end = int(starts[-1] + lens[-1])
-        if clear and len(starts):
-            starts, lens, _ = self.extract_runs(bitmap, lo, end, k, clear=True)
-        return starts, lens, end
+        n, _pages, end = self.kernels.bitmap_take_pages(bitmap, lo, hi, k, clear, self._run_starts, self._run_lens)
+        return self._run_starts[:n].copy(), self._run_lens[:n].copy(), end
 
     def all_runs(self, bitmap=None, clear=True):
         """(starts, lens) of every maximal run of set bits, in order (test-and-clear with ``clear``)."""
