@@ -13,6 +13,7 @@ buffer is modified, then the loop runs without the GIL. Integers returned are Py
 Bounds checking is off unless built with PAGESYNC_DEBUG=1, so the validation here is what keeps a bad
 argument from corrupting memory.
 """
+from libc.math cimport floor
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 
 # The module is built as pagesync_model._cykernels, so Cython does not pair it with kernels.pxd by
@@ -699,3 +700,75 @@ def gen_sequential(index_t[::1] cursors, const index_t[::1] counts, int64_t stri
                     idx -= span
             cursors[c] = idx
     return None
+
+
+# --------------------------------------------------------------------------------------------------
+# the CPUs' time accounting of one step (built with -ffp-contract=off: a*b + c rounds twice, as in numpy)
+
+def cpu_debt_step(double run, double[::1] debt, bint paced, double[::1] out_avail):
+    """Pay the CPUs' tracking debt from ``run`` cycles of running time.
+
+    Buffers: ``debt`` INOUT f64[ncpu], ``out_avail`` OUT f64[ncpu]. For each CPU c: ``a = run - debt[c]``;
+    ``debt[c] = -a`` if a < 0 else 0; with ``paced``: ``a = 0`` if a < 0 else ``run``; ``out_avail[c] =
+    max(a, 0)``. Raises ValueError on mismatched lengths.
+    """
+    cdef Py_ssize_t n = debt.shape[0], c
+    if out_avail.shape[0] != n:
+        raise ValueError(f"debt has {n} elements, out_avail has {out_avail.shape[0]}")
+    cdef double a
+    for c in range(n):
+        a = run - debt[c]
+        debt[c] = -a if a < 0 else 0.0
+        if paced:
+            a = 0.0 if a < 0 else run
+        out_avail[c] = a if a > 0.0 else (0.0 if a < 0.0 else a)
+    return None
+
+
+def rate_step(const double[::1] run, double rate_per_cycle, double[::1] carry, index_t[::1] counts):
+    """Writes due in ``run`` cycles at ``rate_per_cycle``, the fractions carried over.
+
+    Buffers: ``run`` IN f64[ncpu], ``carry`` INOUT f64[ncpu], ``counts`` OUT i64[ncpu]. For each CPU c:
+    ``e = run[c] * rate_per_cycle + carry[c]`` (two roundings); ``counts[c] = floor(e)``;
+    ``carry[c] = e - counts[c]``. Returns the sum of ``counts``. Raises ValueError on mismatched lengths.
+    """
+    cdef Py_ssize_t n = run.shape[0], c
+    if carry.shape[0] != n or counts.shape[0] != n:
+        raise ValueError(f"run has {n} elements, carry {carry.shape[0]}, counts {counts.shape[0]}")
+    cdef double e, p
+    cdef int64_t total = 0, k
+    for c in range(n):
+        p = run[c] * rate_per_cycle
+        e = p + carry[c]
+        k = <int64_t>floor(e)
+        counts[c] = k
+        carry[c] = e - <double>k
+        total += k
+    return total
+
+
+def charge_tracking(const index_t[:, ::1] step_counts, double walk_cycles, double dirty_cycles, double[::1] debt,
+                    double[::1] out_extra):
+    """Charge each CPU the cycles tracking cost it in one step.
+
+    Buffers: ``step_counts`` IN i64[ncpu, 3] (walks, dirty_sets, flush_refills: apply_writes'
+    ``out_counts``), ``debt`` INOUT f64[ncpu], ``out_extra`` OUT f64[ncpu]. For each CPU c:
+    ``out_extra[c] = refills * walk_cycles + dirty_sets * dirty_cycles`` (each product rounded, then
+    the sum); ``debt[c] += out_extra[c]``. Returns (walks, dirty_sets, flush_refills) summed over the CPUs.
+    Raises ValueError on mismatched shapes.
+    """
+    cdef Py_ssize_t n = debt.shape[0], c
+    if step_counts.shape[0] != n or step_counts.shape[1] != 3 or out_extra.shape[0] != n:
+        raise ValueError(f"step_counts must be [{n}, 3] and out_extra [{n}], got [{step_counts.shape[0]}, {step_counts.shape[1]}] "
+                         f"and [{out_extra.shape[0]}]")
+    cdef int64_t walks = 0, dirty_sets = 0, refills = 0
+    cdef double a, b
+    for c in range(n):
+        walks += step_counts[c, 0]
+        dirty_sets += step_counts[c, 1]
+        refills += step_counts[c, 2]
+        a = <double>step_counts[c, 2] * walk_cycles
+        b = <double>step_counts[c, 1] * dirty_cycles
+        out_extra[c] = a + b
+        debt[c] += out_extra[c]
+    return walks, dirty_sets, refills

@@ -4,6 +4,8 @@ Only tests use these, to hold the Cython kernels and the numpy twin to identical
 is a Python loop over Python ints; no vectorisation, no cleverness, no argument validation beyond
 what the transcription needs. Arrays are numpy arrays updated in place, exactly like the backends.
 """
+import math
+
 from pagesync_model.kernels.dtypes import (
     PTE_ACCESSED, PTE_DIRTY, PTE_SOFT_DIRTY, SPLITMIX_GAMMA, SPLITMIX_M1, SPLITMIX_M2, TLB_DIRTY, TLB_VALID,
 )
@@ -216,3 +218,32 @@ def gen_sequential(cursors, counts, stride, span, base, mult, modulus, out, bloc
             out[pos] = base + ((idx // block) * mult % modulus) * block + idx % block
             pos += 1
         cursors[c] = (int(cursors[c]) + int(counts[c]) * stride) % span
+
+
+def cpu_debt_step(run, debt, paced, out_avail):
+    for c in range(len(debt)):
+        a = float(run) - float(debt[c])
+        debt[c] = -a if a < 0 else 0.0
+        if paced:
+            a = 0.0 if a < 0 else float(run)
+        out_avail[c] = max(a, 0.0)
+
+
+def rate_step(run, rate_per_cycle, carry, counts):
+    total = 0
+    for c in range(len(run)):
+        e = float(run[c]) * float(rate_per_cycle) + float(carry[c])
+        counts[c] = math.floor(e)
+        carry[c] = e - float(counts[c])
+        total += int(counts[c])
+    return total
+
+
+def charge_tracking(step_counts, walk_cycles, dirty_cycles, debt, out_extra):
+    totals = [0, 0, 0]
+    for c in range(len(debt)):
+        for j in range(3):
+            totals[j] += int(step_counts[c, j])
+        out_extra[c] = float(step_counts[c, 2]) * float(walk_cycles) + float(step_counts[c, 1]) * float(dirty_cycles)
+        debt[c] = float(debt[c]) + float(out_extra[c])
+    return tuple(totals)

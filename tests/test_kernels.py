@@ -731,3 +731,68 @@ def test_stub_lists_every_kernel():
     for name in KERNEL_NAMES:
         assert re.search(rf"^def {name}\(", stub, re.M), name
         assert hasattr(npk, name) and hasattr(ref, name)
+
+
+# --------------------------------------------------------------------------------------------------
+# the CPUs' time accounting of one step
+
+def _floats(rng, n, scale):
+    x = rng.random(n) * scale
+    x[rng.random(n) < 0.2] = 0.0
+    return x
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_cpu_accounting_random(backend, seed):
+    rng = np.random.default_rng(2000 + seed)
+    n = int(rng.integers(1, 70))
+    for _ in range(5):
+        run = float(rng.choice([0.0, 1.0, rng.random() * 3e6]))
+        check(backend, "cpu_debt_step", run, _floats(rng, n, 4e6), bool(rng.integers(0, 2)), np.full(n, -1.0))
+        check(backend, "rate_step", _floats(rng, n, 3e6), float(rng.random() * 1e-3), rng.random(n),
+              np.full(n, -1, np.int64))
+        check(backend, "charge_tracking", rng.integers(0, 5000, (n, 3)).astype(np.int64), float(rng.random() * 100),
+              float(rng.random() * 5000), _floats(rng, n, 1e5), np.full(n, -1.0))
+
+
+def test_cpu_accounting_by_hand(backend):
+    # run 100: CPU 0 owes 30 (pays it, 70 left), CPU 1 owes 150 (keeps 50 of debt, runs 0)
+    debt, avail = np.array([30.0, 150.0]), np.zeros(2)
+    backend.cpu_debt_step(100.0, debt, False, avail)
+    assert debt.tolist() == [0.0, 50.0] and avail.tolist() == [70.0, 0.0]
+    # paced: CPU 0 writes for all 100 cycles (its debt came out of idle time), CPU 1 still writes nothing
+    debt = np.array([30.0, 150.0])
+    backend.cpu_debt_step(100.0, debt, True, avail)
+    assert debt.tolist() == [0.0, 50.0] and avail.tolist() == [100.0, 0.0]
+    # 1000 cycles at 0.0025 writes/cycle with 0.75 carried: 3.25 -> 3 writes, 0.25 carried
+    carry, counts = np.array([0.75, 0.0]), np.zeros(2, np.int64)
+    assert backend.rate_step(np.array([1000.0, 200.0]), 0.0025, carry, counts) == 3
+    assert counts.tolist() == [3, 0] and carry.tolist() == [0.25, 0.5]
+    # 2 refills at 30 cycles and 1 dirty-bit set at 100 cycles: 160 more cycles of debt
+    debt, extra = np.array([5.0]), np.zeros(1)
+    assert backend.charge_tracking(np.array([[4, 1, 2]], np.int64), 30.0, 100.0, debt, extra) == (4, 1, 2)
+    assert extra.tolist() == [160.0] and debt.tolist() == [165.0]
+
+
+def test_rate_step_rounds_like_numpy(backend):
+    """The product and the sum round separately (a fused multiply-add would differ in the last bit)."""
+    rng = np.random.default_rng(3)
+    run, carry = rng.random(4096) * 1e6, rng.random(4096)
+    rate = 1 / 3.0
+    expected = run * rate + carry
+    counts = np.zeros(4096, np.int64)
+    got_carry = carry.copy()
+    backend.rate_step(run, rate, got_carry, counts)
+    np.testing.assert_array_equal(counts, np.floor(expected).astype(np.int64))
+    np.testing.assert_array_equal(got_carry, expected - counts)
+
+
+@pytest.mark.parametrize("case", ["debt", "rate", "charge"])
+def test_cpu_accounting_bad_shapes(backend, case):
+    with pytest.raises(ValueError):
+        if case == "debt":
+            backend.cpu_debt_step(1.0, np.zeros(2), False, np.zeros(3))
+        elif case == "rate":
+            backend.rate_step(np.zeros(2), 1.0, np.zeros(2), np.zeros(1, np.int64))
+        else:
+            backend.charge_tracking(np.zeros((2, 2), np.int64), 1.0, 1.0, np.zeros(2), np.zeros(2))

@@ -18,7 +18,7 @@ BACKEND_NAMES = ("auto", "cython", "numpy")
 KERNEL_NAMES = (
     "harvest", "apply_writes", "bitmap_set_range", "bitmap_set_frames", "bitmap_popcount",
     "bitmap_extract_runs", "bitmap_take_pages", "build_copy_list", "deliver_runs", "find_mismatch", "gen_random",
-    "gen_sequential",
+    "gen_sequential", "cpu_debt_step", "rate_step", "charge_tracking",
 )
 
 

@@ -757,3 +757,59 @@ def gen_sequential(cursors, counts, stride, span, base, mult, modulus, out, bloc
             pos += len(j)
         cursors[c] = (cur + cnt * step) % span
     return None
+
+
+# --------------------------------------------------------------------------------------------------
+# the CPUs' time accounting of one step
+
+def cpu_debt_step(run, debt, paced, out_avail):
+    """Pay the CPUs' tracking debt from ``run`` cycles of running time (CONTRACT.md).
+
+    ``debt`` INOUT f64[ncpu], ``out_avail`` OUT f64[ncpu]. Raises ValueError on mismatched lengths.
+    """
+    _buf("debt", debt, np.float64, writable=True)
+    _buf("out_avail", out_avail, np.float64, writable=True)
+    if len(out_avail) != len(debt):
+        raise ValueError(f"debt has {len(debt)} elements, out_avail has {len(out_avail)}")
+    run = float(run)
+    avail = run - debt
+    debt[:] = np.where(avail < 0, -avail, 0.0)
+    if paced:
+        avail = np.where(avail < 0, 0.0, run)
+    np.maximum(avail, 0.0, out=out_avail)
+    return None
+
+
+def rate_step(run, rate_per_cycle, carry, counts):
+    """Writes due in ``run`` cycles at ``rate_per_cycle``, the fractions carried over (CONTRACT.md).
+
+    ``run`` IN f64[ncpu], ``carry`` INOUT f64[ncpu], ``counts`` OUT i64[ncpu]; returns sum(counts).
+    """
+    _buf("run", run, np.float64)
+    _buf("carry", carry, np.float64, writable=True)
+    _buf("counts", counts, INDEX_DTYPE, writable=True)
+    if len(carry) != len(run) or len(counts) != len(run):
+        raise ValueError(f"run has {len(run)} elements, carry {len(carry)}, counts {len(counts)}")
+    expected = run * float(rate_per_cycle) + carry
+    counts[:] = np.floor(expected).astype(INDEX_DTYPE)
+    carry[:] = expected - counts
+    return int(counts.sum())
+
+
+def charge_tracking(step_counts, walk_cycles, dirty_cycles, debt, out_extra):
+    """Charge each CPU the cycles tracking cost it in one step (CONTRACT.md).
+
+    ``step_counts`` IN i64[ncpu, 3], ``debt`` INOUT f64[ncpu], ``out_extra`` OUT f64[ncpu]; returns
+    (walks, dirty_sets, flush_refills) summed over the CPUs.
+    """
+    _buf("step_counts", step_counts, INDEX_DTYPE, ndim=2)
+    _buf("debt", debt, np.float64, writable=True)
+    _buf("out_extra", out_extra, np.float64, writable=True)
+    n = len(debt)
+    if step_counts.shape != (n, 3) or len(out_extra) != n:
+        raise ValueError(f"step_counts must be [{n}, 3] and out_extra [{n}], got {list(step_counts.shape)} "
+                         f"and [{len(out_extra)}]")
+    out_extra[:] = step_counts[:, 2] * float(walk_cycles) + step_counts[:, 1] * float(dirty_cycles)
+    debt += out_extra
+    walks, dirty_sets, refills = step_counts.sum(axis=0)
+    return int(walks), int(dirty_sets), int(refills)

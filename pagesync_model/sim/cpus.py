@@ -54,6 +54,8 @@ class Cpus:
         self._bounds = np.zeros(self.ncpu + 1, dtype=INDEX_DTYPE)
         self._counts = np.zeros((self.ncpu, 3), dtype=INDEX_DTYPE)
         self._writes = np.zeros(self.ncpu, dtype=INDEX_DTYPE)
+        self._avail = np.zeros(self.ncpu)
+        self._extra = np.zeros(self.ncpu)
         # Totals over the run.
         self.writes = 0
         self.walks = 0
@@ -78,14 +80,13 @@ class Cpus:
         self.throttled_cycles += (dt - run) * self.ncpu
         if self.dma is not None:
             self.dma.advance(dt)
-        avail = run - self.debt
-        self.debt = np.where(avail < 0, -avail, 0.0)
-        if self.paced:
-            # A writer paced by a clock sleeps between its writes: tracking costs come out of that
-            # idle time and its rate holds, unless they take all of the CPU's time.
-            avail = np.where(avail < 0, 0.0, run)
+        # Pay the tracking debt: a writer paced by a clock (``paced``) sleeps between its writes, so
+        # tracking costs come out of that idle time and its rate holds, unless they take all of the
+        # CPU's time (kernels.cpu_debt_step).
+        avail = self._avail
+        self.kernels.cpu_debt_step(run, self.debt, self.paced, avail)
         counts = self._writes
-        frames = self.workload.step(np.maximum(avail, 0.0), counts)
+        frames = self.workload.step(avail, counts)
         total = int(counts.sum())
         if total == 0:
             return
@@ -93,14 +94,14 @@ class Cpus:
         m = self.memory
         self.kernels.apply_writes(frames, self._bounds, m.pte, m.versions, self.tlb_tag, self.tlb_flags,
                                   m.pt_base, m.ptes_per_pt, self._counts)
-        walks, dirty_sets, refills = self._counts.sum(axis=0)
-        extra = self._counts[:, 2] * self.walk_cycles + self._counts[:, 1] * self.dirty_cycles
-        self.debt += extra
+        extra = self._extra
+        walks, dirty_sets, refills = self.kernels.charge_tracking(self._counts, self.walk_cycles, self.dirty_cycles,
+                                                                  self.debt, extra)
         self.tracking_cycles += float(extra.sum())
         self.writes += total
-        self.walks += int(walks)
-        self.dirty_sets += int(dirty_sets)
-        self.flush_refills += int(refills)
+        self.walks += walks
+        self.dirty_sets += dirty_sets
+        self.flush_refills += refills
 
     def throttle_sleep(self):
         """Seconds a throttled vCPU sleeps per 10 ms it runs (QEMU cpu-throttle.c: pct/(1-pct) x 10 ms)."""

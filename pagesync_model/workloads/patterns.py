@@ -93,10 +93,7 @@ class RateWorkload(Workload):
 
     def step(self, run, counts):
         # the same arithmetic the CPUs used before workloads owned their rate: results are unchanged
-        expected = run * self.rate_per_cycle + self.carry
-        counts[:] = np.floor(expected).astype(INDEX_DTYPE)
-        self.carry = expected - counts
-        if not counts.any():
+        if not self.kernels.rate_step(run, self.rate_per_cycle, self.carry, counts):
             return self._out[:0]
         return self.generate(counts)
 
