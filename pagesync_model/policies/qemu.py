@@ -206,6 +206,7 @@ class Migration:
             self.downtime_limit = self.monitor.initial_downtime()
         self.paused_at = None
         self.postcopy = None
+        self._quota = window_quota(self.q.max_bandwidth)  # the config is immutable
 
     # -- counters and rate limit --------------------------------------------------------------
     def now_ms(self):
@@ -239,7 +240,7 @@ class Migration:
 
     def quota(self):
         """Bytes a 100 ms window carries: the max-bandwidth quota, overshot to the next stream flush."""
-        return window_quota(self.q.max_bandwidth)
+        return self._quota
 
     def rate_exceeded(self):
         return self.e.bytes_sent - self.window_bytes >= self.quota()
@@ -288,6 +289,9 @@ class Migration:
         parts_s, parts_l, got = [], [], 0
         for _ in range(2):
             s, ln, cut = e.take_pages(self.bitmap, self.cursor, self.n, budget - got)
+            if not parts_s and cut < self.n and len(s):  # budget met before the end of RAM: one take
+                self.cursor = cut
+                return s, ln
             if len(s):
                 parts_s.append(s)
                 parts_l.append(ln)
