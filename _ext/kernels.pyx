@@ -441,7 +441,7 @@ def bitmap_take_pages(word_t[::1] bitmap, int64_t lo, int64_t hi, int64_t k, bin
     if lo == hi:
         return 0, 0, hi
     cdef uint64_t* bm = &bitmap[0]
-    cdef int64_t pos = lo, w, start, end, nruns = 0, pages = 0, last_end = hi
+    cdef int64_t pos = lo, w, start, end, lim, wlim, nruns = 0, pages = 0, last_end = hi
     cdef int64_t wend = ((hi - 1) >> 6) + 1
     cdef uint64_t m
     with nogil:
@@ -458,20 +458,24 @@ def bitmap_take_pages(word_t[::1] bitmap, int64_t lo, int64_t hi, int64_t k, bin
             start = (w << 6) + ctz64(m)
             if start >= hi:
                 break
+            # next clear bit > start, looking no further than the k-th page (a run of all memory
+            # is not scanned to its end to take a quantum's worth of it)
+            lim = start + (k - pages)
+            if lim > hi:
+                lim = hi
+            wlim = ((lim - 1) >> 6) + 1
             m = ~bm[w] & _mask_from(start)
             while m == 0:
                 w += 1
-                if w >= wend:
+                if w >= wlim:
                     break
                 m = ~bm[w]
             if m == 0:
-                end = hi
+                end = lim
             else:
                 end = (w << 6) + ctz64(m)
-                if end > hi:
-                    end = hi
-            if end - start > k - pages:
-                end = start + (k - pages)
+                if end > lim:
+                    end = lim
             if clear:
                 _clear_bits(bm, start, end)
             out_starts[nruns] = start

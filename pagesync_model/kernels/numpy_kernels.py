@@ -488,8 +488,25 @@ def bitmap_take_pages(bitmap, lo, hi, k, clear, out_starts, out_lens):
     k = int(k)
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
-    nruns, pages, _nxt = bitmap_extract_runs(bitmap, lo, hi, k, False, out_starts, out_lens)
-    end = int(hi)
+    _buf("bitmap", bitmap, WORD_DTYPE, writable=True)
+    lo, hi = int(lo), int(hi)
+    _check_range(lo, hi, len(bitmap) * 64)
+    # Look no further than the k-th set page (windows doubling up to CHUNK bits): a run of all
+    # memory is not scanned to its end to take a quantum's worth of it.
+    lim, x, need, span = hi, lo, k, max(64, min(k, CHUNK))
+    while x < hi:
+        y = min(hi, x + span)
+        c = bitmap_popcount(bitmap, x, y)
+        if c >= need:
+            wx = x >> 6
+            bits = _unpack_bits(bitmap[wx:((y - 1) >> 6) + 1])[x - (wx << 6):y - (wx << 6)]
+            lim = x + int(np.flatnonzero(bits)[need - 1]) + 1
+            break
+        need -= c
+        x = y
+        span = min(2 * span, CHUNK)
+    nruns, pages, _nxt = bitmap_extract_runs(bitmap, lo, lim, k, False, out_starts, out_lens)
+    end = hi
     if pages >= k:  # cut the last run so that exactly k pages go
         out_lens[nruns - 1] -= pages - k
         pages = k
