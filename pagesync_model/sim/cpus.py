@@ -87,17 +87,17 @@ class Cpus:
         self.kernels.cpu_debt_step(run, self.debt, self.paced, avail)
         counts = self._writes
         frames = self.workload.step(avail, counts)
-        total = int(counts.sum())
+        total = len(frames)  # = counts.sum(): a workload returns every write it counted
         if total == 0:
             return
-        np.cumsum(counts, out=self._bounds[1:])
+        counts.cumsum(out=self._bounds[1:])
         m = self.memory
         self.kernels.apply_writes(frames, self._bounds, m.pte, m.versions, self.tlb_tag, self.tlb_flags,
                                   m.pt_base, m.ptes_per_pt, self._counts)
         extra = self._extra
         walks, dirty_sets, refills = self.kernels.charge_tracking(self._counts, self.walk_cycles, self.dirty_cycles,
                                                                   self.debt, extra)
-        self.tracking_cycles += float(extra.sum())
+        self.tracking_cycles += float(np.add.reduce(extra))  # extra.sum(), without its Python wrapper
         self.writes += total
         self.walks += walks
         self.dirty_sets += dirty_sets

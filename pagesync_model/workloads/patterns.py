@@ -76,7 +76,8 @@ class Workload:
             out[:] = self.memory.dense_to_frames(out + self.region)
         return out
 
-    def generate(self, counts):
+    def generate(self, counts, total=None):
+        """The frames of the next ``counts[c]`` writes of each CPU (``total`` = counts.sum() when known)."""
         raise NotImplementedError
 
     def step(self, run, counts):
@@ -93,9 +94,10 @@ class RateWorkload(Workload):
 
     def step(self, run, counts):
         # the same arithmetic the CPUs used before workloads owned their rate: results are unchanged
-        if not self.kernels.rate_step(run, self.rate_per_cycle, self.carry, counts):
+        total = self.kernels.rate_step(run, self.rate_per_cycle, self.carry, counts)
+        if not total:
             return self._out[:0]
-        return self.generate(counts)
+        return self.generate(counts, total)
 
 
 class RandomWrites(RateWorkload):
@@ -117,8 +119,8 @@ class RandomWrites(RateWorkload):
         self.hot_threshold = threshold
         self.name = "hotcold" if hot_span else "uniform"
 
-    def generate(self, counts):
-        out = self._buffer(int(counts.sum()))
+    def generate(self, counts, total=None):
+        out = self._buffer(int(counts.sum()) if total is None else total)
         base, mult, modulus, block = self._kernel_map()
         self.kernels.gen_random(self.keys, self.counters, counts, self.hot_span, self.hot_threshold, self.span,
                                 base, mult, modulus, out, block)
@@ -169,8 +171,8 @@ class ZipfWrites(RateWorkload):
         self.s = float(s)
         self.edges, self.thresholds = zipf_table(self.span, self.s)
 
-    def generate(self, counts):
-        out = self._buffer(int(counts.sum()))
+    def generate(self, counts, total=None):
+        out = self._buffer(int(counts.sum()) if total is None else total)
         # the uniform 32-bit draws: gen_random over a span of 2**32 with the identity map returns them
         self.kernels.gen_random(self.keys, self.counters, counts, 0, 0, TWO32, 0, 1, TWO32, out, 1)
         u = out.astype(np.uint64)
@@ -193,8 +195,8 @@ class SequentialSweep(RateWorkload):
         self.stride = int(stride)
         self.cursors = (np.arange(ncpu, dtype=INDEX_DTYPE) * self.span) // max(ncpu, 1)
 
-    def generate(self, counts):
-        out = self._buffer(int(counts.sum()))
+    def generate(self, counts, total=None):
+        out = self._buffer(int(counts.sum()) if total is None else total)
         base, mult, modulus, block = self._kernel_map()
         self.kernels.gen_sequential(self.cursors, counts, self.stride, self.span, base, mult, modulus, out, block)
         return self._place_in_memory(out)
