@@ -32,3 +32,35 @@ def test_simgrid_cloud_migration(name, quantity, published):
     assert total == pytest.approx(committed("simgrid_cloud_migration")[quantity]["predicted"], abs=5e-4)
     # the tesh prints 3 decimals: a faithful model lands within half a millisecond
     assert total == pytest.approx(published, abs=5e-4)
+
+
+# ---- NEC R320g/h resync with Hyper-V: NEC's table (s, printed to 1 s)
+
+NEC_TABLE = {
+    "M4": {16: 3, 32: 4, 64: 5, 128: 9, 256: 16, 320: 17, 512: 25, 640: 31},
+    "E4": {16: 3, 32: 4, 64: 7, 128: 13, 256: 25, 320: 30},
+}
+
+
+def test_nec_resync_predicted_table():
+    data = json.loads((REPRO / "nec_resync" / "results.json").read_text())
+    rows = committed("nec_resync")
+    for model, table in NEC_TABLE.items():
+        p = data["platforms"][model]
+        for gb, published in table.items():
+            d = run("nec_resync", "base.yaml", [f"link.bandwidth={p['bandwidth_GiBps']!r}GiB/s",
+                                                f"stratus.setup={p['setup_s']!r}s", f"memory.size={gb}GiB"])
+            assert d["downtime_s"] == pytest.approx(rows[f"R320g/h-{model}, {gb} GB"]["predicted"], abs=0.006)
+            # the README's stated tolerance for an out-of-sample prediction: within 30% of NEC's figure
+            assert 0.7 < d["downtime_s"] / published < 1.3, (model, gb)
+
+
+def test_nec_resync_platform_is_the_r320e_line():
+    # the least-squares line through the R320e-M4 Hyper-V table (8..512 GB: 2, 3, 3, 5, 9, 18, 27 s),
+    # recomputed here with numpy, is the platform the prediction uses
+    import numpy as np
+    xs, ys = [8, 16, 32, 64, 128, 256, 512], [2, 3, 3, 5, 9, 18, 27]
+    slope, icpt = np.polyfit(xs, ys, 1)
+    p = json.loads((REPRO / "nec_resync" / "results.json").read_text())["platforms"]["M4"]
+    assert p["bandwidth_GiBps"] == pytest.approx(1 / slope, rel=1e-9)
+    assert p["setup_s"] == pytest.approx(icpt, rel=1e-9)
