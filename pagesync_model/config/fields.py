@@ -17,7 +17,7 @@ from pagesync_model.bounds import (
 from pagesync_model.memory import memory_regions
 from pagesync_model.policies.base import VARIANTS
 from pagesync_model.schema import (
-    BANDWIDTH, BOOL, CHOICE, DURATION, FRACTION, FREQUENCY, INT, RATE, REQUIRED, SIZE,
+    BANDWIDTH, BOOL, CHOICE, DURATION, FRACTION, FREQUENCY, INT, RATE, REQUIRED, SIZE, STR,
     ConfigError, Field, Schema, Section, SectionList,
 )
 from pagesync_model.trace.format import TraceError
@@ -155,17 +155,66 @@ CORE.section(
                                     "thread, one more scan); 0s = the cost of a harvest.", ge=0, le=MAX_STEP),
 )
 
+ROUTE_DERIVED = "route"
+
+
+class _RouteField(Field):
+    """A link field that may be left to link.route: its raw value ``route`` parses to None, which
+    `_link_route` replaces by the value the route gives (or reports as missing without a route)."""
+
+    def convert(self, raw: Any, path: str) -> Any:
+        if raw == ROUTE_DERIVED:
+            return None
+        return super().convert(raw, path)
+
+
+_HOP = Section("One link of a route.", dict(
+    bandwidth=Field(BANDWIDTH, REQUIRED, "This link's bandwidth.", gt=0, le=MAX_BANDWIDTH),
+    latency=Field(DURATION, "0s", "This link's one-way latency.", ge=0, le=MAX_LATENCY),
+    name=Field(STR, "", "A label for the link (its name in the platform it comes from)."),
+))
+
 CORE.section(
     "link", "Interconnect to the partner.",
-    bandwidth=Field(BANDWIDTH, REQUIRED, "Link bandwidth.", gt=0, le=MAX_BANDWIDTH),
-    latency=Field(DURATION, "2us", "One-way latency of a transfer.", ge=0, le=MAX_LATENCY),
+    bandwidth=_RouteField(BANDWIDTH, ROUTE_DERIVED, "Link bandwidth; `route` (the default): the bottleneck "
+                                                    "of link.route, which must then be given.",
+                          gt=0, le=MAX_BANDWIDTH),
+    latency=Field(DURATION, "2us", "One-way latency of a transfer (with link.route: the sum of its links' "
+                                   "latencies; leave this at its default).", ge=0, le=MAX_LATENCY),
     per_copy=Field(DURATION, "5us", "Setup cost of one copy call (one range).", ge=0, le=MAX_LATENCY),
     first_copy=Field(DURATION, "0us", "Extra cost per page the first time the partner receives it (it allocates "
                                       "and faults in its copy).", ge=0, le=MAX_LATENCY),
     efficiency=Field(FRACTION, 1.0, "Payload share of the wire: 1 for DMA; 1448/1538 = 0.941 for TCP/IPv4 "
                                     "over Ethernet (1500-byte MTU, TCP timestamps, framing and gaps).",
                      gt=0, le=1),
+    route=SectionList(_HOP, "A route of links crossed in order (a multi-hop path between two hosts): "
+                            "link.bandwidth becomes the slowest link's and link.latency the sum of their "
+                            "latencies, which is exact for one flow alone on the route.", item_name="link"),
 )
+
+
+@CORE.cross_check
+def _link_route(v: dict[str, Any], raw: Mapping[str, Any]) -> None:
+    """Reduce link.route to the one link the models read: ``v['link.bandwidth']`` becomes the
+    bottleneck (slowest link) and ``v['link.latency']`` the summed latency. This check writes those two
+    values, so it runs first of the checks that read the link."""
+    route = v["link.route"]
+    if not route:
+        if v["link.bandwidth"] is None:
+            raise ConfigError("link.bandwidth", "required value is missing (give it, or link.route)")
+        return
+    if v["link.bandwidth"] is not None:
+        raise ConfigError("link.bandwidth", f"{raw['link.bandwidth']} given beside link.route: give one "
+                                            "or the other (the route's bottleneck is the link's bandwidth)")
+    if raw["link.latency"] != CORE.lookup("link.latency").default:
+        raise ConfigError("link.latency", f"{raw['link.latency']} given beside link.route: the route's "
+                                          "latency is the sum of its links' latencies")
+    latency = sum(hop.latency for hop in route)
+    if latency > MAX_LATENCY:
+        raise ConfigError("link.route", f"the links' latencies add up to {latency:g}s, more than the "
+                                        f"{MAX_LATENCY:g}s a link may take")
+    v["link.bandwidth"] = min(hop.bandwidth for hop in route)
+    v["link.latency"] = latency
 
 CORE.section(
     "sim", "Simulation control.",

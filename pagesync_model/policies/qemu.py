@@ -45,6 +45,11 @@ FLUSH_BYTES = 32 * (PAGE_HEADER + 4096)  # the byte counter moves only when the 
                        # 273.16, 546.33 and 1082.14 Mbit/s at 32, 64 and 128 MiB/s, as this predicts
 
 SECTION = Section("QEMU/KVM pre-copy migration (QEMU 10.0 migration thread).", dict(
+    rules=Field(CHOICE, "current", "Rule set of the migration thread: current (QEMU 10) or 1.6 (QEMU 1.6, "
+                                   "commit 7ca1dfad: 100 ms windows of max_bandwidth / 10, its auto-converge "
+                                   "and 30 ms vCPU sleeps; see policies/qemu16.py). QEMU 1.6's own defaults "
+                                   "were max_bandwidth 32MiB/s and downtime_limit 30ms: give them.",
+                choices=["current", "1.6"]),
     downtime_limit=Field(DURATION, "300ms", "downtime-limit: switch over when the rest fits in this at the "
                                             "measured bandwidth.", gt=0, le=MAX_DOWNTIME),
     max_bandwidth=Field(BANDWIDTH, "128MiB/s", "max-bandwidth: pre-copy rate limit (QEMU's default MAX_THROTTLE).",
@@ -77,6 +82,12 @@ SECTION = Section("QEMU/KVM pre-copy migration (QEMU 10.0 migration thread).", d
 ))
 
 
+def _rules_check(v, raw):
+    """Cross-field check of ``qemu.rules`` (policies/qemu16.py)."""
+    from .qemu16 import rules_check
+    rules_check(v, raw)
+
+
 @register
 class Qemu(PagePolicy):
     """QEMU's migration thread, with the operator layer (nova, kubevirt, ovirt) that may run it."""
@@ -85,7 +96,7 @@ class Qemu(PagePolicy):
     # not-dirty state ("physmem: Fix migration dirty bitmap coherency with TCG memory access", 9.0).
     variants = ("correct", "no-tlb-flush")
     sections = {"operator": OPERATOR_SECTION, "qemu": SECTION}
-    checks = (operator_runs_over_qemu,)
+    checks = (operator_runs_over_qemu, _rules_check)
 
     def tracking_outside(self, cfg):
         """KVM tracks writes in its EPT (or shadow) entries and a log bitmap: hypervisor memory, not
@@ -97,6 +108,9 @@ class Qemu(PagePolicy):
         return {"page_header_bytes": PAGE_HEADER, "zero_page_bytes": ZERO_PAGE_BODY}
 
     def scanner(self, machine):
+        if machine.cfg.qemu.rules == "1.6":
+            from . import qemu16
+            return qemu16.scanner(machine)
         return scanner(machine)
 
 

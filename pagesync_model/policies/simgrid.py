@@ -24,7 +24,7 @@ a fixed point above the threshold is reported as ``no-convergence`` with what Si
 import math
 
 from ..results import PassRecord
-from ..bounds import MAX_BANDWIDTH, MAX_SIM_TIME, MAX_STEP
+from ..bounds import MAX_BANDWIDTH, MAX_BYTES, MAX_SIM_TIME, MAX_STEP
 from ..schema import BANDWIDTH, BOOL, CHOICE, DURATION, FLOAT, FRACTION, SIZE, Field, Kind, Section
 from ..units import OutOfRange, parse_rate, shorten
 from .base import FluidPolicy, register, single_rate_check
@@ -94,6 +94,8 @@ SECTION = Section("SimGrid 3.32 VM live migration (VmLiveMigration.cpp), compute
     tcp_gamma=Field(SIZE, "4MiB", "network/TCP-gamma: the TCP window caps the rate at gamma / (2 x "
                                   "link.latency).", gt=0,
                     le=MAX_TCP_WINDOW),
+    ramsize=Field(SIZE, "0B", "RAM in bytes as sg_vm_set_ramsize takes it, any byte count (1e9 is not a whole "
+                              "number of pages); 0B = memory.size.", ge=0, le=MAX_BYTES),
     timeout=Field(DURATION, "1e7s", "Migration timeout (hard-coded in MigrationTx); SimGrid aborts there.",
                   gt=0, le=MAX_SIM_TIME),
 ))
@@ -194,13 +196,13 @@ def _pages(nbytes, page_size):
 
 
 def compute(cfg, seed):
-    """SimGrid's migration of the VM described by ``cfg`` (memory.size = RAM, link.bandwidth and
+    """SimGrid's migration of the VM described by ``cfg`` (simgrid.ramsize or memory.size = RAM, link.bandwidth and
     link.latency = the route, the ``simgrid`` section); ``seed`` is unused (the model is deterministic).
     Returns (summary, per_pass): 'full' is stage 1, each 'pass' a stage-2 round, 'blackout' stage 3.
     link.efficiency is not applied: SimGrid's bandwidth factor (0.97 for LV08) plays that part."""
     s = cfg.simgrid
     ps = cfg.memory.page_size
-    ram = cfg.memory.size
+    ram = s.ramsize or cfg.memory.size
     ws = int(ram * s.working_set_fraction)
     intensity = resolve_intensity(cfg)
     flow = Flow(cfg.link.bandwidth, cfg.link.latency, s.mig_speed, s.network_model, s.crosstraffic, s.tcp_gamma)
@@ -281,7 +283,7 @@ def compute(cfg, seed):
         total = s.timeout if stop_reason == "timeout" else t
         expected = remaining / bw
 
-    memory_pages = ram // ps
+    memory_pages = _pages(ram, ps)
     summary = {
         "converged": converged,
         "stop_reason": stop_reason,

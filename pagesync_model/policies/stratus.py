@@ -15,6 +15,9 @@ pagesync_synchronize_memory(copy, sync, threshold, passes):
    (over-copying the gap). Page-table pages and the module's own structures are always in the list.
    The platform copies the list and cuts over.
 
+``setup`` adds a fixed platform cost to the blackout before its copy; ``brownout: false`` skips
+steps 2-3 and copies all memory with the CPUs stopped (a platform that cannot copy while running).
+
 Variant ``copy-before-clear`` reads pages before their dirty bits are cleared: each repeat pass's
 harvest only reads the hardware dirty bits; each chunk of dirty runs is read and sent, and only then
 are its pages' dirty bits cleared. A write landing between a page's read and its clear is lost. Variant
@@ -37,6 +40,12 @@ SECTION = Section("Stratus pagesync policy (pagesync_synchronize_memory).", dict
                                         "hold them): neither the full copy nor the blackout copies them, and they are not "
                                         "compared."),
     cutover=Field(DURATION, "1ms", "Platform cut-over after the final copy.", ge=0, le=MAX_STEP),
+    setup=Field(DURATION, "0s", "Fixed platform cost of each resync, spent in the blackout before its copy "
+                                "(SMI entry, rendezvous of the modules, chipset re-synchronisation).", ge=0,
+                le=MAX_STEP),
+    brownout=Field(BOOL, True, "Copy memory while the CPUs run (brownout passes), then the rest in the "
+                               "blackout; false: stop the CPUs and copy all memory in the blackout (NEC's "
+                               "resync with Hyper-V, \"cannot use the brownout copy method\")."),
 ))
 
 # The published defaults, which the live mirror of a real process shares.
@@ -76,6 +85,9 @@ def scanner(e):
     m = e.memory
     read_first = e.variant == "copy-before-clear"
 
+    if not p.brownout:
+        yield from stop_and_copy_all(e)
+        return
     rec = e.open_pass("full")
     h = yield from e.brownout(zero_bitmap=True)
     e.end_brownout(h)
@@ -140,9 +152,35 @@ def blackout(e, rec, count, converged, t_stop):
     n = e.kernels.build_copy_list(starts, lens, p.nearby, p.max_copyrange, out_s, out_e)
     range_lens = out_e[:n] - out_s[:n]
     overcopy = int(range_lens.sum() - lens.sum())
+    if p.setup > 0:
+        yield e.wait(e.cycles(p.setup))
     yield from e.copy(out_s[:n], range_lens)
     yield from e.drain()
     yield e.wait(e.cycles(p.cutover))
     e.close_pass(rec, count, 0, overcopy=overcopy)
     e.finish(converged, "threshold" if converged else "last-pass", t_stop, blackout_ranges=int(n),
              blackout_overcopy_pages=overcopy)
+
+
+def stop_and_copy_all(e):
+    """Process step of ``brownout: false``: stop the CPUs, pay the resync's setup, copy all of memory
+    (less the tracker's structures when they are outside it), cut over. One blackout pass, no brownout."""
+    p = e.cfg.stratus
+    m = e.memory
+    rec = e.open_pass("blackout")
+    t_stop = e.now
+    if e.cfg.tracking.stop_cpus:
+        yield from e.brownout(zero_bitmap=True)
+    else:
+        yield from e.stop_and_scan()
+    if p.setup > 0:
+        yield e.wait(e.cycles(p.setup))
+    if p.tracking_outside:
+        lo, hi = m.pinned_range
+        yield from e.copy(np.array([0, hi]), np.array([lo, m.n_frames - hi]))
+    else:
+        yield from e.copy([0], [m.n_frames])
+    yield from e.drain()
+    yield e.wait(e.cycles(p.cutover))
+    e.close_pass(rec, m.n_frames, 0)
+    e.finish(True, "no-brownout", t_stop)
