@@ -93,11 +93,14 @@ def run_main(argv):
                          f"{', '.join(JSON_FORMATS)})")
     if args.seed is not None and not 0 <= args.seed <= MAX_SEED:
         raise UsageError(f"--seed: must be in [0, {MAX_SEED}], got {args.seed}")
+    notices = []
     try:
-        cfg = load_config(args.config, args.overrides)
+        cfg = load_config(args.config, args.overrides, notices=notices)
     except ConfigError as exc:
         where = args.config if not str(exc).startswith(("cannot open", "--set")) else None
         raise UsageError(f"{where}: {exc}" if where else str(exc)) from None
+    for line in notices:
+        print(f"{PROG}: notice: {line}", file=sys.stderr)
     if not args.force:
         try:
             check(cfg)

@@ -47,7 +47,7 @@ _PAGE_ORDER = ("policy", "passes", "converged", "stop_reason", "downtime_s", "br
                "total_time_s", "bytes_sent", "pages_sent", "copies_per_page", "copy_calls", "zero_pages_sent",
                "slowdown", "lost_writes", "stale_frames", "workload_writes", "dirty_bit_sets", "tlb_flush_refills",
                "tracking_cycles", "memory_pages", "page_size", "dirty_sync_count", "normal_pages", "zero_pages",
-               "expected_downtime_s", "throttle_pct")
+               "expected_downtime_s", "throttle_pct", "achieved_dirty_rate_bytes_s")
 _FLUID_HEAD = ("policy", "passes", "brownout_s", "brownouts", "bytes_sent", "pages_sent", "copies_per_page",
                "copy_calls", "zero_pages_sent", "normal_pages", "zero_pages", "throttle_pct", "slowdown",
                "lost_writes", "stale_frames", "workload_writes")
@@ -94,6 +94,7 @@ class Summary(Mapping):
     dirty_bit_sets: int | None = None
     tlb_flush_refills: int | None = None
     tracking_cycles: float | None = None
+    achieved_dirty_rate_bytes_s: float | None = None
     extra: dict = dataclasses.field(default_factory=dict)
     order: tuple = dataclasses.field(default=_PAGE_ORDER, repr=False)
 
@@ -294,6 +295,10 @@ def format_table(result):
         ("workload slowdown", f"{d['slowdown'] * 100:.3f} % of CPU time lost to tracking"),
         ("lost writes", _lost(d)),
     ]
+    if d.get("achieved_dirty_rate_bytes_s") is not None:
+        window = (d.get("config") or {}).get("workload", {}).get("dirty_rate_window", "1s")
+        lines.append(("dirty rate (achieved)", f"{_bytes(d['achieved_dirty_rate_bytes_s'])}/s of distinct pages per "
+                                               f"{window} window (QEMU calc-dirty-rate's measure), mean"))
     w = max(len(k) for k, _ in lines)
     for k, v in lines:
         out.write(f"{k.ljust(w)}  {v}\n")

@@ -347,9 +347,19 @@ def test_zero_pages_must_fit_beside_the_working_set():
     assert "0.9 of 64GiB is 57.6GiB of zero pages" in str(err) and "8GiB working set" in str(err)
 
 
-def test_memory_not_a_whole_number_of_pages():
-    err = bad(memory={"size": "10000MB"})
-    assert str(err) == "memory.size: 10000MB is not a whole number of 4KiB pages"
+def test_memory_not_a_whole_number_of_pages_rounds_up_with_a_notice():
+    # 10000MB = 10^10 bytes = 2441406.25 pages of 4096 bytes: rounded up to 2441407 pages
+    notices = []
+    tree = copy.deepcopy(MINIMAL)
+    tree["memory"] = dict(tree["memory"], size="10000MB")
+    cfg = config_from_dict(tree, notices=notices)
+    assert cfg.memory.size == 2441407 * 4096
+    assert notices == ["memory.size: 10000MB is not a whole number of 4KiB pages; rounded up to "
+                       "10000003072 bytes (2441407 pages)"]
+    # a whole number of pages is left alone, without a notice
+    notices.clear()
+    tree["memory"]["size"] = "80GB"
+    assert config_from_dict(tree, notices=notices).memory.size == 80 * 10**9 and notices == []
 
 
 def test_too_many_frames():
