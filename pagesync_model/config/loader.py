@@ -191,11 +191,7 @@ def load_config(path: Union[str, os.PathLike], overrides: Iterable[str] = (),
     bad base, or any invalid value. ``notices`` (a list) receives what was adjusted rather than refused
     (a memory size rounded to whole pages), one line each."""
     name = os.fspath(path)
-    tree = load_tree(name)
-    own = _read_yaml(name)
-    if isinstance(own, Mapping) and isinstance(own.get("workload"), Mapping) and own.get("base"):
-        layer_planner_inputs(tree, set(own["workload"]))
-    return config_from_dict(tree, overrides, source=name, schema=schema, notices=notices)
+    return config_from_dict(load_tree(name), overrides, source=name, schema=schema, notices=notices)
 
 
 def load_tree(path: Union[str, os.PathLike]) -> Any:
@@ -203,7 +199,14 @@ def load_tree(path: Union[str, os.PathLike]) -> Any:
     `config_from_dict` takes. Every file of the chain is read with the same bounds
     (`read_config_text`). Raises ConfigError for an unreadable file, malformed YAML or a bad base."""
     name = os.fspath(path)
-    return resolve_bases(_read_yaml(name), name, _read_yaml)
+    own = _read_yaml(name)
+    layered = isinstance(own, Mapping) and own.get("base") and isinstance(own.get("workload"), Mapping)
+    own_keys = set(own["workload"]) if layered else set()
+    tree = resolve_bases(own, name, _read_yaml)
+    if layered:
+        # the file over its bases: its workload.rate or dirty rate replaces the other inherited one
+        layer_planner_inputs(tree, own_keys)
+    return tree
 
 
 def _read_yaml(name: str) -> Any:
