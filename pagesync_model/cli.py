@@ -193,6 +193,8 @@ def _lazy(module, function="main"):
 # name -> (entry point taking the rest of argv, the line --help shows). A new subcommand is its
 # module's entry point and one line here.
 SUBCOMMANDS = {
+    "ask": (_lazy("pagesync_model.ask"), "answer a planner's question: memory, dirty rate, link, preset -> "
+                                         "converges?, time, bytes, downtime"),
     "trace": (trace_main, "record which pages a real program writes (record), or summarise a trace (stats)"),
     "sweep": (_lazy("pagesync_model.sweep.cli", "sweep_main"),
               "run a parameter sweep (a base config times axes) and tabulate or plot it"),
