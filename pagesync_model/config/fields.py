@@ -105,7 +105,8 @@ def _pattern_fields(working_set: bool = True) -> dict:
     """The fields that say where and when one group of CPUs writes (a workload, a phase, a group)."""
     f = dict(
         kind=Field(CHOICE, "uniform", "Write pattern over the working set.", choices=WORKLOAD_KINDS),
-        rate=Field(RATE, REQUIRED, "Page writes per second per CPU (trace: ignored, the trace sets the pace).",
+        rate=Field(RATE, REQUIRED, "Page writes per second per CPU (trace: ignored, the trace sets the pace; "
+                                   "derived from workload.dirty_rate when that is given).",
                    gt=0, le=MAX_WRITE_RATE),
         working_set=Field(SIZE, REQUIRED, "Memory the workload writes to.", gt=0, le=MAX_BYTES),
         **kind_fields(),
