@@ -318,6 +318,9 @@ def _prometheus(text, name):
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 EXACT_PAGES = 1 << 16     # working sets up to this many pages are measured exactly
+FIRST_WINDOWS = 3         # windows 0, 1, 2 are always measured...
+EVERY = 8                 # ...then one window in EVERY: QEMU measures one window on demand; this bounds the cost
+BUFFER = 1 << 20          # writes held before they are sampled and deduplicated
 
 
 class DirtyRateMeter:
@@ -328,49 +331,65 @@ class DirtyRateMeter:
     Like QEMU's page-sampling mode it counts a fixed sample of the pages: those whose hashed frame
     number falls in 1 of ``stride`` buckets, ``stride`` the smallest power of two that keeps the
     sampled working set within EXACT_PAGES pages (1, an exact count, for working sets up to that);
-    the distinct count is the sampled count x stride. Complete windows only are kept (``counts``).
+    the distinct count is the sampled count x stride. To bound its cost it measures windows 0 to
+    FIRST_WINDOWS - 1 and then one in EVERY (`measured`); a batch of another window costs two
+    integer operations. ``finish`` returns the counts of the complete measured windows.
     """
 
     def __init__(self, window_cycles: int, working_set_pages: int):
         self.window = int(window_cycles)
         self.stride = 1 << max(0, math.ceil(math.log2(max(1, working_set_pages) / EXACT_PAGES)))
-        self.counts: list[int] = []
-        self._k = 0
-        self._parts: list[np.ndarray] = []
-        self._pending = 0
+        self.counts: dict[int, int] = {}     # measured window -> distinct pages
+        self._k = -1                         # the window being filled (-1: none yet)
+        self._end = 0                        # its last cycle
+        self._on = False                     # whether it is measured
+        self._buf = None
+        self._fill = 0
+        self._kept = np.empty(0, dtype=np.int64)
+
+    @staticmethod
+    def measured(k):
+        """Whether window ``k`` is measured."""
+        return k < FIRST_WINDOWS or k % EVERY == 0
 
     def _sample(self, frames):
         if self.stride == 1:
-            return np.array(frames, dtype=np.int64)
+            return frames
         h = frames.astype(np.uint64) * _GOLDEN
-        return frames[(h >> np.uint64(40)) % np.uint64(self.stride) == 0].astype(np.int64)
+        return frames[(h >> np.uint64(40)) % np.uint64(self.stride) == 0]
+
+    def _compact(self):
+        if self._fill:
+            fresh = np.unique(self._sample(self._buf[:self._fill]))
+            self._kept = np.union1d(self._kept, fresh) if len(self._kept) else fresh
+            self._fill = 0
 
     def add(self, frames, t):
-        if t <= 0 or len(frames) == 0:
+        if t > self._end:
+            self._enter((t - 1) // self.window)
+        if not self._on:
             return
-        k = (t - 1) // self.window
-        if k != self._k:
-            self._close(k)
-        part = self._sample(frames)
-        if len(part):
-            self._parts.append(part)
-            self._pending += len(part)
-            if self._pending > 4 * EXACT_PAGES and len(self._parts) > 1:
-                merged = np.unique(np.concatenate(self._parts))
-                self._parts, self._pending = [merged], len(merged)
+        n = len(frames)
+        if self._buf is None or self._fill + n > len(self._buf):
+            self._compact()
+            if self._buf is None or n > len(self._buf):
+                self._buf = np.empty(max(BUFFER, n), dtype=np.int64)
+        self._buf[self._fill:self._fill + n] = frames
+        self._fill += n
 
-    def _close(self, k):
-        distinct = len(np.unique(np.concatenate(self._parts))) if self._parts else 0
-        # window self._k is complete; windows between it and k had no writes at all
-        self.counts.append(distinct * self.stride)
-        self.counts.extend([0] * (k - self._k - 1))
-        self._k = k
-        self._parts, self._pending = [], 0
+    def _enter(self, k):
+        """Close the window being filled and start window ``k`` (those between had no writes)."""
+        if self._on:
+            self._compact()
+            self.counts[self._k] = len(self._kept) * self.stride
+        self._k, self._end, self._on = k, (k + 1) * self.window, self.measured(k)
+        self._fill = 0
+        self._kept = np.empty(0, dtype=np.int64)
 
     def finish(self, end):
-        """Close the windows that ended by cycle ``end`` (the guest's last running instant); the
-        window holding ``end`` is incomplete and dropped. Returns the complete windows' counts."""
-        k = end // self.window
-        if k > self._k:
-            self._close(k)
-        return self.counts[:k]
+        """The distinct pages of each complete measured window, in order, up to cycle ``end`` (the
+        guest's last running instant; the window holding it is incomplete and dropped)."""
+        last = end // self.window            # windows 0 .. last - 1 are complete
+        if 0 <= self._k < last:
+            self._enter(last)
+        return [self.counts.get(j, 0) for j in range(last) if self.measured(j)]
