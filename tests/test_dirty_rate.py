@@ -49,7 +49,7 @@ def test_dirty_rate_units(text, expected):
 
 
 @pytest.mark.parametrize("text, hint", [("2 gigs/s", "pages/s"), ("2GB", "GB/s"), ("2", "needs a unit"),
-                                        ("2gb/s", "did you mean")])
+                                        ("2gb/s", "did you mean 'Gb/s' or 'GB/s'")])
 def test_dirty_rate_bad_units_get_a_hint(text, hint):
     with pytest.raises(UnitError) as err:
         parse_dirty_rate(text, 4096)
