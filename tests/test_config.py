@@ -233,11 +233,12 @@ def test_missing_required_value():
     data = copy.deepcopy(MINIMAL)
     del data["workload"]["rate"]
     err = error_of(config_from_dict, data)
-    assert str(err) == "workload.rate: required value is missing"
+    assert str(err) == ("workload.rate: required value is missing (page writes per second per CPU; or give "
+                        "workload.dirty_rate, the whole guest's)")
 
 
 def test_null_required_and_null_defaulted():
-    assert str(bad(workload={"rate": None})) == "workload.rate: required value is missing"
+    assert str(bad(workload={"rate": None})).startswith("workload.rate: required value is missing")
     err = bad(memory={"page_size": None})
     assert str(err).startswith("memory.page_size: has no value") and "'4KiB'" in str(err)
 

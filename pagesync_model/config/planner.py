@@ -82,7 +82,12 @@ def resolve(tree: dict, source: str, build: Callable[[dict], Config], notices: O
         return build(tree)
     given = [k for k in PLANNER_KEYS if _given(w, k)]
     if not given:
-        return build(tree)
+        try:
+            return build(tree)
+        except ConfigError as exc:
+            if exc.path == "workload.rate" and str(exc).endswith("required value is missing"):
+                exc.message += " (page writes per second per CPU; or give workload.dirty_rate, the whole guest's)"
+            raise
     key = f"workload.{given[0]}"
     if len(given) > 1:
         raise ConfigError("workload.dirty_rate_file", "give workload.dirty_rate or workload.dirty_rate_file, "
