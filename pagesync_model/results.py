@@ -126,14 +126,16 @@ class Summary(Mapping):
                   "bytes_sent": sum(r.bytes for r in per_pass), "pages_sent": pages_sent,
                   "copies_per_page": pages_sent / fields["memory_pages"], "copy_calls": len(per_pass),
                   "zero_pages_sent": 0, "normal_pages": pages_sent, "zero_pages": 0, "throttle_pct": [],
-                  "slowdown": 0.0, "lost_writes": None, "stale_frames": [], "workload_writes": None}
+                  "slowdown": 0.0, "lost_writes": None, "stale_frames": [], "workload_writes": None,
+                  "achieved_dirty_rate_bytes_s": None}    # no pages are simulated: none is measured
         extra = {}
         for k, v in fields.items():
             if k in _DECLARED:
                 values[k] = v
             else:
                 extra[k] = v
-        return cls(**values, extra=extra, order=_FLUID_HEAD + tuple(k for k in fields if k not in _FLUID_HEAD))
+        return cls(**values, extra=extra, order=_FLUID_HEAD + tuple(k for k in fields if k not in _FLUID_HEAD)
+                   + ("achieved_dirty_rate_bytes_s",))
 
     def to_dict(self):
         """The summary as the JSON document has it (declared fields, then the policy's own)."""
