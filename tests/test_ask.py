@@ -72,3 +72,26 @@ def test_bad_input_one_line_exit_2(args, words, capsys, tmp_path):
     rc, out, err = ask(capsys, *argv)
     assert rc == 2 and out == ""
     assert err.count("\n") == 1 and words in err, err
+
+
+@pytest.mark.parametrize("preset, key", [("qemu-default", ("qemu", "downtime_limit")),
+                                         ("kubevirt-default", ("qemu", "downtime_limit")),
+                                         ("nova-default", ("operator", "downtime"))])
+def test_downtime_limit_lands_on_the_presets_key(preset, key):
+    from pagesync_model.ask import build_parser, question_tree
+    from pagesync_model.config import config_from_dict
+    args = build_parser().parse_args(["--memory", "64GiB", "--dirty-rate", "1GB/s", "--link", "25Gbit/s",
+                                      "--preset", preset, "--downtime-limit", "750ms"])
+    cfg = config_from_dict(question_tree(args))
+    assert getattr(getattr(cfg, key[0]), key[1]) == pytest.approx(0.75)
+    assert cfg.memory.size == 64 * GIB and cfg.link.bandwidth == 25e9 / 8
+    # the working set defaults to the preset's share of its memory: 4 GiB of 8 GiB
+    assert cfg.workload.working_set == 32 * GIB
+    assert cfg.workload.dirty_rate == "1GB/s"
+
+
+@pytest.mark.parametrize("preset", ["ovirt-minimal-downtime", "xen-2005", "stratus"])
+def test_presets_without_a_settable_limit_refuse_one(preset, capsys, tmp_path):
+    rc, _, err = ask(capsys, "--memory", "8GiB", "--dirty-rate", "100MB/s", "--link", "10Gbit/s", "--preset", preset,
+                     "--downtime-limit", "300ms", "--write-config", str(tmp_path / "c.yaml"))
+    assert rc == 2 and "takes none" in err and err.count("\n") == 1
