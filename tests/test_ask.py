@@ -44,15 +44,15 @@ def test_idle_guest_hand_computed(tmp_path, capsys):
 
 
 def test_not_converged_states_expected_downtime(tmp_path, capsys):
-    rc, out, _ = ask(capsys, "--memory", "2GiB", "--dirty-rate", "100MiB/s", "--working-set", "1GiB",
+    rc, out, _ = ask(capsys, "--memory", "640MiB", "--dirty-rate", "90MiB/s", "--working-set", "128MiB",
                      "--link", "1Gbit/s", "--preset", "qemu-default", "--max-bandwidth", "1Gbit/s",
-                     "--time-limit", "20s", "--write-config", str(tmp_path / "c.yaml"))
+                     "--time-limit", "7s", "--write-config", str(tmp_path / "c.yaml"))
     assert rc == 0
-    # 100 MiB/s of distinct pages against 1 Gbit/s (119 MiB/s) of pages: far from the 300 ms limit
+    # 90 MiB/s of distinct pages against 1 Gbit/s (119 MiB/s) of pages: short of the 300 ms limit
     assert "does NOT converge" in out and "expected downtime" in out
     assert "--find-limit" in out or "needed" in out
     cfg = yaml.safe_load((tmp_path / "c.yaml").read_text())
-    assert cfg["workload"]["dirty_rate"] == "100MiB/s" and cfg["qemu"]["max_bandwidth"] == "1Gbit/s"
+    assert cfg["workload"]["dirty_rate"] == "90MiB/s" and cfg["qemu"]["max_bandwidth"] == "1Gbit/s"
 
 
 @pytest.mark.parametrize("args, words", [
@@ -95,3 +95,23 @@ def test_presets_without_a_settable_limit_refuse_one(preset, capsys, tmp_path):
     rc, _, err = ask(capsys, "--memory", "8GiB", "--dirty-rate", "100MB/s", "--link", "10Gbit/s", "--preset", preset,
                      "--downtime-limit", "300ms", "--write-config", str(tmp_path / "c.yaml"))
     assert rc == 2 and "takes none" in err and err.count("\n") == 1
+
+
+def test_find_limit_is_the_boundary_between_runs_that_converge_and_not():
+    from pagesync_model.ask import build_parser, find_limit, question_tree
+    from pagesync_model.config import config_from_dict
+    from pagesync_model.sim.engine import simulate
+    args = build_parser().parse_args(["--memory", "640MiB", "--dirty-rate", "90MiB/s", "--working-set", "128MiB",
+                                      "--link", "1Gbit/s", "--max-bandwidth", "1Gbit/s", "--time-limit", "7s"])
+    cfg = config_from_dict(question_tree(args))
+    first = simulate(cfg)
+    assert not first["converged"]
+    limit, runs = find_limit(cfg.to_dict(), "qemu.downtime_limit", "auto", cfg.qemu.downtime_limit,
+                             first["expected_downtime_s"])
+    assert limit is not None and limit > cfg.qemu.downtime_limit and runs >= 3
+
+    def converged(value):
+        return simulate(config_from_dict(cfg.to_dict(), [f"qemu.downtime_limit={value!r}s"]))["converged"]
+
+    assert converged(limit)
+    assert not converged(limit / 1.06)
