@@ -305,8 +305,8 @@ def format_table(result):
     ]
     if d.get("achieved_dirty_rate_bytes_s") is not None:
         window = (d.get("config") or {}).get("workload", {}).get("dirty_rate_window", "1s")
-        lines.append(("dirty rate achieved", f"{_bytes(d['achieved_dirty_rate_bytes_s'])}/s (distinct pages per {window} "
-                                             "window, as QEMU's calc-dirty-rate; mean)"))
+        lines.append(("dirty rate achieved", f"{_bytes(d['achieved_dirty_rate_bytes_s'])}/s (distinct pages per "
+                                             f"{window} window, as QEMU's calc-dirty-rate; mean)"))
     w = max(len(k) for k, _ in lines)
     for k, v in lines:
         out.write(f"{k.ljust(w)}  {v}\n")

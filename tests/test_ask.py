@@ -22,7 +22,8 @@ def test_idle_guest_hand_computed(tmp_path, capsys):
     # A 4 GiB guest writing 1 page/s: one pass sends every page once, then the stop-and-copy.
     cfg_path = tmp_path / "q.yaml"
     rc, out, err = ask(capsys, "--memory", "4GiB", "--dirty-rate", "1page/s", "--link", "10Gbit/s",
-                       "--preset", "kubevirt-default", "--write-config", str(cfg_path), "--json", str(tmp_path / "r.json"))
+                       "--preset", "kubevirt-default", "--write-config", str(cfg_path),
+                       "--json", str(tmp_path / "r.json"))
     assert rc == 0 and err == ""
     d = json.loads((tmp_path / "r.json").read_text())
     pages = 4 * GIB // 4096
