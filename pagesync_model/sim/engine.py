@@ -120,8 +120,9 @@ class Engine:
         return first + second
 
     def achieved_dirty_rate(self, running_end):
-        """Mean distinct bytes dirtied per second over the complete measured windows (``workload.dirty_rate_window``;
-        DirtyRateMeter) before the guest stopped for good (QEMU's calc-dirty-rate measure); None if none."""
+        """Mean distinct bytes dirtied per second over the complete measured windows of
+        ``workload.dirty_rate_window`` (DirtyRateMeter) before the guest stopped for good (QEMU's
+        calc-dirty-rate measure); None if there was none."""
         mach = self.machine
         counts = mach.cpus.meter.finish(running_end)
         if not counts:
