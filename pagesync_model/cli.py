@@ -93,11 +93,14 @@ def run_main(argv):
                          f"{', '.join(JSON_FORMATS)})")
     if args.seed is not None and not 0 <= args.seed <= MAX_SEED:
         raise UsageError(f"--seed: must be in [0, {MAX_SEED}], got {args.seed}")
+    notices = []
     try:
-        cfg = load_config(args.config, args.overrides)
+        cfg = load_config(args.config, args.overrides, notices=notices)
     except ConfigError as exc:
         where = args.config if not str(exc).startswith(("cannot open", "--set")) else None
         raise UsageError(f"{where}: {exc}" if where else str(exc)) from None
+    for line in notices:
+        print(f"{PROG}: notice: {line}", file=sys.stderr)
     if not args.force:
         try:
             check(cfg)
@@ -190,6 +193,8 @@ def _lazy(module, function="main"):
 # name -> (entry point taking the rest of argv, the line --help shows). A new subcommand is its
 # module's entry point and one line here.
 SUBCOMMANDS = {
+    "ask": (_lazy("pagesync_model.ask"), "answer a planner's question: memory, dirty rate, link, preset -> "
+                                         "converges?, time, bytes, downtime"),
     "trace": (trace_main, "record which pages a real program writes (record), or summarise a trace (stats)"),
     "sweep": (_lazy("pagesync_model.sweep.cli", "sweep_main"),
               "run a parameter sweep (a base config times axes) and tabulate or plot it"),

@@ -47,7 +47,7 @@ _PAGE_ORDER = ("policy", "passes", "converged", "stop_reason", "downtime_s", "br
                "total_time_s", "bytes_sent", "pages_sent", "copies_per_page", "copy_calls", "zero_pages_sent",
                "slowdown", "lost_writes", "stale_frames", "workload_writes", "dirty_bit_sets", "tlb_flush_refills",
                "tracking_cycles", "memory_pages", "page_size", "dirty_sync_count", "normal_pages", "zero_pages",
-               "expected_downtime_s", "throttle_pct")
+               "expected_downtime_s", "throttle_pct", "achieved_dirty_rate_bytes_s")
 _FLUID_HEAD = ("policy", "passes", "brownout_s", "brownouts", "bytes_sent", "pages_sent", "copies_per_page",
                "copy_calls", "zero_pages_sent", "normal_pages", "zero_pages", "throttle_pct", "slowdown",
                "lost_writes", "stale_frames", "workload_writes")
@@ -94,6 +94,7 @@ class Summary(Mapping):
     dirty_bit_sets: int | None = None
     tlb_flush_refills: int | None = None
     tracking_cycles: float | None = None
+    achieved_dirty_rate_bytes_s: float | None = None
     extra: dict = dataclasses.field(default_factory=dict)
     order: tuple = dataclasses.field(default=_PAGE_ORDER, repr=False)
 
@@ -125,14 +126,16 @@ class Summary(Mapping):
                   "bytes_sent": sum(r.bytes for r in per_pass), "pages_sent": pages_sent,
                   "copies_per_page": pages_sent / fields["memory_pages"], "copy_calls": len(per_pass),
                   "zero_pages_sent": 0, "normal_pages": pages_sent, "zero_pages": 0, "throttle_pct": [],
-                  "slowdown": 0.0, "lost_writes": None, "stale_frames": [], "workload_writes": None}
+                  "slowdown": 0.0, "lost_writes": None, "stale_frames": [], "workload_writes": None,
+                  "achieved_dirty_rate_bytes_s": None}    # no pages are simulated: none is measured
         extra = {}
         for k, v in fields.items():
             if k in _DECLARED:
                 values[k] = v
             else:
                 extra[k] = v
-        return cls(**values, extra=extra, order=_FLUID_HEAD + tuple(k for k in fields if k not in _FLUID_HEAD))
+        return cls(**values, extra=extra, order=_FLUID_HEAD + tuple(k for k in fields if k not in _FLUID_HEAD)
+                   + ("achieved_dirty_rate_bytes_s",))
 
     def to_dict(self):
         """The summary as the JSON document has it (declared fields, then the policy's own)."""
@@ -185,7 +188,9 @@ class Result:
 
     def to_qemu(self):
         """The result as QEMU's query-migrate reply (QEMU 10.0 field names and units: times in ms,
-        sizes in bytes, mbps in decimal Mbit/s), so operators can read it as they read QMP."""
+        sizes in bytes, mbps in decimal Mbit/s), so operators can read it as they read QMP. ``ram``
+        carries every member of QEMU's MigrationStats (tests/data/qemu/README.md): multifd-bytes and
+        dirty-sync-missed-zero-copy are 0 (neither multifd nor zero-copy-send is modelled)."""
         d = self.to_dict()
         ms = lambda s: None if s is None else int(round(s * 1e3))  # noqa: E731
         total_ms = ms(d["total_time_s"])
@@ -201,14 +206,20 @@ class Result:
             "duplicate": d["zero_pages"],
             "normal": d["normal_pages"],
             "normal-bytes": d["normal_pages"] * d["page_size"],
-            "dirty-sync-count": d["dirty_sync_count"],
             "dirty-pages-rate": int(round(d.get("dirty_pages_rate") or 0)),
             "mbps": (transferred * 8 / max(1, total_ms - setup_ms) / 1e3) if d["converged"]
             else d.get("mbps_last_period", 0.0),
+            "dirty-sync-count": d["dirty_sync_count"],
+            "postcopy-requests": d.get("postcopy_faults", 0) or 0,
             "page-size": d["page_size"],
+            "multifd-bytes": 0,                  # multifd is not modelled: one stream
+            # QEMU's last period's rate; a policy without periods: the pages over the transfer time
+            "pages-per-second": int(round(d["pages_per_second"] if d.get("pages_per_second") is not None
+                                          else d["pages_sent"] / max(1e-3, (total_ms - setup_ms) / 1e3))),
             "precopy-bytes": d.get("precopy_bytes", transferred),
             "downtime-bytes": d.get("downtime_bytes", 0),
             "postcopy-bytes": d.get("postcopy_bytes", 0),
+            "dirty-sync-missed-zero-copy": 0,    # zero-copy-send is not modelled: no sync can miss it
         }
         out = {"status": status, "total-time": total_ms, "setup-time": setup_ms}
         if d["converged"]:
@@ -218,8 +229,6 @@ class Result:
         if d["throttle_pct"]:
             out["cpu-throttle-percentage"] = d["throttle_pct"][-1][1]
         out["ram"] = ram
-        if d.get("postcopy_s") is not None:
-            ram["postcopy-requests"] = d.get("postcopy_faults", 0)
         if "xbzrle" in d:
             x = d["xbzrle"]
             out["xbzrle-cache"] = {"cache-size": x["cache_entries"] * d["page_size"], "bytes": x["bytes"],
@@ -294,6 +303,10 @@ def format_table(result):
         ("workload slowdown", f"{d['slowdown'] * 100:.3f} % of CPU time lost to tracking"),
         ("lost writes", _lost(d)),
     ]
+    if d.get("achieved_dirty_rate_bytes_s") is not None:
+        window = (d.get("config") or {}).get("workload", {}).get("dirty_rate_window", "1s")
+        lines.append(("dirty rate achieved", f"{_bytes(d['achieved_dirty_rate_bytes_s'])}/s (distinct pages per "
+                                             f"{window} window, as QEMU's calc-dirty-rate; mean)"))
     w = max(len(k) for k, _ in lines)
     for k, v in lines:
         out.write(f"{k.ljust(w)}  {v}\n")

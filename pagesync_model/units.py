@@ -222,7 +222,8 @@ def _unknown_unit(value: object, kind: str, unit: str, table: dict) -> UnitError
     why = f"unknown unit '{unit}'"
     hint = [u for u in table if u.lower() == unit.lower()]
     if hint:
-        why += f" (did you mean '{hint[0]}'?)"
+        # 'gb/s' is either 'Gb/s' (bits) or 'GB/s' (bytes): name every unit it may be
+        why += f" (did you mean {' or '.join(repr(h) for h in hint)}?)"
     else:
         for other, other_table in _TABLES.items():
             if other != kind and unit in other_table:

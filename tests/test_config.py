@@ -233,11 +233,12 @@ def test_missing_required_value():
     data = copy.deepcopy(MINIMAL)
     del data["workload"]["rate"]
     err = error_of(config_from_dict, data)
-    assert str(err) == "workload.rate: required value is missing"
+    assert str(err) == ("workload.rate: required value is missing (page writes per second per CPU; or give "
+                        "workload.dirty_rate, the whole guest's)")
 
 
 def test_null_required_and_null_defaulted():
-    assert str(bad(workload={"rate": None})) == "workload.rate: required value is missing"
+    assert str(bad(workload={"rate": None})).startswith("workload.rate: required value is missing")
     err = bad(memory={"page_size": None})
     assert str(err).startswith("memory.page_size: has no value") and "'4KiB'" in str(err)
 
@@ -347,9 +348,19 @@ def test_zero_pages_must_fit_beside_the_working_set():
     assert "0.9 of 64GiB is 57.6GiB of zero pages" in str(err) and "8GiB working set" in str(err)
 
 
-def test_memory_not_a_whole_number_of_pages():
-    err = bad(memory={"size": "10000MB"})
-    assert str(err) == "memory.size: 10000MB is not a whole number of 4KiB pages"
+def test_memory_not_a_whole_number_of_pages_rounds_up_with_a_notice():
+    # 10000MB = 10^10 bytes = 2441406.25 pages of 4096 bytes: rounded up to 2441407 pages
+    notices = []
+    tree = copy.deepcopy(MINIMAL)
+    tree["memory"] = dict(tree["memory"], size="10000MB")
+    cfg = config_from_dict(tree, notices=notices)
+    assert cfg.memory.size == 2441407 * 4096
+    assert notices == ["memory.size: 10000MB is not a whole number of 4KiB pages; rounded up to "
+                       "10000003072 bytes (2441407 pages)"]
+    # a whole number of pages is left alone, without a notice
+    notices.clear()
+    tree["memory"]["size"] = "80GB"
+    assert config_from_dict(tree, notices=notices).memory.size == 80 * 10**9 and notices == []
 
 
 def test_too_many_frames():

@@ -169,3 +169,17 @@ def test_format_bandwidth_frequency_rate():
 @pytest.mark.parametrize("text", ["64GiB", "1.5KiB", "4KiB", "118MiB"])
 def test_format_bytes_reads_back(text):
     assert format_bytes(parse_size(text)) == text
+
+
+@pytest.mark.parametrize("text, expected", [("512 GiB", 512 << 30), ("1GB", 10**9), ("1.5 TiB", 3 << 39)])
+def test_sizes_a_planner_types(text, expected):
+    assert parse_size(text) == expected
+
+
+@pytest.mark.parametrize("text, hint", [("512G", "expected B, KiB"), ("512gb", "did you mean 'GB'"),
+                                        ("2 GB/sec", "expected bit/s")])
+def test_units_a_planner_may_mistype_get_the_accepted_forms(text, hint):
+    parse = parse_bandwidth if "/" in text else parse_size
+    with pytest.raises(UnitError) as err:
+        parse(text)
+    assert hint in str(err.value)

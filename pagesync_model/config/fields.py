@@ -21,7 +21,8 @@ from pagesync_model.schema import (
     ConfigError, Field, Schema, Section, SectionList,
 )
 from pagesync_model.trace.format import TraceError
-from pagesync_model.units import format_bytes
+from pagesync_model.dirtyrate import parse_dirty_rate
+from pagesync_model.units import UnitError, format_bytes
 from pagesync_model.workloads import KINDS, kind_fields
 from pagesync_model.workloads.replay import load_trace
 
@@ -90,11 +91,22 @@ CORE.section(
                        "Locked PTE update when the first write hits a clean PTE.", ge=0, le=MAX_CPU_OP),
 )
 
+def _dirty_rate_check(value: str) -> str | None:
+    if not value:
+        return None
+    try:
+        parse_dirty_rate(value, MIN_PAGE_SIZE)
+    except UnitError as exc:
+        return str(exc).split(": ", 1)[-1]
+    return None
+
+
 def _pattern_fields(working_set: bool = True) -> dict:
     """The fields that say where and when one group of CPUs writes (a workload, a phase, a group)."""
     f = dict(
         kind=Field(CHOICE, "uniform", "Write pattern over the working set.", choices=WORKLOAD_KINDS),
-        rate=Field(RATE, REQUIRED, "Page writes per second per CPU (trace: ignored, the trace sets the pace).",
+        rate=Field(RATE, REQUIRED, "Page writes per second per CPU (trace: ignored, the trace sets the pace; "
+                                   "derived from workload.dirty_rate when that is given).",
                    gt=0, le=MAX_WRITE_RATE),
         working_set=Field(SIZE, REQUIRED, "Memory the workload writes to.", gt=0, le=MAX_BYTES),
         **kind_fields(),
@@ -118,6 +130,15 @@ _GROUP = Section("CPUs that run one workload.", dict(
 CORE.section(
     "workload", "The running workload's page writes.",
     **_pattern_fields(),
+    dirty_rate=Field(STR, "", "The whole guest's dirty rate as QEMU's calc-dirty-rate measures it (distinct pages "
+                              "dirtied per second over dirty_rate_window), e.g. 2GB/s, 500MiB/s, 100000pages/s; "
+                              "workload.rate (per CPU) is derived from it (docs/usage.md). Empty: give workload.rate.",
+                     check=_dirty_rate_check, check_doc="bandwidth or pages/s"),
+    dirty_rate_file=Field(STR, "", "A dirty-rate report to take dirty_rate from, relative to the config file: "
+                                   "QEMU query-dirty-rate JSON, virsh domstats --dirtyrate output, or KubeVirt's "
+                                   "kubevirt_vmi_dirty_rate_bytes_per_second sample."),
+    dirty_rate_window=Field(DURATION, "1s", "Window the dirty rate was measured over (QEMU's calc-time); a "
+                                            "report's own calc-time takes its place.", gt=0, le=MAX_STEP),
     paced=Field(BOOL, False, "Writes are paced by a clock (a timer-driven writer): tracking costs come out of "
                              "its idle time, and CPU throttling delays its writes but it catches up, unless "
                              "one throttle sleep exceeds catchup."),

@@ -23,6 +23,7 @@ import yaml
 
 from pagesync_model.config.fields import build_schema
 from pagesync_model.config.inherit import resolve_bases
+from pagesync_model.config.planner import layer as layer_planner_inputs, resolve as resolve_planner_inputs
 from pagesync_model.policies import REGISTRY
 from pagesync_model.schema import Config, ConfigError, Field, Schema
 from pagesync_model.units import shorten
@@ -183,13 +184,14 @@ def read_config_text(path: Union[str, os.PathLike]) -> str:
 
 
 def load_config(path: Union[str, os.PathLike], overrides: Iterable[str] = (),
-                schema: Optional[Schema] = None) -> Config:
+                schema: Optional[Schema] = None, notices: Optional[list] = None) -> Config:
     """Read the YAML file at ``path`` (with its ``base:`` chain, see inherit.py), apply ``overrides``
     ('dotted.key=value' strings, values read as YAML) and return the validated Config. ``schema``
     defaults to the pagesync-sim SCHEMA. Raises ConfigError for an unreadable file, malformed YAML, a
-    bad base, or any invalid value."""
+    bad base, or any invalid value. ``notices`` (a list) receives what was adjusted rather than refused
+    (a memory size rounded to whole pages), one line each."""
     name = os.fspath(path)
-    return config_from_dict(load_tree(name), overrides, source=name, schema=schema)
+    return config_from_dict(load_tree(name), overrides, source=name, schema=schema, notices=notices)
 
 
 def load_tree(path: Union[str, os.PathLike]) -> Any:
@@ -197,7 +199,14 @@ def load_tree(path: Union[str, os.PathLike]) -> Any:
     `config_from_dict` takes. Every file of the chain is read with the same bounds
     (`read_config_text`). Raises ConfigError for an unreadable file, malformed YAML or a bad base."""
     name = os.fspath(path)
-    return resolve_bases(_read_yaml(name), name, _read_yaml)
+    own = _read_yaml(name)
+    layered = isinstance(own, Mapping) and own.get("base") and isinstance(own.get("workload"), Mapping)
+    own_keys = set(own["workload"]) if layered else set()
+    tree = resolve_bases(own, name, _read_yaml)
+    if layered:
+        # the file over its bases: its workload.rate or dirty rate replaces the other inherited one
+        layer_planner_inputs(tree, own_keys)
+    return tree
 
 
 def _read_yaml(name: str) -> Any:
@@ -205,10 +214,12 @@ def _read_yaml(name: str) -> Any:
 
 
 def config_from_dict(data: Any, overrides: Iterable[str] = (), source: str = "<dict>",
-                     schema: Optional[Schema] = None) -> Config:
+                     schema: Optional[Schema] = None, notices: Optional[list] = None) -> Config:
     """Validate ``data`` (nested mappings as from YAML; None means empty) after applying ``overrides``
     ('dotted.key=value' strings) and return the Config; ``data`` is not modified. ``source`` names
-    the origin in errors and in ``cfg.source``. Raises ConfigError for any problem."""
+    the origin in errors and in ``cfg.source`` (and the directory ``workload.dirty_rate_file`` is
+    relative to). A planner's dirty rate becomes ``workload.rate`` and a memory size is rounded to
+    whole pages (config/planner.py), noted in ``notices``. Raises ConfigError for any problem."""
     schema = SCHEMA if schema is None else schema
     if data is None:
         data = {}
@@ -219,13 +230,23 @@ def config_from_dict(data: Any, overrides: Iterable[str] = (), source: str = "<d
     tree = _copy_tree(data)
     if isinstance(overrides, str):
         overrides = (overrides,)
+    overrides = list(overrides)
+    layer_planner_inputs(tree, {t.partition("=")[0].strip()[len("workload."):] for t in overrides
+                                if isinstance(t, str) and t.strip().startswith("workload.")})
     try:
         for text in overrides:
             apply_override(tree, text, schema)
     except ConfigError as exc:
         exc.source = source
         raise
-    return schema.build(tree, source=source)
+    if schema is not SCHEMA:
+        return schema.build(tree, source=source)
+    try:
+        return resolve_planner_inputs(tree, source, lambda t: schema.build(t, source=source), notices)
+    except ConfigError as exc:
+        if exc.source is None:
+            exc.source = source
+        raise
 
 
 def apply_override(tree: dict, text: str, schema: Optional[Schema] = None) -> None:

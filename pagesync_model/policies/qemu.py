@@ -204,6 +204,8 @@ class Migration:
         self.bandwidth = 0.0                    # bytes per ms over the last period
         self.expected_downtime = self.q.downtime_limit  # shown until a real estimate exists
         self.mbps = 0.0
+        self.pages_per_second = 0.0
+        self.period_pages = 0
         self.period_start = 0                   # iteration_start_time, in whole ms
         self.periods = {}                       # period length (ms) -> how many
         self.rng = np.random.default_rng(np.random.SeedSequence([e.seed, 0x716D75]))
@@ -239,6 +241,9 @@ class Migration:
         self.bandwidth = transferred / spent_ms
         self.threshold = self.bandwidth * self.downtime_limit * 1e3
         self.mbps = transferred * 8 / (spent_ms / 1e3) / 1e6
+        # pages-per-second: pages transferred (normal and zero) in the period over its length
+        self.pages_per_second = (e.pages_sent - self.period_pages) / (spent_ms / 1e3)
+        self.period_pages = e.pages_sent
         if self.dirty_pages_rate and transferred > 10000 and self.bandwidth > 0:
             self.expected_downtime = self.dirty_bytes_last_sync / self.bandwidth / 1e3
         self.period_start = now
@@ -503,6 +508,7 @@ def report(e, mig, setup_s):
         "setup_time_s": setup_s,
         "dirty_pages_rate": mig.dirty_pages_rate,
         "mbps_last_period": mig.mbps,
+        "pages_per_second": mig.pages_per_second,
         "threshold_bytes": mig.threshold,
         "remaining_bytes": 0 if converged else mig.remaining * mig.ps,
         "precopy_bytes": mig.precopy_bytes if converged else e.bytes_sent,

@@ -51,6 +51,7 @@ class Cpus:
         self.catchup = float(catchup)
         self.t_done = 0
         self.stopped = False
+        self.meter = None            # a DirtyRateMeter: distinct pages written per window
         self._bounds = np.zeros(self.ncpu + 1, dtype=INDEX_DTYPE)
         self._counts = np.zeros((self.ncpu, 3), dtype=INDEX_DTYPE)
         self._writes = np.zeros(self.ncpu, dtype=INDEX_DTYPE)
@@ -90,6 +91,8 @@ class Cpus:
         total = len(frames)  # = counts.sum(): a workload returns every write it counted
         if total == 0:
             return
+        if self.meter is not None:
+            self.meter.add(frames, t)
         counts.cumsum(out=self._bounds[1:])
         m = self.memory
         self.kernels.apply_writes(frames, self._bounds, m.pte, m.versions, self.tlb_tag, self.tlb_flags,

@@ -119,6 +119,17 @@ class Engine:
         stale[k:] = rest[:len(stale) - k] + hi
         return first + second
 
+    def achieved_dirty_rate(self, running_end):
+        """Mean distinct bytes dirtied per second over the complete measured windows of
+        ``workload.dirty_rate_window`` (DirtyRateMeter) before the guest stopped for good (QEMU's
+        calc-dirty-rate measure); None if there was none."""
+        mach = self.machine
+        counts = mach.cpus.meter.finish(running_end)
+        if not counts:
+            return None
+        window_s = mach.seconds(mach.cpus.meter.window)
+        return float(np.mean(counts)) * mach.memory.page_size / window_s
+
     def warm_up(self):
         """Run the workload for ``sim.warmup`` before time 0, a quantum at a time (no SimPy events):
         TLBs and dirty bits are then as on a machine that has been running."""
@@ -157,7 +168,8 @@ class Engine:
             tracking_cycles=c.tracking_cycles, memory_pages=m.n_frames, page_size=m.page_size,
             # defaults a policy may restate (QEMU's counters)
             dirty_sync_count=mach.harvests, normal_pages=link.pages_sent - link.zero_pages_sent,
-            zero_pages=link.zero_pages_sent, expected_downtime_s=None, throttle_pct=[])
+            zero_pages=link.zero_pages_sent, expected_downtime_s=None, throttle_pct=[],
+            achieved_dirty_rate_bytes_s=self.achieved_dirty_rate(running_end))
         own = {k: v for k, v in o.items() if k not in ("converged", "stop_reason", "blackout_start", "cutover")}
         summary = Summary.page_level(self.policy_name, len(self.recorder.records), counters, own)
         simulator = {"wall_s": wall_s, "waits": mach.waits + link.timeouts,

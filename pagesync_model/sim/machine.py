@@ -20,6 +20,7 @@ import numpy as np
 import simpy
 
 from ..kernels.dtypes import INDEX_DTYPE, WORD_DTYPE
+from ..dirtyrate import DirtyRateMeter
 from ..memory import Memory
 from ..workloads import build_dma, build_workload, working_set_pages
 from .cpus import Cpus
@@ -67,6 +68,8 @@ class Machine:
                          c.tlb_entries, self.cycles(c.tlb_walk), self.cycles(c.dirty_update),
                          paced=cfg.workload.paced, catchup=cfg.workload.catchup,
                          dma=build_dma(cfg, self.memory, self.partner, kernels, seed, self.clock))
+        # the achieved dirty rate, over the window the planner's rate was given for (QEMU's calc-time)
+        self.cpus.meter = DirtyRateMeter(self.cycles(cfg.workload.dirty_rate_window), ws_pages)
         self.quantum = max(1, self.cycles(cfg.sim.quantum))
         self.link = Interconnect.from_config(self.env, self.memory, self.partner, kernels, cfg.link, cfg.sim.quantum,
                                              self.clock, sync=self.catch_up, **link_options)

@@ -169,9 +169,15 @@ def _plain(value):
     return repr(value)
 
 
+# Fields added after runs were journalled, at the value that leaves a run as it was (no planner's dirty
+# rate given): left out of the identity, so the journals and tables of earlier runs stay valid.
+_NEUTRAL = {"workload.dirty_rate": "", "workload.dirty_rate_file": "", "workload.dirty_rate_window": repr(1.0)}
+
+
 def canonical(section):
     """A config section as {dotted field: canonical value}, for hashing."""
-    return {k: _plain(v) for k, v in section.flat().items()}
+    out = {k: _plain(v) for k, v in section.flat().items()}
+    return {k: v for k, v in out.items() if k not in _NEUTRAL or v != _NEUTRAL[k]}
 
 
 def _copy(tree):
