@@ -91,8 +91,7 @@ class Cpus:
             return
         np.cumsum(counts, out=self._bounds[1:])
         m = self.memory
-        self.kernels.apply_writes(frames, self._bounds, m.pte, m.versions, self.tlb_tag, self.tlb_flags,
-                                  m.pt_base, m.ptes_per_pt, self._counts)
+        m.apply_writes(self.kernels, frames, self._bounds, self.tlb_tag, self.tlb_flags, self._counts)
         walks, dirty_sets, refills = self._counts.sum(axis=0)
         extra = self._counts[:, 2] * self.walk_cycles + self._counts[:, 1] * self.dirty_cycles
         self.debt += extra
