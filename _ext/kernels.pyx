@@ -341,6 +341,44 @@ def apply_writes_mapped(const index_t[::1] frames, const index_t[::1] index, con
             out_counts[c, 2] = refills
 
 
+def block_index(const index_t[::1] frames, const index_t[::1] slots, int64_t low, int64_t block,
+                index_t[::1] out):
+    """Where block-sparse memory keeps each frame: ``out[w] = frames[w]`` below ``low``, else
+    ``low + slots[b] * block + u % block`` with ``u = frames[w] - low`` and ``b = u // block``, or -1
+    when ``slots[b] < 0`` (the block has no per-frame state yet). Returns how many are -1.
+
+    Raises ValueError on mismatched lengths, block < 1, or a frame < 0 or beyond the blocks.
+    """
+    cdef int64_t nw = frames.shape[0], nb = slots.shape[0], w, f, u, b, s, missing = 0, bad = -1
+    if out.shape[0] != nw:
+        raise ValueError(f"out has {out.shape[0]} elements, frames has {nw}")
+    if block < 1:
+        raise ValueError(f"block must be >= 1, got {block}")
+    with nogil:
+        for w in range(nw):
+            f = frames[w]
+            if f < 0:
+                bad = w
+                break
+            if f < low:
+                out[w] = f
+                continue
+            u = f - low
+            b = u // block
+            if b >= nb:
+                bad = w
+                break
+            s = slots[b]
+            if s < 0:
+                out[w] = -1
+                missing += 1
+            else:
+                out[w] = low + s * block + u % block
+    if bad >= 0:
+        raise ValueError(f"frames[{bad}] = {frames[bad]} is outside [0, {low} + {nb} * {block})")
+    return missing
+
+
 # --------------------------------------------------------------------------------------------------
 # bitmap kernels
 

@@ -19,6 +19,9 @@ Both offer the accessors `Memory` offers (``apply_writes``, ``harvest``, ``touch
 ``lost_writes``) with results identical to the dense arrays (held by tests/test_sparse.py). The dirty
 bitmaps stay dense: one bit per frame, 1/96 of what a PTE and two versions cost.
 """
+import mmap
+import sys
+
 import numpy as np
 
 from .kernels.dtypes import (INDEX_DTYPE, PARTNER_GARBAGE, PTE_ACCESSED, PTE_DIRTY, PTE_DTYPE, PTE_PRESENT,
@@ -50,20 +53,46 @@ def _ranges_to_blocks(starts, ends):
     return (offs + np.arange(total, dtype=INDEX_DTYPE)).astype(INDEX_DTYPE)
 
 
+# Linux's MAP_NORESERVE (Python < 3.12 lacks the constant): address space whose untouched pages cost nothing
+_NORESERVE = getattr(mmap, "MAP_NORESERVE", 0x4000 if sys.platform.startswith("linux") else 0)
+
+
+def _reserve(n, dtype):
+    """An array of ``n`` elements whose pages take memory only once written (None when the system
+    refuses such a reservation: the pool then grows by copying)."""
+    nbytes = int(n) * np.dtype(dtype).itemsize
+    if not _NORESERVE or nbytes == 0:
+        return None
+    try:
+        buf = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | _NORESERVE)
+    except (OSError, ValueError, OverflowError):
+        return None
+    return np.frombuffer(buf, dtype=dtype)
+
+
 class _Pool:
-    """Per-frame rows of materialised blocks after a dense low region: ``arrays`` are (dtype, fill)."""
+    """Per-frame rows of materialised blocks after a dense low region, one array per dtype of ``specs``.
+
+    Rows are handed out in materialisation order. The arrays are reserved for every block as address
+    space whose pages the system provides on first write, so only materialised rows take memory and
+    nothing is copied as blocks materialise; where that reservation is refused they grow by copying.
+    """
 
     def __init__(self, low, B, nblocks, specs):
         self.low, self.B, self.n_slots, self.cap = int(low), int(B), 0, 0
         self.slot = np.full(nblocks, -1, dtype=INDEX_DTYPE)
         self.specs = specs
-        self.arrays = [np.empty(self.low, dtype=dt) for dt in specs]
-        self.rows = [a[self.low:].reshape(0, self.B) for a in self.arrays]
+        reserved = [_reserve(self.low + nblocks * self.B, dt) for dt in specs]
+        if all(r is not None for r in reserved):
+            self.arrays, self.cap = reserved, nblocks
+        else:
+            self.arrays = [np.empty(self.low, dtype=dt) for dt in specs]
+        self.rows = [a[self.low:].reshape(self.cap, self.B) for a in self.arrays]
 
     def grow(self, need):
         if need <= self.cap:
             return
-        cap = max(need, int(self.cap * 1.5), 16)
+        cap = max(need, self.cap * 2, 16)
         new = []
         for a, dt in zip(self.arrays, self.specs):
             b = np.empty(self.low + cap * self.B, dtype=dt)
@@ -169,9 +198,12 @@ class SparseMemory:
 
     # -- the accessors ------------------------------------------------------------------------------
     def apply_writes(self, kernels, frames, cpu_bounds, tlb_tag, tlb_flags, out_counts):
-        self._materialise_frames(frames)
-        kernels.apply_writes_mapped(frames, self.pool.index(frames), cpu_bounds, self.pool_pte, self.pool_ver,
-                                    tlb_tag, tlb_flags, self.pt_base, self.ptes_per_pt, out_counts)
+        ix = np.empty(len(frames), dtype=INDEX_DTYPE)
+        if kernels.block_index(frames, self.pool.slot, self.user_base, self.B, ix):
+            self._materialise(np.unique((frames[ix < 0] - self.user_base) // self.B))
+            kernels.block_index(frames, self.pool.slot, self.user_base, self.B, ix)
+        kernels.apply_writes_mapped(frames, ix, cpu_bounds, self.pool_pte, self.pool_ver, tlb_tag, tlb_flags,
+                                    self.pt_base, self.ptes_per_pt, out_counts)
 
     def touch_module(self):
         self.pool_ver[self.module_base:self.user_base] += 1

@@ -96,6 +96,22 @@ def apply_writes_mapped(frames, index, cpu_bounds, pte, versions, tlb_tag, tlb_f
         out_counts[c, 2] = flush_refills
 
 
+def block_index(frames, slots, low, block, out):
+    missing = 0
+    for w in range(len(frames)):
+        f = int(frames[w])
+        if f < low:
+            out[w] = f
+            continue
+        s = int(slots[(f - low) // block])
+        if s < 0:
+            out[w] = -1
+            missing += 1
+        else:
+            out[w] = low + s * block + (f - low) % block
+    return missing
+
+
 def bitmap_set_range(bitmap, lo, hi):
     new_bits = 0
     for f in range(lo, hi):

@@ -270,3 +270,36 @@ def test_trace_replay_sparse_equals_dense(tmp_path, backend):
     _, dense = _result(d, (), "false", backend)
     _, sparse = _result(d, (), "true", backend)
     assert sparse == dense and dense["workload_writes"] > 0
+
+
+@pytest.mark.parametrize("backend", BACKENDS + ["reference"])
+def test_block_index(backend):
+    mod = ref if backend == "reference" else get_backend(backend)
+    rng = np.random.default_rng(2)
+    low, block, nb = 37, 16, 50
+    slots = np.where(rng.random(nb) < 0.4, -1, rng.permutation(nb)).astype(np.int64)
+    frames = rng.integers(0, low + nb * block, 3000).astype(np.int64)
+    out = np.full(len(frames), -5, np.int64)
+    missing = mod.block_index(frames, slots, low, block, out)
+    # by hand: below low a frame is its own index; a block without a slot gives -1
+    u = frames - low
+    want = np.where(frames < low, frames, low + slots[np.maximum(u, 0) // block] * block + np.maximum(u, 0) % block)
+    gone = (frames >= low) & (slots[np.maximum(u, 0) // block] < 0)
+    want[gone] = -1
+    np.testing.assert_array_equal(out, want)
+    assert missing == int(gone.sum()) > 0
+    if backend != "reference":
+        with pytest.raises(ValueError, match="outside"):
+            mod.block_index(np.array([low + nb * block], np.int64), slots, low, block, np.empty(1, np.int64))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_pool_that_grows_by_copying_gives_the_same_run(backend, monkeypatch):
+    import pagesync_model.sparse as sp
+    monkeypatch.setattr(sp, "_NORESERVE", 0)
+    base, overrides = CASES["stratus-copy-before-clear"]
+    _, dense = _result(base, overrides, "false", backend)
+    e, sparse = _result(base, overrides, "true", backend)
+    pool = e.machine.memory.pool
+    assert pool.arrays[0].flags.owndata and pool.cap > 16     # plain arrays, grown at least once
+    assert sparse == dense

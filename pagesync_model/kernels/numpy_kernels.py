@@ -371,6 +371,40 @@ def _apply_writes(frames, index, cpu_bounds, pte, versions, tlb_tag, tlb_flags, 
     return None
 
 
+def block_index(frames, slots, low, block, out):
+    """Where block-sparse memory keeps each frame: ``out[w] = frames[w]`` below ``low``, else
+    ``low + slots[b] * block + u % block`` with ``u = frames[w] - low`` and ``b = u // block``, or -1
+    when ``slots[b] < 0``. Returns how many are -1.
+
+    Raises ValueError on mismatched lengths, block < 1, or a frame < 0 or beyond the blocks.
+    """
+    _buf("frames", frames, INDEX_DTYPE)
+    _buf("slots", slots, INDEX_DTYPE)
+    _buf("out", out, INDEX_DTYPE, writable=True)
+    low, block, nw, nb = int(low), int(block), len(frames), len(slots)
+    if len(out) != nw:
+        raise ValueError(f"out has {len(out)} elements, frames has {nw}")
+    if block < 1:
+        raise ValueError(f"block must be >= 1, got {block}")
+    missing = 0
+    for x in range(0, nw, CHUNK):
+        f = frames[x:x + CHUNK]
+        u = f - low
+        bad = (f < 0) | (u // block >= nb)
+        if bad.any():
+            w = int(np.flatnonzero(bad)[0]) + x
+            raise ValueError(f"frames[{w}] = {frames[w]} is outside [0, {low} + {nb} * {block})")
+        user = u >= 0
+        b = np.where(user, u // block, 0)
+        s = slots[b]
+        o = np.where(user, low + s * block + u % block, f)
+        gone = user & (s < 0)
+        o[gone] = -1
+        out[x:x + CHUNK] = o
+        missing += int(np.count_nonzero(gone))
+    return missing
+
+
 # --------------------------------------------------------------------------------------------------
 # bitmap kernels
 
