@@ -129,8 +129,8 @@ class SparseMemory:
         self.B = B
         self.nb = -(-self.user_frames // B)
         self.pool = _Pool(ub, B, self.nb, (PTE_DTYPE, VERSION_DTYPE))
-        self.pool.arrays[0][:] = _INIT_PTE
-        self.pool.arrays[1][:] = 1
+        self.pool.arrays[0][:ub] = _INIT_PTE
+        self.pool.arrays[1][:ub] = 1
         self.upte = np.full(self.nb, _INIT_PTE, dtype=PTE_DTYPE)
         self.uver = np.ones(self.nb, dtype=VERSION_DTYPE)
         self._zero_pages()

@@ -303,3 +303,17 @@ def test_pool_that_grows_by_copying_gives_the_same_run(backend, monkeypatch):
     pool = e.machine.memory.pool
     assert pool.arrays[0].flags.owndata and pool.cap > 16     # plain arrays, grown at least once
     assert sparse == dense
+
+
+def test_untouched_memory_takes_no_memory():
+    """A 1 TiB block-sparse memory and its partner, measured in a fresh process: what the dense
+    arrays would take (16 bytes a frame: 4 GiB) is never touched."""
+    import subprocess
+    import sys
+    code = ("import resource\n"
+            "from pagesync_model.memory import build_memory\n"
+            "m = build_memory(1 << 40, 4096, 1 << 30, 1 << 20, 1 << 26, 'scattered', 64, 512, sparse=True)\n"
+            "p = m.new_partner()\n"
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert int(out.stdout.split()[-1]) < 512 * 1024     # KiB: well under the 4 GiB of dense arrays
