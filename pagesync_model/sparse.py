@@ -428,37 +428,16 @@ class SparsePartner:
 
     def receive(self, kernels, memory, starts, lens):
         """Kernel ``deliver_runs`` from ``memory``: copy the runs' versions; returns the zero pages copied."""
+        if len(starts) == 1:
+            return self._receive_run(kernels, memory, int(starts[0]), int(starts[0]) + int(lens[0]))
         low, full, (pb, pa, pc) = self._split(starts, lens)
         m = memory
         ub, B = m.user_base, self.pool.B
         zeros = 0
         if len(low[0]):
             zeros += kernels.deliver_runs(m.pool_ver[:ub], self.low, low[0], low[1])
-        src_rows, dst_rows = m.pool.rows[1], None
-        # whole blocks
         if len(full):
-            ss = m.pool.slot[full]
-            smat = ss >= 0
-            ub_ = full[~smat]
-            sv = m.uver[ub_]
-            zeros += int(self.valid[ub_][sv == 0].sum())
-            ds = self.pool.slot[ub_]
-            dm = ds >= 0
-            self.uver[ub_[~dm]] = sv[~dm]
-            self.plen[ub_[~dm]] = 0
-            if dm.any():
-                self.pool.rows[0][ds[dm]] = sv[dm][:, None]
-            mb = full[smat]
-            if len(mb):
-                self._materialise(np.unique(mb))
-                dst_rows = self.pool.rows[0]
-                step = max(1, CHUNK // B)
-                for x in range(0, len(mb), step):
-                    b = mb[x:x + step]
-                    rows = src_rows[ss[smat][x:x + step]]
-                    dst_rows[self.pool.slot[b]] = rows
-                    v = self.valid[b]
-                    zeros += int(((rows == 0) & (np.arange(B)[None, :] < v[:, None])).sum())
+            zeros += self._receive_blocks(m, full)
         # pieces of blocks
         if len(pb):
             smat = m.pool.slot[pb] >= 0
@@ -490,6 +469,98 @@ class SparsePartner:
                 zeros += int(np.count_nonzero(vals == 0))
                 self.write_versions(frames, vals)
         return int(zeros)
+
+    def _receive_blocks(self, m, full):
+        """Copy whole blocks ``full``; returns the zero pages copied."""
+        B = self.pool.B
+        zeros = 0
+        src_rows = m.pool.rows[1]
+        ss = m.pool.slot[full]
+        smat = ss >= 0
+        ub_ = full[~smat]
+        sv = m.uver[ub_]
+        zeros += int(self.valid[ub_][sv == 0].sum())
+        ds = self.pool.slot[ub_]
+        dm = ds >= 0
+        self.uver[ub_[~dm]] = sv[~dm]
+        self.plen[ub_[~dm]] = 0
+        if dm.any():
+            self.pool.rows[0][ds[dm]] = sv[dm][:, None]
+        mb = full[smat]
+        if len(mb):
+            self._materialise(np.unique(mb))
+            dst_rows = self.pool.rows[0]
+            step = max(1, CHUNK // B)
+            for x in range(0, len(mb), step):
+                b = mb[x:x + step]
+                rows = src_rows[ss[smat][x:x + step]]
+                dst_rows[self.pool.slot[b]] = rows
+                v = self.valid[b]
+                zeros += int(((rows == 0) & (np.arange(B)[None, :] < v[:, None])).sum())
+        return zeros
+
+    def _receive_run(self, kernels, m, s, e):
+        """``receive`` of the one run [s, e): a piece of a pass over memory."""
+        ub, B, nb = m.user_base, self.pool.B, len(self.valid)
+        zeros = 0
+        if s < ub:
+            le = min(e, ub)
+            zeros += kernels.deliver_runs(m.pool_ver[:ub], self.low, np.array([s], dtype=INDEX_DTYPE),
+                                          np.array([le - s], dtype=INDEX_DTYPE))
+            s = le
+        if e <= s:
+            return int(zeros)
+        r0, r1 = s - ub, e - ub
+        fb0 = -(-r0 // B)
+        fb1 = nb if r1 == m.user_frames else r1 // B
+        if fb0 < fb1:
+            if r0 < fb0 * B:
+                zeros += self._receive_piece(m, fb0 - 1, r0 - (fb0 - 1) * B, B)
+            ss, ds = m.pool.slot[fb0:fb1], self.pool.slot[fb0:fb1]
+            if ss.max() < 0 and ds.max() < 0:   # untouched on both sides: one version a block
+                sv = m.uver[fb0:fb1]
+                self.uver[fb0:fb1] = sv
+                self.plen[fb0:fb1] = 0
+                zeros += int(self.valid[fb0:fb1][sv == 0].sum())
+            else:
+                zeros += self._receive_blocks(m, np.arange(fb0, fb1, dtype=INDEX_DTYPE))
+            if fb1 < nb and fb1 * B < r1:
+                zeros += self._receive_piece(m, fb1, 0, r1 - fb1 * B)
+        else:
+            b = r0 // B
+            if (r1 - 1) // B == b:
+                zeros += self._receive_piece(m, b, r0 - b * B, r1 - b * B)
+            else:
+                zeros += self._receive_piece(m, b, r0 - b * B, B)
+                zeros += self._receive_piece(m, b + 1, 0, r1 - (b + 1) * B)
+        return int(zeros)
+
+    def _receive_piece(self, m, b, a, c):
+        """Copy frames [a, c) of block ``b``; returns the zero pages copied."""
+        ss, ds = int(m.pool.slot[b]), int(self.pool.slot[b])
+        if ss < 0:
+            sv = m.uver[b]
+            z = (c - a) if sv == 0 else 0
+            if ds < 0:
+                plen, pver, uver = int(self.plen[b]), self.pver[b], self.uver[b]
+                if (plen == 0 or pver == sv) and uver == sv:
+                    return z
+                if c <= plen and pver == sv:
+                    return z
+                if a <= plen and (plen == 0 or pver == sv):
+                    newlen = max(plen, c)
+                    if newlen >= self.valid[b]:
+                        self.uver[b], self.plen[b] = sv, 0
+                    else:
+                        self.pver[b], self.plen[b] = sv, newlen
+                    return z
+            self._materialise(np.array([b], dtype=INDEX_DTYPE))
+            self.pool.rows[0][self.pool.slot[b], a:c] = sv
+            return z
+        self._materialise(np.array([b], dtype=INDEX_DTYPE))
+        vals = m.pool.rows[1][ss, a:c]
+        self.pool.rows[0][self.pool.slot[b], a:c] = vals
+        return int(np.count_nonzero(vals == 0))
 
     def count_garbage(self, starts, lens):
         """How many frames of the runs the partner has never received."""
