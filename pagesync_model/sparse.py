@@ -430,6 +430,9 @@ class SparsePartner:
         """Kernel ``deliver_runs`` from ``memory``: copy the runs' versions; returns the zero pages copied."""
         if len(starts) == 1:
             return self._receive_run(kernels, memory, int(starts[0]), int(starts[0]) + int(lens[0]))
+        zeros = self._receive_written(kernels, memory, starts, lens)
+        if zeros is not None:
+            return zeros
         low, full, (pb, pa, pc) = self._split(starts, lens)
         m = memory
         ub, B = m.user_base, self.pool.B
@@ -469,6 +472,29 @@ class SparsePartner:
                 zeros += int(np.count_nonzero(vals == 0))
                 self.write_versions(frames, vals)
         return int(zeros)
+
+    def _receive_written(self, kernels, m, starts, lens):
+        """``receive`` frame by frame when every frame of the runs has per-frame state on the source
+        (dirty pages of written blocks: the runs of every pass after the first); None otherwise."""
+        starts = np.asarray(starts, dtype=INDEX_DTYPE)
+        lens = np.asarray(lens, dtype=INDEX_DTYPE)
+        if int(lens.sum()) > CHUNK:
+            return None
+        ub, B = m.user_base, self.pool.B
+        frames = _ranges_to_blocks(starts, starts + lens)
+        ix = np.empty(len(frames), dtype=INDEX_DTYPE)
+        if kernels.block_index(frames, m.pool.slot, ub, B, ix):
+            return None
+        vals = m.pool_ver[ix]
+        low = frames < ub
+        self.low[frames[low]] = vals[low]
+        uf = frames[~low]
+        pix = np.empty(len(uf), dtype=INDEX_DTYPE)
+        if kernels.block_index(uf, self.pool.slot, ub, B, pix):
+            self._materialise(np.unique((uf[pix < 0] - ub) // B))
+            kernels.block_index(uf, self.pool.slot, ub, B, pix)
+        self.pool.arrays[0][pix - ub] = vals[~low]
+        return int(np.count_nonzero(vals == 0))
 
     def _receive_blocks(self, m, full):
         """Copy whole blocks ``full``; returns the zero pages copied."""

@@ -140,7 +140,7 @@ def test_accessors_match_dense_memory(backend, layout, seed):
     tlb = [(np.full((ncpu, entries), -1, np.int64), np.zeros((ncpu, entries), np.uint8)) for _ in range(2)]
     n, ub = dense.n_frames, dense.user_base
     for step in range(25):
-        op = rng.integers(0, 6)
+        op = rng.integers(0, 7)
         if op == 0:   # CPU writes (never to page tables)
             nw = int(rng.integers(1, 300))
             hot = dense.dense_to_frames(rng.integers(0, 900, nw).astype(np.int64))
@@ -186,6 +186,10 @@ def test_accessors_match_dense_memory(backend, layout, seed):
             for s, ln in pieces:
                 assert pd.count_garbage(s, ln) == ps.count_garbage(s, ln)
                 assert pd.receive(kernels, dense, s, ln) == ps.receive(kernels, sparse, s, ln)
+        elif op == 5:   # runs of written frames (a later pass)
+            fr = np.unique(dense.dense_to_frames(rng.integers(0, 900, 60).astype(np.int64)))
+            lens = np.minimum(rng.integers(1, 4, len(fr)), np.diff(np.append(fr, n)))
+            assert pd.receive(kernels, dense, fr, lens) == ps.receive(kernels, sparse, fr, lens)
         elif op == 3:   # DMA-like version changes, mirrored or not
             frames = np.unique(dense.dense_to_frames(rng.integers(0, 1400, 40).astype(np.int64)))
             times = rng.integers(1, 3, len(frames)).astype(np.uint32)
