@@ -67,6 +67,11 @@ def _reserve(n, dtype):
         buf = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | _NORESERVE)
     except (OSError, ValueError, OverflowError):
         return None
+    if hasattr(mmap, "MADV_HUGEPAGE"):   # as numpy does for its large arrays: fewer TLB misses
+        try:
+            buf.madvise(mmap.MADV_HUGEPAGE)
+        except OSError:
+            pass
     return np.frombuffer(buf, dtype=dtype)
 
 
@@ -580,13 +585,25 @@ class SparsePartner:
                     else:
                         self.pver[b], self.plen[b] = sv, newlen
                     return z
-            self._materialise(np.array([b], dtype=INDEX_DTYPE))
-            self.pool.rows[0][self.pool.slot[b], a:c] = sv
+            self._row(b)[a:c] = sv
             return z
-        self._materialise(np.array([b], dtype=INDEX_DTYPE))
         vals = m.pool.rows[1][ss, a:c]
-        self.pool.rows[0][self.pool.slot[b], a:c] = vals
+        self._row(b)[a:c] = vals
         return int(np.count_nonzero(vals == 0))
+
+    def _row(self, b):
+        """The per-frame row of block ``b``, materialised if it was not."""
+        ds = int(self.pool.slot[b])
+        if ds >= 0:
+            return self.pool.rows[0][ds]
+        ds = int(self.pool.add(np.array([b], dtype=INDEX_DTYPE))[0])
+        row = self.pool.rows[0][ds]
+        row[:] = self.uver[b]
+        plen = int(self.plen[b])
+        if plen:
+            row[:plen] = self.pver[b]
+            self.plen[b] = 0
+        return row
 
     def count_garbage(self, starts, lens):
         """How many frames of the runs the partner has never received."""

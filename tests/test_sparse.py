@@ -245,11 +245,12 @@ def test_mapped_write_kernel_matches_the_reference_and_the_dense_kernel():
 # -- the switch ------------------------------------------------------------------------------------
 
 def test_auto_rule():
-    big = config_from_dict(SMALL, ["memory.size=512GiB"]).memory
-    assert use_sparse(big, 32 << 20) and not use_sparse(big, 300 << 30)
+    big = config_from_dict(SMALL, ["memory.size=2TiB"]).memory
+    assert use_sparse(big, 512 << 30) and not use_sparse(big, (512 << 30) + 4096)
+    assert not use_sparse(config_from_dict(SMALL, ["memory.size=1020GiB"]).memory, 1 << 20)
     assert not use_sparse(small_config().memory, 1 << 20)
     assert use_sparse(small_config("memory.sparse=true").memory, 1 << 40)
-    assert not use_sparse(config_from_dict(SMALL, ["memory.size=512GiB", "memory.sparse=false"]).memory, 1)
+    assert not use_sparse(config_from_dict(SMALL, ["memory.size=2TiB", "memory.sparse=false"]).memory, 1)
 
 
 @pytest.mark.parametrize("value", ["yes please", "2"])

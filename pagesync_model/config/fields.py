@@ -91,8 +91,8 @@ CORE.section(
                               "blocks; the page size scatters single pages).", gt=0, le=MAX_PAGE),
     processes=Field(INT, 64, "User processes whose page tables the harvest walks in parallel.", ge=1, le=MAX_PROCESSES),
     sparse=Field(AUTO_BOOL, "auto", "Keep per-page state only for 2MiB blocks that were written or copied in "
-                                    "part (same results, less memory); auto: when memory is at least 256GiB "
-                                    "and the working set at most half of it."),
+                                    "part (same results, less memory, slower writes); auto: when memory is at "
+                                    "least 1TiB and the working set at most a quarter of it."),
 )
 
 CORE.section(
