@@ -39,7 +39,7 @@ def _parse_auto_bool(raw: Any) -> str:
     raise ValueError(f"cannot read {raw!r} as auto, true or false")
 
 
-AUTO_BOOL = Kind("auto|bool", _parse_auto_bool)
+AUTO_BOOL = Kind("choice", _parse_auto_bool)   # a choice that also reads YAML's true and false
 
 WORKLOAD_KINDS: list[str] = list(KINDS)
 MIN_PAGE_SIZE = 4096
@@ -92,7 +92,8 @@ CORE.section(
     processes=Field(INT, 64, "User processes whose page tables the harvest walks in parallel.", ge=1, le=MAX_PROCESSES),
     sparse=Field(AUTO_BOOL, "auto", "Keep per-page state only for 2MiB blocks that were written or copied in "
                                     "part (same results, less memory, slower writes); auto: when memory is at "
-                                    "least 1TiB and the working set at most a quarter of it."),
+                                    "least 1TiB and the working set at most a quarter of it.",
+                 check_doc="`auto`, `true` or `false`"),
 )
 
 CORE.section(
