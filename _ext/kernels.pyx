@@ -263,6 +263,123 @@ def apply_writes(const index_t[::1] frames, const index_t[::1] cpu_bounds, pte_t
             out_counts[c, 2] = refills
 
 
+def apply_writes_mapped(const index_t[::1] frames, const index_t[::1] index, const index_t[::1] cpu_bounds,
+                        pte_t[::1] pte, version_t[::1] versions, tlb_tag_t[:, ::1] tlb_tag,
+                        tlb_flag_t[:, ::1] tlb_flags, int64_t pt_base, int64_t ptes_per_pt,
+                        index_t[:, ::1] out_counts):
+    """``apply_writes`` on memory stored block-sparse: write w is to frame ``frames[w]`` (its TLB slot,
+    tag and page-table page) whose PTE and version live at ``pte[index[w]]`` and ``versions[index[w]]``;
+    the page-table page of frame f is ``versions[pt_base + f // ptes_per_pt]`` as in ``apply_writes``.
+    Every write to one frame must carry the same index, distinct frames distinct indices.
+
+    Raises ValueError on mismatched shapes, an index outside the buffers, a frame < 0, a page-table
+    page outside ``versions``, bad cpu_bounds or entries < 1.
+    """
+    cdef int64_t n = pte.shape[0], nw = frames.shape[0]
+    cdef int64_t ncpu = tlb_tag.shape[0], entries = tlb_tag.shape[1]
+    if versions.shape[0] != n:
+        raise ValueError(f"versions has {versions.shape[0]} elements, pte has {n}")
+    if index.shape[0] != nw:
+        raise ValueError(f"index has {index.shape[0]} elements, frames has {nw}")
+    if tlb_flags.shape[0] != ncpu or tlb_flags.shape[1] != entries:
+        raise ValueError(f"tlb_flags has shape ({tlb_flags.shape[0]}, {tlb_flags.shape[1]}), "
+                         f"tlb_tag has ({ncpu}, {entries})")
+    if entries < 1:
+        raise ValueError("the TLB needs at least one entry per CPU")
+    if ptes_per_pt < 1:
+        raise ValueError(f"ptes_per_pt must be >= 1, got {ptes_per_pt}")
+    if cpu_bounds.shape[0] != ncpu + 1:
+        raise ValueError(f"cpu_bounds has {cpu_bounds.shape[0]} elements, expected ncpu + 1 = {ncpu + 1}")
+    if out_counts.shape[0] != ncpu or out_counts.shape[1] != 3:
+        raise ValueError(f"out_counts has shape ({out_counts.shape[0]}, {out_counts.shape[1]}), "
+                         f"expected ({ncpu}, 3)")
+    cdef int64_t c, w, f, ix, slot, lo_w, hi_w, bad = -1
+    for c in range(ncpu + 1):
+        if cpu_bounds[c] < 0 or cpu_bounds[c] > nw or (c > 0 and cpu_bounds[c] < cpu_bounds[c - 1]):
+            raise ValueError(
+                f"cpu_bounds must be non-decreasing within [0, {nw}], cpu_bounds[{c}] = {cpu_bounds[c]}")
+    if ncpu > 0:
+        lo_w = cpu_bounds[0]
+        hi_w = cpu_bounds[ncpu]
+        with nogil:
+            for w in range(lo_w, hi_w):
+                if frames[w] < 0 or index[w] < 0 or index[w] >= n or pt_base < 0 \
+                        or pt_base + frames[w] // ptes_per_pt >= n:
+                    bad = w
+                    break
+        if bad >= 0:
+            raise ValueError(f"write {bad} (frame {frames[bad]}, index {index[bad]}) lies outside the {n} "
+                             "buffer elements, or its page-table page does")
+    out_counts[:, :] = 0
+
+    cdef int64_t walks, dirty_sets, refills
+    cdef tlb_flag_t valid_dirty = TLB_VALID | TLB_DIRTY
+    cdef pte_t dirty = PTE_DIRTY, set_bits = PTE_DIRTY | PTE_ACCESSED
+    with nogil:
+        for c in range(ncpu):
+            walks = 0
+            dirty_sets = 0
+            refills = 0
+            for w in range(cpu_bounds[c], cpu_bounds[c + 1]):
+                f = frames[w]
+                ix = index[w]
+                versions[ix] += 1
+                slot = f % entries
+                if tlb_tag[c, slot] == f:
+                    if tlb_flags[c, slot] == valid_dirty:
+                        continue
+                    if not (tlb_flags[c, slot] & TLB_VALID):
+                        refills += 1
+                walks += 1
+                if not (pte[ix] & dirty):
+                    pte[ix] |= set_bits
+                    versions[pt_base + f // ptes_per_pt] += 1
+                    dirty_sets += 1
+                tlb_tag[c, slot] = f
+                tlb_flags[c, slot] = valid_dirty
+            out_counts[c, 0] = walks
+            out_counts[c, 1] = dirty_sets
+            out_counts[c, 2] = refills
+
+
+def block_index(const index_t[::1] frames, const index_t[::1] slots, int64_t low, int64_t block,
+                index_t[::1] out):
+    """Where block-sparse memory keeps each frame: ``out[w] = frames[w]`` below ``low``, else
+    ``low + slots[b] * block + u % block`` with ``u = frames[w] - low`` and ``b = u // block``, or -1
+    when ``slots[b] < 0`` (the block has no per-frame state yet). Returns how many are -1.
+
+    Raises ValueError on mismatched lengths, block < 1, or a frame < 0 or beyond the blocks.
+    """
+    cdef int64_t nw = frames.shape[0], nb = slots.shape[0], w, f, u, b, s, missing = 0, bad = -1
+    if out.shape[0] != nw:
+        raise ValueError(f"out has {out.shape[0]} elements, frames has {nw}")
+    if block < 1:
+        raise ValueError(f"block must be >= 1, got {block}")
+    with nogil:
+        for w in range(nw):
+            f = frames[w]
+            if f < 0:
+                bad = w
+                break
+            if f < low:
+                out[w] = f
+                continue
+            u = f - low
+            b = u // block
+            if b >= nb:
+                bad = w
+                break
+            s = slots[b]
+            if s < 0:
+                out[w] = -1
+                missing += 1
+            else:
+                out[w] = low + s * block + u % block
+    if bad >= 0:
+        raise ValueError(f"frames[{bad}] = {frames[bad]} is outside [0, {low} + {nb} * {block})")
+    return missing
+
+
 # --------------------------------------------------------------------------------------------------
 # bitmap kernels
 

@@ -29,6 +29,8 @@ LIMITS = {
 FRAME_BYTES = 16               # PTE (8) + page version (4) + the partner's version (4) + dirty bit
 TLB_ENTRY_BYTES = 9            # tag (8) + flags (1)
 XBZRLE_ENTRY_BYTES = 16        # tag (8) + age (8)
+SPARSE_BLOCK_BYTES = 64        # block-sparse memory's tables per block, both sides (pagesync_model/sparse.py)
+BITMAPS = 6                    # dense dirty bitmaps a policy keeps at most (xen-legacy: five and the memory's)
 
 # the fields to look at when an estimate is over its limit
 _DRIVERS = {
@@ -113,11 +115,30 @@ def estimate(cfg) -> Estimate:
     clock = cfg.cpus.clock
     quanta = simulated * clock / max(1.0, round(cfg.sim.quantum * clock))
     pages = cfg.memory.size // cfg.memory.page_size
-    state = pages * FRAME_BYTES + cfg.cpus.count * cfg.cpus.tlb_entries * TLB_ENTRY_BYTES
+    state = _frame_state(cfg, pages) + cfg.cpus.count * cfg.cpus.tlb_entries * TLB_ENTRY_BYTES
     if cfg.policy == "qemu" and cfg.qemu.xbzrle:
         entries = max(1, cfg.qemu.xbzrle_cache // cfg.memory.page_size)
         state += (1 << (entries.bit_length() - 1)) * XBZRLE_ENTRY_BYTES
     return Estimate(simulated, quanta, write_rate(cfg) * simulated, pages, state)
+
+
+def _frame_state(cfg, pages) -> float:
+    """Bytes of per-frame state: every frame's, or with block-sparse memory the rows of the blocks the
+    working set and the kernel region can reach (a frame's row on both sides), the block tables and
+    the dense bitmaps."""
+    from .memory import memory_regions, use_sparse
+    from .sparse import block_frames
+    from .workloads import working_set_pages
+    m = cfg.memory
+    ws = working_set_pages(cfg.workload, m.page_size)
+    if not use_sparse(m, ws * m.page_size):
+        return pages * FRAME_BYTES
+    regions = memory_regions(m.size, m.page_size, m.kernel_size)
+    low = pages - regions.user_bytes // m.page_size
+    block = block_frames(m.page_size, m.block // m.page_size if m.layout == "scattered" else 1)
+    reached = (-(-ws // block) + 1) * block
+    return ((low + min(pages, reached)) * FRAME_BYTES + (pages // block + 1) * SPARSE_BLOCK_BYTES
+            + BITMAPS * pages / 8)
 
 
 def check(cfg) -> Estimate:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .kernels.dtypes import (INDEX_DTYPE, PTE_ACCESSED, PTE_DIRTY, PTE_DTYPE, PTE_PRESENT, PTE_RW,
+from .kernels.dtypes import (INDEX_DTYPE, PARTNER_GARBAGE, PTE_ACCESSED, PTE_DIRTY, PTE_DTYPE, PTE_PRESENT, PTE_RW,
                              VERSION_DTYPE, WORD_DTYPE)
 from .units import format_bytes
 
@@ -119,11 +119,23 @@ class Memory:
         if working_set_pages + zero_pages > self.blocks * block:
             raise ValueError("working set and zero pages do not fit in user memory")
         self.processes = int(min(processes, self.user_frames))
+        # Harvest segments: the kernel tables first, then one tree per user process.
+        user_bounds = self.user_base + (np.arange(self.processes + 1, dtype=INDEX_DTYPE) * self.user_frames
+                                        ) // self.processes
+        self.segment_bounds = np.concatenate([np.array([0], dtype=INDEX_DTYPE), user_bounds])
+        self.segment_ptes = np.diff(self.segment_bounds)
+        assert self.segment_bounds[0] == 0 and self.segment_bounds[-1] == n and (self.segment_ptes >= 0).all()
+        self.bitmap = np.zeros(-(-n // 64), dtype=WORD_DTYPE)
+        self._init_state()
 
+    sparse = False
+
+    def _init_state(self):
+        """Per-frame PTEs and versions of every frame."""
+        n = self.n_frames
         # Every page has been written since boot, so every PTE starts dirty; the first rendezvous
         # harvest moves that to soft dirty.
         self.pte = np.full(n, PTE_PRESENT | PTE_RW | PTE_ACCESSED | PTE_DIRTY, dtype=PTE_DTYPE)
-        self.bitmap = np.zeros(-(-n // 64), dtype=WORD_DTYPE)
         self.versions = np.ones(n, dtype=VERSION_DTYPE)
         for lo in range(0, self.zero_pages, CHUNK):
             frames = self.dense_to_frames(np.arange(self.working_set_pages + lo,
@@ -131,12 +143,6 @@ class Memory:
                                                     dtype=INDEX_DTYPE))
             self.versions[frames] = 0
             self.pte[frames] &= ~PTE_DTYPE(PTE_DIRTY | PTE_ACCESSED)
-        # Harvest segments: the kernel tables first, then one tree per user process.
-        user_bounds = self.user_base + (np.arange(self.processes + 1, dtype=INDEX_DTYPE) * self.user_frames
-                                        ) // self.processes
-        self.segment_bounds = np.concatenate([np.array([0], dtype=INDEX_DTYPE), user_bounds])
-        self.segment_ptes = np.diff(self.segment_bounds)
-        assert self.segment_bounds[0] == 0 and self.segment_bounds[-1] == n and (self.segment_ptes >= 0).all()
 
     @property
     def size(self):
@@ -159,3 +165,92 @@ class Memory:
     def touch_module(self):
         """The module rewrote its bitmap and stack: their contents changed."""
         self.versions[self.module_base:self.user_base] += 1
+
+    # -- accessors: what the CPUs, the harvest, the link and the oracle do to per-frame state. Block-sparse
+    # memory (sparse.py) offers the same ones.
+    def apply_writes(self, kernels, frames, cpu_bounds, tlb_tag, tlb_flags, out_counts):
+        """Kernel ``apply_writes`` of the CPUs' writes ``frames``."""
+        kernels.apply_writes(frames, cpu_bounds, self.pte, self.versions, tlb_tag, tlb_flags, self.pt_base,
+                             self.ptes_per_pt, out_counts)
+
+    def harvest(self, kernels, bounds, bitmap, clear, out_dirty):
+        """Kernel ``harvest`` over frame segments ``bounds``; returns the new bitmap bits."""
+        return kernels.harvest(self.pte, bounds, bitmap, self.versions, self.pt_base, self.ptes_per_pt, clear,
+                               out_dirty)
+
+    def read_versions(self, frames):
+        return self.versions[frames]
+
+    def add_versions(self, frames, counts):
+        """``versions[frames] += counts`` (numpy fancy-index semantics)."""
+        self.versions[frames] += counts
+
+    def new_partner(self):
+        """The partner's copy of this memory, garbage until copied."""
+        return Partner(self.n_frames)
+
+    def lost_writes(self, kernels, partner, skip, stale):
+        """Frames whose partner copy differs from memory, except frames [skip[0], skip[1]) (None: none);
+        the first ones go into ``stale``; returns the count."""
+        a, b = self.versions, partner.versions
+        if skip is None:
+            return kernels.find_mismatch(a, b, stale)
+        lo, hi = skip
+        first = kernels.find_mismatch(a[:lo], b[:lo], stale)
+        rest = np.empty(len(stale), dtype=INDEX_DTYPE)
+        second = kernels.find_mismatch(a[hi:], b[hi:], rest)
+        k = min(first, len(stale))
+        stale[k:] = rest[:len(stale) - k] + hi
+        return first + second
+
+
+class Partner:
+    """The partner node, or the hot-spare memory module: one version per frame, garbage until copied."""
+
+    def __init__(self, n_frames):
+        self.versions = np.full(n_frames, PARTNER_GARBAGE, dtype=VERSION_DTYPE)
+
+    def receive(self, kernels, memory, starts, lens):
+        """Kernel ``deliver_runs`` from ``memory``'s versions; returns the zero pages copied."""
+        return kernels.deliver_runs(memory.versions, self.versions, starts, lens)
+
+    def count_garbage(self, starts, lens):
+        """How many frames of runs ``[starts[i], starts[i] + lens[i])`` were never received."""
+        v = self.versions
+        if len(starts) == 1:
+            s = int(starts[0])
+            return int(np.count_nonzero(v[s:s + int(lens[0])] == PARTNER_GARBAGE))
+        from .sim.interconnect import run_frames
+        return int(np.count_nonzero(v[run_frames(starts, lens)] == PARTNER_GARBAGE))
+
+    def read_versions(self, frames):
+        return self.versions[frames]
+
+    def write_versions(self, frames, values):
+        self.versions[frames] = values
+
+
+SPARSE_MIN_BYTES = 1 << 40
+
+
+def use_sparse(memory, working_set_bytes):
+    """Whether config section ``memory`` asks for block-sparse memory: ``sparse`` true, or auto and
+    memory of at least 1 TiB of which the working set is at most a quarter. Below that the dense
+    arrays fit this class of machine and apply writes faster (docs/performance.md)."""
+    if memory.sparse != "auto":
+        return memory.sparse == "true"
+    return memory.size >= SPARSE_MIN_BYTES and working_set_bytes * 4 <= memory.size
+
+
+def build_memory(size, page_size, kernel_size, working_set_pages, zero_pages=0, layout="scattered", processes=1,
+                 block_pages=1, sparse=False):
+    """`Memory`, or with ``sparse`` its block-sparse twin (sparse.py): same arguments, same results."""
+    if not sparse:
+        return Memory(size, page_size, kernel_size, working_set_pages, zero_pages, layout, processes, block_pages)
+    from .sparse import SparseMemory
+
+    class BlockSparseMemory(SparseMemory, Memory):
+        _init_state = SparseMemory._init_sparse
+
+    return BlockSparseMemory(size, page_size, kernel_size, working_set_pages, zero_pages, layout, processes,
+                             block_pages)

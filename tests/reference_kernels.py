@@ -70,6 +70,50 @@ def apply_writes(frames, cpu_bounds, pte, versions, tlb_tag, tlb_flags, pt_base,
         out_counts[c, 2] = flush_refills
 
 
+def apply_writes_mapped(frames, index, cpu_bounds, pte, versions, tlb_tag, tlb_flags, pt_base, ptes_per_pt,
+                        out_counts):
+    ncpu, entries = tlb_tag.shape
+    for c in range(ncpu):
+        walks = dirty_sets = flush_refills = 0
+        for w in range(int(cpu_bounds[c]), int(cpu_bounds[c + 1])):
+            f, ix = int(frames[w]), int(index[w])
+            versions[ix] = (int(versions[ix]) + 1) & MASK32
+            slot = f % entries
+            tag = int(tlb_tag[c, slot])
+            flags = int(tlb_flags[c, slot])
+            if tag == f and flags == TLB_VALID | TLB_DIRTY:
+                continue
+            walks += 1
+            if tag == f and not (flags & TLB_VALID):
+                flush_refills += 1
+            if int(pte[ix]) & PTE_DIRTY == 0:
+                pte[ix] = int(pte[ix]) | PTE_DIRTY | PTE_ACCESSED
+                p = pt_base + f // ptes_per_pt
+                versions[p] = (int(versions[p]) + 1) & MASK32
+                dirty_sets += 1
+            tlb_tag[c, slot] = f
+            tlb_flags[c, slot] = TLB_VALID | TLB_DIRTY
+        out_counts[c, 0] = walks
+        out_counts[c, 1] = dirty_sets
+        out_counts[c, 2] = flush_refills
+
+
+def block_index(frames, slots, low, block, out):
+    missing = 0
+    for w in range(len(frames)):
+        f = int(frames[w])
+        if f < low:
+            out[w] = f
+            continue
+        s = int(slots[(f - low) // block])
+        if s < 0:
+            out[w] = -1
+            missing += 1
+        else:
+            out[w] = low + s * block + (f - low) % block
+    return missing
+
+
 def bitmap_set_range(bitmap, lo, hi):
     new_bits = 0
     for f in range(lo, hi):

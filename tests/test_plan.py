@@ -134,7 +134,7 @@ def test_plan_refuses_a_range_whose_end_is_beyond_the_machine(tmp_path):
     import yaml
     from conftest import SMALL
     cfg = tmp_path / "small.yaml"
-    cfg.write_text(yaml.safe_dump(SMALL))
+    cfg.write_text(yaml.safe_dump({**SMALL, "memory": {**SMALL["memory"], "sparse": False}}))  # per-frame state
     p = subprocess.run([sys.executable, "-m", "pagesync_model", "plan", str(cfg), "--target", "downtime<=100ms",
                         "--vary", "memory.size", "--range", "64MiB..8TiB"], capture_output=True, text=True,
                        timeout=120)

@@ -18,7 +18,7 @@ from pagesync_model.memory import memory_regions
 from pagesync_model.policies.base import VARIANTS
 from pagesync_model.schema import (
     BANDWIDTH, BOOL, CHOICE, DURATION, FRACTION, FREQUENCY, INT, RATE, REQUIRED, SIZE, STR,
-    ConfigError, Field, Schema, Section, SectionList,
+    ConfigError, Field, Kind, Schema, Section, SectionList,
 )
 from pagesync_model.trace.format import TraceError
 from pagesync_model.dirtyrate import parse_dirty_rate
@@ -29,6 +29,18 @@ from pagesync_model.workloads.replay import load_trace
 __all__ = ["CORE", "WORKLOAD_KINDS", "LAYOUTS", "VARIANTS", "MAX_FRAMES", "build_schema"]
 
 LAYOUTS: list[str] = ["contiguous", "scattered"]
+
+
+def _parse_auto_bool(raw: Any) -> str:
+    """'auto', 'true' or 'false' (YAML's true/false included)."""
+    if isinstance(raw, bool):
+        return "true" if raw else "false"
+    if isinstance(raw, str) and raw.strip().lower() in ("auto", "true", "false"):
+        return raw.strip().lower()
+    raise ValueError(f"cannot read {raw!r} as auto, true or false")
+
+
+AUTO_BOOL = Kind("choice", _parse_auto_bool)   # a choice that also reads YAML's true and false
 
 WORKLOAD_KINDS: list[str] = list(KINDS)
 MIN_PAGE_SIZE = 4096
@@ -79,6 +91,10 @@ CORE.section(
     block=Field(SIZE, "2MiB", "scattered: physically contiguous unit of allocations (2MiB buddy/THP "
                               "blocks; the page size scatters single pages).", gt=0, le=MAX_PAGE),
     processes=Field(INT, 64, "User processes whose page tables the harvest walks in parallel.", ge=1, le=MAX_PROCESSES),
+    sparse=Field(AUTO_BOOL, "auto", "Keep per-page state only for 2MiB blocks that were written or copied in "
+                                    "part (same results, less memory, slower writes); auto: when memory is at "
+                                    "least 1TiB and the working set at most a quarter of it.",
+                 check_doc="`auto`, `true` or `false`"),
 )
 
 CORE.section(

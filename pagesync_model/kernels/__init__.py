@@ -16,9 +16,9 @@ __all__ = ["BACKEND_NAMES", "KERNEL_NAMES", "BackendError", "Backend", "get_back
 
 BACKEND_NAMES = ("auto", "cython", "numpy")
 KERNEL_NAMES = (
-    "harvest", "apply_writes", "bitmap_set_range", "bitmap_set_frames", "bitmap_popcount",
-    "bitmap_extract_runs", "bitmap_take_pages", "build_copy_list", "deliver_runs", "find_mismatch", "gen_random",
-    "gen_sequential", "cpu_debt_step", "rate_step", "charge_tracking",
+    "harvest", "apply_writes", "apply_writes_mapped", "block_index", "bitmap_set_range", "bitmap_set_frames",
+    "bitmap_popcount", "bitmap_extract_runs", "bitmap_take_pages", "build_copy_list", "deliver_runs", "find_mismatch",
+    "gen_random", "gen_sequential", "cpu_debt_step", "rate_step", "charge_tracking",
 )
 
 

@@ -264,13 +264,50 @@ def apply_writes(frames, cpu_bounds, pte, versions, tlb_tag, tlb_flags, pt_base,
         raise ValueError(f"cpu_bounds has {len(cpu_bounds)} elements, expected ncpu + 1 = {ncpu + 1}")
     if out_counts.shape != (ncpu, 3):
         raise ValueError(f"out_counts has shape {out_counts.shape}, expected ({ncpu}, 3)")
-    _check_pt(n, pt_base, ptes_per_pt)
+    return _apply_writes(frames, None, cpu_bounds, pte, versions, tlb_tag, tlb_flags, pt_base, ptes_per_pt,
+                         out_counts)
+
+
+def apply_writes_mapped(frames, index, cpu_bounds, pte, versions, tlb_tag, tlb_flags, pt_base, ptes_per_pt,
+                        out_counts):
+    """``apply_writes`` on memory stored block-sparse: write w is to frame ``frames[w]`` (its TLB slot,
+    tag and page-table page) whose PTE and version live at ``pte[index[w]]`` and ``versions[index[w]]``;
+    the page-table page of frame f is ``versions[pt_base + f // ptes_per_pt]``. Every write to one frame
+    must carry the same index, distinct frames distinct indices.
+
+    Raises ValueError on mismatched shapes, an index outside the buffers, a frame < 0, a page-table
+    page outside ``versions``, bad cpu_bounds or entries < 1.
+    """
+    _buf("index", index, INDEX_DTYPE)
+    if len(index) != len(frames):
+        raise ValueError(f"index has {len(index)} elements, frames has {len(frames)}")
+    return _apply_writes(frames, index, cpu_bounds, pte, versions, tlb_tag, tlb_flags, pt_base, ptes_per_pt,
+                         out_counts)
+
+
+def _apply_writes(frames, index, cpu_bounds, pte, versions, tlb_tag, tlb_flags, pt_base, ptes_per_pt, out_counts):
+    """apply_writes with the buffer position of each write's frame in ``index`` (None: the frame)."""
+    pt_base, ptes_per_pt = int(pt_base), int(ptes_per_pt)
+    n, nw = len(pte), len(frames)
+    ncpu, entries = tlb_tag.shape
+    if index is None:
+        _check_pt(n, pt_base, ptes_per_pt)
+    elif ptes_per_pt < 1:
+        raise ValueError(f"ptes_per_pt must be >= 1, got {ptes_per_pt}")
     _check_bounds("cpu_bounds", cpu_bounds, nw)
     out_counts[...] = 0
     if ncpu == 0:
         return None
     lo_w, hi_w = int(cpu_bounds[0]), int(cpu_bounds[-1])
-    _check_indices("frames", frames[lo_w:hi_w], n, offset=lo_w)   # frames outside belong to no CPU
+    if index is None:
+        _check_indices("frames", frames[lo_w:hi_w], n, offset=lo_w)   # frames outside belong to no CPU
+    elif hi_w > lo_w:
+        fw, iw = frames[lo_w:hi_w], index[lo_w:hi_w]
+        bad = (fw < 0) | (iw < 0) | (iw >= n) | (pt_base < 0) | (pt_base + fw // ptes_per_pt >= n)
+        if bad.any():
+            w = int(np.flatnonzero(bad)[0]) + lo_w
+            raise ValueError(f"write {w} (frame {frames[w]}, index {index[w]}) lies outside the {n} "
+                             "buffer elements, or its page-table page does")
 
     tag_flat = tlb_tag.reshape(-1)
     flags_flat = tlb_flags.reshape(-1)
@@ -285,6 +322,7 @@ def apply_writes(frames, cpu_bounds, pte, versions, tlb_tag, tlb_flags, pt_base,
     for x in range(lo_w, hi_w, CHUNK):
         y = min(hi_w, x + CHUNK)
         f = frames[x:y]
+        fi = f if index is None else index[x:y]
         m = y - x
         pos = np.arange(m, dtype=np.int64)
         cpu = np.searchsorted(cpu_bounds, pos + x, side="right") - 1
@@ -308,7 +346,7 @@ def apply_writes(frames, cpu_bounds, pte, versions, tlb_tag, tlb_flags, pt_base,
         walk[order] = ~hit_s
         walk_idx = np.flatnonzero(walk)
         # only walks of PTEs clean at the start of the chunk can set a dirty bit: the first of each frame
-        cw = walk_idx[(pte[f[walk_idx]] & _DIRTY) == 0]
+        cw = walk_idx[(pte[fi[walk_idx]] & _DIRTY) == 0]
         wcomp = np.sort((f[cw] << shift) | cw)
         wf = wcomp >> shift
         first = np.empty(len(wf), dtype=bool)
@@ -321,8 +359,8 @@ def apply_writes(frames, cpu_bounds, pte, versions, tlb_tag, tlb_flags, pt_base,
         out_counts[:, 1] += np.bincount(cpu[set_writes], minlength=ncpu)
         out_counts[:, 2] += np.bincount(cpu[refill_pos], minlength=ncpu)
 
-        _add_counts(versions, f)
-        pte[set_frames] |= _DIRTY_ACCESSED
+        _add_counts(versions, fi)
+        pte[set_frames if index is None else fi[set_writes]] |= _DIRTY_ACCESSED
         _add_counts(versions, pt_base + set_frames // ptes_per_pt)
 
         last = np.empty(m, dtype=bool)
@@ -331,6 +369,40 @@ def apply_writes(frames, cpu_bounds, pte, versions, tlb_tag, tlb_flags, pt_base,
         tag_flat[ks[last]] = fs[last]
         flags_flat[ks[last]] = _VALID_DIRTY
     return None
+
+
+def block_index(frames, slots, low, block, out):
+    """Where block-sparse memory keeps each frame: ``out[w] = frames[w]`` below ``low``, else
+    ``low + slots[b] * block + u % block`` with ``u = frames[w] - low`` and ``b = u // block``, or -1
+    when ``slots[b] < 0``. Returns how many are -1.
+
+    Raises ValueError on mismatched lengths, block < 1, or a frame < 0 or beyond the blocks.
+    """
+    _buf("frames", frames, INDEX_DTYPE)
+    _buf("slots", slots, INDEX_DTYPE)
+    _buf("out", out, INDEX_DTYPE, writable=True)
+    low, block, nw, nb = int(low), int(block), len(frames), len(slots)
+    if len(out) != nw:
+        raise ValueError(f"out has {len(out)} elements, frames has {nw}")
+    if block < 1:
+        raise ValueError(f"block must be >= 1, got {block}")
+    missing = 0
+    for x in range(0, nw, CHUNK):
+        f = frames[x:x + CHUNK]
+        u = f - low
+        bad = (f < 0) | (u // block >= nb)
+        if bad.any():
+            w = int(np.flatnonzero(bad)[0]) + x
+            raise ValueError(f"frames[{w}] = {frames[w]} is outside [0, {low} + {nb} * {block})")
+        user = u >= 0
+        b = np.where(user, u // block, 0)
+        s = slots[b]
+        o = np.where(user, low + s * block + u % block, f)
+        gone = user & (s < 0)
+        o[gone] = -1
+        out[x:x + CHUNK] = o
+        missing += int(np.count_nonzero(gone))
+    return missing
 
 
 # --------------------------------------------------------------------------------------------------

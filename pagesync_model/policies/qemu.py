@@ -341,7 +341,7 @@ class Migration:
     def xbzrle_bytes(self, starts, lens, zeros):
         """Wire bytes of one piece: zero pages as header + 1 byte, the others through the XBZRLE cache."""
         frames = run_frames(starts, lens)
-        versions = self.e.memory.versions[frames]
+        versions = self.e.memory.read_versions(frames)
         nz = versions != 0
         return zeros * (PAGE_HEADER + ZERO_PAGE_BODY) + self.xbzrle.wire_bytes(frames[nz], versions[nz],
                                                                                 self.sync_count, self.last_stage)

@@ -95,8 +95,7 @@ class Cpus:
             self.meter.add(frames, t)
         counts.cumsum(out=self._bounds[1:])
         m = self.memory
-        self.kernels.apply_writes(frames, self._bounds, m.pte, m.versions, self.tlb_tag, self.tlb_flags,
-                                  m.pt_base, m.ptes_per_pt, self._counts)
+        m.apply_writes(self.kernels, frames, self._bounds, self.tlb_tag, self.tlb_flags, self._counts)
         extra = self._extra
         walks, dirty_sets, refills = self.kernels.charge_tracking(self._counts, self.walk_cycles, self.dirty_cycles,
                                                                   self.debt, extra)

@@ -108,16 +108,8 @@ class Engine:
         page-table and bitmap frames are left out of the comparison.
         """
         m = self.machine.memory
-        a, b = m.versions, self.machine.partner.versions
-        if not self.policy.tracking_outside(self.cfg):
-            return self.kernels.find_mismatch(a, b, stale)
-        lo, hi = m.pinned_range
-        first = self.kernels.find_mismatch(a[:lo], b[:lo], stale)
-        rest = np.empty(len(stale), dtype=INDEX_DTYPE)
-        second = self.kernels.find_mismatch(a[hi:], b[hi:], rest)
-        k = min(first, len(stale))
-        stale[k:] = rest[:len(stale) - k] + hi
-        return first + second
+        skip = m.pinned_range if self.policy.tracking_outside(self.cfg) else None
+        return m.lost_writes(self.kernels, self.machine.partner, skip, stale)
 
     def achieved_dirty_rate(self, running_end):
         """Mean distinct bytes dirtied per second over the complete measured windows of

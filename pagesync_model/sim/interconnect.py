@@ -14,7 +14,8 @@ partner is only compared at cut-over, the partner stores it at read time.
 """
 import numpy as np
 
-from ..kernels.dtypes import INDEX_DTYPE, PARTNER_GARBAGE, VERSION_DTYPE
+from ..kernels.dtypes import INDEX_DTYPE
+from ..memory import Partner  # noqa: F401  (the partner's copy lives with the memory it copies)
 
 
 def cut_runs(starts, lens, ends, lo, hi):
@@ -47,13 +48,6 @@ def transfer_time(nbytes, rate, latency=0.0):
 def run_frames(starts, lens):
     """The frame numbers of runs ``[starts[i], starts[i] + lens[i])``, in order (int64)."""
     return np.repeat(starts - np.concatenate([[0], np.cumsum(lens)[:-1]]), lens) + np.arange(int(lens.sum()))
-
-
-class Partner:
-    """The partner node, or the hot-spare memory module: one version per frame, garbage until copied."""
-
-    def __init__(self, n_frames):
-        self.versions = np.full(n_frames, PARTNER_GARBAGE, dtype=VERSION_DTYPE)
 
 
 class Interconnect:
@@ -118,11 +112,7 @@ class Interconnect:
         """How many pages of these runs the partner has never received (before ``deliver_runs``)."""
         if self.first_copy <= 0:
             return 0
-        v = self.partner.versions
-        if len(starts) == 1:
-            s = int(starts[0])
-            return int(np.count_nonzero(v[s:s + int(lens[0])] == PARTNER_GARBAGE))
-        return int(np.count_nonzero(v[run_frames(starts, lens)] == PARTNER_GARBAGE))
+        return self.partner.count_garbage(starts, lens)
 
     def _send(self, pages, zeros, calls, nbytes=None, first=0):
         nbytes = self.wire_bytes(pages, zeros) if nbytes is None else int(nbytes)
@@ -153,7 +143,7 @@ class Interconnect:
         if total <= self.chunk_pages:
             self.sync()
             first = self._first(starts, lens)
-            zeros = self.kernels.deliver_runs(self.memory.versions, self.partner.versions, starts, lens)
+            zeros = self.partner.receive(self.kernels, self.memory, starts, lens)
             yield self._send(total, zeros, len(starts), encode(starts, lens, zeros) if encode else None, first)
             return zeros
         # Cut the runs into pieces of chunk_pages; read each piece when it starts.
@@ -166,7 +156,7 @@ class Interconnect:
                 piece_s[0], piece_l[0] = s0 + lo, hi - lo
                 self.sync()
                 first = self._first(piece_s, piece_l)
-                zeros = self.kernels.deliver_runs(self.memory.versions, self.partner.versions, piece_s, piece_l)
+                zeros = self.partner.receive(self.kernels, self.memory, piece_s, piece_l)
                 zeros_total += zeros
                 yield self._send(hi - lo, zeros, 1 if lo == 0 else 0,
                                  encode(piece_s, piece_l, zeros) if encode else None, first)
@@ -179,7 +169,7 @@ class Interconnect:
             calls = len(p_starts) - (1 if split else 0)
             self.sync()
             first = self._first(p_starts, p_lens)
-            zeros = self.kernels.deliver_runs(self.memory.versions, self.partner.versions, p_starts, p_lens)
+            zeros = self.partner.receive(self.kernels, self.memory, p_starts, p_lens)
             zeros_total += zeros
             yield self._send(hi - lo, zeros, calls, encode(p_starts, p_lens, zeros) if encode else None, first)
         return zeros_total

@@ -21,10 +21,10 @@ import simpy
 
 from ..kernels.dtypes import INDEX_DTYPE, WORD_DTYPE
 from ..dirtyrate import DirtyRateMeter
-from ..memory import Memory
+from ..memory import build_memory, use_sparse
 from ..workloads import build_dma, build_workload, working_set_pages
 from .cpus import Cpus
-from .interconnect import Interconnect, Partner
+from .interconnect import Interconnect
 
 RUN_CAP = 1 << 16
 
@@ -59,9 +59,9 @@ class Machine:
         ps = mem.page_size
         ws_pages = working_set_pages(cfg.workload, ps)
         zero_pages = int(mem.zero_fraction * (mem.size // ps))
-        self.memory = Memory(mem.size, ps, mem.kernel_size, ws_pages, zero_pages, mem.layout, mem.processes,
-                             mem.block // ps)
-        self.partner = Partner(self.memory.n_frames)
+        self.memory = build_memory(mem.size, ps, mem.kernel_size, ws_pages, zero_pages, mem.layout, mem.processes,
+                                   mem.block // ps, sparse=use_sparse(mem, ws_pages * ps))
+        self.partner = self.memory.new_partner()
         self.workload = build_workload(cfg.workload, self.memory, cfg.cpus.count, kernels, seed, clock=self.clock)
         c = cfg.cpus
         self.cpus = Cpus(self.env, self.memory, self.workload, kernels, c.count, self.clock, cfg.workload.rate,
@@ -160,8 +160,7 @@ class Machine:
         m = self.memory
         bitmap = m.bitmap if bitmap is None else bitmap
         self.catch_up()
-        new_bits = self.kernels.harvest(m.pte, m.segment_bounds, bitmap, m.versions, m.pt_base, m.ptes_per_pt,
-                                        clear, self._seg_dirty)
+        new_bits = m.harvest(self.kernels, m.segment_bounds, bitmap, clear, self._seg_dirty)
         dirty = self._seg_dirty.copy()
         return Harvest(int(new_bits), dirty, self.harvest_cost(dirty))
 
@@ -179,8 +178,7 @@ class Machine:
         CPUs' writes are taken as they stand (``catch_up`` first for the latest)."""
         m = self.memory
         self._peek_bounds[0], self._peek_bounds[1] = lo, hi
-        self.kernels.harvest(m.pte, self._peek_bounds, bitmap, m.versions, m.pt_base, m.ptes_per_pt, False,
-                             self._seg_dirty[:1])
+        m.harvest(self.kernels, self._peek_bounds, bitmap, False, self._seg_dirty[:1])
 
     def brownout(self, zero_bitmap=False, clear=True, wait=True):
         """Process step: stop all CPUs, sync, and hold the CPUs for the harvest's cost.
@@ -231,8 +229,7 @@ class Machine:
         m = self.memory
         scratch = self.new_bitmap()
         for s, n in zip(starts.tolist(), lens.tolist()):
-            self.kernels.harvest(m.pte, np.array([s, s + n], dtype=INDEX_DTYPE), scratch, m.versions, m.pt_base,
-                                 m.ptes_per_pt, True, self._seg_dirty[:1])
+            m.harvest(self.kernels, np.array([s, s + n], dtype=INDEX_DTYPE), scratch, True, self._seg_dirty[:1])
         self.cpus.flush_tlbs()
 
     # -- bitmaps and runs -----------------------------------------------------------------------------

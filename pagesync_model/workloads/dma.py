@@ -42,7 +42,7 @@ class DmaWriter:
         self.kernels.gen_random(self.key, self.counters, np.array([n], dtype=INDEX_DTYPE), 0, 0, self.span,
                                 m.user_base, m.mult, m.blocks, out, m.block)
         frames, times = np.unique(out, return_counts=True)
-        m.versions[frames] += times.astype(VERSION_DTYPE)
+        m.add_versions(frames, times.astype(VERSION_DTYPE))
         if self.mirrored:
-            self.partner.versions[frames] = m.versions[frames]
+            self.partner.write_versions(frames, m.read_versions(frames))
         self.writes += n
