@@ -200,8 +200,14 @@ def plan_main(argv):
         cfg = config_from_dict(tree, list(args.overrides) + list(extra), source=args.config)
         return simulate(cfg, backend=args.backend, seed=args.seed).summary
 
+    def probe(r):  # each probe as it finishes (stderr: stdout keeps the table and the answer)
+        state = "converged" if r.converged else f"NOT converged ({r.stop_reason})" if r.converged is False else ""
+        print(f"{PROG} plan: probe {args.vary}={knob.label(r.value)}: {r.field or target.name} = {r.shown()}"
+              f"{'; ' + state if state and r.metric is not None else ''}; "
+              f"{'meets' if r.met else 'misses'} the target", file=sys.stderr, flush=True)
+
     try:
-        result = plan(evaluate, target, knob, lo, hi, tol=args.tol, scale=args.scale)
+        result = plan(evaluate, target, knob, lo, hi, tol=args.tol, scale=args.scale, on_run=probe)
     except PlanError as exc:
         raise UsageError(f"plan: {exc}") from None
     sys.stdout.write(format_plan(result, knob, target))
@@ -210,9 +216,12 @@ def plan_main(argv):
         try:
             with open(args.csv, "w", newline="") as fh:
                 w = csv.writer(fh)
-                w.writerow(["run", args.vary, result.field, "converged", "met", "error"])
+                w.writerow(["run", args.vary, result.field, "converged", "stop_reason", "total_time_s", "bytes_sent",
+                            "met", "error"])
                 for i, r in enumerate(result.runs):
-                    w.writerow([i, r.value, r.metric, r.converged, r.met, r.error or ""])
+                    w.writerow([i, r.value, r.metric, r.converged, r.stop_reason or "",
+                                "" if r.total_time_s is None else r.total_time_s,
+                                "" if r.bytes_sent is None else r.bytes_sent, r.met, r.error or ""])
         except OSError as exc:
             raise UsageError(f"--csv: cannot write '{args.csv}': {exc.strerror}") from None
     return 0
