@@ -66,6 +66,8 @@ def sweep_main(argv):
     p.add_argument("--x", help="axis for the plot's x (default: the first axis)")
     p.add_argument("--y", help="axis for the heatmap's y (default: the second axis, if any)")
     p.add_argument("--limit", help="also mark where the plotted field crosses this value, e.g. 300ms")
+    p.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
+                   help="override a config value in every run, after the sweep file's set: (repeatable)")
     p.add_argument("--backend", default="auto", help="kernel backend: auto, cython or numpy")
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     args = p.parse_args(argv)
@@ -83,7 +85,7 @@ def sweep_main(argv):
         raise UsageError(f"--backend: unknown backend '{args.backend}' (choose from {', '.join(BACKEND_NAMES)})")
     timeout = _timeout(args.run_timeout)
     try:
-        sweep = load_sweep(args.sweep)
+        sweep = load_sweep(args.sweep, args.overrides)
         if not args.force:
             sweep.check_size()
         sweep.runs()  # duplicates are refused before anything runs or is written
