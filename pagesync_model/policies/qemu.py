@@ -262,9 +262,12 @@ class Migration:
         e = self.e
         if self.threshold <= 0 or self.bandwidth <= 0:
             return False
+        if self.change_due(limit):  # the window starts over once nothing is due any more
+            self.steady.samples.clear()
+            return False
         self.steady.add(Sample(e.seconds(e.now), pending, self.bandwidth * 1e3, pending / self.threshold,
                                e.pass_count + 1, self.sync_count, e.bytes_sent, e.pages_sent))
-        return self.steady.steady() and not self.change_due(limit)
+        return self.steady.steady()
 
     def change_due(self, limit):
         """Whether something still due before ``limit`` (cycles) may change the verdict: an auto-converge

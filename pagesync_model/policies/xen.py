@@ -328,13 +328,15 @@ def save_legacy(e):
             break
         e.close_pass(rec, dirty_in, brown)
         reason = _legacy_stop(x, limiter, it, sent, skipped, sent_last, total_sent, n)
-        if reason is None and steady is not None and it > 1 and e.now > t_round:
+        if steady is not None and not e.workload_settled():  # the window starts over once it is
+            steady.samples.clear()
+        elif reason is None and steady is not None and it > 1 and e.now > t_round:
             ps = e.memory.page_size
             steady.add(Sample(e.seconds(e.now), (sent + skipped) * ps, sent * ps / e.seconds(e.now - t_round),
                               (sent + skipped) / max(1, x.min_pages), e.pass_count, st.clean_count, e.bytes_sent,
                               e.pages_sent))
             # the rate limiter's own stop turns on a round sending more than the last: a coin toss
-            if steady.steady() and limiter is None and e.workload_settled():
+            if steady.steady() and limiter is None:
                 projected = _legacy_projection(e, x, steady, it, total_sent, sent_hist, skip_hist)
                 extra = dict(rounds=len(sent_hist), skipped_pages=st.skipped_total, skipped_per_round=skip_hist,
                              sent_per_round=sent_hist, xen_total_sent=total_sent, dirty_sync_count=st.clean_count,

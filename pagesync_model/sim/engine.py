@@ -103,7 +103,7 @@ class Engine:
         if progress is not None:  # stopping the loop between events changes no event's order
             step = max(1, m.cycles(PROGRESS_STEP))
             while not done.triggered and m.env.peek() != float("inf"):
-                m.env.run(until=min(m.env.now + step, m.env.peek() + step))
+                m.env.run(until=m.env.any_of([done, m.env.timeout(step)]))
                 recs = self.recorder.records
                 closed = [r for r in recs if not hasattr(r, "_marks")]
                 progress(m.seconds(m.env.now), len(recs), closed[-1].dirty_pages if closed else 0)
