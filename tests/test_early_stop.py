@@ -96,23 +96,30 @@ def test_rate_limited_xen_is_not_stopped_early():
 
 
 def _pty_run(args):
-    import pty  # noqa: F401 -- POSIX only, like the tracer
+    """Run the CLI with stderr on a pseudo-terminal; the terminal is drained while it runs (a full pty
+    buffer would block the writer)."""
+    import threading
     master, slave = os.openpty()
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     p = subprocess.Popen([sys.executable, "-m", "pagesync_model", *args], stdout=subprocess.PIPE, stderr=slave,
                          env=env, cwd=ROOT)
     os.close(slave)
-    out = p.stdout.read()
-    p.wait()
     chunks = []
-    while True:
-        try:
-            b = os.read(master, 65536)
-        except OSError:
-            break
-        if not b:
-            break
-        chunks.append(b)
+
+    def drain():
+        while True:
+            try:
+                b = os.read(master, 65536)
+            except OSError:  # EIO once the child's side is closed
+                return
+            if not b:
+                return
+            chunks.append(b)
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    out = p.stdout.read()
+    p.wait(timeout=600)
+    reader.join(timeout=60)
     os.close(master)
     return p.returncode, out.decode(), b"".join(chunks).decode()
 

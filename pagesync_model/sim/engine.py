@@ -100,18 +100,24 @@ class Engine:
         # catches one that would not.
         limit = m.env.timeout(m.cycles(self.cfg.sim.time_limit * 1.05 + 1.0))
         done = m.env.any_of([proc, limit])
-        if progress is not None:  # stopping the loop between events changes no event's order
-            step = max(1, m.cycles(PROGRESS_STEP))
-            while not done.triggered and m.env.peek() != float("inf"):
-                m.env.run(until=m.env.any_of([done, m.env.timeout(step)]))
-                recs = self.recorder.records
-                closed = [r for r in recs if not hasattr(r, "_marks")]
-                progress(m.seconds(m.env.now), len(recs), closed[-1].dirty_pages if closed else 0)
+        if progress is not None:
+            m.env.process(self._ticker(progress, done))
         m.env.run(until=done)
         if not proc.triggered:
             self.recorder.outcome = dict(converged=False, stop_reason="time-limit", blackout_start=None,
                                          cutover=None)
         return self._result(time.perf_counter() - wall0)
+
+    def _ticker(self, progress, done):
+        """Process role: call ``progress`` every PROGRESS_STEP of simulated time until ``done``. It only
+        reads the records, so every other event keeps its order and the run is the same."""
+        m = self.machine
+        step = max(1, m.cycles(PROGRESS_STEP))
+        while not done.triggered:
+            yield m.env.timeout(step)
+            recs = self.recorder.records
+            closed = [r for r in recs if not hasattr(r, "_marks")]
+            progress(m.seconds(m.env.now), len(recs), closed[-1].dirty_pages if closed else 0)
 
     def lost_writes(self, stale):
         """Frames whose partner copy is stale at cut-over; the first ones go into ``stale``.
