@@ -66,7 +66,9 @@ def test_plan_prints_each_probe_and_its_csv_carries_time_and_bytes(tmp_path, cap
     out_csv = tmp_path / "runs.csv"
     assert main(["plan", str(cfg), "--target", "downtime<=100ms", "--vary", "link.bandwidth",
                  "--range", "1Gbit/s..400Gbit/s", "--csv", str(out_csv)]) == 0
-    err = capsys.readouterr().err
+    captured = capsys.readouterr()
+    err = captured.out
+    assert captured.err == ""
     rows = list(csv.DictReader(out_csv.open()))
     probes = [line for line in err.splitlines() if line.startswith("pagesync-sim plan: probe link.bandwidth=")]
     assert len(probes) == len(rows) > 3

@@ -202,11 +202,11 @@ def plan_main(argv):
         cfg = config_from_dict(tree, list(args.overrides) + list(extra), source=args.config)
         return simulate(cfg, backend=args.backend, seed=args.seed).summary
 
-    def probe(r):  # each probe as it finishes (stderr: stdout keeps the table and the answer)
+    def probe(r):  # each probe as it finishes, before the table (stderr keeps a refusal to its one line)
         state = "converged" if r.converged else f"NOT converged ({r.stop_reason})" if r.converged is False else ""
         print(f"{PROG} plan: probe {args.vary}={knob.label(r.value)}: {r.field or target.name} = {r.shown()}"
               f"{'; ' + state if state and r.metric is not None else ''}; "
-              f"{'meets' if r.met else 'misses'} the target", file=sys.stderr, flush=True)
+              f"{'meets' if r.met else 'misses'} the target", flush=True)
 
     try:
         result = plan(evaluate, target, knob, lo, hi, tol=args.tol, scale=args.scale, on_run=probe)
