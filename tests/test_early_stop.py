@@ -136,3 +136,14 @@ def test_progress_on_a_terminal_only_and_the_run_is_unchanged(tmp_path):
     for d in (a, b):
         del d["simulator"]
     assert a == b
+
+
+def test_an_early_stop_is_the_same_on_both_backends():
+    from conftest import BACKENDS
+    path, overrides = NOT_CONVERGING["xen-max-iters"]
+    out = []
+    for b in BACKENDS:
+        d = simulate(load_config(path, overrides), backend=b).to_dict()
+        assert d["stop_reason"] == "steady-state"
+        out.append({k: v for k, v in d.items() if k not in ("backend", "simulator")})
+    assert all(o == out[0] for o in out)
