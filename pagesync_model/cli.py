@@ -75,6 +75,34 @@ def write_output(path, text):
         raise UsageError(f"cannot write '{path}': {exc.strerror}") from None
 
 
+class Progress:
+    """Simulated time, passes and dirty pages of a long run on one line of a terminal's stderr, at most
+    every ``every`` wall seconds; the caller uses it only when stderr is a terminal (never in pipes,
+    files, JSON or CSV)."""
+
+    def __init__(self, stream, time_limit, every=0.5):
+        import time
+        self.stream, self.limit, self.every = stream, time_limit, every
+        self.clock = time.monotonic
+        self.last = self.clock()
+        self.shown = False
+
+    def __call__(self, t_s, passes, dirty_pages):
+        now = self.clock()
+        if now - self.last < self.every:
+            return
+        self.last = now
+        self.shown = True
+        self.stream.write(f"\r{PROG}: simulated {t_s:.1f} s of {self.limit:g} s, {passes} passes, last harvest "
+                          f"{dirty_pages} dirty pages\x1b[K")
+        self.stream.flush()
+
+    def close(self):
+        if self.shown:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+
+
 def run_main(argv):
     from .config import ConfigError, load_config
     from .bounds import MAX_SEED
@@ -106,8 +134,9 @@ def run_main(argv):
             check(cfg)
         except CostError as exc:
             raise UsageError(f"{args.config}: {exc}") from None
+    progress = Progress(sys.stderr, cfg.sim.time_limit) if not args.quiet and sys.stderr.isatty() else None
     try:
-        result = simulate(cfg, backend=args.backend, variant=args.variant, seed=args.seed)
+        result = simulate(cfg, backend=args.backend, variant=args.variant, seed=args.seed, progress=progress)
     except BackendError as exc:
         raise UsageError(f"--backend: {exc}") from None
     except VariantError as exc:
@@ -115,6 +144,9 @@ def run_main(argv):
     except MemoryError:
         raise UsageError(f"{args.config}: not enough memory to hold the state of {cfg.memory.size} bytes of "
                          "simulated memory") from None
+    finally:
+        if progress is not None:
+            progress.close()
     if args.json:
         write_output(args.json, JSON_FORMATS[args.json_format][0](result))
     if args.csv:

@@ -272,6 +272,65 @@ def _lost(d):
     return "0  (partner equals source)"
 
 
+# Why a run ended, in a planner's words: stop_reason -> (converged text, not-converged text); None: the
+# reason alone. A policy's reason missing here is printed as it is.
+_WHY = {
+    "threshold": "the last harvest found fewer dirty pages than stratus.threshold",
+    "last-pass": "the passes ran out (stratus.passes): the blackout was forced with the dirty pages left",
+    "time-limit": "still copying at sim.time_limit: the dirty set never fitted the limit",
+    "steady-state": "the dirty set and the transfer rate are steady, short of convergence, and nothing still due "
+                    "can change that: stopped early (sim.early_stop)",
+    "min-pages": "a live round sent fewer than xen.min_pages pages",
+    "max-iters": "the live rounds ran out (xen.max_iters): stop-and-copy with the dirty pages left",
+    "max-factor": "more than xen.max_factor times memory was sent: stop-and-copy with the dirty pages left",
+    "rate-max-and-growing": "the rate limit reached its maximum and the round grew: stop-and-copy with the dirty "
+                            "pages left",
+    "v2-threshold": "a CLEAN found fewer than xen.v2_threshold dirty pages",
+    "v2-max-iterations": "the live rounds ran out (xen.v2_max_iterations): stop-and-copy with the dirty pages left",
+}
+
+
+def _why(d):
+    reason = d["stop_reason"]
+    base = reason.split(" (", 1)[0]
+    if base == "aborted":
+        return f"the operator cancelled the migration ({reason[len('aborted ('):-1]}); the VM stays on the source"
+    if reason == "threshold" and d["policy"] == "qemu":
+        return "the pages left fitted the downtime limit at the measured bandwidth"
+    if base == "postcopy":
+        return "the operator switched to post-copy: the destination runs and pulls the pages it misses"
+    return _WHY.get(reason, reason)
+
+
+def _answer_lines(d):
+    """The lines that answer "did it converge, and what downtime does it need?"."""
+    lines = [("verdict", ("converged" if d["converged"] else "NOT converged") + ": " + _why(d))]
+    expected, needed = d.get("expected_downtime_s"), d.get("needed_downtime_limit_s")
+    if d["downtime_s"] is None and expected is not None:
+        text = f"{expected * 1e3:.3f} ms (no cut-over; the policy's estimate at the end)"
+        lines.append(("expected downtime", text))
+    if needed is not None:
+        limit = (d.get("config") or {}).get("qemu", {}).get("downtime_limit")
+        lines.append(("needed downtime limit", f"{needed * 1e3:.3f} ms (the least pending / bandwidth at a sync "
+                                               f"that decided{f'; the limit was {limit}' if limit else ''})"))
+    proj = d.get("projected")
+    if proj:
+        lines.append(("projected at the end", f"{proj['stop_reason']} at {proj['total_time_s']:.3f} s: "
+                                              f"{proj['passes']} passes, {_bytes(proj['bytes_sent'])} sent"
+                                              + (f", downtime {proj['downtime_s'] * 1e3:.3f} ms"
+                                                 if proj.get("downtime_s") is not None else "")
+                                              + f" (stopped early at {proj['stopped_at_s']:.3f} s; "
+                                                "sim.early_stop: false runs on)"))
+    far = d.get("blackout_far_overcopy_pages")
+    if d["converged"] and far:
+        blackout = [r for r in d["per_pass"] if r["kind"] == "blackout"]
+        copied = blackout[-1]["pages_copied"] if blackout else 0
+        share = f" ({far / copied * 100:.1f} % of the {copied} pages it copied)" if copied else ""
+        lines.append(("WARNING over-copy", f"the blackout merged far ranges to fit stratus.max_copyrange: {far} "
+                                           f"clean pages copied{share}, which lengthened the downtime"))
+    return lines
+
+
 def format_table(result):
     """A readable per-pass table and summary (what the CLI prints)."""
     d = result.to_dict()
@@ -295,6 +354,7 @@ def format_table(result):
     lines = [
         ("policy", f"{d['policy']}  (variant {d['variant']}, backend {d['backend']}, seed {d['seed']})"),
         ("passes", f"{d['passes']}  {verdict}"),
+        *_answer_lines(d),
         ("blackout (downtime)", downtime),
         ("brownouts", f"{d['brownout_s'] * 1e3:.3f} ms total in {d['brownouts']} harvests"),
         ("total mirror time", f"{d['total_time_s']:.3f} s"),

@@ -261,6 +261,10 @@ CORE.section(
     warmup=Field(DURATION, "0s", "The workload runs this long before the mirror starts (warm TLBs and "
                                  "dirty bits, as on a machine that has been running).", ge=0, le=MAX_STEP),
     time_limit=Field(DURATION, "1h", "Simulated time after which the run is abandoned.", gt=0, le=MAX_SIM_TIME),
+    early_stop=Field(BOOL, True, "Stop a run that cannot converge as soon as its dirty set and transfer rate are "
+                                 "steady and no pending event (auto-converge step, operator action, phase "
+                                 "change) can change the verdict: stop_reason steady-state, with the outcome "
+                                 "projected to time_limit (qemu, xen-legacy); false: run on to the limit."),
     variant=Field(CHOICE, "correct",
                   "Algorithm variant; the others deliberately reintroduce an ordering or TLB bug.",
                   choices=VARIANTS),

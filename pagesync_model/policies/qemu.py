@@ -33,6 +33,7 @@ from ..schema import BANDWIDTH, BOOL, CHOICE, DURATION, FRACTION, INT, SIZE, Fie
 from ..sim.interconnect import run_frames
 from .base import PagePolicy, register
 from .operators import SECTION as OPERATOR_SECTION, Monitor, operator_runs_over_qemu
+from .steady import Sample, SteadyState
 BUFFER_DELAY = 0.1     # s: the counters' and the rate limit's period (migration.h)
 MAX_WAIT = 0.05        # s: one ram_save_iterate call works at most this long (ram.c)
 THROTTLE_PERIOD = 1.0  # s: a sync closes a dirty-rate period only after this long (ram.c)
@@ -223,6 +224,8 @@ class Migration:
         self.paused_at = None
         self.postcopy = None
         self._quota = window_quota(self.q.max_bandwidth)  # the config is immutable
+        self.needed_downtime = None             # least pending / bandwidth at a deciding sync (s)
+        self.steady = SteadyState() if e.cfg.sim.early_stop else None
 
     # -- counters and rate limit --------------------------------------------------------------
     def now_ms(self):
@@ -263,6 +266,57 @@ class Migration:
 
     def rate_exceeded(self):
         return self.e.bytes_sent - self.window_bytes >= self.quota()
+
+    # -- knowing early -----------------------------------------------------------------------------
+    def note_decision(self, pending):
+        """A sync that decided whether to complete found ``pending`` bytes: the downtime limit that would
+        have completed here is pending / bandwidth."""
+        if self.bandwidth > 0:
+            need = pending / (self.bandwidth * 1e3)
+            if self.needed_downtime is None or need < self.needed_downtime:
+                self.needed_downtime = need
+
+    def settled(self, pending, limit):
+        """Record this deciding sync; True when the run is in steady state short of convergence and no
+        event still due before ``limit`` (cycles) can change that."""
+        e = self.e
+        if self.threshold <= 0 or self.bandwidth <= 0:
+            return False
+        if self.change_due(limit):  # the window starts over once nothing is due any more
+            self.steady.samples.clear()
+            return False
+        self.steady.add(Sample(e.seconds(e.now), pending, self.bandwidth * 1e3, pending / self.threshold,
+                               e.pass_count + 1, self.sync_count, e.bytes_sent, e.pages_sent))
+        return self.steady.steady()
+
+    def change_due(self, limit):
+        """Whether something still due before ``limit`` (cycles) may change the verdict: an auto-converge
+        step, an operator's downtime step, timeout or schedule, the workload's phase change or trace."""
+        e = self.e
+        if self.q.auto_converge and self.throttle < self.q.throttle_max:
+            return True
+        if self.paused_at is not None or not e.workload_settled():
+            return True
+        mon = self.monitor
+        if mon is not None:
+            now, end = e.seconds(e.now), e.seconds(limit)
+            if mon.pending_action or (mon.deadline is not None and mon.deadline < end):
+                return True
+            if any(now <= t < end and d != self.downtime_limit for t, d in mon.steps):
+                return True
+            if mon.kind == "kubevirt" and mon.o.progress_timeout > 0:
+                return True
+            if mon.schedule:
+                return True
+        return False
+
+    def projection(self, limit):
+        """What the run would report at the time limit ``limit`` (cycles), had it gone on."""
+        e = self.e
+        p = self.steady.project(e.seconds(limit))
+        return {"stop_reason": "time-limit", "stopped_at_s": e.seconds(e.now), "total_time_s": e.seconds(limit),
+                "passes": p["passes"], "dirty_sync_count": p["dirty_sync_count"], "bytes_sent": p["bytes_sent"],
+                "pages_sent": p["pages_sent"], "expected_downtime_s": p["dirty_bytes"] / p["rate"]}
 
     # -- the dirty bitmap ----------------------------------------------------------------------
     def sync(self):
@@ -394,11 +448,18 @@ def scanner(e):
             if pending < mig.threshold:
                 exact = yield from mig.sync()  # ram_state_pending_exact
                 pending = mig.remaining * mig.ps
+            if exact is not None:
+                mig.note_decision(pending)
             if pending == 0 or pending < mig.threshold:
                 yield from complete(e, mig, rec, found, setup_s, exact or 0)
                 return
             if exact is not None:  # the sync opened another pass over the bitmap
                 e.close_pass(rec, found)
+                if mig.steady is not None and mig.settled(pending, limit):
+                    out = report(e, mig, setup_s)
+                    out["projected"] = mig.projection(limit)
+                    e.finish(False, "steady-state", None, **out)
+                    return
                 rec = e.open_pass("pass")
                 found = exact
             yield from iterate(e, mig)
@@ -503,6 +564,7 @@ def report(e, mig, setup_s):
         "normal_pages": e.pages_sent - e.zero_pages_sent,
         "zero_pages": e.zero_pages_sent,
         "expected_downtime_s": None if converged else mig.expected_downtime,
+        "needed_downtime_limit_s": mig.needed_downtime,
         "downtime_limit_history": mig.monitor.history if mig.monitor else [],
         "throttle_pct": mig.throttle_history,
         "setup_time_s": setup_s,

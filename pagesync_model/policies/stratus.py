@@ -152,6 +152,10 @@ def blackout(e, rec, count, converged, t_stop):
     n = e.kernels.build_copy_list(starts, lens, p.nearby, p.max_copyrange, out_s, out_e)
     range_lens = out_e[:n] - out_s[:n]
     overcopy = int(range_lens.sum() - lens.sum())
+    # the runs are maximal, so the gaps a range's NEARBY extension spans are those of at most nearby - 1
+    # frames; the rest of the over-copy comes from merging far ranges when the list was full
+    gaps = starts[1:] - (starts[:-1] + lens[:-1]) if len(starts) > 1 else np.empty(0, INDEX_DTYPE)
+    far_overcopy = overcopy - int(gaps[gaps <= p.nearby - 1].sum())
     if p.setup > 0:
         yield e.wait(e.cycles(p.setup))
     yield from e.copy(out_s[:n], range_lens)
@@ -159,7 +163,7 @@ def blackout(e, rec, count, converged, t_stop):
     yield e.wait(e.cycles(p.cutover))
     e.close_pass(rec, count, 0, overcopy=overcopy)
     e.finish(converged, "threshold" if converged else "last-pass", t_stop, blackout_ranges=int(n),
-             blackout_overcopy_pages=overcopy)
+             blackout_overcopy_pages=overcopy, blackout_far_overcopy_pages=far_overcopy)
 
 
 def stop_and_copy_all(e):

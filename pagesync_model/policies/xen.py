@@ -47,6 +47,7 @@ import numpy as np
 from ..bounds import MAX_BANDWIDTH, MAX_BYTES, MAX_FRAMES, MAX_ROUNDS
 from ..schema import BANDWIDTH, BOOL, INT, SIZE, ConfigError, Field, Section
 from .base import PagePolicy, register
+from .steady import Sample, SteadyState
 
 LEGACY = "xen-legacy"
 V2 = "xen-v2"
@@ -315,8 +316,10 @@ def save_legacy(e):
     it, last_iter, sent_last, total_sent = 0, False, n, 0
     sent_hist, skip_hist = [], []
     reason, t_stop = None, None
+    steady = SteadyState(min_span_s=0.0) if e.cfg.sim.early_stop else None  # rounds, not seconds
     while True:
         it += 1
+        t_round = e.now
         sent, skipped = yield from st.send_round(peek=not last_iter)
         total_sent += sent
         sent_hist.append(sent)
@@ -325,6 +328,21 @@ def save_legacy(e):
             break
         e.close_pass(rec, dirty_in, brown)
         reason = _legacy_stop(x, limiter, it, sent, skipped, sent_last, total_sent, n)
+        if steady is not None and not e.workload_settled():  # the window starts over once it is
+            steady.samples.clear()
+        elif reason is None and steady is not None and it > 1 and e.now > t_round:
+            ps = e.memory.page_size
+            steady.add(Sample(e.seconds(e.now), (sent + skipped) * ps, sent * ps / e.seconds(e.now - t_round),
+                              (sent + skipped) / max(1, x.min_pages), e.pass_count, st.clean_count, e.bytes_sent,
+                              e.pages_sent))
+            # the rate limiter's own stop turns on a round sending more than the last: a coin toss
+            if steady.steady() and limiter is None:
+                projected = _legacy_projection(e, x, steady, it, total_sent, sent_hist, skip_hist)
+                extra = dict(rounds=len(sent_hist), skipped_pages=st.skipped_total, skipped_per_round=skip_hist,
+                             sent_per_round=sent_hist, xen_total_sent=total_sent, dirty_sync_count=st.clean_count,
+                             batches=st.batches, expected_downtime_s=projected["downtime_s"], projected=projected)
+                e.finish(False, "steady-state", None, **extra)
+                return
         if reason:
             last_iter = True
             rec = e.open_pass("blackout")
@@ -348,6 +366,30 @@ def save_legacy(e):
     if limiter is not None:
         extra.update(rate_history_mbit=limiter.history, dirty_rate_history_mbit=limiter.dirty_history)
     e.finish(reason == "min-pages", reason, t_stop, **extra)
+
+
+def _legacy_projection(e, x, steady, it, total_sent, sent_hist, skip_hist):
+    """Where a steady xen-legacy save would end: the rounds left until max-iters or max-factor at the
+    steady round's pages and length, then the last round sending a round's dirty set (sent plus
+    skipped: the peek never clears the skipped pages) at the live rounds' rate, and the tail."""
+    w = steady.samples[1:]
+    k = len(w)
+    n = e.memory.n_frames
+    per_round = sum(sent_hist[-k:]) / k
+    dirty = sum(s + sk for s, sk in zip(sent_hist[-k:], skip_hist[-k:])) / k
+    gap = (w[-1].t_s - steady.samples[0].t_s) / k
+    rate = sum(s.rate for s in w) / k                       # page bytes per second of a live round
+    left_iters = x.max_iters - it
+    left_factor = max(1, int((n * x.max_factor - total_sent) // per_round) + 1) if per_round > 0 else left_iters
+    left, reason = (left_iters, "max-iters") if left_iters <= left_factor else (left_factor, "max-factor")
+    ps = e.memory.page_size
+    downtime = (dirty * ps + x.tail) / rate
+    p = steady.project(steady.samples[-1].t_s + left * gap)
+    last_bytes = dirty * (ps + PFN_BYTES) + x.tail
+    return {"stop_reason": reason, "stopped_at_s": e.seconds(e.now), "rounds": it + left + 1,
+            "total_time_s": e.seconds(e.now) + left * gap + downtime, "downtime_s": downtime,
+            "passes": p["passes"] + 1, "dirty_sync_count": p["dirty_sync_count"] + 1,
+            "bytes_sent": int(p["bytes_sent"] + last_bytes), "pages_sent": int(round(p["pages_sent"] + dirty))}
 
 
 def save_v2(e):

@@ -22,6 +22,9 @@ from .machine import Harvest, Machine
 __all__ = ["Engine", "PassRecorder", "Harvest", "VariantError", "VARIANTS", "simulate"]
 
 
+PROGRESS_STEP = 0.05  # simulated seconds between two progress calls
+
+
 class PassRecorder:
     """The per-pass records of one run and its outcome (what ``Machine.finish`` reported)."""
 
@@ -84,8 +87,10 @@ class Engine:
         self.machine.recorder = self.recorder
 
     # -- the run ----------------------------------------------------------------------------------
-    def run(self):
-        """Run the mirror to cut-over (or to ``sim.time_limit``) and return the Result."""
+    def run(self, progress=None):
+        """Run the mirror to cut-over (or to ``sim.time_limit``) and return the Result. ``progress``, if
+        given, is called as ``progress(simulated_s, passes, dirty_pages)`` every ``PROGRESS_STEP`` of
+        simulated time (the dirty pages the last closed pass's harvest found); the run is the same."""
         wall0 = time.perf_counter()
         m = self.machine
         self.warm_up()
@@ -94,11 +99,25 @@ class Engine:
         # A backstop: policies stop themselves at sim.time_limit with their own counters; this only
         # catches one that would not.
         limit = m.env.timeout(m.cycles(self.cfg.sim.time_limit * 1.05 + 1.0))
-        m.env.run(until=m.env.any_of([proc, limit]))
+        done = m.env.any_of([proc, limit])
+        if progress is not None:
+            m.env.process(self._ticker(progress, done))
+        m.env.run(until=done)
         if not proc.triggered:
             self.recorder.outcome = dict(converged=False, stop_reason="time-limit", blackout_start=None,
                                          cutover=None)
         return self._result(time.perf_counter() - wall0)
+
+    def _ticker(self, progress, done):
+        """Process role: call ``progress`` every PROGRESS_STEP of simulated time until ``done``. It only
+        reads the records, so every other event keeps its order and the run is the same."""
+        m = self.machine
+        step = max(1, m.cycles(PROGRESS_STEP))
+        while not done.triggered:
+            yield m.env.timeout(step)
+            recs = self.recorder.records
+            closed = [r for r in recs if not hasattr(r, "_marks")]
+            progress(m.seconds(m.env.now), len(recs), closed[-1].dirty_pages if closed else 0)
 
     def lost_writes(self, stale):
         """Frames whose partner copy is stale at cut-over; the first ones go into ``stale``.
@@ -177,7 +196,7 @@ def _meta(cfg, variant, kernels, seed):
             "config": cfg.to_dict()}
 
 
-def simulate(cfg, backend="auto", variant=None, seed=None):
+def simulate(cfg, backend="auto", variant=None, seed=None, progress=None):
     """Run the mirror described by ``cfg`` and return its Result.
 
     Page-level policies run on the Engine; fluid and closed-form ones are computed directly, with
@@ -187,7 +206,7 @@ def simulate(cfg, backend="auto", variant=None, seed=None):
     """
     policy = REGISTRY.get(cfg.policy)
     if policy.kind == "page":
-        return Engine(cfg, backend=backend, variant=variant, seed=seed).run()
+        return Engine(cfg, backend=backend, variant=variant, seed=seed).run(progress)
     kernels = get_backend(backend)
     variant = variant or cfg.sim.variant
     policy.check_variant(variant)

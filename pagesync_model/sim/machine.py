@@ -324,6 +324,17 @@ class Machine:
         """Fill ``rec`` with what happened since ``open_pass`` (up to ``end``, default now)."""
         return self.recorder.close_pass(rec, dirty_pages, brownout_cycles, overcopy, end)
 
+    @property
+    def pass_count(self):
+        """Pass records opened so far."""
+        return len(self.recorder.records)
+
+    def workload_settled(self):
+        """Whether the workload's own schedule has nothing left that can change its write pattern (no
+        phase change due, no trace); see ``policies.steady.workload_settled``."""
+        from ..policies.steady import workload_settled
+        return workload_settled(self.workload)
+
     def finish(self, converged, stop_reason, blackout_start, **extra):
         """Record the cut-over (``blackout_start`` None: there was none): called by the policy when the
         partner holds the final copy, or when it gives up; ``extra`` are its own result fields."""

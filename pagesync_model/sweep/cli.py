@@ -66,6 +66,8 @@ def sweep_main(argv):
     p.add_argument("--x", help="axis for the plot's x (default: the first axis)")
     p.add_argument("--y", help="axis for the heatmap's y (default: the second axis, if any)")
     p.add_argument("--limit", help="also mark where the plotted field crosses this value, e.g. 300ms")
+    p.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
+                   help="override a config value in every run, after the sweep file's set: (repeatable)")
     p.add_argument("--backend", default="auto", help="kernel backend: auto, cython or numpy")
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     args = p.parse_args(argv)
@@ -83,7 +85,7 @@ def sweep_main(argv):
         raise UsageError(f"--backend: unknown backend '{args.backend}' (choose from {', '.join(BACKEND_NAMES)})")
     timeout = _timeout(args.run_timeout)
     try:
-        sweep = load_sweep(args.sweep)
+        sweep = load_sweep(args.sweep, args.overrides)
         if not args.force:
             sweep.check_size()
         sweep.runs()  # duplicates are refused before anything runs or is written
@@ -200,8 +202,14 @@ def plan_main(argv):
         cfg = config_from_dict(tree, list(args.overrides) + list(extra), source=args.config)
         return simulate(cfg, backend=args.backend, seed=args.seed).summary
 
+    def probe(r):  # each probe as it finishes, before the table (stderr keeps a refusal to its one line)
+        state = "converged" if r.converged else f"NOT converged ({r.stop_reason})" if r.converged is False else ""
+        print(f"{PROG} plan: probe {args.vary}={knob.label(r.value)}: {r.field or target.name} = {r.shown()}"
+              f"{'; ' + state if state and r.metric is not None else ''}; "
+              f"{'meets' if r.met else 'misses'} the target", flush=True)
+
     try:
-        result = plan(evaluate, target, knob, lo, hi, tol=args.tol, scale=args.scale)
+        result = plan(evaluate, target, knob, lo, hi, tol=args.tol, scale=args.scale, on_run=probe)
     except PlanError as exc:
         raise UsageError(f"plan: {exc}") from None
     sys.stdout.write(format_plan(result, knob, target))
@@ -210,9 +218,12 @@ def plan_main(argv):
         try:
             with open(args.csv, "w", newline="") as fh:
                 w = csv.writer(fh)
-                w.writerow(["run", args.vary, result.field, "converged", "met", "error"])
+                w.writerow(["run", args.vary, result.field, "converged", "stop_reason", "total_time_s", "bytes_sent",
+                            "met", "error"])
                 for i, r in enumerate(result.runs):
-                    w.writerow([i, r.value, r.metric, r.converged, r.met, r.error or ""])
+                    w.writerow([i, r.value, r.metric, r.converged, r.stop_reason or "",
+                                "" if r.total_time_s is None else r.total_time_s,
+                                "" if r.bytes_sent is None else r.bytes_sent, r.met, r.error or ""])
         except OSError as exc:
             raise UsageError(f"--csv: cannot write '{args.csv}': {exc.strerror}") from None
     return 0

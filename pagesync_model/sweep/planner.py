@@ -76,12 +76,27 @@ class Target:
 @dataclasses.dataclass
 class PlanRun:
     """One run of the planner: the knob ``value`` (base units), the field's ``metric`` (None when the
-    run has none, e.g. no downtime because it never converged), ``converged``, ``met``, ``error``."""
+    run has none, e.g. no downtime because it never converged), ``converged``, ``met``, ``error``, and the
+    run's ``stop_reason``, ``total_time_s`` and ``bytes_sent``."""
     value: float
     metric: object
     converged: object
     met: bool
     error: str = None
+    stop_reason: str = None
+    total_time_s: float = None
+    bytes_sent: int = None
+    field: str = None
+
+    def shown(self, field=None):
+        """The run's value of ``field`` (default its own) as the table shows it: the error, the value, or
+        why there is none."""
+        field = field or self.field
+        if self.error:
+            return self.error
+        if self.metric is None and self.converged is False:
+            return f"none: NOT converged ({self.stop_reason})"
+        return "none" if self.metric is None else _fmt(field, self.metric)
 
 
 @dataclasses.dataclass
@@ -137,7 +152,8 @@ def plan(evaluate, target, knob, lo, hi, tol=0.01, scale="auto", max_runs=60, on
         metric = summary.get(resolved.get("field")) if summary else None
         met = metric is not None and not (isinstance(metric, float) and math.isnan(metric)) and \
             OPS[target.op](metric, resolved["threshold"])
-        r = PlanRun(value, metric, summary.get("converged"), bool(met), error)
+        r = PlanRun(value, metric, summary.get("converged"), bool(met), error, summary.get("stop_reason"),
+                    summary.get("total_time_s"), summary.get("bytes_sent"), resolved.get("field"))
         runs.append(r)
         if on_run:
             on_run(r)
@@ -149,7 +165,7 @@ def plan(evaluate, target, knob, lo, hi, tol=0.01, scale="auto", max_runs=60, on
     field = resolved["field"]
 
     def show(r):
-        return r.error or ("none" if r.metric is None else _fmt(field, r.metric))
+        return r.shown(field)
     if a.met and b.met:
         raise PlanError(f"target {target} is already met at both ends of the range ({field} = {show(a)} at "
                         f"{knob.label(lo)}, {show(b)} at {knob.label(hi)}): widen the range to find the boundary")
@@ -183,7 +199,7 @@ def _fmt(field, value):
 def format_plan(result, knob, target):
     """The planner's runs as a readable table and its answer, as the CLI prints them."""
     head = ("run", knob.key, result.field, "converged", "meets target")
-    rows = [(str(i), knob.label(r.value), r.error or _fmt(result.field, r.metric), str(r.converged),
+    rows = [(str(i), knob.label(r.value), r.shown(result.field), str(r.converged),
              "yes" if r.met else "no") for i, r in enumerate(result.runs)]
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(head)]
     lines = ["  ".join(h.rjust(w) for h, w in zip(head, widths)), "  ".join("-" * w for w in widths)]

@@ -208,8 +208,9 @@ def run_id(config, seed):
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def load_sweep(path):
-    """Read and check the sweep file at ``path``; returns a Sweep. Raises SweepError."""
+def load_sweep(path, overrides=()):
+    """Read and check the sweep file at ``path``, with ``overrides`` ('dotted.key=value', the command
+    line's ``--set``) applied after its ``set:``; returns a Sweep. Raises SweepError."""
     try:
         text = read_config_text(path)  # the config reader's bounds: a device or a huge file is refused
     except ConfigError as exc:
@@ -218,16 +219,17 @@ def load_sweep(path):
         data = parse_yaml(text, path)
     except ConfigError as exc:
         raise SweepError(f"{path}: {exc}") from None
-    return sweep_from_dict(data, path)
+    return sweep_from_dict(data, path, overrides)
 
 
 def _fail(path, where, message):
     return SweepError(f"{path}: {where}: {message}" if where else f"{path}: {message}")
 
 
-def sweep_from_dict(data, path="<sweep>"):
+def sweep_from_dict(data, path="<sweep>", overrides=()):
     """Check the sweep mapping ``data`` (as read from YAML; ``path`` names it in errors and anchors a
-    relative ``base``) and return a Sweep. Raises SweepError."""
+    relative ``base``, wherever the file is and whatever the working directory) and return a Sweep;
+    ``overrides`` follow its ``set:``. Raises SweepError."""
     if not isinstance(data, dict):
         raise _fail(path, "", "a sweep file is a mapping with 'base:' and 'axes:'")
     for key in data:
@@ -242,6 +244,7 @@ def sweep_from_dict(data, path="<sweep>"):
         sets = [sets]
     if not isinstance(sets, list) or not all(isinstance(s, str) for s in sets):
         raise _fail(path, "set", "expected a list of 'dotted.key=value' strings")
+    sets = list(sets) + list(overrides)
     try:
         if isinstance(base, str):
             source = os.path.normpath(os.path.join(here, base))
