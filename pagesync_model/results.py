@@ -284,7 +284,8 @@ def format_table(result):
         verdict = f"NOT converged ({d['stop_reason']})"
     downtime = "n/a" if d["downtime_s"] is None else f"{d['downtime_s'] * 1e3:.3f} ms"
     lines = [
-        ("policy", f"{d['policy']}  (variant {d['variant']}, backend {d['backend']}, seed {d['seed']})"),
+        ("policy", f"{d['policy']}  (variant {d['variant']}, backend {d['backend']}, seed {d['seed']}"
+                   + (f", quantum {d['quantum_s'] * 1e3:g} ms" if d.get("quantum_s") is not None else "") + ")"),
         ("passes", f"{d['passes']}  {verdict}"),
         ("blackout (downtime)", downtime),
         ("brownouts", f"{d['brownout_s'] * 1e3:.3f} ms total in {d['brownouts']} harvests"),

@@ -99,6 +99,14 @@ class Qemu(PagePolicy):
     def scanner(self, machine):
         return scanner(machine)
 
+    def time_scales(self, cfg):
+        """The downtime limit (the last pass's length), the 100 ms bandwidth and rate-limit window
+        and, with auto-converge, its 1 s dirty-rate period."""
+        out = [("qemu.downtime_limit", cfg.qemu.downtime_limit), ("qemu's 100 ms window", BUFFER_DELAY)]
+        if cfg.qemu.auto_converge:
+            out.append(("auto-converge's period", THROTTLE_PERIOD))
+        return out
+
 
 def window_quota(max_bandwidth):
     """Bytes a 100 ms window carries at ``max_bandwidth`` bytes/s: the quota, overshot to the next
