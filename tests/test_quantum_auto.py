@@ -84,6 +84,13 @@ def test_the_rule_by_hand():
     assert [nice_floor(s) for s in (0.0347, 0.05, 0.0099, 0.2, 1.0)] == [0.02, 0.05, 0.005, 0.2, 1.0]
 
 
+def test_operators_bound_the_step():
+    # nova's schedule starts at downtime / steps = 500 ms / 10 = 50 ms: / 10 = 5 ms, below qemu's own 10 ms
+    cfg = load_config(str(ROOT / "configs" / "qemu-default.yaml"), QEMU + [
+        "sim.quantum=auto", "operator.kind=nova", "operator.downtime=500ms", "operator.downtime_steps=10"])
+    assert auto_quantum(cfg, REGISTRY.get("qemu")) == (0.005, "nova's first downtime step / 10")
+
+
 def test_phases_bound_the_step():
     cfg = load_config(str(ROOT / "configs" / "qemu-default.yaml"), QEMU + [
         "sim.quantum=auto", "workload.phases=[{duration: 40ms}, {duration: 1s}]"])

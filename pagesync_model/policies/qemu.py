@@ -33,6 +33,7 @@ from ..schema import BANDWIDTH, BOOL, CHOICE, DURATION, FRACTION, INT, SIZE, Fie
 from ..sim.interconnect import run_frames
 from .base import PagePolicy, register
 from .operators import SECTION as OPERATOR_SECTION, Monitor, operator_runs_over_qemu
+from .operators import time_scales as operator_time_scales
 BUFFER_DELAY = 0.1     # s: the counters' and the rate limit's period (migration.h)
 MAX_WAIT = 0.05        # s: one ram_save_iterate call works at most this long (ram.c)
 THROTTLE_PERIOD = 1.0  # s: a sync closes a dirty-rate period only after this long (ram.c)
@@ -100,9 +101,10 @@ class Qemu(PagePolicy):
         return scanner(machine)
 
     def time_scales(self, cfg):
-        """The downtime limit (the last pass's length), the 100 ms bandwidth and rate-limit window
-        and, with auto-converge, its 1 s dirty-rate period."""
-        out = [("qemu.downtime_limit", cfg.qemu.downtime_limit), ("qemu's 100 ms window", BUFFER_DELAY)]
+        """The downtime limit (the last pass's length), the 100 ms bandwidth and rate-limit window,
+        with auto-converge its 1 s dirty-rate period, and the operator's monitor period and least
+        downtime step."""
+        out = operator_time_scales(cfg) + [("qemu.downtime_limit", cfg.qemu.downtime_limit), ("qemu's 100 ms window", BUFFER_DELAY)]
         if cfg.qemu.auto_converge:
             out.append(("auto-converge's period", THROTTLE_PERIOD))
         return out
