@@ -126,3 +126,11 @@ def test_bad_values_refused(value, message):
                           "--set", f"sim.quantum={value}"], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 2
     assert out.stderr.count("\n") == 1 and message in out.stderr and "Traceback" not in out.stderr, out.stderr
+
+
+def test_plan_refuses_auto_as_a_knob_value():
+    out = subprocess.run([sys.executable, "-m", "pagesync_model", "plan", str(ROOT / "configs" / "stratus.yaml"),
+                          "--target", "downtime<=100ms", "--vary", "sim.quantum", "--range", "1ms..auto"],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 2
+    assert out.stderr == "pagesync-sim: --range: sim.quantum: 'auto' is not a number to sweep or plan\n"

@@ -189,14 +189,15 @@ def _quantum_check(value: Any) -> str | None:
     return None
 
 
-QUANTUM = Kind("duration or auto", _parse_quantum, "seconds", units.format_duration)
+# named "duration" so a sweep or the planner can vary it as one (sweep/knobs.py refuses "auto" there)
+QUANTUM = Kind("duration", _parse_quantum, "seconds", units.format_duration)
 
 CORE.section(
     "sim", "Simulation control.",
     quantum=Field(QUANTUM, "1ms", "Time step in which writes are generated and applied in batches; auto: the "
                                   "coarsest of 1, 2, 5 x 10^k s (>= 1ms) within a tenth of the policy's and the "
                                   "workload's decision periods and moving <= 1% of the working set's pages "
-                                  "(docs/model.md).", check=_quantum_check, check_doc="> 0, <= 1s"),
+                                  "(docs/model.md).", check=_quantum_check, check_doc="> 0, <= 1s, or auto"),
     seed=Field(INT, 1, "Random seed.", ge=0, le=MAX_SEED),
     warmup=Field(DURATION, "0s", "The workload runs this long before the mirror starts (warm TLBs and "
                                  "dirty bits, as on a machine that has been running).", ge=0, le=MAX_STEP),
