@@ -109,11 +109,13 @@ def mirror_seconds(cfg) -> float:
 def estimate(cfg) -> Estimate:
     """Upper bounds of the cost of running ``cfg`` (a built Config), as the module says."""
     from .policies import get_policy
+    from .sim.quantum import resolve as resolve_quantum
     if get_policy(cfg.policy).kind == "fluid":  # no pages, no quanta: computed in closed form
         return Estimate(0.0, 0.0, 0.0, 0, 0.0)
     simulated = cfg.sim.warmup + mirror_seconds(cfg)
     clock = cfg.cpus.clock
-    quanta = simulated * clock / max(1.0, round(cfg.sim.quantum * clock))
+    quantum = resolve_quantum(cfg, get_policy(cfg.policy))
+    quanta = simulated * clock / max(1.0, round(quantum * clock))
     pages = cfg.memory.size // cfg.memory.page_size
     state = _frame_state(cfg, pages) + cfg.cpus.count * cfg.cpus.tlb_entries * TLB_ENTRY_BYTES
     if cfg.policy == "qemu" and cfg.qemu.xbzrle:
@@ -153,3 +155,4 @@ def check(cfg) -> Estimate:
         raise CostError(f"this run would take {est.describe()}, beyond what this machine does in about an "
                         f"hour ({limits}); see {drivers}, or run it anyway with --force")
     return est
+

@@ -352,7 +352,8 @@ def format_table(result):
         verdict = f"NOT converged ({d['stop_reason']})"
     downtime = "n/a" if d["downtime_s"] is None else f"{d['downtime_s'] * 1e3:.3f} ms"
     lines = [
-        ("policy", f"{d['policy']}  (variant {d['variant']}, backend {d['backend']}, seed {d['seed']})"),
+        ("policy", f"{d['policy']}  (variant {d['variant']}, backend {d['backend']}, seed {d['seed']}"
+                   + (f", quantum {d['quantum_s'] * 1e3:g} ms" if d.get("quantum_s") is not None else "") + ")"),
         ("passes", f"{d['passes']}  {verdict}"),
         *_answer_lines(d),
         ("blackout (downtime)", downtime),

@@ -58,12 +58,14 @@ wall = time.perf_counter() - t0
 d = r.to_dict()
 print(json.dumps({"wall_s": wall, "rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
                   "simulated_s": d["total_time_s"], "passes": d["passes"], "pages_sent": d["pages_sent"],
-                  "writes": d["workload_writes"], "stop_reason": d["stop_reason"], "downtime_s": d["downtime_s"]}))
+                  "writes": d["workload_writes"], "stop_reason": d["stop_reason"], "downtime_s": d["downtime_s"],
+                  "quantum_s": d.get("quantum_s")}))
 """
 
 
-def run_child(tree, name):
+def run_child(tree, name, extra=()):
     config, sets, _ = CASES[name]
+    sets = [*sets, *extra]
     env = dict(os.environ, PYTHONPATH=str(tree), PAGESYNC_BACKEND="cython")
     out = subprocess.run([sys.executable, "-c", CHILD, str(tree / "configs" / config), *sets], capture_output=True,
                          text=True, check=True, env=env, cwd=str(tree))
@@ -87,7 +89,14 @@ def main():
     ap.add_argument("--baseline-label", default="", help="what the baseline is (its commit), kept in the JSON")
     ap.add_argument("--only", nargs="*", choices=sorted(CASES), help="run only these cases")
     ap.add_argument("--out", default=str(Path(__file__).with_name("planner_results.json")))
+    ap.add_argument("--auto", action="store_true",
+                    help="also run each case with sim.quantum=auto, alternating with the 1 ms run, and report "
+                         "the ratio and the results' differences (default --out planner_auto_results.json)")
     args = ap.parse_args()
+    if args.auto:
+        if args.out == ap.get_default("out"):
+            args.out = str(Path(__file__).with_name("planner_auto_results.json"))
+        return auto_main(args)
     names = args.only or list(CASES)
     res = {"machine": {"cpus": os.cpu_count(), "load_avg_start": os.getloadavg()[0]}, "cases": {},
            "baseline": args.baseline_label if args.baseline else None}
@@ -114,6 +123,31 @@ def main():
         if target:
             line += f"; target {entry['target']}: {'met' if entry['met'] else 'NOT met'}"
         print(line, flush=True)
+    res["machine"]["load_avg_end"] = os.getloadavg()[0]
+    res["when"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    Path(args.out).write_text(json.dumps(res, indent=2) + "\n")
+
+
+def auto_main(args):
+    """Each case at the fixed 1 ms step and with ``sim.quantum=auto``, alternately, in this tree."""
+    names = args.only or list(CASES)
+    res = {"machine": {"cpus": os.cpu_count(), "load_avg_start": os.getloadavg()[0]}, "cases": {}}
+    for name in names:
+        fixed, auto = [], []
+        for _ in range(args.repeat):
+            fixed.append(run_child(ROOT, name))
+            auto.append(run_child(ROOT, name, ["sim.quantum=auto"]))
+        f, a = median(fixed), median(auto)
+        entry = {"config": CASES[name][0], "overrides": CASES[name][1], "fixed_1ms": f, "auto": a,
+                 "speedup": f["wall_s"] / a["wall_s"],
+                 "diff": {k: (a[k] - f[k]) / f[k] if f[k] else None
+                          for k in ("simulated_s", "pages_sent", "downtime_s") if f[k] is not None and a[k] is not None},
+                 "same_verdict": (f["stop_reason"], f["passes"]) == (a["stop_reason"], a["passes"])}
+        res["cases"][name] = entry
+        print(f"{name}: quantum {a['quantum_s'] * 1e3:g} ms; 1 ms {f['wall_s']:.1f} s, auto {a['wall_s']:.1f} s wall "
+              f"({entry['speedup']:.1f}x, {a['sim_per_wall']:.1f} sim-s/wall-s); {f['stop_reason']}/{a['stop_reason']}, "
+              f"passes {f['passes']}/{a['passes']}; " + ", ".join(f"{k} {v:+.2%}" for k, v in entry["diff"].items()),
+              flush=True)
     res["machine"]["load_avg_end"] = os.getloadavg()[0]
     res["when"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     Path(args.out).write_text(json.dumps(res, indent=2) + "\n")

@@ -21,6 +21,7 @@ from pagesync_model.schema import (
     ConfigError, Field, Kind, Schema, Section, SectionList,
 )
 from pagesync_model.trace.format import TraceError
+from pagesync_model import units
 from pagesync_model.dirtyrate import parse_dirty_rate
 from pagesync_model.units import UnitError, format_bytes
 from pagesync_model.workloads import KINDS, kind_fields
@@ -253,10 +254,37 @@ def _link_route(v: dict[str, Any], raw: Mapping[str, Any]) -> None:
     v["link.bandwidth"] = min(hop.bandwidth for hop in route)
     v["link.latency"] = latency
 
+
+def _parse_quantum(raw: Any) -> Any:
+    if isinstance(raw, str) and raw.strip() == "auto":
+        return "auto"
+    try:
+        return DURATION.parse(raw)
+    except units.OutOfRange:
+        raise
+    except ValueError as exc:
+        raise ValueError(f"{exc} (or auto)") from None
+
+
+def _quantum_check(value: Any) -> str | None:
+    if value == "auto":
+        return None
+    if not value > 0:
+        return "must be > 0"
+    if value > MAX_QUANTUM:
+        return f"must be <= {DURATION.show(MAX_QUANTUM)}"
+    return None
+
+
+# named "duration" so a sweep or the planner can vary it as one (sweep/knobs.py refuses "auto" there)
+QUANTUM = Kind("duration", _parse_quantum, "seconds", units.format_duration)
+
 CORE.section(
     "sim", "Simulation control.",
-    quantum=Field(DURATION, "1ms", "Time step in which writes are generated and applied in batches.", gt=0,
-                  le=MAX_QUANTUM),
+    quantum=Field(QUANTUM, "1ms", "Time step in which writes are generated and applied in batches; auto: the "
+                                  "coarsest of 1, 2, 5 x 10^k s (>= 1ms) within a tenth of the policy's and the "
+                                  "workload's decision periods and moving <= 1% of the working set's pages "
+                                  "(docs/model.md).", check=_quantum_check, check_doc="> 0, <= 1s, or auto"),
     seed=Field(INT, 1, "Random seed.", ge=0, le=MAX_SEED),
     warmup=Field(DURATION, "0s", "The workload runs this long before the mirror starts (warm TLBs and "
                                  "dirty bits, as on a machine that has been running).", ge=0, le=MAX_STEP),

@@ -78,6 +78,12 @@ class PagePolicy(Policy):
     def scanner(self, machine):
         raise NotImplementedError
 
+    def time_scales(self, cfg):
+        """[(what, seconds)]: the periods this policy decides on (a bandwidth window, a downtime
+        limit, a batch's time on the link), which ``sim.quantum: auto`` keeps several quanta
+        within (sim/quantum.py). None: only the workload's and the link's bounds apply."""
+        return []
+
 
 class FluidPolicy(Policy):
     """A fluid or closed-form model computed directly (``compute(cfg, seed)``)."""
@@ -88,7 +94,7 @@ class FluidPolicy(Policy):
 
 
 _HOOKS = {"page": {"name", "variants", "sections", "section_before", "checks", "kind", "tracking_outside",
-                   "check_variant", "link_options", "scanner"},
+                   "check_variant", "link_options", "scanner", "time_scales"},
           "fluid": {"name", "variants", "sections", "section_before", "checks", "kind", "tracking_outside",
                     "check_variant", "compute"}}
 _REQUIRED = {"page": "scanner", "fluid": "compute"}

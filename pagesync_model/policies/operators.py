@@ -52,6 +52,20 @@ def operator_runs_over_qemu(v, raw):
                                            f"policy: qemu (this config's policy is '{v['policy']}')")
 
 
+def time_scales(cfg):
+    """[(what, seconds)]: the operator's monitor period and the smallest downtime-limit it sets (for
+    ``sim.quantum: auto``); none without an operator."""
+    o = cfg.operator
+    if o.kind == "none":
+        return []
+    out = [("operator.monitor_period", o.monitor_period)]
+    if o.kind == "nova":
+        out.append(("nova's first downtime step", int(o.downtime * 1e3 / o.downtime_steps) / 1e3))
+    elif o.kind == "ovirt":
+        out.append(("ovirt's initial downtime", OVIRT_MINIMAL_DOWNTIME["init"]))
+    return out
+
+
 class Monitor:
     """One operator's monitor over a QEMU migration; ``tick`` returns an action or None."""
 

@@ -33,6 +33,7 @@ from ..schema import BANDWIDTH, BOOL, CHOICE, DURATION, FRACTION, INT, SIZE, Fie
 from ..sim.interconnect import run_frames
 from .base import PagePolicy, register
 from .operators import SECTION as OPERATOR_SECTION, Monitor, operator_runs_over_qemu
+from .operators import time_scales as operator_time_scales
 from .steady import Sample, SteadyState
 BUFFER_DELAY = 0.1     # s: the counters' and the rate limit's period (migration.h)
 MAX_WAIT = 0.05        # s: one ram_save_iterate call works at most this long (ram.c)
@@ -113,6 +114,15 @@ class Qemu(PagePolicy):
             from . import qemu16
             return qemu16.scanner(machine)
         return scanner(machine)
+
+    def time_scales(self, cfg):
+        """The downtime limit (the last pass's length), the 100 ms bandwidth and rate-limit window,
+        with auto-converge its 1 s dirty-rate period, and the operator's monitor period and least
+        downtime step."""
+        out = operator_time_scales(cfg) + [("qemu.downtime_limit", cfg.qemu.downtime_limit), ("qemu's 100 ms window", BUFFER_DELAY)]
+        if cfg.qemu.auto_converge:
+            out.append(("auto-converge's period", THROTTLE_PERIOD))
+        return out
 
 
 def window_quota(max_bandwidth):

@@ -78,6 +78,12 @@ class Stratus(PagePolicy):
         """Process role: the pagesync scanner."""
         return scanner(machine)
 
+    def time_scales(self, cfg):
+        """The time the link takes to copy the threshold's pages: the shortest pass whose harvest
+        still decides between another pass and the blackout."""
+        t = cfg.stratus.threshold * cfg.memory.page_size / (cfg.link.bandwidth * cfg.link.efficiency)
+        return [("stratus.threshold's copy time", t)] if t > 0 else []
+
 
 def scanner(e):
     """Process role: the pagesync scanner on machine ``e``."""

@@ -114,6 +114,11 @@ class _Xen(PagePolicy):
         """A migration stream: every page goes with its 8-byte PFN entry; zero pages are sent whole."""
         return {"page_header_bytes": PFN_BYTES}
 
+    def time_scales(self, cfg):
+        """A batch's time on the link: the batches' peeks decide what each round skips."""
+        per_page = cfg.memory.page_size + PFN_BYTES
+        return [("a xen batch's time", cfg.xen.batch * per_page / (cfg.link.bandwidth * cfg.link.efficiency))]
+
 
 @register
 class XenLegacy(_Xen):

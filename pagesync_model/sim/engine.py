@@ -18,6 +18,7 @@ from ..policies.base import VARIANTS, VariantError
 from ..results import PassRecord, Result, Summary
 from .cpus import cpus
 from .machine import Harvest, Machine
+from .quantum import resolve as resolve_quantum
 
 __all__ = ["Engine", "PassRecorder", "Harvest", "VariantError", "VARIANTS", "simulate"]
 
@@ -82,7 +83,9 @@ class Engine:
         if self.policy.kind != "page":
             raise ValueError(f"the {self.policy_name} policy is a {self.policy.kind} model: use simulate()")
         self.policy.check_variant(self.variant)
-        self.machine = Machine(cfg, self.kernels, self.variant, self.seed, self.policy.link_options(cfg))
+        self.quantum_s = resolve_quantum(cfg, self.policy)
+        self.machine = Machine(cfg, self.kernels, self.variant, self.seed, self.policy.link_options(cfg),
+                               quantum=self.quantum_s)
         self.recorder = PassRecorder(self.machine)
         self.machine.recorder = self.recorder
 
@@ -186,8 +189,9 @@ class Engine:
         simulator = {"wall_s": wall_s, "waits": mach.waits + link.timeouts,
                      "quanta": c.t_done // mach.quantum, "simulated_s_per_wall_s": mach.seconds(end) / wall_s
                      if wall_s > 0 else None}
-        return Result(summary, list(self.recorder.records), _meta(self.cfg, self.variant, self.kernels, self.seed),
-                      simulator)
+        meta = _meta(self.cfg, self.variant, self.kernels, self.seed)
+        meta["quantum_s"] = self.quantum_s
+        return Result(summary, list(self.recorder.records), meta, simulator)
 
 
 def _meta(cfg, variant, kernels, seed):

@@ -44,11 +44,12 @@ class Machine:
     """The source machine of ``cfg`` (a validated Config) with its link and partner.
 
     ``kernels`` is a kernel backend, ``variant`` one of the policies' VARIANTS, ``seed`` the write
-    streams' seed, ``link_options`` the policy's stream format (``PagePolicy.link_options``).
+    streams' seed, ``link_options`` the policy's stream format (``PagePolicy.link_options``),
+    ``quantum`` the time step in seconds (default ``sim.quantum``; the engine resolves ``auto``).
     Raises ValueError for a memory that does not fit (the config's checks refuse it first).
     """
 
-    def __init__(self, cfg, kernels, variant, seed, link_options):
+    def __init__(self, cfg, kernels, variant, seed, link_options, quantum=None):
         self.cfg = cfg
         self.kernels = kernels
         self.variant = variant
@@ -70,8 +71,9 @@ class Machine:
                          dma=build_dma(cfg, self.memory, self.partner, kernels, seed, self.clock))
         # the achieved dirty rate, over the window the planner's rate was given for (QEMU's calc-time)
         self.cpus.meter = DirtyRateMeter(self.cycles(cfg.workload.dirty_rate_window), ws_pages)
-        self.quantum = max(1, self.cycles(cfg.sim.quantum))
-        self.link = Interconnect.from_config(self.env, self.memory, self.partner, kernels, cfg.link, cfg.sim.quantum,
+        self.quantum_s = cfg.sim.quantum if quantum is None else quantum
+        self.quantum = max(1, self.cycles(self.quantum_s))
+        self.link = Interconnect.from_config(self.env, self.memory, self.partner, kernels, cfg.link, self.quantum_s,
                                              self.clock, sync=self.catch_up, **link_options)
         t = cfg.tracking
         self.pte_scan_cycles = t.pte_scan * self.clock

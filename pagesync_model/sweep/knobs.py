@@ -60,6 +60,8 @@ class Knob:
             raise KnobError(str(exc)) from None
         if isinstance(value, Cycles):
             raise KnobError(f"{self.key}: give '{raw}' in seconds (ms, us, ...), not cycles, to sweep or plan it")
+        if self.numeric and isinstance(value, str):  # sim.quantum's auto
+            raise KnobError(f"{self.key}: '{raw}' is not a number to sweep or plan")
         return value
 
     def snap(self, value):
