@@ -53,6 +53,8 @@ def build_parser():
     p.add_argument("--vcpus", type=int, help="guest vCPUs (default: the preset's)")
     p.add_argument("--time-limit", dest="time_limit", help="give up after this much simulated time, e.g. 20min "
                                                            "(default: the preset's)")
+    p.add_argument("--quantum", default="auto", help="the simulation's time step: auto (default: chosen from the "
+                                                    "run's own time scales, see docs/model.md) or a duration, e.g. 1ms")
     p.add_argument("--find-limit", action="store_true", dest="find_limit",
                    help="if it does not converge, bisect for the smallest downtime limit that converges "
                         "(several runs)")
@@ -126,6 +128,7 @@ def question_tree(args):
     if args.time_limit is not None:
         _read("duration", "--time-limit", args.time_limit, parse_duration)
         tree.setdefault("sim", {})["time_limit"] = args.time_limit
+    tree.setdefault("sim", {})["quantum"] = args.quantum
     return tree
 
 
@@ -156,7 +159,8 @@ def answer_lines(args, cfg, d, needed=None):
     q = (f"{format_bytes(cfg.memory.size)} guest, {args.dirty_rate} dirty rate on {format_bytes(wl.working_set)}, "
          f"{format_bandwidth(cfg.link.bandwidth)} link, {args.preset}"
          + (f", downtime limit {_ms(limit)}" if limit is not None else "")
-         + f", time limit {_ms(cfg.sim.time_limit)}")
+         + f", time limit {_ms(cfg.sim.time_limit)}"
+         + (f" (time step {_ms(d['quantum_s'])})" if d.get("quantum_s") else ""))
     out = [f"question   {q}"]
     if d["converged"]:
         out.append(f"answer     converges ({d['stop_reason']}) in {_ms(d['total_time_s'])}, "
@@ -164,15 +168,24 @@ def answer_lines(args, cfg, d, needed=None):
                    f"({d['copies_per_page']:.2f} x memory) in {d['passes']} passes")
     else:
         expected = d.get("expected_downtime_s")
-        out.append(f"answer     does NOT converge ({d['stop_reason']}) within {_ms(d['total_time_s'])}: "
-                   f"{format_bytes(d['bytes_sent'])} sent in {d['passes']} passes"
-                   + (f"; expected downtime {_ms(expected)}" if expected is not None else ""))
-        if d.get("needed_downtime_limit_s") is not None:
-            out.append(f"needed     a downtime limit of {_ms(d['needed_downtime_limit_s'])} would converge")
-        elif needed is not None:
+        proj = d.get("projected")
+        if d["stop_reason"] == "steady-state" and proj:
+            expected = proj.get("expected_downtime_s", expected)
+            out.append(f"answer     does NOT converge: steady at {_ms(proj.get('stopped_at_s', d['total_time_s']))}, "
+                       f"so the run stopped early; projected at the time limit ({proj['stop_reason']}): "
+                       f"{format_bytes(proj['bytes_sent'])} sent in {proj['passes']} passes"
+                       + (f"; expected downtime {_ms(expected)}" if expected is not None else ""))
+        else:
+            out.append(f"answer     does NOT converge ({d['stop_reason']}) within {_ms(d['total_time_s'])}: "
+                       f"{format_bytes(d['bytes_sent'])} sent in {d['passes']} passes"
+                       + (f"; expected downtime {_ms(expected)}" if expected is not None else ""))
+        if needed is not None:
             out.append(needed)
+        elif d.get("needed_downtime_limit_s") is not None:
+            out.append(f"needed     a downtime limit of {_ms(d['needed_downtime_limit_s'])} would converge (an upper "
+                       f"bound: --find-limit bisects for the least)")
         elif limit_key:
-            out.append(f"needed     not computed: add --find-limit to bisect for the downtime limit it needs")
+            out.append("needed     not computed: add --find-limit to bisect for the downtime limit it needs")
     if d.get("achieved_dirty_rate_bytes_s") is not None:
         out.append(f"dirty rate {format_bandwidth(d['achieved_dirty_rate_bytes_s'], 'byte')} achieved (distinct "
                    f"pages per {format_duration(wl.dirty_rate_window)}, as QEMU's calc-dirty-rate measures it; "
@@ -183,10 +196,10 @@ def answer_lines(args, cfg, d, needed=None):
     return out
 
 
-def find_limit(tree, key, backend, lo, expected=None):
+def find_limit(tree, key, backend, lo, expected=None, needed=None):
     """Bisect ``key`` (a downtime limit) in [lo, FIND_LIMIT_HI] s for the smallest that converges, to 5 %,
-    first trying a quarter above ``expected`` (the downtime QEMU expected at the end of the run).
-    Returns (limit_s or None, runs)."""
+    first trying ``needed`` (the run's ``needed_downtime_limit_s``, an upper bound) or else a quarter above
+    ``expected`` (the downtime QEMU expected at the end of the run). Returns (limit_s or None, runs)."""
     from .config import config_from_dict
     from .sim.engine import simulate
 
@@ -195,7 +208,10 @@ def find_limit(tree, key, backend, lo, expected=None):
         return simulate(c, backend=backend)["converged"]
 
     runs = 0
-    hi = min(max(lo * 1.1, 1.25 * expected if expected else lo * 2, 0.05), FIND_LIMIT_HI)
+    if needed is not None and lo < needed <= FIND_LIMIT_HI:
+        hi = needed
+    else:
+        hi = min(max(lo * 1.1, 1.25 * expected if expected else lo * 2, 0.05), FIND_LIMIT_HI)
     while not converges(hi):
         runs += 1
         if hi >= FIND_LIMIT_HI:
@@ -244,10 +260,10 @@ def main(argv):
     d = result.to_dict()
     needed = None
     key = downtime_key(d["config"])
-    if not d["converged"] and args.find_limit and key and d.get("needed_downtime_limit_s") is None:
+    if not d["converged"] and args.find_limit and key:
         section, field = key.split(".")
         limit, runs = find_limit(cfg.to_dict(), key, args.backend, getattr(getattr(cfg, section), field),
-                                 d.get("expected_downtime_s"))
+                                 d.get("expected_downtime_s"), d.get("needed_downtime_limit_s"))
         needed = (f"needed     a downtime limit of {_ms(limit)} converges ({key}, bisected to 5 % in {runs} runs)"
                   if limit is not None else f"needed     no downtime limit up to {_ms(FIND_LIMIT_HI)} converges within "
                                             f"the time limit ({runs} runs)")
