@@ -27,7 +27,7 @@ A throttled vCPU runs (1 - pct) of each 10 ms slice: the CPUs' run fraction is 1
 """
 import numpy as np
 
-from ..kernels.dtypes import INDEX_DTYPE, PARTNER_GARBAGE
+from ..kernels.dtypes import INDEX_DTYPE
 from ..bounds import MAX_BANDWIDTH, MAX_BYTES, MAX_DOWNTIME, MAX_LATENCY, MAX_STEP
 from ..schema import BANDWIDTH, BOOL, CHOICE, DURATION, FRACTION, INT, SIZE, Field, Section
 from ..sim.interconnect import run_frames
@@ -442,22 +442,11 @@ class StopClock:
         return sum(self.parts.values())
 
 
-def first_touch_pages(e, starts, lens):
-    """Non-zero pages among these runs that the destination has never received (checked before they
-    are sent): it faults each one in when it writes it."""
-    if len(starts) == 0:
-        return 0
-    frames = run_frames(starts, lens)
-    return int(np.count_nonzero((e.partner.versions[frames] == PARTNER_GARBAGE) & (e.memory.versions[frames] != 0)))
-
-
 def stop_tail(e, q, clock):
     """Process step: after the state is sent: the cleanup done inside the stop and the handshake the
     source waits for; returns QEMU's downtime counter (s), then starts the destination."""
     yield from clock.wait("stop_cleanup", q.stop_cleanup)
-    if q.handshake_round_trips:
-        yield e.wait(2 * e.link.latency_cycles * q.handshake_round_trips)
-    clock.mark("handshake")
+    yield from clock.wait("handshake", e.request_time(0) * q.handshake_round_trips)
     source = clock.total()
     yield from clock.wait("dest_start", q.dest_start)
     return source
@@ -484,7 +473,7 @@ def complete(e, mig, rec, found, setup_s, exact):
     new = yield from mig.sync()
     clock.mark("last_sync")
     starts, lens = e.all_runs(mig.bitmap)
-    fresh = first_touch_pages(e, starts, lens) if q.dest_first_touch > 0 else 0
+    fresh = e.new_to_partner(starts, lens) if q.dest_first_touch > 0 else 0
     if len(starts):
         yield from mig.send(starts, lens)
     yield from e.drain()
