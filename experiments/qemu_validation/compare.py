@@ -77,7 +77,7 @@ def top_nonzero_pages(runs):
     top-down: the struct page array alone is 2048 pages for 512 MiB). An idle run's first pass ends
     with them still in the bitmap, so its last sync finds them and the downtime sends them: downtime
     bytes less the device state, less the kernel's hot set. Median per (guest RAM, working set) over
-    the idle calibration runs (a 320 MiB working set leaves ~500 more of them)."""
+    the idle calibration runs (a 320 MiB working set leaves ~270 more of them)."""
     out = {}
     for r in runs:
         ram, i = r["final"]["ram"], r["inputs"]
