@@ -222,8 +222,8 @@ class Result:
             "dirty-sync-missed-zero-copy": 0,    # zero-copy-send is not modelled: no sync can miss it
         }
         out = {"status": status, "total-time": total_ms, "setup-time": setup_ms}
-        if d["converged"]:
-            out["downtime"] = ms(d["downtime_s"])
+        if d["converged"]:  # QEMU's counter stops on the source (without the destination's start)
+            out["downtime"] = ms(d.get("qemu_downtime_s", d["downtime_s"]))
         else:
             out["expected-downtime"] = ms(d.get("expected_downtime_s"))
         if d["throttle_pct"]:

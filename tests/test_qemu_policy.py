@@ -43,11 +43,41 @@ def test_idle_guest_one_pass_three_syncs_and_exact_bytes():
     bo = d["per_pass"][-1]
     assert 0 < bo["pages_copied"] * 4096 < d["threshold_bytes"]
     assert bo["bytes"] == (bo["pages_copied"] - bo["zero_pages"]) * 4104 + bo["zero_pages"] * 9 + 100 * 1024
-    # downtime by hand: last sync (scan + TLB flush), those bytes at link speed, latency, switch-over
+    # downtime by hand: stopping the VM (1 ms), the last sync (scan + TLB flush), those bytes at link
+    # speed with the latency after the pages and after the device state, the destination's start (1 ms)
     clock = 3e9
     sync = round(m.n_frames * 2 + 2e-6 * clock)
-    want = sync + bo["bytes"] / 1e9 * clock + round(20e-6 * clock) + round(1e-3 * clock)
+    want = round(1e-3 * clock) + sync + bo["bytes"] / 1e9 * clock + 2 * round(20e-6 * clock) + round(1e-3 * clock)
     assert d["downtime_s"] == pytest.approx(want / clock, abs=5 / clock)
+    parts = d["downtime_parts"]
+    assert parts["vm_stop"] == pytest.approx(1e-3) and parts["dest_start"] == pytest.approx(1e-3)
+    assert parts["last_sync"] == pytest.approx(sync / clock, abs=1 / clock)
+    assert parts["device_state"] == pytest.approx((100 * 1024 / 1e9 * clock + round(20e-6 * clock)) / clock,
+                                                  abs=2 / clock)
+    assert sum(parts.values()) == pytest.approx(d["downtime_s"], abs=1e-12)
+    # QEMU's counter stops on the source: without the destination's start
+    assert d["qemu_downtime_s"] == pytest.approx(d["downtime_s"] - 1e-3, abs=1e-12)
+
+
+def test_stop_costs_add_up():
+    """Each named cost of the stop adds its own duration to the blackout, by hand: a 20 ms cleanup
+    inside the stop (QEMU's dirty-log stop before it moved after completion), two round trips of
+    the 20 us link, 5 ms to stop the VM instead of 1 and 3 ms to start it instead of 1; and a cost
+    per page the destination receives for the first time: an idle guest's last pages were never sent."""
+    _, base = run("workload.rate=0.001/s")
+    _, more = run("workload.rate=0.001/s", "qemu.stop_cleanup=20ms", "qemu.handshake_round_trips=2",
+                  "qemu.vm_stop=5ms", "qemu.dest_start=3ms")
+    assert more["downtime_s"] - base["downtime_s"] == pytest.approx(20e-3 + 4 * 20e-6 + 4e-3 + 2e-3, abs=1e-8)
+    assert more["qemu_downtime_s"] - base["qemu_downtime_s"] == pytest.approx(20e-3 + 4 * 20e-6 + 4e-3, abs=1e-8)
+    assert more["downtime_parts"]["handshake"] == pytest.approx(4 * 20e-6, abs=1e-8)
+    e, touch = run("workload.rate=0.001/s", "qemu.dest_first_touch=10us")
+    bo = touch["per_pass"][-1]
+    fresh = touch["dest_first_touch_pages"]
+    # every non-zero page left for the blackout is one the destination never had (an idle guest's
+    # first round had not reached it)
+    assert fresh == bo["pages_copied"] - bo["zero_pages"] > 0
+    assert touch["downtime_parts"]["dest_first_touch"] == pytest.approx(fresh * 10e-6, abs=1e-8)
+    assert touch["downtime_s"] - base["downtime_s"] == pytest.approx(fresh * 10e-6, abs=1e-8)
 
 
 @pytest.mark.parametrize("max_bw,measured", [(32, 273.16), (64, 546.33), (128, 1082.14)])

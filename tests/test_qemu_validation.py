@@ -17,6 +17,12 @@ the total times, both at the 5% level), that the medians of total time and bytes
 (over 20 seeds), and that the level the pages hover at, and how much it moves from one sync to the
 next, are the measured ones.
 
+Downtime (QEMU's counter: source VM stop to the source's completion) is held within max(25%, 3 ms)
+of the measured median in every configuration where QEMU converged. The stop's constants (its fixed
+part, the loopback rate of the last copy, the destination's first touch of a page) and the guest's
+layout are fitted on the calibration configurations only (compare.CALIBRATION); the others are
+validation.
+
 Targets the model does not meet yet are marked xfail(strict) with the reason, so they show in every
 run and the marker fails the day they are met.
 """
@@ -36,9 +42,20 @@ RUNS = C.load_runs()
 GROUPS = {}
 for _r in RUNS:
     GROUPS.setdefault(_r["config"], []).append(_r)
-CALIB = (C.nonzero_other_pages(RUNS), C.loopback_rate(RUNS), C.top_nonzero_pages(RUNS))
+CALIB = (C.nonzero_other_pages(RUNS), C.stop_calibration(RUNS), C.top_nonzero_pages(RUNS))
 SEEDS = 10
-KNOWN_MISSES = {}  # (configuration, target) -> why the model misses it; none at present
+KNOWN_MISSES = {  # (configuration, target) -> why the model misses it
+    ("rand_near_dt100", "chance_medians"):
+        "a first-passage knife edge: about half the seeds converge, so the 20-seed median flips between "
+        "~45 s and the 60 s limit with a few pages of layout or the burst rate (13/20 seeds converged before "
+        "the stop's calibration, 11/20 with it at the old loopback rate, 8/20 at the fitted 2.47 GB/s); "
+        "the verdicts and times remain a plausible sample (Fisher, Mann-Whitney)",
+}
+# Downtime targets the model misses, with the reason (strict: each fails the day it is met).
+_TOP = ("the idle guest's stop carries fewer of its never-sent pages at the top of RAM than QEMU's (the "
+        "model's window that reaches them sends part before the stop); what ends QEMU's window before them "
+        "is not modelled (README, 'The simulator against these measurements')")
+DOWNTIME_MISSES = {"idle_bw128": _TOP, "idle_bw32": _TOP, "idle_ws320": _TOP}
 
 
 def measured(name):
@@ -124,9 +141,16 @@ def test_chance_total_times_are_a_sample_of_the_models(name):
     times_p = [p["total_s"] for p in ensemble(name)]
     times_m = [m["total_s"] for m in measured(name)]
     assert mann_whitney(times_m, times_p) >= 0.05, (sorted(times_m), sorted(times_p))
+    met = True
     for key in ("total_s", "transferred_mib"):
         want = statistics.median(m[key] for m in measured(name))
-        assert statistics.median(p[key] for p in ensemble(name)) == pytest.approx(want, rel=0.10), key
+        got = statistics.median(p[key] for p in ensemble(name))
+        met = met and abs(got - want) <= 0.10 * want
+        if (name, "chance_medians") not in KNOWN_MISSES:
+            assert got == pytest.approx(want, rel=0.10), key
+    if (name, "chance_medians") in KNOWN_MISSES:
+        assert not met, f"{name}: the medians are now within 10%; remove it from KNOWN_MISSES"
+        pytest.xfail(KNOWN_MISSES[(name, "chance_medians")])
 
 
 def test_chance_the_pages_at_each_sync_hover_where_qemus_do():
@@ -167,3 +191,55 @@ def test_no_tlb_flush_is_the_qemu_7_2_bug():
         cfg = config_from_dict(C.config_for(GROUPS[name][0], *CALIB))
         assert simulate(cfg).to_dict()["lost_writes"] == 0
         assert simulate(cfg, variant="no-tlb-flush").to_dict()["lost_writes"] > 0
+
+
+def test_the_stop_is_fitted_on_calibration_runs_only():
+    """Changing every validation run's downtime changes none of the fitted constants; changing a
+    calibration run's does."""
+    import copy
+    base = C.stop_calibration(RUNS), C.top_nonzero_pages(RUNS), C.nonzero_other_pages(RUNS)
+    moved = copy.deepcopy(RUNS)
+    for r in moved:
+        if r["config"] not in C.CALIBRATION and r["converged"]:
+            r["final"]["downtime"] *= 3
+            r["final"]["ram"]["downtime-bytes"] *= 2
+            r["final"]["ram"]["normal"] += 1000
+    assert (C.stop_calibration(moved), C.top_nonzero_pages(moved), C.nonzero_other_pages(moved)) == base
+    for r in moved:
+        if r["config"] == "rand_high_dt1000":
+            r["final"]["downtime"] *= 3
+    assert C.stop_calibration(moved)["rate_Bps"] != base[0]["rate_Bps"]
+    assert set(C.CALIBRATION) < set(GROUPS) and len(set(GROUPS) - set(C.CALIBRATION)) >= 8
+
+
+def test_the_fitted_stop_matches_the_labs_stops():
+    """The fitted constants against what the calibration runs show by hand: the kfoot runs stop with
+    (almost) nothing to send in 0-2 ms; rand_high_dt1000 sends 65 MiB in 26-32 ms; the idle runs'
+    residual per page the destination never had is a few microseconds."""
+    stop = CALIB[1]
+    assert 0.0005 < stop["fixed_s"] < 0.002
+    assert 2.2e9 < stop["rate_Bps"] < 2.8e9        # 68.4 MB in (28 - 1) ms = 2.53 GB/s
+    assert 1e-6 < stop["first_touch_s"] < 4e-6
+
+
+@pytest.mark.parametrize("name", sorted(n for n in GROUPS if any(r["converged"] for r in GROUPS[n])))
+def test_downtime_within_a_quarter_or_3ms(name):
+    """QEMU's downtime counter (median over the converged runs) against the model's (median over the
+    seeds that converged): within max(25%, 3 ms)."""
+    want = statistics.median(m["downtime_ms"] for m in measured(name) if m["downtime_ms"] is not None)
+    got = statistics.median(p["downtime_ms"] for p in ensemble(name) if p["downtime_ms"] is not None)
+    met = abs(got - want) <= C.downtime_bound(want)
+    if name in DOWNTIME_MISSES:
+        assert not met, f"{name}: downtime now within target ({got} vs {want}); remove it from DOWNTIME_MISSES"
+        pytest.xfail(DOWNTIME_MISSES[name])
+    assert met, (name, got, want)
+
+
+@pytest.mark.parametrize("name", ["idle", "rand_near"])
+def test_downtime_parts_add_up(name):
+    """The parts of the blackout add up to it; QEMU's counter is the blackout less the destination's
+    start; a guest whose last pages were all sent before has no first-touch part."""
+    for p in ensemble(name):
+        parts = p["downtime_parts_ms"]
+        assert sum(parts.values()) == pytest.approx(p["downtime_ms"] + parts["dest_start"], abs=1e-9)
+        assert (parts["dest_first_touch"] > 0) == (name == "idle")

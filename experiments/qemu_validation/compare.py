@@ -13,7 +13,8 @@ was requested:
   up after throttle sleeps shorter than its 200 ms backlog limit, as dirtier.c does);
 - link: QEMU's pre-copy rate follows from its max-bandwidth (the quota overshoots to the next
   32-page stream flush; the comparison checks the predicted Mbit/s equal the measured ones); the
-  unthrottled final copy goes at the loopback rate measured from the runs' downtime bytes;
+  stop (the VM stop, the unthrottled final copy at the loopback rate, the destination's first touch
+  of pages it never had) has its constants fitted on the CALIBRATION configurations' runs only;
 - the guest has been running before the migration (the run's warm-up): warm TLBs and dirty bits;
 - QEMU parameters: the run's downtime-limit, auto-converge and throttle steps.
 """
@@ -59,12 +60,12 @@ def load_runs(folder=HERE / "runs"):
 
 def nonzero_other_pages(runs):
     """Non-zero guest pages outside the dirtier's working set (kernel, initramfs, page cache), from
-    the idle runs: normal pages sent minus the working set, per (guest RAM, working set): a larger
-    working set takes over some pages the smaller one left to the page cache (idle runs: ~1500 fewer
-    other pages at 320 MiB than at 128 MiB)."""
+    the idle calibration runs: normal pages sent minus the working set, per (guest RAM, working set): a
+    larger working set takes over some pages the smaller one left to the page cache (idle runs: ~1500
+    fewer other pages at 320 MiB than at 128 MiB)."""
     out = {}
     for r in runs:
-        if r["inputs"]["rate_requested_pages_s"] == 0 and r["converged"]:
+        if r["config"] in CALIBRATION and r["inputs"]["rate_requested_pages_s"] == 0 and r["converged"]:
             i = r["inputs"]
             ws = i["working_set_mib"] * 2**20 // PAGE
             out.setdefault((i["guest_ram_mib"], i["working_set_mib"]), []).append(r["final"]["ram"]["normal"] - ws)
@@ -75,13 +76,15 @@ def top_nonzero_pages(runs):
     """Non-zero pages at the top of guest RAM, after the last zero pages (Linux's memblock allocates
     top-down: the struct page array alone is 2048 pages for 512 MiB). An idle run's first pass ends
     with them still in the bitmap, so its last sync finds them and the downtime sends them: downtime
-    bytes less the device state, less the kernel's hot set. Median per guest RAM size."""
+    bytes less the device state, less the kernel's hot set. Median per (guest RAM, working set) over
+    the idle calibration runs (a 320 MiB working set leaves ~270 more of them)."""
     out = {}
     for r in runs:
-        ram = r["final"]["ram"]
-        if r["inputs"]["rate_requested_pages_s"] == 0 and r["converged"] and r["inputs"]["downtime_limit_ms"] >= 100:
+        ram, i = r["final"]["ram"], r["inputs"]
+        if r["config"] in CALIBRATION and i["rate_requested_pages_s"] == 0 and r["converged"] and \
+                i["downtime_limit_ms"] >= 100:
             pages = (ram["downtime-bytes"] - DEVICE_STATE) // (PAGE + 8) - KERNEL_PAGES
-            out.setdefault(r["inputs"]["guest_ram_mib"], []).append(max(0, pages))
+            out.setdefault((i["guest_ram_mib"], i["working_set_mib"]), []).append(max(0, pages))
     return {k: int(statistics.median(v)) for k, v in out.items()}
 
 
@@ -93,23 +96,50 @@ def active_mbps(run):
     return statistics.median(vals) if vals else run["final"]["ram"]["mbps"]
 
 
-def loopback_rate(runs):
-    """Bytes/s of the unthrottled final copy: downtime bytes over downtime, median over runs."""
-    rates = [r["final"]["ram"]["downtime-bytes"] / (r["final"]["downtime"] / 1e3) for r in runs
-             if r["converged"] and r["final"].get("downtime") and r["final"]["ram"].get("downtime-bytes")]
-    return statistics.median(rates)
+# Calibration and validation of the stop's costs (QEMU's downtime counter: source VM stop -> the
+# source's completion). Its constants are fitted on these configurations' runs only; every other
+# configuration is validation:
+# - kfoot_idle, kfoot_rand: stops with (almost) nothing left to send: the fixed part directly;
+# - rand_high_dt1000: the largest last copies (68 MB): the rate of the unthrottled copy;
+# - idle, idle_ws320: last pages the destination never had (the top of RAM the first round had not
+#   reached): the destination's first touch per page; and the guest's layout (its non-zero pages
+#   outside the working set, those at the top of RAM) for each working set.
+CALIBRATION = ("idle", "idle_ws320", "kfoot_idle", "kfoot_rand", "rand_high_dt1000")
 
 
-def config_for(run, other_nonzero, loopback, top_nonzero=None):
+def stop_calibration(runs):
+    """The stop's costs, fitted on the CALIBRATION runs only: ``fixed_s`` and ``rate_Bps`` by least
+    squares of downtime against downtime bytes (kfoot_*, rand_high_dt1000), then ``first_touch_s``
+    per page the destination never had, from the idle runs' residual (median over the runs), those
+    pages being an idle run's last pages less the kernel's hot set."""
+    pts = [(r["final"]["ram"]["downtime-bytes"], r["final"]["downtime"] / 1e3) for r in runs
+           if r["config"] in ("kfoot_idle", "kfoot_rand", "rand_high_dt1000") and r["converged"]]
+    n = len(pts)
+    mx, my = sum(x for x, _ in pts) / n, sum(y for _, y in pts) / n
+    slope = sum((x - mx) * (y - my) for x, y in pts) / sum((x - mx) ** 2 for x, _ in pts)
+    fixed = my - slope * mx
+    touch = []
+    for r in runs:
+        if r["config"] in ("idle", "idle_ws320") and r["converged"]:
+            b = r["final"]["ram"]["downtime-bytes"]
+            pages = b // (PAGE + 8) - KERNEL_PAGES
+            touch.append((r["final"]["downtime"] / 1e3 - fixed - b * slope) / pages)
+    return {"fixed_s": fixed, "rate_Bps": 1 / slope, "first_touch_s": max(0.0, statistics.median(touch)),
+            "calibration": list(CALIBRATION)}
+
+
+def config_for(run, other_nonzero, stop, top_nonzero=None):
     """The simulator config (a dict) reproducing one measured run. Physical layout (contiguous, in
     the order QEMU's scan meets it): the kernel's non-zero pages, the dirtier's working set, the
-    kernel's hot set, the zero pages, and ``top_nonzero`` non-zero pages at the top of RAM."""
+    kernel's hot set, the zero pages, and ``top_nonzero`` non-zero pages at the top of RAM. ``stop``
+    is ``stop_calibration``'s: the loopback rate of the last copy, the fixed part of the stop (less
+    the device state's transfer, which the model sends itself) and the destination's first touch."""
     from pagesync_model.memory import memory_regions
     i, ram = run["inputs"], run["final"]["ram"]
     pages = ram["total"] // PAGE
     ws_pages = i["working_set_mib"] * 2**20 // PAGE
     other = other_nonzero.get((i["guest_ram_mib"], i["working_set_mib"]), 0)
-    top = (top_nonzero or {}).get(i["guest_ram_mib"], 0)
+    top = (top_nonzero or {}).get((i["guest_ram_mib"], i["working_set_mib"]), 0)
     zero = pages - ws_pages - other
     r = memory_regions(pages * PAGE, PAGE, 0)
     tables = (r.page_table_bytes + r.bitmap_bytes + r.module_stack_bytes) // PAGE  # the model's own, non-zero
@@ -132,9 +162,11 @@ def config_for(run, other_nonzero, loopback, top_nonzero=None):
         "cpus": {"count": i["vcpus"] + 3, "clock": "3GHz", "dirty_update": "1us"},
         "workload": {"rate": "1/s", "working_set": f"{i['working_set_mib'] * 2**20 + (pt + KERNEL_PAGES) * PAGE}B",
                      "paced": True, "catchup": "200ms", "groups": [dirtier, tables_group, fast, slow]},
-        "link": {"bandwidth": f"{loopback}B/s", "latency": "20us", "per_copy": "0us"},
+        "link": {"bandwidth": f"{stop['rate_Bps']}B/s", "latency": "20us", "per_copy": "0us"},
         "qemu": {"downtime_limit": f"{i['downtime_limit_ms']}ms", "max_bandwidth": f"{max_bw}B/s",
-                 "setup": "0ms", "device_state": f"{DEVICE_STATE}B", "switchover": "1ms",
+                 "setup": "0ms", "device_state": f"{DEVICE_STATE}B",
+                 "vm_stop": f"{max(0.0, stop['fixed_s'] - DEVICE_STATE / stop['rate_Bps'])}s",
+                 "dest_first_touch": f"{stop['first_touch_s']}s",
                  "auto_converge": bool(i["auto_converge"]), "throttle_initial": i["cpu_throttle_initial"],
                  "throttle_increment": i["cpu_throttle_increment"]},
         "sim": {"quantum": "1ms", "time_limit": f"{i['time_limit_s']}s", "seed": 1 + run["run_index"],
@@ -148,6 +180,7 @@ def measured(run):
     f, ram = run["final"], run["final"]["ram"]
     return {"converged": bool(run["converged"]), "total_s": f["total-time"] / 1e3, "mbps": active_mbps(run),
             "downtime_ms": f.get("downtime"), "transferred_mib": ram["transferred"] / 2**20,
+            "downtime_mib": ram["downtime-bytes"] / 2**20 if run["converged"] else None,
             "normal": ram["normal"], "duplicate": ram["duplicate"], "dirty_sync_count": ram["dirty-sync-count"],
             "max_throttle": max([h[-1] or 0 for h in run["history"]] + [0])}
 
@@ -157,8 +190,10 @@ def predicted(cfg, seed=None):
     from pagesync_model.sim.engine import simulate
     d = simulate(config_from_dict(cfg), seed=seed).to_dict()
     return {"converged": d["converged"], "total_s": d["total_time_s"], "mbps": d["mbps_last_period"],
-            "downtime_ms": None if d["downtime_s"] is None else d["downtime_s"] * 1e3,
+            "downtime_ms": None if d["downtime_s"] is None else d["qemu_downtime_s"] * 1e3,  # QEMU's counter
+            "downtime_parts_ms": {k: v * 1e3 for k, v in (d.get("downtime_parts") or {}).items()},
             "transferred_mib": d["bytes_sent"] / 2**20, "normal": d["normal_pages"], "duplicate": d["zero_pages"],
+            "downtime_mib": (d["downtime_bytes"] - DEVICE_STATE) / 2**20 if d["converged"] else None,  # RAM only
             "dirty_sync_count": d["dirty_sync_count"],
             "max_throttle": max([p for _, p in d["throttle_pct"]] + [0]), "lost_writes": d["lost_writes"],
             "sync_levels": sync_levels(d)}
@@ -209,16 +244,16 @@ def chance(preds, spread=1.25):
 def compare(runs=None):
     """Measured and predicted, per run: a list of dicts."""
     runs = load_runs() if runs is None else runs
-    other, loop, top = nonzero_other_pages(runs), loopback_rate(runs), top_nonzero_pages(runs)
+    other, loop, top = nonzero_other_pages(runs), stop_calibration(runs), top_nonzero_pages(runs)
     rows = []
     for r in runs:
         cfg = config_for(r, other, loop, top)
         rows.append({"config": r["config"], "run": r["run_index"], "load1": r["host"]["loadavg_at_migrate"][0],
                      "mbps_active": active_mbps(r), "rate_achieved": r["guest_rate"]["achieved_before_migration_pages_s"],
                      "measured": measured(r), "predicted": predicted(cfg), "sim_config": cfg})
-    return rows, {"loopback_Bps": loop, "nonzero_other_pages": {f"{k[0]}MiB RAM, {k[1]}MiB ws": v
+    return rows, {"stop": loop, "nonzero_other_pages": {f"{k[0]}MiB RAM, {k[1]}MiB ws": v
                                                                 for k, v in other.items()},
-                  "top_nonzero_pages": top}
+                  "top_nonzero_pages": {f"{k[0]}MiB RAM, {k[1]}MiB ws": v for k, v in top.items()}}
 
 
 SEEDS = 20
@@ -234,7 +269,7 @@ def ensembles(runs=None, seeds=SEEDS):
     measured runs sit in that distribution: Fisher's exact test on the verdicts, Mann-Whitney on the
     total times (a run that did not converge counts as the time limit)."""
     runs = load_runs() if runs is None else runs
-    calib = nonzero_other_pages(runs), loopback_rate(runs), top_nonzero_pages(runs)
+    calib = nonzero_other_pages(runs), stop_calibration(runs), top_nonzero_pages(runs)
     groups = {}
     for r in runs:
         groups.setdefault(r["config"], []).append(r)
@@ -275,10 +310,15 @@ def by_config(rows):
     return groups
 
 
+def downtime_bound(measured_ms):
+    """The downtime target: within max(25%, 3 ms) of the measured median."""
+    return max(0.25 * measured_ms, 3.0)
+
+
 def summary_table(rows):
-    lines = ["| config | runs | converged (meas / pred) | total s (meas median / pred) | err | downtime ms | "
-             "transferred MiB | err | normal pages | zero pages | dirty syncs | max throttle % |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| config | set | runs | converged (meas / pred) | total s (meas median / pred) | err | downtime ms | err | "
+             "stop MiB | transferred MiB | err | normal pages | zero pages | dirty syncs | max throttle % |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, g in sorted(by_config(rows).items()):
         med = lambda key, side: statistics.median(x[side][key] for x in g if x[side][key] is not None)  # noqa
         conv_m = sum(x["measured"]["converged"] for x in g)
@@ -287,9 +327,15 @@ def summary_table(rows):
         bm, bp = med("transferred_mib", "measured"), med("transferred_mib", "predicted")
         dm = [x["measured"]["downtime_ms"] for x in g if x["measured"]["downtime_ms"] is not None]
         dp = [x["predicted"]["downtime_ms"] for x in g if x["predicted"]["downtime_ms"] is not None]
-        dtxt = f"{statistics.median(dm):.0f} / {statistics.median(dp):.0f}" if dm and dp else "n/a"
+        if dm and dp:
+            a, b = statistics.median(dm), statistics.median(dp)
+            dtxt = f"{a:.0f} / {b:.1f} | {b - a:+.1f} ms{'' if abs(b - a) <= downtime_bound(a) else ' (miss)'} | " \
+                   f"{med('downtime_mib', 'measured'):.1f} / {med('downtime_mib', 'predicted'):.1f}"
+        else:
+            dtxt = "n/a | | "
         lines.append(
-            f"| {name} | {len(g)} | {conv_m}/{len(g)} / {conv_p}/{len(g)} | {tm:.2f} / {tp:.2f} | {(tp - tm) / tm:+.1%} | "
+            f"| {name} | {'calibration' if name in CALIBRATION else 'validation'} | {len(g)} | "
+            f"{conv_m}/{len(g)} / {conv_p}/{len(g)} | {tm:.2f} / {tp:.2f} | {(tp - tm) / tm:+.1%} | "
             f"{dtxt} | {bm:.0f} / {bp:.0f} | {(bp - bm) / bm:+.1%} | "
             f"{med('normal', 'measured'):.0f} / {med('normal', 'predicted'):.0f} | "
             f"{med('duplicate', 'measured'):.0f} / {med('duplicate', 'predicted'):.0f} | "
@@ -303,19 +349,29 @@ def plot(rows, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     groups = sorted(by_config(rows).items())
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4.2))
-    for ax, key, label in zip(axes, ("total_s", "transferred_mib", "dirty_sync_count"),
-                              ("total time (s)", "transferred (MiB)", "dirty-sync-count")):
+    fig, axes = plt.subplots(1, 4, figsize=(17, 4.4))
+    for ax, key, label in zip(axes, ("total_s", "transferred_mib", "dirty_sync_count", "downtime_ms"),
+                              ("total time (s)", "transferred (MiB)", "dirty-sync-count",
+                               "downtime (ms, QEMU's counter)")):
         for k, (name, g) in enumerate(groups):
             ax.scatter([k] * len(g), [x["measured"][key] for x in g], color="C0", marker="o", s=18,
                        label="measured (QEMU 10.0)" if k == 0 else None)
             ax.scatter([k + 0.25] * len(g), [x["predicted"][key] for x in g], color="C1", marker="x", s=22,
                        label="pagesync-sim qemu policy" if k == 0 else None)
+            if key == "downtime_ms":  # the target band around the measured median
+                dm = [x["measured"][key] for x in g if x["measured"][key] is not None]
+                if dm:
+                    mid = statistics.median(dm)
+                    ax.plot([k - 0.2, k + 0.45], [mid - downtime_bound(mid)] * 2, color="0.6", lw=0.8)
+                    ax.plot([k - 0.2, k + 0.45], [mid + downtime_bound(mid)] * 2, color="0.6", lw=0.8,
+                            label="max(25%, 3 ms) of the measured median" if k == 0 else None)
         ax.set_xticks(range(len(groups)))
-        ax.set_xticklabels([n for n, _ in groups], rotation=60, ha="right", fontsize=7)
+        ax.set_xticklabels([n + (" (cal)" if n in CALIBRATION else "") for n, _ in groups], rotation=60,
+                           ha="right", fontsize=7)
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
+    axes[3].legend(fontsize=6)
     fig.suptitle("Real QEMU pre-copy migrations vs the simulator, run by run")
     fig.tight_layout()
     fig.savefig(path, dpi=100)

@@ -58,9 +58,29 @@ SECTION = Section("QEMU/KVM pre-copy migration (QEMU 10.0 migration thread).", d
                         gt=0, le=MAX_BANDWIDTH),
     setup=Field(DURATION, "1ms", "setup-time: bitmap allocation and starting the dirty log.", ge=0,
                 le=MAX_STEP),
-    device_state=Field(SIZE, "100KiB", "Device state sent with the VM stopped.", ge=0, le=MAX_BYTES),
-    switchover=Field(DURATION, "1ms", "VM stop and destination start around the final copy.", ge=0,
-                     le=MAX_STEP),
+    # What a stop costs besides the last pages (the blackout's parts, reported in ``downtime_parts``;
+    # sources in docs/policies.md).
+    vm_stop=Field(DURATION, "1ms", "Stopping the source VM (vm_stop_force_state: pause every vCPU, drain and "
+                                   "flush the block devices, state-change notifiers). Default: the fixed part "
+                                   "of the QEMU lab's stops with nothing left to send (~1 ms).", ge=0,
+                  le=MAX_STEP),
+    device_state=Field(SIZE, "100KiB", "Device and CPU state sent with the VM stopped, after the last pages "
+                                       "(qemu_savevm_state_complete_precopy_non_iterable), at the link rate.",
+                       ge=0, le=MAX_BYTES),
+    dest_first_touch=Field(DURATION, "0us", "Per page the destination receives for the first time in the "
+                                            "stop: it faults in and zero-fills its copy before writing it "
+                                            "(pre-copy's rate limit hides this cost). QEMU lab (TCG, 4 KiB "
+                                            "pages, loopback): ~2.5us.", ge=0, le=MAX_LATENCY),
+    stop_cleanup=Field(DURATION, "0ms", "Work done with the VM stopped after the state is sent. 0 since QEMU "
+                                        "commit 19310760 (2017: stopping dirty logging in "
+                                        "qemu_savevm_state_cleanup took ~300 ms on a 24 GB guest, moved to the "
+                                        "next vm_start).", ge=0, le=MAX_STEP),
+    handshake_round_trips=Field(INT, 0, "Link round trips the source waits for before it counts the stop done "
+                                        "(0: QEMU pre-copy without return-path; 1: return-path, the "
+                                        "destination's SHUT after it loaded the state).", ge=0, le=1000),
+    dest_start=Field(DURATION, "1ms", "Starting the VM on the destination (process_incoming_migration_bh: "
+                                      "activate block devices, vm_start). Part of the guest's blackout, not of "
+                                      "QEMU's downtime counter, which stops on the source.", ge=0, le=MAX_STEP),
     wakeup_delay=Field(DURATION, "50us", "Mean delay (exponential) of the migration thread's wake-up after its "
                                          "rate-limit sleep. QEMU's clock counts whole ms, so a late wake-up makes "
                                          "a 101 ms period: ~5% of periods on the measuring host.", ge=0,
@@ -494,27 +514,72 @@ def iterate(e, mig):
         yield from mig.send(starts, lens)
 
 
+class StopClock:
+    """The blackout's parts: seconds spent in each step of the stop (``downtime_parts``)."""
+
+    def __init__(self, e, since=None):
+        self.e, self.t, self.parts = e, e.now, {}
+        if since is not None and since < e.now:  # paused by the operator: pre-copy went on meanwhile
+            self.parts["paused_precopy"] = e.seconds(e.now - since)
+
+    def mark(self, name):
+        self.parts[name] = self.parts.get(name, 0.0) + self.e.seconds(self.e.now - self.t)
+        self.t = self.e.now
+
+    def wait(self, name, seconds):
+        """Process step: a fixed part of the stop."""
+        if seconds > 0:
+            yield self.e.wait(self.e.cycles(seconds))
+        self.mark(name)
+
+    def total(self):
+        return sum(self.parts.values())
+
+
+def stop_tail(e, q, clock):
+    """Process step: after the state is sent: the cleanup done inside the stop and the handshake the
+    source waits for; returns QEMU's downtime counter (s), then starts the destination."""
+    yield from clock.wait("stop_cleanup", q.stop_cleanup)
+    yield from clock.wait("handshake", e.request_time(0) * q.handshake_round_trips)
+    source = clock.total()
+    yield from clock.wait("dest_start", q.dest_start)
+    return source
+
+
 def complete(e, mig, rec, found, setup_s, exact):
     """Process step: migration_completion: stop, last sync, send the rest unthrottled, switch over.
 
+    The blackout is timed part by part (``downtime_parts``): stopping the vCPUs, the last sync, the
+    last pages, the destination's first touch of pages it never had, the device state, a cleanup
+    inside the stop, the handshake, the destination's start. ``qemu_downtime_s`` is QEMU's own
+    counter (stop to the source's completion: without the destination's start).
     The blackout record's dirty pages are those the deciding exact sync and the last sync found."""
     q = mig.q
     e.close_pass(rec, found)
     t_stop = e.now if mig.paused_at is None else mig.paused_at
     mig.precopy_bytes = e.bytes_sent
     rec = e.open_pass("blackout")
+    clock = StopClock(e, mig.paused_at)
     e.pause()
     mig.last_stage = True
     e.throttle(0.0)
+    yield from clock.wait("vm_stop", q.vm_stop)
     new = yield from mig.sync()
+    clock.mark("last_sync")
     starts, lens = e.all_runs(mig.bitmap)
+    fresh = e.new_to_partner(starts, lens) if q.dest_first_touch > 0 else 0
     if len(starts):
         yield from mig.send(starts, lens)
+    yield from e.drain()
+    clock.mark("pages")
+    yield from clock.wait("dest_first_touch", fresh * q.dest_first_touch)
     yield from e.send_bytes(q.device_state)
     yield from e.drain()
-    yield e.wait(e.cycles(q.switchover))
+    clock.mark("device_state")
+    source = yield from stop_tail(e, q, clock)
     e.close_pass(rec, new + exact)
-    e.finish(True, "threshold", t_stop, **report(e, mig, setup_s))
+    e.finish(True, "threshold", t_stop, **report(e, mig, setup_s), downtime_parts=clock.parts,
+             qemu_downtime_s=source, dest_first_touch_pages=fresh)
 
 
 def postcopy(e, mig, rec, found, setup_s, why):
@@ -526,13 +591,17 @@ def postcopy(e, mig, rec, found, setup_s, why):
     t_stop = e.now
     mig.precopy_bytes = e.bytes_sent
     rec = e.open_pass("blackout")
+    clock = StopClock(e)
     e.pause()
     e.throttle(0.0)
     mig.last_stage = True
+    yield from clock.wait("vm_stop", q.vm_stop)
     new = yield from mig.sync()          # ram_postcopy_send_discard_bitmap
+    clock.mark("last_sync")
     yield from e.send_bytes(q.device_state)
     yield from e.drain()
-    yield e.wait(e.cycles(q.switchover))
+    clock.mark("device_state")
+    source = yield from stop_tail(e, q, clock)
     e.close_pass(rec, new)
     t_run = e.now
     downtime_bytes = e.bytes_sent - mig.precopy_bytes
@@ -561,7 +630,8 @@ def postcopy(e, mig, rec, found, setup_s, why):
     out = report(e, mig, setup_s)
     out.update(downtime_s=e.seconds(t_run - t_stop), postcopy_s=e.seconds(e.now - t_run),
                postcopy_faults=faults, postcopy_bytes=e.bytes_sent - mig.precopy_bytes - downtime_bytes,
-               downtime_bytes=downtime_bytes, precopy_bytes=mig.precopy_bytes,
+               downtime_bytes=downtime_bytes, precopy_bytes=mig.precopy_bytes, downtime_parts=clock.parts,
+               qemu_downtime_s=source,
                postcopy_fault_wait_s=faults * e.request_time(PAGE_HEADER + mig.ps))
     e.finish(True, f"postcopy ({why})", t_stop, **out)
 

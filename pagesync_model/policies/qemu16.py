@@ -32,7 +32,7 @@ Not modelled under these rules (refused by the config check): XBZRLE, the operat
 cpu-throttle percentages of later QEMU (``throttle_*``), which 1.6 does not have.
 """
 from ..schema import ConfigError
-from .qemu import PAGE_HEADER, Migration, report
+from .qemu import PAGE_HEADER, Migration, StopClock, report, stop_tail
 
 RULES = ["current", "1.6"]
 WINDOW_MS = 100        # BUFFER_DELAY (migration.c)
@@ -209,23 +209,30 @@ def iterate(e, mig):
 
 def complete(e, mig, rec, found, setup_s, exact):
     """Process step: the stop and qemu_savevm_state_complete at 1.6: stop, last sync, the rest and the
-    device state unthrottled. Downtime runs from the stop to the end."""
+    device state unthrottled, then the same fixed parts of the stop as today's rules (qemu.py:
+    ``complete``; ``downtime_parts``). Downtime runs from the stop to the end."""
     q = mig.q
     e.close_pass(rec, found)
     t_stop = e.now
     mig.precopy_bytes = e.bytes_sent
     rec = e.open_pass("blackout")
+    clock = StopClock(e)
     e.pause()
     mig.last_stage = True
+    yield from clock.wait("vm_stop", q.vm_stop)
     new = yield from mig.sync()
+    clock.mark("last_sync")
     starts, lens = e.all_runs(mig.bitmap)
     if len(starts):
         yield from mig.send(starts, lens)
+    clock.mark("pages")
     yield from e.send_bytes(q.device_state)
     yield from e.drain()
-    yield e.wait(e.cycles(q.switchover))
+    clock.mark("device_state")
+    source = yield from stop_tail(e, q, clock)
     e.close_pass(rec, new + exact)
-    e.finish(True, "threshold", t_stop, **own_fields(e, mig, setup_s))
+    e.finish(True, "threshold", t_stop, **own_fields(e, mig, setup_s), downtime_parts=clock.parts,
+             qemu_downtime_s=source)
 
 
 def own_fields(e, mig, setup_s):

@@ -19,12 +19,12 @@ Time is an integer count of CPU cycles.
 import numpy as np
 import simpy
 
-from ..kernels.dtypes import INDEX_DTYPE, WORD_DTYPE
+from ..kernels.dtypes import INDEX_DTYPE, PARTNER_GARBAGE, WORD_DTYPE
 from ..dirtyrate import DirtyRateMeter
 from ..memory import build_memory, use_sparse
 from ..workloads import build_dma, build_workload, working_set_pages
 from .cpus import Cpus
-from .interconnect import Interconnect
+from .interconnect import Interconnect, run_frames
 
 RUN_CAP = 1 << 16
 
@@ -315,6 +315,15 @@ class Machine:
     def request_time(self, nbytes):
         """Seconds for a request to reach the partner and ``nbytes`` to come back on an idle link."""
         return self.link.request_time(nbytes)
+
+    def new_to_partner(self, starts, lens):
+        """How many non-zero pages of runs ``[starts[i], starts[i] + lens[i])`` the partner has never
+        received (read before they are copied)."""
+        if len(starts) == 0:
+            return 0
+        frames = run_frames(starts, lens)
+        return int(np.count_nonzero((self.partner.read_versions(frames) == PARTNER_GARBAGE)
+                                    & (self.memory.read_versions(frames) != 0)))
 
     # -- records --------------------------------------------------------------------------------------
     def open_pass(self, kind, start=None):
