@@ -326,7 +326,10 @@ def test_untouched_memory_takes_no_memory():
             "p = m.new_partner()\n"
             "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert int(out.stdout.split()[-1]) < 512 * 1024     # KiB: well under the 4 GiB of dense arrays
+    # KiB: well under the 4 GiB of dense arrays. The pool asks for transparent huge pages, so each row
+    # touched at start counts as a whole 2 MiB page when the kernel has huge pages free (seen: 66 MiB
+    # with none, 615 MiB with many): the bound is a quarter of the dense arrays, not the rows' own size
+    assert int(out.stdout.split()[-1]) < 1024 * 1024
 
 
 @pytest.mark.slow
