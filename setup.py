@@ -3,11 +3,27 @@
 The extension is mandatory: a failed compile fails the install, so a silently slow numpy-only install
 cannot happen. PAGESYNC_DEBUG=1 turns Cython's bounds and wraparound checks back on.
 """
+import glob
 import os
+import shutil
 
 import numpy
 from Cython.Build import cythonize
 from setuptools import Extension, setup
+from setuptools.command.build_py import build_py
+
+
+class build_py_with_presets(build_py):
+    """Also install the platform presets (configs/*.yaml) as pagesync_model/presets/, which
+    ``pagesync-sim ask --preset`` reads when the package runs outside a checkout."""
+
+    def run(self):
+        super().run()
+        target = os.path.join(self.build_lib, "pagesync_model", "presets")
+        os.makedirs(target, exist_ok=True)
+        for path in glob.glob(os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "*.yaml")):
+            shutil.copy(path, target)
+
 
 DEBUG = os.environ.get("PAGESYNC_DEBUG", "") not in ("", "0")
 
@@ -47,4 +63,4 @@ extensions = [
     ),
 ]
 
-setup(ext_modules=cythonize(extensions, compiler_directives=directives))
+setup(ext_modules=cythonize(extensions, compiler_directives=directives), cmdclass={"build_py": build_py_with_presets})

@@ -29,7 +29,9 @@ from .cli import PROG, ArgParser, UsageError, write_output
 from .units import (UnitError, format_bandwidth, format_bytes, format_duration, parse_bandwidth, parse_duration,
                     parse_size)
 
-PRESETS_DIR = Path(__file__).resolve().parent.parent / "configs"
+# a checkout's configs/, or the copy an install puts next to the package (setup.py: build_py)
+_CHECKOUT_PRESETS = Path(__file__).resolve().parent.parent / "configs"
+PRESETS_DIR = _CHECKOUT_PRESETS if _CHECKOUT_PRESETS.is_dir() else Path(__file__).resolve().parent / "presets"
 PRESETS = ("qemu-default", "nova-default", "kubevirt-default", "ovirt-minimal-downtime", "xen-2005", "stratus")
 DEFAULT_CONFIG = "ask-config.yaml"
 FIND_LIMIT_HI = 60.0     # s: the largest downtime limit --find-limit tries
