@@ -204,6 +204,11 @@ class Memory:
         return first + second
 
 
+def run_frames(starts, lens):
+    """The frame numbers of runs ``[starts[i], starts[i] + lens[i])``, in order (int64)."""
+    return np.repeat(starts - np.concatenate([[0], np.cumsum(lens)[:-1]]), lens) + np.arange(int(lens.sum()))
+
+
 class Partner:
     """The partner node, or the hot-spare memory module: one version per frame, garbage until copied."""
 
@@ -220,7 +225,6 @@ class Partner:
         if len(starts) == 1:
             s = int(starts[0])
             return int(np.count_nonzero(v[s:s + int(lens[0])] == PARTNER_GARBAGE))
-        from .sim.interconnect import run_frames
         return int(np.count_nonzero(v[run_frames(starts, lens)] == PARTNER_GARBAGE))
 
     def read_versions(self, frames):

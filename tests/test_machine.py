@@ -13,7 +13,8 @@ import pytest
 from conftest import BACKENDS, small_config
 from pagesync_model.kernels.dtypes import INDEX_DTYPE
 from pagesync_model.sim.engine import Engine
-from pagesync_model.sim.interconnect import cut_runs, run_frames
+from pagesync_model.memory import run_frames
+from pagesync_model.sim.interconnect import cut_runs
 
 
 def frames_of(starts, lens):

@@ -30,7 +30,7 @@ import numpy as np
 from ..kernels.dtypes import INDEX_DTYPE
 from ..bounds import MAX_BANDWIDTH, MAX_BYTES, MAX_DOWNTIME, MAX_LATENCY, MAX_STEP
 from ..schema import BANDWIDTH, BOOL, CHOICE, DURATION, FRACTION, INT, SIZE, Field, Section
-from ..sim.interconnect import run_frames
+from ..memory import run_frames
 from .base import PagePolicy, register
 from .operators import SECTION as OPERATOR_SECTION, Monitor, operator_runs_over_qemu
 from .operators import time_scales as operator_time_scales

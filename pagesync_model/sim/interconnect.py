@@ -15,7 +15,6 @@ partner is only compared at cut-over, the partner stores it at read time.
 import numpy as np
 
 from ..kernels.dtypes import INDEX_DTYPE
-from ..memory import Partner  # noqa: F401  (the partner's copy lives with the memory it copies)
 
 
 def cut_runs(starts, lens, ends, lo, hi):
@@ -43,11 +42,6 @@ def transfer_time(nbytes, rate, latency=0.0):
     """Seconds ``nbytes`` take at ``rate`` bytes/s, plus ``latency`` when the time until they have
     arrived is meant (a fluid model's view of the link: no per-copy cost, no queueing)."""
     return nbytes / rate + latency
-
-
-def run_frames(starts, lens):
-    """The frame numbers of runs ``[starts[i], starts[i] + lens[i])``, in order (int64)."""
-    return np.repeat(starts - np.concatenate([[0], np.cumsum(lens)[:-1]]), lens) + np.arange(int(lens.sum()))
 
 
 class Interconnect:

@@ -21,10 +21,10 @@ import simpy
 
 from ..kernels.dtypes import INDEX_DTYPE, PARTNER_GARBAGE, WORD_DTYPE
 from ..dirtyrate import DirtyRateMeter
-from ..memory import build_memory, use_sparse
+from ..memory import build_memory, run_frames, use_sparse
 from ..workloads import build_dma, build_workload, working_set_pages
 from .cpus import Cpus
-from .interconnect import Interconnect, run_frames
+from .interconnect import Interconnect
 
 RUN_CAP = 1 << 16
 
