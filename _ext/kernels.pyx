@@ -183,6 +183,43 @@ def harvest(pte_t[::1] pte, const index_t[::1] bounds, word_t[::1] bitmap, versi
 # --------------------------------------------------------------------------------------------------
 # apply_writes
 
+cdef void _write_loop(const index_t[::1] frames, const index_t* index, const index_t[::1] cpu_bounds,
+                      pte_t[::1] pte, version_t[::1] versions, tlb_tag_t[:, ::1] tlb_tag,
+                      tlb_flag_t[:, ::1] tlb_flags, int64_t pt_base, int64_t ptes_per_pt,
+                      index_t[:, ::1] out_counts) noexcept nogil:
+    """The loop of ``apply_writes`` and ``apply_writes_mapped`` (arguments checked by them): write w is to
+    frame ``frames[w]``, whose PTE and version are at ``index[w]`` (at the frame itself when ``index`` is
+    NULL: dense memory)."""
+    cdef int64_t c, w, f, ix, slot, walks, dirty_sets, refills
+    cdef int64_t ncpu = tlb_tag.shape[0], entries = tlb_tag.shape[1]
+    cdef tlb_flag_t valid_dirty = TLB_VALID | TLB_DIRTY
+    cdef pte_t dirty = PTE_DIRTY, set_bits = PTE_DIRTY | PTE_ACCESSED
+    for c in range(ncpu):
+        walks = 0
+        dirty_sets = 0
+        refills = 0
+        for w in range(cpu_bounds[c], cpu_bounds[c + 1]):
+            f = frames[w]
+            ix = index[w] if index != NULL else f
+            versions[ix] += 1
+            slot = f % entries
+            if tlb_tag[c, slot] == f:
+                if tlb_flags[c, slot] == valid_dirty:
+                    continue
+                if not (tlb_flags[c, slot] & TLB_VALID):
+                    refills += 1
+            walks += 1
+            if not (pte[ix] & dirty):
+                pte[ix] |= set_bits
+                versions[pt_base + f // ptes_per_pt] += 1
+                dirty_sets += 1
+            tlb_tag[c, slot] = f
+            tlb_flags[c, slot] = valid_dirty
+        out_counts[c, 0] = walks
+        out_counts[c, 1] = dirty_sets
+        out_counts[c, 2] = refills
+
+
 def apply_writes(const index_t[::1] frames, const index_t[::1] cpu_bounds, pte_t[::1] pte,
                  version_t[::1] versions, tlb_tag_t[:, ::1] tlb_tag, tlb_flag_t[:, ::1] tlb_flags,
                  int64_t pt_base, int64_t ptes_per_pt, index_t[:, ::1] out_counts):
@@ -217,7 +254,7 @@ def apply_writes(const index_t[::1] frames, const index_t[::1] cpu_bounds, pte_t
         raise ValueError(f"out_counts has shape ({out_counts.shape[0]}, {out_counts.shape[1]}), "
                          f"expected ({ncpu}, 3)")
     _check_pt(n, pt_base, ptes_per_pt)
-    cdef int64_t c, w, f, slot, lo_w, hi_w, bad = -1
+    cdef int64_t c, w, lo_w, hi_w, bad = -1
     for c in range(ncpu + 1):
         if cpu_bounds[c] < 0 or cpu_bounds[c] > nw or (c > 0 and cpu_bounds[c] < cpu_bounds[c - 1]):
             raise ValueError(
@@ -234,33 +271,8 @@ def apply_writes(const index_t[::1] frames, const index_t[::1] cpu_bounds, pte_t
             raise ValueError(f"frames[{bad}] = {frames[bad]} is outside [0, {n})")
     out_counts[:, :] = 0
 
-    cdef int64_t walks, dirty_sets, refills
-    cdef tlb_flag_t valid_dirty = TLB_VALID | TLB_DIRTY
-    cdef pte_t dirty = PTE_DIRTY, set_bits = PTE_DIRTY | PTE_ACCESSED
     with nogil:
-        for c in range(ncpu):
-            walks = 0
-            dirty_sets = 0
-            refills = 0
-            for w in range(cpu_bounds[c], cpu_bounds[c + 1]):
-                f = frames[w]
-                versions[f] += 1
-                slot = f % entries
-                if tlb_tag[c, slot] == f:
-                    if tlb_flags[c, slot] == valid_dirty:
-                        continue
-                    if not (tlb_flags[c, slot] & TLB_VALID):
-                        refills += 1
-                walks += 1
-                if not (pte[f] & dirty):
-                    pte[f] |= set_bits
-                    versions[pt_base + f // ptes_per_pt] += 1
-                    dirty_sets += 1
-                tlb_tag[c, slot] = f
-                tlb_flags[c, slot] = valid_dirty
-            out_counts[c, 0] = walks
-            out_counts[c, 1] = dirty_sets
-            out_counts[c, 2] = refills
+        _write_loop(frames, NULL, cpu_bounds, pte, versions, tlb_tag, tlb_flags, pt_base, ptes_per_pt, out_counts)
 
 
 def apply_writes_mapped(const index_t[::1] frames, const index_t[::1] index, const index_t[::1] cpu_bounds,
@@ -293,7 +305,7 @@ def apply_writes_mapped(const index_t[::1] frames, const index_t[::1] index, con
     if out_counts.shape[0] != ncpu or out_counts.shape[1] != 3:
         raise ValueError(f"out_counts has shape ({out_counts.shape[0]}, {out_counts.shape[1]}), "
                          f"expected ({ncpu}, 3)")
-    cdef int64_t c, w, f, ix, slot, lo_w, hi_w, bad = -1
+    cdef int64_t c, w, lo_w, hi_w, bad = -1
     for c in range(ncpu + 1):
         if cpu_bounds[c] < 0 or cpu_bounds[c] > nw or (c > 0 and cpu_bounds[c] < cpu_bounds[c - 1]):
             raise ValueError(
@@ -312,34 +324,9 @@ def apply_writes_mapped(const index_t[::1] frames, const index_t[::1] index, con
                              "buffer elements, or its page-table page does")
     out_counts[:, :] = 0
 
-    cdef int64_t walks, dirty_sets, refills
-    cdef tlb_flag_t valid_dirty = TLB_VALID | TLB_DIRTY
-    cdef pte_t dirty = PTE_DIRTY, set_bits = PTE_DIRTY | PTE_ACCESSED
     with nogil:
-        for c in range(ncpu):
-            walks = 0
-            dirty_sets = 0
-            refills = 0
-            for w in range(cpu_bounds[c], cpu_bounds[c + 1]):
-                f = frames[w]
-                ix = index[w]
-                versions[ix] += 1
-                slot = f % entries
-                if tlb_tag[c, slot] == f:
-                    if tlb_flags[c, slot] == valid_dirty:
-                        continue
-                    if not (tlb_flags[c, slot] & TLB_VALID):
-                        refills += 1
-                walks += 1
-                if not (pte[ix] & dirty):
-                    pte[ix] |= set_bits
-                    versions[pt_base + f // ptes_per_pt] += 1
-                    dirty_sets += 1
-                tlb_tag[c, slot] = f
-                tlb_flags[c, slot] = valid_dirty
-            out_counts[c, 0] = walks
-            out_counts[c, 1] = dirty_sets
-            out_counts[c, 2] = refills
+        _write_loop(frames, &index[0] if nw > 0 else NULL, cpu_bounds, pte, versions, tlb_tag, tlb_flags, pt_base,
+                    ptes_per_pt, out_counts)
 
 
 def block_index(const index_t[::1] frames, const index_t[::1] slots, int64_t low, int64_t block,

@@ -43,33 +43,6 @@ def harvest(pte, bounds, bitmap, versions, pt_base, ptes_per_pt, clear, out_dirt
     return new_bits
 
 
-def apply_writes(frames, cpu_bounds, pte, versions, tlb_tag, tlb_flags, pt_base, ptes_per_pt, out_counts):
-    ncpu, entries = tlb_tag.shape
-    for c in range(ncpu):
-        walks = dirty_sets = flush_refills = 0
-        for w in range(int(cpu_bounds[c]), int(cpu_bounds[c + 1])):
-            f = int(frames[w])
-            versions[f] = (int(versions[f]) + 1) & MASK32
-            slot = f % entries
-            tag = int(tlb_tag[c, slot])
-            flags = int(tlb_flags[c, slot])
-            if tag == f and flags == TLB_VALID | TLB_DIRTY:
-                continue
-            walks += 1
-            if tag == f and not (flags & TLB_VALID):
-                flush_refills += 1
-            if int(pte[f]) & PTE_DIRTY == 0:
-                pte[f] = int(pte[f]) | PTE_DIRTY | PTE_ACCESSED
-                p = pt_base + f // ptes_per_pt
-                versions[p] = (int(versions[p]) + 1) & MASK32
-                dirty_sets += 1
-            tlb_tag[c, slot] = f
-            tlb_flags[c, slot] = TLB_VALID | TLB_DIRTY
-        out_counts[c, 0] = walks
-        out_counts[c, 1] = dirty_sets
-        out_counts[c, 2] = flush_refills
-
-
 def apply_writes_mapped(frames, index, cpu_bounds, pte, versions, tlb_tag, tlb_flags, pt_base, ptes_per_pt,
                         out_counts):
     ncpu, entries = tlb_tag.shape
@@ -96,6 +69,12 @@ def apply_writes_mapped(frames, index, cpu_bounds, pte, versions, tlb_tag, tlb_f
         out_counts[c, 0] = walks
         out_counts[c, 1] = dirty_sets
         out_counts[c, 2] = flush_refills
+
+
+def apply_writes(frames, cpu_bounds, pte, versions, tlb_tag, tlb_flags, pt_base, ptes_per_pt, out_counts):
+    # dense memory: frame f's PTE and version are at f
+    apply_writes_mapped(frames, frames, cpu_bounds, pte, versions, tlb_tag, tlb_flags, pt_base, ptes_per_pt,
+                        out_counts)
 
 
 def block_index(frames, slots, low, block, out):
