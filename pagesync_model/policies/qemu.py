@@ -349,14 +349,20 @@ class Migration:
                 "pages_sent": p["pages_sent"], "expected_downtime_s": p["dirty_bytes"] / p["rate"]}
 
     # -- the dirty bitmap ----------------------------------------------------------------------
-    def sync(self):
-        """Process step: migration_bitmap_sync."""
-        e = self.e
+    def harvest_log(self):
+        """The bitmap sync's harvest (migration_bitmap_sync_range), shared by every rule set: counts the
+        sync and the newly dirty pages; returns the Harvest."""
         self.sync_count += 1
-        h = e.sync(self.bitmap)
+        h = self.e.sync(self.bitmap)
         self.remaining += h.new_bits
         self.dirty_period += h.new_bits
         self.dirty_bytes_last_sync = self.remaining * self.ps
+        return h
+
+    def sync(self):
+        """Process step: migration_bitmap_sync."""
+        e = self.e
+        h = self.harvest_log()
         now = e.now
         if now > self.time_last_sync + THROTTLE_PERIOD * e.clock:
             self.trigger_throttle()

@@ -102,11 +102,7 @@ class Migration16(Migration):
     def sync(self):
         """Process step: migration_bitmap_sync at 1.6, with its auto-converge trigger."""
         e = self.e
-        self.sync_count += 1
-        h = e.sync(self.bitmap)
-        self.remaining += h.new_bits
-        self.dirty_period += h.new_bits
-        self.dirty_bytes_last_sync = self.remaining * self.ps
+        h = self.harvest_log()
         if self.sync_start_ms is None:
             self.sync_start_ms = self.now_ms()
         yield e.wait(e.log_sync_cost())
