@@ -25,7 +25,7 @@ from pathlib import Path
 
 import yaml
 
-from .cli import PROG, ArgParser, UsageError, write_output
+from .cli import PROG, ArgParser, UsageError, admit, write_output
 from .units import (UnitError, format_bandwidth, format_bytes, format_duration, parse_bandwidth, parse_duration,
                     parse_size)
 
@@ -232,7 +232,6 @@ def find_limit(tree, key, backend, lo, expected=None, needed=None):
 
 def main(argv):
     from .config import ConfigError, config_from_dict
-    from .cost import CostError, check
     from .kernels import BACKEND_NAMES, BackendError
     from .sim.engine import simulate
 
@@ -245,13 +244,7 @@ def main(argv):
         cfg = config_from_dict(tree, source=f"ask --preset {args.preset}", notices=notices)
     except ConfigError as exc:
         raise UsageError(f"ask: {_option_of(exc)}{exc}") from None
-    for line in notices:
-        print(f"{PROG}: notice: {line}", file=sys.stderr)
-    if not args.force:
-        try:
-            check(cfg)
-        except CostError as exc:
-            raise UsageError(f"ask: {exc}") from None
+    admit(cfg, notices, args.force, "ask")
     text = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
     if args.write_config:
         write_output(args.write_config, f"# written by: {PROG} ask {' '.join(argv)}\n" + text)

@@ -62,6 +62,19 @@ def build_parser():
     return p
 
 
+def admit(cfg, notices, force, where):
+    """Before a loaded config runs: print the loader's notices (one line each on stderr) and, unless
+    ``force``, refuse a run whose estimated cost is beyond this machine (UsageError naming ``where``)."""
+    from .cost import CostError, check
+    for line in notices:
+        print(f"{PROG}: notice: {line}", file=sys.stderr)
+    if not force:
+        try:
+            check(cfg)
+        except CostError as exc:
+            raise UsageError(f"{where}: {exc}") from None
+
+
 def write_output(path, text):
     """Write ``text`` to the file ``path``, or to stdout for '-'; raises UsageError naming the file
     when it cannot be written."""
@@ -106,7 +119,6 @@ class Progress:
 def run_main(argv):
     from .config import ConfigError, load_config
     from .bounds import MAX_SEED
-    from .cost import CostError, check
     from .kernels import BACKEND_NAMES, BackendError
     from .results import JSON_FORMATS, format_table
     from .sim.engine import VARIANTS, VariantError, simulate
@@ -127,13 +139,7 @@ def run_main(argv):
     except ConfigError as exc:
         where = args.config if not str(exc).startswith(("cannot open", "--set")) else None
         raise UsageError(f"{where}: {exc}" if where else str(exc)) from None
-    for line in notices:
-        print(f"{PROG}: notice: {line}", file=sys.stderr)
-    if not args.force:
-        try:
-            check(cfg)
-        except CostError as exc:
-            raise UsageError(f"{args.config}: {exc}") from None
+    admit(cfg, notices, args.force, args.config)
     progress = Progress(sys.stderr, cfg.sim.time_limit) if not args.quiet and sys.stderr.isatty() else None
     try:
         result = simulate(cfg, backend=args.backend, variant=args.variant, seed=args.seed, progress=progress)
