@@ -6,7 +6,7 @@ a policy is one module and one name in the import below.
 """
 from .base import (REGISTRY, VARIANTS, FluidPolicy, PagePolicy, Policy, PolicyError, VariantError, register,
                    single_rate_check)
-from . import stratus, qemu, xen, simgrid, analytic  # noqa: E402,F401  -- the registry, in this order
+from . import stratus, qemu, qemu16, xen, simgrid, analytic  # noqa: E402,F401  -- the registry, in this order
 
 __all__ = ["REGISTRY", "VARIANTS", "Policy", "PagePolicy", "FluidPolicy", "PolicyError", "VariantError",
            "register", "single_rate_check", "get_policy"]

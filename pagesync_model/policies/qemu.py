@@ -104,10 +104,21 @@ SECTION = Section("QEMU/KVM pre-copy migration (QEMU 10.0 migration thread).", d
 ))
 
 
+# The migration thread's other rule sets (``qemu.rules`` besides "current"): name -> (cross-field
+# check, scanner), each registered by its own module (qemu16.py), so that this one imports none of them.
+RULE_SETS = {}
+
+
+def register_rules(name, check, scan):
+    """Make ``qemu.rules: name`` run ``scan(machine)`` as the scanner, its config checked by ``check``."""
+    RULE_SETS[name] = (check, scan)
+
+
 def _rules_check(v, raw):
-    """Cross-field check of ``qemu.rules`` (policies/qemu16.py)."""
-    from .qemu16 import rules_check
-    rules_check(v, raw)
+    """Cross-field check of ``qemu.rules``: the chosen rule set's own."""
+    rules = RULE_SETS.get(v.get("qemu.rules"))
+    if rules is not None:
+        rules[0](v, raw)
 
 
 @register
@@ -130,10 +141,8 @@ class Qemu(PagePolicy):
         return {"page_header_bytes": PAGE_HEADER, "zero_page_bytes": ZERO_PAGE_BODY}
 
     def scanner(self, machine):
-        if machine.cfg.qemu.rules == "1.6":
-            from . import qemu16
-            return qemu16.scanner(machine)
-        return scanner(machine)
+        rules = RULE_SETS.get(machine.cfg.qemu.rules)
+        return rules[1](machine) if rules is not None else scanner(machine)
 
     def time_scales(self, cfg):
         """The downtime limit (the last pass's length), the 100 ms bandwidth and rate-limit window,

@@ -32,7 +32,7 @@ Not modelled under these rules (refused by the config check): XBZRLE, the operat
 cpu-throttle percentages of later QEMU (``throttle_*``), which 1.6 does not have.
 """
 from ..schema import ConfigError
-from .qemu import PAGE_HEADER, Migration, StopClock, report, stop_tail
+from .qemu import PAGE_HEADER, SECTION, Migration, StopClock, register_rules, report, stop_tail
 
 RULES = ["current", "1.6"]
 WINDOW_MS = 100        # BUFFER_DELAY (migration.c)
@@ -55,7 +55,6 @@ def rules_check(v, raw):
         raise ConfigError("qemu.xbzrle", "XBZRLE is not modelled under qemu.rules \"1.6\"")
     if v["operator.kind"] != "none":
         raise ConfigError("operator.kind", f"'{v['operator.kind']}' is not modelled under qemu.rules \"1.6\"")
-    from .qemu import SECTION
     for name in LATER_FIELDS:
         if raw[f"qemu.{name}"] != SECTION.members[name].default:
             raise ConfigError(f"qemu.{name}", f"{raw[f'qemu.{name}']} {why}")
@@ -241,3 +240,6 @@ def own_fields(e, mig, setup_s):
     out["throttle_on_s"] = mig.throttle_on_at
     out["throttle_sleeps"] = mig.sleeps
     return out
+
+
+register_rules("1.6", rules_check, scanner)
