@@ -3,7 +3,8 @@ can be killed without losing the worker or the sweep, and a run that takes the i
 crash in a kernel, the OOM killer) becomes its row's error.
 
 Each executor thread (the in-process executor, or a thread of a Dask worker) keeps one child,
-``python -m pagesync_model.sweep.host``, and hands it one run at a time. A run that has not answered
+``python -m pagesync_model.sweep.host``, and hands it one call at a time: a module-level function
+(sent by its name, as pickle does) and its arguments. A run that has not answered
 within its timeout is killed with its child; the next run starts a new child. The child's imports
 are done before it says it is ready, so they never count against a run's time.
 
@@ -84,7 +85,7 @@ class Died(Exception):
 
 
 class RunHost:
-    """One child process that runs ``run_row`` calls one at a time (see the module docstring)."""
+    """One child process that runs calls one at a time (see the module docstring)."""
 
     def __init__(self):
         self.proc = None
@@ -104,15 +105,15 @@ class RunHost:
             code = self.kill()
             raise HostError(f"the run process did not start ({_exit_text(code)})")
 
-    def call(self, args, timeout):
-        """Run ``run_row(*args)`` in the child and return its row. Raises Timeout after ``timeout``
+    def call(self, fn, args, timeout):
+        """Run ``fn(*args)`` in the child and return what it returns (``fn`` a module-level function). Raises Timeout after ``timeout``
         seconds (None: no limit), Died if the child died, HostError if it cannot start. Any other
         interruption (Ctrl-C) kills the child and propagates."""
         for attempt in (0, 1):
             if self.proc is None or self.proc.poll() is not None:
                 self._start()
             try:
-                _send(self.proc.stdin.fileno(), ("run", args))
+                _send(self.proc.stdin.fileno(), ("run", fn, args))
                 deadline = None if timeout is None else time.monotonic() + timeout
                 answer = _recv(self.proc.stdout.fileno(), deadline)
             except TimeoutError:
@@ -199,13 +200,13 @@ def _die_with_parent(parent):
 
 
 def main(argv):
-    """The child: answer ``run`` requests on stdin until end of input or IDLE_S without one."""
+    """The child: answer ``run`` requests (a function and its arguments) on stdin until end of input
+    or IDLE_S without one."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     out = os.dup(1)
     os.dup2(2, 1)
     _die_with_parent(int(argv[0]) if argv else os.getppid())
     from ..sim import engine  # noqa: F401 -- imported before 'ready', so never on a run's clock
-    from .runner import run_row
     _send(out, ("ready", os.getpid()))
     fd = sys.stdin.fileno()
     while True:
@@ -214,7 +215,7 @@ def main(argv):
         msg = _recv(fd)
         if msg is None:
             return 0
-        _send(out, ("row", run_row(*msg[1])))
+        _send(out, ("row", msg[1](*msg[2])))
 
 
 if __name__ == "__main__":

@@ -64,7 +64,7 @@ def run_row_limited(base, base_overrides, source, run, backend="auto", timeout=N
     from .host import Died, HostError, Timeout, thread_host
     t0 = time.perf_counter()
     try:
-        return thread_host().call((base, base_overrides, source, run, backend), timeout)
+        return thread_host().call(run_row, (base, base_overrides, source, run, backend), timeout)
     except Timeout:
         return _bare_row(run, "timed-out", f"timed out: still running after {timeout:g} s (--run-timeout), "
                                            "killed", time.perf_counter() - t0)
