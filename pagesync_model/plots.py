@@ -113,11 +113,6 @@ def _field_scale(field, values):
     return (1.0, field)
 
 
-def _axis_label(key, value):
-    from .sweep.knobs import label_for
-    return label_for(key, value)
-
-
 def _decades(values):
     pos = [v for v in values if isinstance(v, (int, float)) and v > 0]
     return len(pos) == len(values) and len(pos) > 1 and max(pos) / min(pos) >= 10
@@ -144,14 +139,15 @@ def _cells(df, field, keys):
     return out
 
 
-def plot_sweep(df, axis_keys, field="downtime_s", x=None, y=None, kind="auto", limit=None):
+def plot_sweep(df, axis_keys, field="downtime_s", x=None, y=None, kind="auto", limit=None, label=None):
     """Draw ``field`` of a sweep table ``df`` (one row per run, as `Table.frame` gives) over its axes.
 
     ``axis_keys``: the sweep's axes; ``x`` (default the first) and ``y`` (default the second, if any)
     choose which; the other axes must hold one value each, and seeds are averaged. ``kind``:
     'heatmap' (needs x and y), 'lines' (one line per y value) or 'auto' (heatmap for two axes).
     Runs that did not converge are marked and the converged/not-converged boundary drawn; ``limit``
-    (in the field's base unit, e.g. 0.3 for 300 ms) also draws where the field crosses it. Returns the
+    (in the field's base unit, e.g. 0.3 for 300 ms) also draws where the field crosses it. ``label(key,
+    value)`` writes an axis value (default ``str(value)``; the sweep passes one that adds its unit). Returns the
     Figure. Raises PlotError for an unknown field or axis or a table without rows.
     """
     if df is None or len(df) == 0:
@@ -183,12 +179,13 @@ def plot_sweep(df, axis_keys, field="downtime_s", x=None, y=None, kind="auto", l
     scale, flabel = _field_scale(field, [v for v, _ in cells.values()])
     xs = sorted(df[x].dropna().unique(), key=_sort_key)
     ys = sorted(df[y].dropna().unique(), key=_sort_key) if y is not None else [None]
+    name = label or (lambda key, value: str(value))
     fig = Figure(figsize=(8.5, 6), layout="constrained")
     ax = fig.add_subplot()
     if kind == "heatmap":
-        _heatmap(fig, ax, cells, xs, ys, x, y, scale, flabel, limit)
+        _heatmap(fig, ax, cells, xs, ys, x, y, scale, flabel, name, limit)
     else:
-        _lines(ax, cells, xs, ys, x, y, scale, flabel)
+        _lines(ax, cells, xs, ys, x, y, scale, flabel, name)
         if limit is not None:
             ax.axhline(limit / scale, color="grey", linestyle="--", label=f"limit {limit / scale:g}")
             ax.legend(loc="best", fontsize="small")
@@ -216,7 +213,7 @@ def _edges(flags):
     return segs
 
 
-def _heatmap(fig, ax, cells, xs, ys, x, y, scale, flabel, limit=None):
+def _heatmap(fig, ax, cells, xs, ys, x, y, scale, flabel, name, limit=None):
     grid = np.full((len(ys), len(xs)), np.nan)
     ok = np.zeros((len(ys), len(xs)), dtype=bool)
     for (cx, cy), (v, conv) in cells.items():
@@ -252,21 +249,21 @@ def _heatmap(fig, ax, cells, xs, ys, x, y, scale, flabel, limit=None):
     if segs or limit is not None:
         ax.legend(loc="upper left", bbox_to_anchor=(0, -0.12), fontsize="small", facecolor="lightgrey")
     ax.set_xticks(range(len(xs)))
-    ax.set_xticklabels([_axis_label(x, v) for v in xs], rotation=30, ha="right")
+    ax.set_xticklabels([name(x, v) for v in xs], rotation=30, ha="right")
     ax.set_yticks(range(len(ys)))
-    ax.set_yticklabels([_axis_label(y, v) for v in ys])
+    ax.set_yticklabels([name(y, v) for v in ys])
     ax.set_xlabel(x)
     ax.set_ylabel(y)
 
 
-def _lines(ax, cells, xs, ys, x, y, scale, flabel):
+def _lines(ax, cells, xs, ys, x, y, scale, flabel, name):
     bad_x, bad_v = [], []
     numeric_x = all(isinstance(v, (int, float, np.number)) and not isinstance(v, bool) for v in xs)
     pos = (lambda v: float(v)) if numeric_x else (lambda v: float(xs.index(v)))
     for yv in ys:
         pts = [(cx, cells[(cx,) if y is None else (cx, yv)]) for cx in xs
                if ((cx,) if y is None else (cx, yv)) in cells]
-        label = flabel if y is None else f"{y} = {_axis_label(y, yv)}"
+        label = flabel if y is None else f"{y} = {name(y, yv)}"
         ax.plot([pos(cx) for cx, _ in pts], [v / scale for _, (v, _) in pts], "o-", label=label)
         for cx, (v, conv) in pts:
             if not conv:
@@ -288,7 +285,7 @@ def _lines(ax, cells, xs, ys, x, y, scale, flabel):
         ax.set_xticks(range(len(xs)))
     ticks = [pos(v) for v in xs]
     ax.set_xticks(ticks)
-    ax.set_xticklabels([_axis_label(x, v) for v in xs], rotation=30, ha="right")
+    ax.set_xticklabels([name(x, v) for v in xs], rotation=30, ha="right")
     ax.minorticks_off()
     vals = [v for v, _ in cells.values() if np.isfinite(v) and v > 0]
     if len(vals) > 1 and max(vals) / min(vals) >= 100:

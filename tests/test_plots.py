@@ -7,6 +7,7 @@ from matplotlib.collections import LineCollection
 from conftest import small_config
 from pagesync_model.cli import main
 from pagesync_model.plots import PlotError, plot_run, plot_sweep, save_figure
+from pagesync_model.sweep.knobs import label_for
 from pagesync_model.sim.engine import simulate
 
 
@@ -65,7 +66,7 @@ def table(converged):
 
 
 def test_sweep_heatmap_marks_the_boundary(tmp_path):
-    fig = plot_sweep(table(lambda i, j: i > 0), ["link.bandwidth", "memory.size"], "downtime_s")
+    fig = plot_sweep(table(lambda i, j: i > 0), ["link.bandwidth", "memory.size"], "downtime_s", label=label_for)
     ax = fig.axes[0]
     assert len(ax.images) == 1 and ax.images[0].get_array().shape == (2, 3)
     assert ax.get_xlabel() == "link.bandwidth" and ax.get_ylabel() == "memory.size"
@@ -87,7 +88,8 @@ def test_sweep_heatmap_without_a_boundary_when_all_converged():
 
 
 def test_sweep_lines_one_per_y_value_and_not_converged_marked(tmp_path):
-    fig = plot_sweep(table(lambda i, j: i > 0), ["link.bandwidth", "memory.size"], "downtime_s", kind="lines")
+    fig = plot_sweep(table(lambda i, j: i > 0), ["link.bandwidth", "memory.size"], "downtime_s", kind="lines",
+                     label=label_for)
     ax = fig.axes[0]
     labels = [l.get_label() for l in ax.get_lines()]
     assert labels == ["memory.size = 64GiB", "memory.size = 128GiB", "not converged"]

@@ -12,6 +12,7 @@ from .execute import SCHEDULERS
 
 def _plot_sweep(table, sweep, args):
     from ..plots import PlotError, plot_sweep, save_figure
+    from .knobs import label_for
     opts = dict(sweep.plot)
     for k in ("field", "x", "y", "limit"):
         if getattr(args, k, None):
@@ -26,7 +27,7 @@ def _plot_sweep(table, sweep, args):
             except PlanError as exc:
                 raise UsageError(f"--limit: {str(exc).split(': ', 1)[-1]}") from None
         fig = plot_sweep(table.frame(), sweep.axis_keys, field=field, x=opts.get("x"), y=opts.get("y"),
-                         kind=opts.get("kind", "auto"), limit=limit)
+                         kind=opts.get("kind", "auto"), limit=limit, label=label_for)
         save_figure(fig, args.plot)
     except PlotError as exc:
         raise UsageError(f"--plot: {exc}") from None
