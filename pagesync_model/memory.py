@@ -110,13 +110,11 @@ class Memory:
         self.zero_pages = int(zero_pages)
         self.layout = layout
         # Dense index i -> frame user_base + ((i // block) * mult % blocks) * block + i % block.
-        block = int(block_pages) if layout == "scattered" else 1
-        if block > 1 and self.user_frames // block < 2:
-            block = 1
+        block, placeable = placeable_user_pages(self.user_frames, layout, block_pages)
         self.block = block
         self.blocks = self.user_frames // block
         self.mult = 1 if layout == "contiguous" else scatter_multiplier(self.blocks)
-        if working_set_pages + zero_pages > self.blocks * block:
+        if working_set_pages + zero_pages > placeable:
             raise ValueError("working set and zero pages do not fit in user memory")
         self.processes = int(min(processes, self.user_frames))
         # Harvest segments: the kernel tables first, then one tree per user process.
@@ -244,6 +242,15 @@ def use_sparse(memory, working_set_bytes):
     if memory.sparse != "auto":
         return memory.sparse == "true"
     return memory.size >= SPARSE_MIN_BYTES and working_set_bytes * 4 <= memory.size
+
+
+def placeable_user_pages(user_frames, layout, block_pages):
+    """User frames the layout can place pages in: ``scattered`` places whole blocks of ``block_pages``
+    (a block too big for two of them falls back to single pages), so a last partial block is left out."""
+    block = int(block_pages) if layout == "scattered" else 1
+    if block > 1 and user_frames // block < 2:
+        block = 1
+    return block, user_frames // block * block
 
 
 def build_memory(size, page_size, kernel_size, working_set_pages, zero_pages=0, layout="scattered", processes=1,

@@ -14,7 +14,7 @@ from pagesync_model.bounds import (
     MAX_BANDWIDTH, MAX_BYTES, MAX_CLOCK, MAX_CPU_OP, MAX_CPUS, MAX_DMA_RATE, MAX_FRAMES, MAX_LATENCY, MAX_PAGE,
     MAX_PROCESSES, MAX_QUANTUM, MAX_SEED, MAX_SIM_TIME, MAX_STEP, MAX_TLB_ENTRIES, MAX_WRITE_RATE, MIN_CLOCK,
 )
-from pagesync_model.memory import memory_regions
+from pagesync_model.memory import memory_regions, placeable_user_pages
 from pagesync_model.policies.base import VARIANTS
 from pagesync_model.schema import (
     BANDWIDTH, BOOL, CHOICE, DURATION, FRACTION, FREQUENCY, INT, RATE, REQUIRED, SIZE, STR,
@@ -345,6 +345,14 @@ def _working_set_fits(v: Mapping[str, Any], raw: Mapping[str, Any]) -> None:
                           f"{format_bytes(zero_bytes)} of zero pages, which beside the "
                           f"{raw['workload.working_set']} working set exceeds the "
                           f"{format_bytes(regions.user_bytes)} of user memory")
+    _, placeable = placeable_user_pages(regions.user_bytes // page, v["memory.layout"], v["memory.block"] // page)
+    if zero_bytes + ws > placeable * page:
+        key = "workload.working_set" if zero_bytes == 0 else "memory.zero_fraction"
+        raise ConfigError(key, f"{raw[key]}: the working set and zero pages need {format_bytes(zero_bytes + ws)}, "
+                               f"more than the {format_bytes(placeable * page)} of the "
+                               f"{format_bytes(regions.user_bytes)} of user memory that lie in whole "
+                               f"{raw['memory.block']} blocks (memory.block), where the scattered layout "
+                               "places pages")
 
 
 # ---------------------------------------------------------------------------------------------
