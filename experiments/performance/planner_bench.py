@@ -88,6 +88,8 @@ def main():
     ap.add_argument("--baseline", help="a checkout of an older commit, kernels built in place")
     ap.add_argument("--baseline-label", default="", help="what the baseline is (its commit), kept in the JSON")
     ap.add_argument("--only", nargs="*", choices=sorted(CASES), help="run only these cases")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="an override added to every case, in both trees (e.g. sim.quantum=auto)")
     ap.add_argument("--out", default=str(Path(__file__).with_name("planner_results.json")))
     ap.add_argument("--auto", action="store_true",
                     help="also run each case with sim.quantum=auto, alternating with the 1 ms run, and report "
@@ -99,14 +101,14 @@ def main():
         return auto_main(args)
     names = args.only or list(CASES)
     res = {"machine": {"cpus": os.cpu_count(), "load_avg_start": os.getloadavg()[0]}, "cases": {},
-           "baseline": args.baseline_label if args.baseline else None}
+           "baseline": args.baseline_label if args.baseline else None, "extra_overrides": args.set}
     for name in names:
         new, old = [], []
         for _ in range(args.repeat):
-            new.append(run_child(ROOT, name))
+            new.append(run_child(ROOT, name, args.set))
             if args.baseline:
-                old.append(run_child(Path(args.baseline).resolve(), name))
-        entry = {"config": CASES[name][0], "overrides": CASES[name][1], "new": median(new)}
+                old.append(run_child(Path(args.baseline).resolve(), name, args.set))
+        entry = {"config": CASES[name][0], "overrides": CASES[name][1] + args.set, "new": median(new)}
         if old:
             entry["baseline"] = median(old)
             entry["speedup"] = entry["baseline"]["wall_s"] / entry["new"]["wall_s"]
