@@ -46,3 +46,10 @@ cdef extern from *:
     """
     int ctz64 "pagesync_ctz64"(unsigned long long x) nogil
     int popcount64 "pagesync_popcount64"(unsigned long long x) nogil
+
+# A hint to start loading a cache line that will be written soon (no effect on results; never faults).
+cdef extern from *:
+    """
+    #define pagesync_prefetch_w(p) __builtin_prefetch((const void*)(p), 1, 3)
+    """
+    void prefetch_w "pagesync_prefetch_w"(const void* p) nogil

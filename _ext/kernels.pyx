@@ -21,7 +21,7 @@ from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 # .pxd holds only ctypedefs, enums and C macros, so this adds no runtime import.
 from kernels cimport (
     PTE_ACCESSED, PTE_DIRTY, PTE_SOFT_DIRTY, SPLITMIX_GAMMA, SPLITMIX_M1, SPLITMIX_M2, TLB_DIRTY,
-    TLB_VALID, ctz64, index_t, popcount64, pte_t, tlb_flag_t, tlb_tag_t, version_t, word_t,
+    TLB_VALID, ctz64, index_t, popcount64, prefetch_w, pte_t, tlb_flag_t, tlb_tag_t, version_t, word_t,
 )
 
 cdef uint64_t ALL_ONES = 0xFFFFFFFFFFFFFFFF
@@ -183,6 +183,9 @@ def harvest(pte_t[::1] pte, const index_t[::1] bounds, word_t[::1] bitmap, versi
 # --------------------------------------------------------------------------------------------------
 # apply_writes
 
+cdef enum:
+    PREFETCH = 16  # writes ahead whose PTE and version are prefetched
+
 cdef void _write_loop(const index_t[::1] frames, const index_t* index, const index_t[::1] cpu_bounds,
                       pte_t[::1] pte, version_t[::1] versions, tlb_tag_t[:, ::1] tlb_tag,
                       tlb_flag_t[:, ::1] tlb_flags, int64_t pt_base, int64_t ptes_per_pt,
@@ -190,7 +193,7 @@ cdef void _write_loop(const index_t[::1] frames, const index_t* index, const ind
     """The loop of ``apply_writes`` and ``apply_writes_mapped`` (arguments checked by them): write w is to
     frame ``frames[w]``, whose PTE and version are at ``index[w]`` (at the frame itself when ``index`` is
     NULL: dense memory)."""
-    cdef int64_t c, w, f, ix, slot, walks, dirty_sets, refills
+    cdef int64_t c, w, f, ix, slot, walks, dirty_sets, refills, ahead, hi, pf
     cdef int64_t ncpu = tlb_tag.shape[0], entries = tlb_tag.shape[1]
     cdef tlb_flag_t valid_dirty = TLB_VALID | TLB_DIRTY
     cdef pte_t dirty = PTE_DIRTY, set_bits = PTE_DIRTY | PTE_ACCESSED
@@ -198,7 +201,19 @@ cdef void _write_loop(const index_t[::1] frames, const index_t* index, const ind
         walks = 0
         dirty_sets = 0
         refills = 0
-        for w in range(cpu_bounds[c], cpu_bounds[c + 1]):
+        hi = cpu_bounds[c + 1]
+        # The frames are scattered over memory: each write's version and PTE are a cache miss. Asking for
+        # them PREFETCH writes ahead lets the misses overlap; the order of the writes is unchanged.
+        for ahead in range(cpu_bounds[c], min(hi, cpu_bounds[c] + PREFETCH)):
+            pf = index[ahead] if index != NULL else frames[ahead]
+            prefetch_w(&versions[pf])
+            prefetch_w(&pte[pf])
+        for w in range(cpu_bounds[c], hi):
+            ahead = w + PREFETCH
+            if ahead < hi:
+                pf = index[ahead] if index != NULL else frames[ahead]
+                prefetch_w(&versions[pf])
+                prefetch_w(&pte[pf])
             f = frames[w]
             ix = index[w] if index != NULL else f
             versions[ix] += 1
@@ -734,7 +749,7 @@ def gen_random(const uint64_t[::1] stream_keys, uint64_t[::1] counters, const in
     0 <= hot_span <= span <= modulus * block, modulus <= 2**32, 0 <= hot_threshold <= 2**32,
     mult < 2**32 coprime with modulus.
     """
-    cdef int64_t ncpu = stream_keys.shape[0], c, j, cnt, pos = 0
+    cdef int64_t ncpu = stream_keys.shape[0]
     if counters.shape[0] != ncpu or counts.shape[0] != ncpu:
         raise ValueError(f"stream_keys, counters, counts have {ncpu}, {counters.shape[0]}, "
                          f"{counts.shape[0]} elements; they must match")
@@ -744,27 +759,44 @@ def gen_random(const uint64_t[::1] stream_keys, uint64_t[::1] counters, const in
     if hot_span < 0 or hot_span > span:
         raise ValueError(f"need 0 <= hot_span <= span, got hot_span={hot_span}, span={span}")
     _check_generator_map(span, mult, modulus, block)
+    with nogil:
+        _gen_random_loop(stream_keys, counters, counts, hot_span, hot_threshold, span, base, mult, modulus, out,
+                         block)
+    return None
+
+
+cdef void _gen_random_loop(const uint64_t[::1] stream_keys, uint64_t[::1] counters, const index_t[::1] counts,
+                           int64_t hot_span, int64_t hot_threshold, int64_t span, int64_t base, int64_t mult,
+                           int64_t modulus, index_t[::1] out, int64_t block) noexcept nogil:
+    """The loop of ``gen_random`` and ``random_write_step`` (arguments checked by them)."""
+    cdef int64_t ncpu = stream_keys.shape[0], c, j, cnt, pos = 0
     cdef uint64_t z, hi, lo, idx, key, k0, ublk = <uint64_t>block
     cdef uint64_t thr = <uint64_t>hot_threshold, hspan = <uint64_t>hot_span
     cdef uint64_t cspan = <uint64_t>(span - hot_span), umult = <uint64_t>mult, umod = <uint64_t>modulus
-    with nogil:
-        for c in range(ncpu):
-            key = stream_keys[c]
-            k0 = counters[c]
-            cnt = counts[c]
-            for j in range(cnt):
-                z = _splitmix(key, k0 + <uint64_t>j)
-                hi = z >> 32
-                lo = z & LOW32
-                # lo < 2^32 and spans <= 2^32, so the products fit in 64 bits
-                if hi < thr:
-                    idx = (lo * hspan) >> 32
-                else:
-                    idx = hspan + ((lo * cspan) >> 32)
+    # A power-of-two block (the default 2 MiB of 4 KiB pages) divides by a shift and a mask: the same
+    # values as / and %, without two 64-bit divisions per write.
+    cdef bint pow2 = (ublk & (ublk - 1)) == 0
+    cdef int shift = ctz64(ublk) if pow2 else 0
+    cdef uint64_t low_mask = ublk - 1
+    for c in range(ncpu):
+        key = stream_keys[c]
+        k0 = counters[c]
+        cnt = counts[c]
+        for j in range(cnt):
+            z = _splitmix(key, k0 + <uint64_t>j)
+            hi = z >> 32
+            lo = z & LOW32
+            # lo < 2^32 and spans <= 2^32, so the products fit in 64 bits
+            if hi < thr:
+                idx = (lo * hspan) >> 32
+            else:
+                idx = hspan + ((lo * cspan) >> 32)
+            if pow2:
+                out[pos] = base + <int64_t>((((idx >> shift) * umult % umod) << shift) + (idx & low_mask))
+            else:
                 out[pos] = base + <int64_t>(((idx / ublk) * umult % umod) * ublk + idx % ublk)
-                pos += 1
-            counters[c] = k0 + <uint64_t>cnt
-    return None
+            pos += 1
+        counters[c] = k0 + <uint64_t>cnt
 
 
 def gen_sequential(index_t[::1] cursors, const index_t[::1] counts, int64_t stride, int64_t span,
@@ -823,14 +855,19 @@ def cpu_debt_step(double run, double[::1] debt, bint paced, double[::1] out_avai
     cdef Py_ssize_t n = debt.shape[0], c
     if out_avail.shape[0] != n:
         raise ValueError(f"debt has {n} elements, out_avail has {out_avail.shape[0]}")
+    _debt_loop(run, debt, paced, out_avail)
+    return None
+
+
+cdef void _debt_loop(double run, double[::1] debt, bint paced, double[::1] out_avail) noexcept nogil:
+    cdef Py_ssize_t c
     cdef double a
-    for c in range(n):
+    for c in range(debt.shape[0]):
         a = run - debt[c]
         debt[c] = -a if a < 0 else 0.0
         if paced:
             a = 0.0 if a < 0 else run
         out_avail[c] = a if a > 0.0 else (0.0 if a < 0.0 else a)
-    return None
 
 
 def rate_step(const double[::1] run, double rate_per_cycle, double[::1] carry, index_t[::1] counts):
@@ -843,9 +880,15 @@ def rate_step(const double[::1] run, double rate_per_cycle, double[::1] carry, i
     cdef Py_ssize_t n = run.shape[0], c
     if carry.shape[0] != n or counts.shape[0] != n:
         raise ValueError(f"run has {n} elements, carry {carry.shape[0]}, counts {counts.shape[0]}")
+    return _rate_loop(run, rate_per_cycle, carry, counts)
+
+
+cdef int64_t _rate_loop(const double[::1] run, double rate_per_cycle, double[::1] carry,
+                        index_t[::1] counts) noexcept nogil:
+    cdef Py_ssize_t c
     cdef double e, p
     cdef int64_t total = 0, k
-    for c in range(n):
+    for c in range(run.shape[0]):
         p = run[c] * rate_per_cycle
         e = p + carry[c]
         k = <int64_t>floor(e)
@@ -869,9 +912,17 @@ def charge_tracking(const index_t[:, ::1] step_counts, double walk_cycles, doubl
     if step_counts.shape[0] != n or step_counts.shape[1] != 3 or out_extra.shape[0] != n:
         raise ValueError(f"step_counts must be [{n}, 3] and out_extra [{n}], got [{step_counts.shape[0]}, {step_counts.shape[1]}] "
                          f"and [{out_extra.shape[0]}]")
+    cdef int64_t[3] totals
+    _charge_loop(step_counts, walk_cycles, dirty_cycles, debt, out_extra, totals)
+    return totals[0], totals[1], totals[2]
+
+
+cdef void _charge_loop(const index_t[:, ::1] step_counts, double walk_cycles, double dirty_cycles, double[::1] debt,
+                       double[::1] out_extra, int64_t* totals) noexcept nogil:
+    cdef Py_ssize_t c
     cdef int64_t walks = 0, dirty_sets = 0, refills = 0
     cdef double a, b
-    for c in range(n):
+    for c in range(debt.shape[0]):
         walks += step_counts[c, 0]
         dirty_sets += step_counts[c, 1]
         refills += step_counts[c, 2]
@@ -879,4 +930,83 @@ def charge_tracking(const index_t[:, ::1] step_counts, double walk_cycles, doubl
         b = <double>step_counts[c, 1] * dirty_cycles
         out_extra[c] = a + b
         debt[c] += out_extra[c]
-    return walks, dirty_sets, refills
+    totals[0] = walks
+    totals[1] = dirty_sets
+    totals[2] = refills
+
+
+# --------------------------------------------------------------------------------------------------
+# one CPU step of a random-write workload, fused (the compositions above in one call each)
+
+def cpu_rate_step(double run, double[::1] debt, bint paced, double rate_per_cycle, double[::1] carry,
+                  double[::1] out_avail, index_t[::1] counts):
+    """``cpu_debt_step(run, debt, paced, out_avail)`` then ``rate_step(out_avail, rate_per_cycle, carry,
+    counts)``; returns the latter's total.
+
+    Buffers: ``debt`` INOUT f64[ncpu], ``carry`` INOUT f64[ncpu], ``out_avail`` OUT f64[ncpu], ``counts``
+    OUT i64[ncpu]. Raises ValueError on mismatched lengths (before any buffer is changed).
+    """
+    cdef Py_ssize_t n = debt.shape[0]
+    if out_avail.shape[0] != n or carry.shape[0] != n or counts.shape[0] != n:
+        raise ValueError(f"debt has {n} elements, out_avail {out_avail.shape[0]}, carry {carry.shape[0]}, "
+                         f"counts {counts.shape[0]}")
+    cdef int64_t total
+    with nogil:
+        _debt_loop(run, debt, paced, out_avail)
+        total = _rate_loop(out_avail, rate_per_cycle, carry, counts)
+    return total
+
+
+def random_write_step(const uint64_t[::1] stream_keys, uint64_t[::1] counters, const index_t[::1] counts,
+                      int64_t hot_span, int64_t hot_threshold, int64_t span, int64_t base, int64_t mult,
+                      int64_t modulus, int64_t block, index_t[::1] out, index_t[::1] cpu_bounds, pte_t[::1] pte,
+                      version_t[::1] versions, tlb_tag_t[:, ::1] tlb_tag, tlb_flag_t[:, ::1] tlb_flags,
+                      int64_t pt_base, int64_t ptes_per_pt, index_t[:, ::1] step_counts, double walk_cycles,
+                      double dirty_cycles, double[::1] debt, double[::1] out_extra):
+    """``gen_random(stream_keys, counters, counts, hot_span, hot_threshold, span, base, mult, modulus, out,
+    block)``, then ``cpu_bounds = [0, cumsum(counts)]``, ``apply_writes(out, cpu_bounds, pte, versions,
+    tlb_tag, tlb_flags, pt_base, ptes_per_pt, step_counts)`` and ``charge_tracking(step_counts, walk_cycles,
+    dirty_cycles, debt, out_extra)``, whose return value it returns.
+
+    Buffers as in those kernels; ``cpu_bounds`` OUT i64[ncpu+1]. Every generated frame lies in
+    [base, base + modulus * block), which must lie inside [0, n_frames): checked once instead of per write.
+    Raises ValueError, before any buffer is changed, on what those kernels refuse.
+    """
+    cdef int64_t ncpu = stream_keys.shape[0], n = pte.shape[0], c
+    if counters.shape[0] != ncpu or counts.shape[0] != ncpu:
+        raise ValueError(f"stream_keys, counters, counts have {ncpu}, {counters.shape[0]}, "
+                         f"{counts.shape[0]} elements; they must match")
+    _check_counts(counts, out)
+    if hot_threshold < 0 or hot_threshold > <int64_t>TWO32:
+        raise ValueError(f"hot_threshold must be in [0, 2**32], got {hot_threshold}")
+    if hot_span < 0 or hot_span > span:
+        raise ValueError(f"need 0 <= hot_span <= span, got hot_span={hot_span}, span={span}")
+    _check_generator_map(span, mult, modulus, block)
+    if base < 0 or base + modulus * block > n:
+        raise ValueError(f"generated frames [{base}, {base} + {modulus} * {block}) must lie inside [0, {n})")
+    if versions.shape[0] != n:
+        raise ValueError(f"versions has {versions.shape[0]} elements, pte has {n}")
+    if tlb_tag.shape[0] != ncpu or tlb_flags.shape[0] != ncpu or tlb_flags.shape[1] != tlb_tag.shape[1]:
+        raise ValueError(f"tlb_tag and tlb_flags must both be [{ncpu}, entries], got "
+                         f"[{tlb_tag.shape[0]}, {tlb_tag.shape[1]}] and [{tlb_flags.shape[0]}, {tlb_flags.shape[1]}]")
+    if tlb_tag.shape[1] < 1:
+        raise ValueError("the TLB needs at least one entry per CPU")
+    if cpu_bounds.shape[0] != ncpu + 1:
+        raise ValueError(f"cpu_bounds has {cpu_bounds.shape[0]} elements, expected ncpu + 1 = {ncpu + 1}")
+    if step_counts.shape[0] != ncpu or step_counts.shape[1] != 3:
+        raise ValueError(f"step_counts has shape ({step_counts.shape[0]}, {step_counts.shape[1]}), "
+                         f"expected ({ncpu}, 3)")
+    if debt.shape[0] != ncpu or out_extra.shape[0] != ncpu:
+        raise ValueError(f"debt and out_extra must have {ncpu} elements, got {debt.shape[0]} and {out_extra.shape[0]}")
+    _check_pt(n, pt_base, ptes_per_pt)
+    cdef int64_t[3] totals
+    step_counts[:, :] = 0
+    with nogil:
+        _gen_random_loop(stream_keys, counters, counts, hot_span, hot_threshold, span, base, mult, modulus, out,
+                         block)
+        cpu_bounds[0] = 0
+        for c in range(ncpu):
+            cpu_bounds[c + 1] = cpu_bounds[c] + counts[c]
+        _write_loop(out, NULL, cpu_bounds, pte, versions, tlb_tag, tlb_flags, pt_base, ptes_per_pt, step_counts)
+        _charge_loop(step_counts, walk_cycles, dirty_cycles, debt, out_extra, totals)
+    return totals[0], totals[1], totals[2]

@@ -135,12 +135,32 @@ class Memory:
         # harvest moves that to soft dirty.
         self.pte = np.full(n, PTE_PRESENT | PTE_RW | PTE_ACCESSED | PTE_DIRTY, dtype=PTE_DTYPE)
         self.versions = np.ones(n, dtype=VERSION_DTYPE)
-        for lo in range(0, self.zero_pages, CHUNK):
-            frames = self.dense_to_frames(np.arange(self.working_set_pages + lo,
-                                                    self.working_set_pages + min(self.zero_pages, lo + CHUNK),
-                                                    dtype=INDEX_DTYPE))
-            self.versions[frames] = 0
-            self.pte[frames] &= ~PTE_DTYPE(PTE_DIRTY | PTE_ACCESSED)
+        self._clear_zero_pages()
+
+    def _clear_zero_pages(self):
+        """The zero pages (dense indices [working set, working set + zero pages)) get version 0 and a clean
+        PTE. The dense map keeps blocks whole, so whole blocks are cleared as rows of a (blocks, block)
+        view; the partial blocks at the ends frame by frame."""
+        lo, hi = self.working_set_pages, self.working_set_pages + self.zero_pages
+        if hi <= lo:
+            return
+        clean = ~PTE_DTYPE(PTE_DIRTY | PTE_ACCESSED)
+        blk, ub = self.block, self.user_base
+        first, last = -(-lo // blk), hi // blk        # the whole blocks inside [lo, hi)
+        ends = [(lo, hi)] if first > last else [(lo, first * blk), (last * blk, hi)]
+        if first < last:
+            v = self.versions[ub:ub + self.blocks * blk].reshape(self.blocks, blk)
+            p = self.pte[ub:ub + self.blocks * blk].reshape(self.blocks, blk)
+            for b in range(first, last, CHUNK):
+                rows = np.arange(b, min(last, b + CHUNK), dtype=np.uint64)
+                rows = (rows * np.uint64(self.mult) % np.uint64(self.blocks)).astype(INDEX_DTYPE)
+                v[rows] = 0
+                p[rows] &= clean
+        for a, b in ends:
+            for x in range(a, b, CHUNK):
+                frames = self.dense_to_frames(np.arange(x, min(b, x + CHUNK), dtype=INDEX_DTYPE))
+                self.versions[frames] = 0
+                self.pte[frames] &= clean
 
     @property
     def size(self):

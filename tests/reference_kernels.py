@@ -270,3 +270,19 @@ def charge_tracking(step_counts, walk_cycles, dirty_cycles, debt, out_extra):
         out_extra[c] = float(step_counts[c, 2]) * float(walk_cycles) + float(step_counts[c, 1]) * float(dirty_cycles)
         debt[c] = float(debt[c]) + float(out_extra[c])
     return tuple(totals)
+
+
+def cpu_rate_step(run, debt, paced, rate_per_cycle, carry, out_avail, counts):
+    cpu_debt_step(run, debt, paced, out_avail)
+    return rate_step(out_avail, rate_per_cycle, carry, counts)
+
+
+def random_write_step(stream_keys, counters, counts, hot_span, hot_threshold, span, base, mult, modulus, block, out,
+                      cpu_bounds, pte, versions, tlb_tag, tlb_flags, pt_base, ptes_per_pt, step_counts, walk_cycles,
+                      dirty_cycles, debt, out_extra):
+    gen_random(stream_keys, counters, counts, hot_span, hot_threshold, span, base, mult, modulus, out, block)
+    cpu_bounds[0] = 0
+    for c in range(len(counts)):
+        cpu_bounds[c + 1] = int(cpu_bounds[c]) + int(counts[c])
+    apply_writes(out, cpu_bounds, pte, versions, tlb_tag, tlb_flags, pt_base, ptes_per_pt, step_counts)
+    return charge_tracking(step_counts, walk_cycles, dirty_cycles, debt, out_extra)

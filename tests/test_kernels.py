@@ -796,3 +796,112 @@ def test_cpu_accounting_bad_shapes(backend, case):
             backend.rate_step(np.zeros(2), 1.0, np.zeros(2), np.zeros(1, np.int64))
         else:
             backend.charge_tracking(np.zeros((2, 2), np.int64), 1.0, 1.0, np.zeros(2), np.zeros(2))
+
+
+# --------------------------------------------------------------------------------------------------
+# the fused CPU step (cpu_rate_step, random_write_step): the separate kernels composed
+
+def fused_step_args(rng):
+    """A random-write step on a small dense memory: the generator's frames land in [base, base + modulus *
+    block), inside the memory, as Cpus.advance_to calls it."""
+    ncpu = int(rng.integers(1, 6))
+    entries = int(rng.choice([1, 3, 16, 64]))
+    block = int(rng.choice([1, 1, 4]))
+    modulus = int(rng.choice([1, 5, 50, 300]))
+    span = int(rng.integers(1, modulus * block + 1))
+    hot_span = int(rng.choice([0, span // 10, span]))
+    hot_threshold = int(rng.choice([0, 1 << 31, 1 << 32]))
+    pt_base, ppt = 0, int(rng.choice([8, 512]))
+    # past the page-table pages [0, (n - 1) // ppt]: base * (ppt - 1) > modulus * block + 2 >= n - 1 - base
+    base = int(rng.integers(0, 40)) + (modulus * block + 2) // (ppt - 1) + 1
+    n = base + modulus * block + int(rng.integers(0, 3))
+    assert (n - 1) // ppt < base
+    keys = rng.integers(0, 1 << 64, ncpu, dtype=np.uint64)
+    counters = rng.integers(0, 1 << 64, ncpu, dtype=np.uint64)
+    counts = rng.integers(0, 200, ncpu).astype(np.int64)
+    pte = rand_pte(rng, n, rng.choice([0.0, 0.3, 0.9]))
+    tlb_tag = rng.integers(-1, n, (ncpu, entries)).astype(np.int64)
+    tlb_flags = rng.integers(0, 4, (ncpu, entries)).astype(np.uint8)
+    return (keys, counters, counts, hot_span, hot_threshold, span, base, coprime_mult(rng, modulus), modulus, block,
+            np.zeros(int(counts.sum()), np.int64), np.full(ncpu + 1, -1, np.int64), pte, rand_versions(rng, n),
+            tlb_tag, tlb_flags, pt_base, ppt, np.full((ncpu, 3), -1, np.int64), float(rng.random() * 100),
+            float(rng.random() * 5000), _floats(rng, ncpu, 1e5), np.full(ncpu, -1.0))
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_fused_cpu_step_random(backend, seed):
+    rng = np.random.default_rng(4000 + seed)
+    n = int(rng.integers(1, 70))
+    for _ in range(3):
+        run = float(rng.choice([0.0, 1.0, rng.random() * 3e6]))
+        check(backend, "cpu_rate_step", run, _floats(rng, n, 4e6), bool(rng.integers(0, 2)),
+              float(rng.random() * 1e-3), rng.random(n), np.full(n, -1.0), np.full(n, -1, np.int64))
+    check(backend, "random_write_step", *fused_step_args(rng))
+
+
+def test_fused_cpu_step_is_the_separate_kernels(backend):
+    """Several steps in a row through the fused kernels leave every buffer as the separate kernels do."""
+    rng = np.random.default_rng(77)
+    args = fused_step_args(rng)
+    (keys, counters, _, hot_span, hot_threshold, span, base, mult, modulus, block, _, bounds, pte, versions,
+     tag, flags, pt_base, ppt, step_counts, walk, dirty, debt, extra) = args
+    ncpu = len(keys)
+    a = [x.copy() if isinstance(x, np.ndarray) else x for x in (counters, pte, versions, tag, flags, debt)]
+    b = [x.copy() if isinstance(x, np.ndarray) else x for x in (counters, pte, versions, tag, flags, debt)]
+    carry_a, carry_b = rng.random(ncpu), None
+    carry_b = carry_a.copy()
+    for step in range(6):
+        run = float(rng.random() * 2e5)
+        rate = 1e-3
+        # fused
+        avail, counts = np.zeros(ncpu), np.zeros(ncpu, np.int64)
+        total = backend.cpu_rate_step(run, a[5], False, rate, carry_a, avail, counts)
+        out_a = np.zeros(total, np.int64)
+        got = backend.random_write_step(keys, a[0], counts, hot_span, hot_threshold, span, base, mult, modulus,
+                                        block, out_a, np.zeros(ncpu + 1, np.int64), a[1], a[2], a[3], a[4], pt_base,
+                                        ppt, np.zeros((ncpu, 3), np.int64), walk, dirty, a[5], np.zeros(ncpu))
+        # separate
+        avail_b, counts_b = np.zeros(ncpu), np.zeros(ncpu, np.int64)
+        backend.cpu_debt_step(run, b[5], False, avail_b)
+        assert backend.rate_step(avail_b, rate, carry_b, counts_b) == total
+        out_b = np.zeros(total, np.int64)
+        backend.gen_random(keys, b[0], counts_b, hot_span, hot_threshold, span, base, mult, modulus, out_b, block)
+        cb = np.concatenate(([0], np.cumsum(counts_b))).astype(np.int64)
+        sc = np.zeros((ncpu, 3), np.int64)
+        backend.apply_writes(out_b, cb, b[1], b[2], b[3], b[4], pt_base, ppt, sc)
+        want = backend.charge_tracking(sc, walk, dirty, b[5], np.zeros(ncpu))
+        assert got == want
+        np.testing.assert_array_equal(out_a, out_b)
+        np.testing.assert_array_equal(carry_a, carry_b)
+        for x, y in zip(a, b):
+            np.testing.assert_array_equal(x, y)
+
+
+@pytest.mark.parametrize("case", ["frames-outside", "lengths", "tlb-shape", "counts-sum", "negative-base"])
+def test_random_write_step_refuses_before_changing_anything(backend, case):
+    rng = np.random.default_rng(5)
+    args = list(fused_step_args(rng))
+    n = len(args[12])
+    if case == "frames-outside":
+        args[6] = n - args[8] * args[9] + 1          # base + modulus * block > n_frames
+    elif case == "lengths":
+        args[21] = np.zeros(len(args[0]) + 1)        # debt
+    elif case == "tlb-shape":
+        args[15] = np.zeros((len(args[0]), args[14].shape[1] + 1), np.uint8)
+    elif case == "counts-sum":
+        args[10] = np.zeros(len(args[10]) + 1, np.int64)
+    else:
+        args[6] = -1
+    before = _copy(args)
+    with pytest.raises(ValueError):
+        backend.random_write_step(*args)
+    for x, y in zip(args, before):
+        if isinstance(x, np.ndarray):
+            np.testing.assert_array_equal(x, y)
+
+
+def test_cpu_rate_step_refuses_bad_lengths(backend):
+    debt = np.array([5.0, 0.0])
+    with pytest.raises(ValueError):
+        backend.cpu_rate_step(10.0, debt, False, 0.1, np.zeros(3), np.zeros(2), np.zeros(2, np.int64))
+    assert debt.tolist() == [5.0, 0.0]

@@ -130,3 +130,24 @@ def test_json_formats_are_what_the_cli_offers_and_writes(tmp_path):
     out = subprocess.run([sys.executable, "-m", "pagesync_model", "--help"], capture_output=True, text=True).stdout
     for name, (_w, line) in JSON_FORMATS.items():
         assert f"{name} ({line})" in " ".join(out.split())
+
+
+@pytest.mark.parametrize("layout,block,ws,zeros", [
+    ("scattered", 1, 100, 333), ("scattered", 4, 10, 50), ("scattered", 4, 12, 48), ("scattered", 16, 5, 7),
+    ("scattered", 16, 0, 160), ("contiguous", 16, 37, 200), ("scattered", 8, 64, 0)])
+def test_zero_pages_cleared_as_the_dense_map_says(layout, block, ws, zeros):
+    """The zero pages (dense indices [ws, ws + zeros)) have version 0 and a clean PTE; every other frame
+    version 1 and its initial PTE. Frames computed one by one from the dense map's formula."""
+    from pagesync_model.kernels.dtypes import PTE_ACCESSED, PTE_DIRTY, PTE_PRESENT, PTE_RW
+    from pagesync_model.memory import Memory
+    m = Memory(4 << 20, 4096, 64 << 10, ws, zeros, layout, 3, block)
+    full = PTE_PRESENT | PTE_RW | PTE_ACCESSED | PTE_DIRTY
+    want_v = np.ones(m.n_frames, np.uint32)
+    want_p = np.full(m.n_frames, full, np.uint64)
+    for i in range(ws, ws + zeros):
+        f = m.user_base + ((i // m.block) * m.mult % m.blocks) * m.block + i % m.block
+        want_v[f] = 0
+        want_p[f] = full & ~(PTE_DIRTY | PTE_ACCESSED)
+    np.testing.assert_array_equal(m.versions, want_v)
+    np.testing.assert_array_equal(m.pte, want_p)
+    assert int((m.versions == 0).sum()) == zeros

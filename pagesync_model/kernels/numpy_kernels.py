@@ -902,3 +902,75 @@ def charge_tracking(step_counts, walk_cycles, dirty_cycles, debt, out_extra):
     debt += out_extra
     walks, dirty_sets, refills = step_counts.sum(axis=0)
     return int(walks), int(dirty_sets), int(refills)
+
+
+# --------------------------------------------------------------------------------------------------
+# one CPU step of a random-write workload, fused: the compositions of the kernels above (CONTRACT.md)
+
+def cpu_rate_step(run, debt, paced, rate_per_cycle, carry, out_avail, counts):
+    """``cpu_debt_step`` then ``rate_step`` on its ``out_avail``; returns the total (CONTRACT.md).
+
+    Raises ValueError on mismatched lengths, before any buffer is changed.
+    """
+    n = len(debt)
+    _buf("debt", debt, np.float64, writable=True)
+    _buf("out_avail", out_avail, np.float64, writable=True)
+    if len(out_avail) != n or len(carry) != n or len(counts) != n:
+        raise ValueError(f"debt has {n} elements, out_avail {len(out_avail)}, carry {len(carry)}, counts {len(counts)}")
+    _buf("carry", carry, np.float64, writable=True)
+    _buf("counts", counts, INDEX_DTYPE, writable=True)
+    cpu_debt_step(run, debt, paced, out_avail)
+    return rate_step(out_avail, rate_per_cycle, carry, counts)
+
+
+def random_write_step(stream_keys, counters, counts, hot_span, hot_threshold, span, base, mult, modulus, block, out,
+                      cpu_bounds, pte, versions, tlb_tag, tlb_flags, pt_base, ptes_per_pt, step_counts, walk_cycles,
+                      dirty_cycles, debt, out_extra):
+    """``gen_random``, ``cpu_bounds = [0, cumsum(counts)]``, ``apply_writes`` and ``charge_tracking`` in one
+    call; returns the latter's totals (CONTRACT.md). Every generated frame lies in [base, base + modulus *
+    block), which must lie inside [0, n_frames). Raises ValueError before any buffer is changed."""
+    _buf("stream_keys", stream_keys, np.uint64)
+    _buf("counters", counters, np.uint64, writable=True)
+    _buf("counts", counts, INDEX_DTYPE)
+    _buf("out", out, INDEX_DTYPE, writable=True)
+    _buf("cpu_bounds", cpu_bounds, INDEX_DTYPE, writable=True)
+    _buf("pte", pte, PTE_DTYPE, writable=True)
+    _buf("versions", versions, VERSION_DTYPE, writable=True)
+    _buf("tlb_tag", tlb_tag, TLB_TAG_DTYPE, ndim=2, writable=True)
+    _buf("tlb_flags", tlb_flags, TLB_FLAG_DTYPE, ndim=2, writable=True)
+    _buf("debt", debt, np.float64, writable=True)
+    _buf("out_extra", out_extra, np.float64, writable=True)
+    _buf("step_counts", step_counts, INDEX_DTYPE, ndim=2, writable=True)
+    ncpu, n = len(stream_keys), len(pte)
+    base, modulus, block = int(base), int(modulus), int(block)
+    if len(counts) != ncpu:
+        raise ValueError(f"stream_keys has {ncpu} elements, counts has {len(counts)}")
+    _check_counts(counts, ncpu, out)
+    if len(counters) != ncpu:
+        raise ValueError(f"stream_keys has {ncpu} elements, counters has {len(counters)}")
+    if not 0 <= int(hot_threshold) <= _TWO32:
+        raise ValueError(f"hot_threshold must be in [0, 2**32], got {hot_threshold}")
+    if not 0 <= int(hot_span) <= int(span):
+        raise ValueError(f"need 0 <= hot_span <= span, got hot_span={hot_span}, span={span}")
+    _check_generator_map(int(span), int(mult), modulus, block)
+    if base < 0 or base + modulus * block > n:
+        raise ValueError(f"generated frames [{base}, {base} + {modulus} * {block}) must lie inside [0, {n})")
+    if len(versions) != n:
+        raise ValueError(f"versions has {len(versions)} elements, pte has {n}")
+    if tlb_tag.ndim != 2 or tlb_tag.shape[0] != ncpu or tlb_flags.shape != tlb_tag.shape:
+        raise ValueError(f"tlb_tag and tlb_flags must both be [{ncpu}, entries], got {list(tlb_tag.shape)} and "
+                         f"{list(tlb_flags.shape)}")
+    if tlb_tag.shape[1] < 1:
+        raise ValueError("the TLB needs at least one entry per CPU")
+    if len(cpu_bounds) != ncpu + 1:
+        raise ValueError(f"cpu_bounds has {len(cpu_bounds)} elements, expected ncpu + 1 = {ncpu + 1}")
+    if step_counts.shape != (ncpu, 3):
+        raise ValueError(f"step_counts has shape {step_counts.shape}, expected ({ncpu}, 3)")
+    if len(debt) != ncpu or len(out_extra) != ncpu:
+        raise ValueError(f"debt and out_extra must have {ncpu} elements, got {len(debt)} and {len(out_extra)}")
+    _check_pt(n, int(pt_base), int(ptes_per_pt))
+    gen_random(stream_keys, counters, counts, hot_span, hot_threshold, span, base, mult, modulus, out, block)
+    cpu_bounds[0] = 0
+    np.cumsum(counts, out=cpu_bounds[1:])
+    apply_writes(out, cpu_bounds, pte, versions, tlb_tag, tlb_flags, pt_base, ptes_per_pt, step_counts)
+    return charge_tracking(step_counts, walk_cycles, dirty_cycles, debt, out_extra)

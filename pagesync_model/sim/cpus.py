@@ -20,6 +20,8 @@ not throttled, and writes memory without going through a PTE or a TLB.
 import numpy as np
 
 from ..kernels.dtypes import INDEX_DTYPE, TLB_FLAG_DTYPE, TLB_TAG_DTYPE
+from ..memory import Memory
+from ..workloads.patterns import RandomWrites
 
 
 class Cpus:
@@ -57,6 +59,7 @@ class Cpus:
         self._writes = np.zeros(self.ncpu, dtype=INDEX_DTYPE)
         self._avail = np.zeros(self.ncpu)
         self._extra = np.zeros(self.ncpu)
+        self._fast = self._fused_workload()
         # Totals over the run.
         self.writes = 0
         self.walks = 0
@@ -85,25 +88,50 @@ class Cpus:
         # tracking costs come out of that idle time and its rate holds, unless they take all of the
         # CPU's time (kernels.cpu_debt_step).
         avail = self._avail
-        self.kernels.cpu_debt_step(run, self.debt, self.paced, avail)
         counts = self._writes
-        frames = self.workload.step(avail, counts)
-        total = len(frames)  # = counts.sum(): a workload returns every write it counted
-        if total == 0:
-            return
-        if self.meter is not None:
-            self.meter.add(frames, t)
-        counts.cumsum(out=self._bounds[1:])
-        m = self.memory
-        m.apply_writes(self.kernels, frames, self._bounds, self.tlb_tag, self.tlb_flags, self._counts)
         extra = self._extra
-        walks, dirty_sets, refills = self.kernels.charge_tracking(self._counts, self.walk_cycles, self.dirty_cycles,
-                                                                  self.debt, extra)
+        wl = self._fast
+        if wl is not None:
+            # The same kernels as below, fused into two calls (kernels.cpu_rate_step, random_write_step).
+            total = self.kernels.cpu_rate_step(run, self.debt, self.paced, wl.rate_per_cycle, wl.carry, avail, counts)
+            if total == 0:
+                return
+            m = self.memory
+            frames = wl._buffer(total)
+            walks, dirty_sets, refills = self.kernels.random_write_step(
+                wl.keys, wl.counters, counts, wl.hot_span, wl.hot_threshold, wl.span, m.user_base, m.mult, m.blocks,
+                m.block, frames, self._bounds, m.pte, m.versions, self.tlb_tag, self.tlb_flags, m.pt_base,
+                m.ptes_per_pt, self._counts, self.walk_cycles, self.dirty_cycles, self.debt, extra)
+            if self.meter is not None:
+                self.meter.add(frames, t)
+        else:
+            self.kernels.cpu_debt_step(run, self.debt, self.paced, avail)
+            frames = self.workload.step(avail, counts)
+            total = len(frames)  # = counts.sum(): a workload returns every write it counted
+            if total == 0:
+                return
+            if self.meter is not None:
+                self.meter.add(frames, t)
+            counts.cumsum(out=self._bounds[1:])
+            m = self.memory
+            m.apply_writes(self.kernels, frames, self._bounds, self.tlb_tag, self.tlb_flags, self._counts)
+            walks, dirty_sets, refills = self.kernels.charge_tracking(self._counts, self.walk_cycles,
+                                                                      self.dirty_cycles, self.debt, extra)
         self.tracking_cycles += float(np.add.reduce(extra))  # extra.sum(), without its Python wrapper
         self.writes += total
         self.walks += walks
         self.dirty_sets += dirty_sets
         self.flush_refills += refills
+
+    def _fused_workload(self):
+        """The workload when one CPU step can run as the two fused kernels (a ``uniform`` or ``hotcold``
+        workload of its own at the start of dense memory's working set), else None."""
+        wl, m = self.workload, self.memory
+        if type(wl) is not RandomWrites or wl.region != 0 or type(m) is not Memory:
+            return None
+        if m.user_base + m.blocks * m.block > m.n_frames:
+            return None
+        return wl
 
     def throttle_sleep(self):
         """Seconds a throttled vCPU sleeps per 10 ms it runs (QEMU cpu-throttle.c: pct/(1-pct) x 10 ms)."""
