@@ -98,6 +98,30 @@ def test_hot_set_larger_than_threshold_never_converges(bindir, tmp_path):
     assert bl["blackout_pages"] >= 300 and bl["stop_wait_s"] < 0.05
 
 
+def test_stop_after_copy_copies_the_deciding_pass_then_stops(bindir, tmp_path):
+    # --stop after-copy: the pass whose scan decided the blackout is copied with the target running, and
+    # the blackout copies only what the final scan finds. Idle: it converges, and the blackout finds the
+    # library's few pages. A hot set of 300 pages rewritten every millisecond: every pass finds all of it,
+    # the last one is copied too, and the blackout's scan finds the set written again meanwhile.
+    d = mirror(tmp_path, ["--passes", "4", "--threshold", "64", "--delay", "100ms", "--stop", "after-copy",
+                          "--to", str(tmp_path / "s")], [f"{bindir}/writer", "16", "0", "10"])
+    assert d["verified"] and d["converged"] and d["stop_reason"] == "threshold"
+    assert d["config"]["stratus"]["stop"] == "after-copy"
+    assert [r["kind"] for r in d["per_pass"]] == ["full", "pass", "blackout"]
+    deciding, bl = d["per_pass"][1], d["per_pass"][2]
+    assert deciding["dirty_pages"] < 64 and deciding["pages_copied"] == deciding["dirty_pages"]
+    assert bl["dirty_pages"] == d["live"]["per_pass"][-1]["final_scan_pages"] < 64
+    assert d["live"]["per_pass"][-1]["mirrored_pages"] >= 4096
+    d = mirror(tmp_path, ["--passes", "2", "--threshold", "100", "--delay", "100ms", "--stop", "after-copy",
+                          "--to", str(tmp_path / "s")], [f"{bindir}/writer", "16", "300000", "10", "300"])
+    assert d["verified"] and not d["converged"] and d["stop_reason"] == "last-pass"
+    assert [r["kind"] for r in d["per_pass"]] == ["full", "pass", "pass", "pass", "blackout"]
+    for r in d["per_pass"][1:4]:
+        assert 300 <= r["dirty_pages"] <= 380 and r["pages_copied"] == r["dirty_pages"], r
+    bl = d["live"]["per_pass"][-1]
+    assert 300 <= d["per_pass"][-1]["dirty_pages"] == bl["final_scan_pages"] == bl["blackout_pages"] <= 380
+
+
 def test_sequential_writer_counts_follow_the_rate_over_tcp(bindir, tmp_path, monkeypatch):
     # a sweep at 50k pages/s over 64 MiB: each pass finds ~ rate x time since the previous scan
     monkeypatch.setenv("PAGESYNC_LIVE_TOKEN", "test-secret")  # both sides inherit it
@@ -212,6 +236,7 @@ def test_kernel_without_support(monkeypatch, capsys, tmp_path):
 def test_bad_arguments(tmp_path):
     for args, text in ((["mirror"], "no command"), (["mirror", "--passes", "-1", "--", "true"], "--passes"),
                        (["mirror", "--delay", "soon", "--", "true"], "--delay"),
+                       (["mirror", "--stop", "later", "--", "true"], "argument --stop: invalid choice: 'later'"),
                        (["mirror", "--to", str(tmp_path / "s"), "--", "no-such-command-xyz"], "command not found"),
                        (["mirror", "--to", "127.0.0.1:1", "--", "true"], "cannot connect"),
                        (["frobnicate"], "unknown action")):

@@ -15,6 +15,7 @@ import shutil
 import signal
 import socket
 import stat
+import struct
 import subprocess
 import sys
 import tempfile
@@ -146,13 +147,17 @@ class FakeReceiver:
     with no refusal text), acknowledges the full pass (pass 0), then misbehaves:
     ``stall``: reads nothing more; ``mute``: reads everything, acknowledges nothing more;
     ``no-verify``: acknowledges every pass, then never answers the VERIFY after the cut-over;
-    ``no-end``: answers the VERIFY too (an empty image: the verdict is FAILED), never the END.
+    ``no-end``: answers the VERIFY too (an empty image: the verdict is FAILED), never the END;
+    ``hangup``: reads 64 KiB of the blackout's pages and resets the connection (a truncated stream).
     ``misbehaving`` is set when it begins to.  With ``fifo``, the reader of that named pipe
-    instead (nothing to acknowledge there, and no token is sent down a pipe)."""
+    instead (nothing to acknowledge there, and no token is sent down a pipe).  ``acks``: how many passes
+    it acknowledges before it misbehaves (2 for ``--stop after-copy`` with ``--passes 0``: the full pass
+    and the deciding pass, copied with the target running; then the blackout, pass 2)."""
 
-    def __init__(self, mode, fifo=None):
+    def __init__(self, mode, fifo=None, acks=1):
         from pagesync_model.live import protocol
         self.P = protocol
+        self.acks = acks
         self.mode = mode
         self.fifo = fifo
         self.srv = self.conn = self.f = None
@@ -204,10 +209,17 @@ class FakeReceiver:
                     while f.read1(65536):  # drain, never answer
                         pass
                 elif typ == P.PASS:
-                    if count == 0 or self.mode in ("no-verify", "no-end"):
+                    if count < self.acks or self.mode in ("no-verify", "no-end"):
                         if self.conn:
                             self.conn.sendall(P.HDR.pack(P.REPLY | P.PASS, count, 0))
-                        if self.mode == "stall":
+                        if self.mode == "hangup" and count == self.acks - 1:
+                            self.misbehaving.set()  # the blackout's stream cut mid-record: 64 KiB, then a reset
+                            self._read(f, 64 << 10)
+                            self.conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                            f.close()  # the file holds the socket too: both go, and the reset is sent
+                            self.conn.close()
+                            return
+                        if self.mode == "stall" and count == self.acks - 1:
                             self.misbehaving.set()
                             return  # the connection stays open, unread
                         continue
@@ -250,10 +262,15 @@ HOT = ["32", "400000", "60", "8192"]
 IDLE = ["8", "0", "60"]
 
 
-def test_receiver_stalls_in_the_blackout(bindir):
+STOPS = ["at-once", "after-copy"]
+ACKS = {"at-once": 1, "after-copy": 2}  # passes acknowledged before the blackout, with --passes 0
+
+
+@pytest.mark.parametrize("stop", STOPS)
+def test_receiver_stalls_in_the_blackout(bindir, stop):
     # with the default --max-blackout (5 s): today the mirror blocked in the C write forever
-    rx = FakeReceiver("stall")
-    m = start_mirror(["--passes", "0", "--threshold", "0", "--delay", "200ms", "--to", rx.to],
+    rx = FakeReceiver("stall", acks=ACKS[stop])
+    m = start_mirror(["--passes", "0", "--threshold", "0", "--delay", "200ms", "--stop", stop, "--to", rx.to],
                      [f"{bindir}/writer", *HOT])
     pid = None
     try:
@@ -273,19 +290,41 @@ def test_receiver_stalls_in_the_blackout(bindir):
         rx.close()
 
 
-def test_receiver_reads_but_never_acknowledges(bindir):
-    rx = FakeReceiver("mute")
+@pytest.mark.parametrize("stop", STOPS)
+def test_receiver_reads_but_never_acknowledges(bindir, stop):
+    rx = FakeReceiver("mute", acks=ACKS[stop])
     m = start_mirror(["--passes", "0", "--threshold", "0", "--delay", "200ms", "--max-blackout", "700ms",
-                      "--then", "wait", "--to", rx.to], [f"{bindir}/writer", *IDLE])
+                      "--stop", stop, "--then", "wait", "--to", rx.to], [f"{bindir}/writer", *IDLE])
     pid = None
     try:
         pid = find_target(m, "writer")
         rc, err = finish(m, 30)
         assert rc == 2, err
         assert err.count("\n") == 1, err
-        assert ("exceeded --max-blackout 0.7s while waiting for the receiver's acknowledgement of pass 1; "
+        assert ("exceeded --max-blackout 0.7s while waiting for the receiver's acknowledgement of "
+                f"pass {ACKS[stop]}; "
                 f"no cut-over; target pid {pid} continued") in err, err
         assert state_of(pid) in ("R", "S"), state_of(pid)  # --then wait: running, not killed
+    finally:
+        kill_quietly(m.pid)
+        kill_quietly(pid)
+        rx.close()
+
+
+@pytest.mark.parametrize("stop", STOPS)
+def test_receiver_hangs_up_in_the_middle_of_the_blackout(bindir, stop):
+    # the blackout's stream truncated by the receiver: one line naming the pass, the target continued
+    rx = FakeReceiver("hangup", acks=ACKS[stop])
+    m = start_mirror(["--passes", "0", "--threshold", "0", "--delay", "200ms", "--stop", stop, "--then", "wait",
+                      "--to", rx.to], [f"{bindir}/writer", *HOT])
+    pid = None
+    try:
+        pid = find_target(m, "writer")
+        rc, err = finish(m, 30)
+        assert rc == 2, err
+        assert err.count("\n") == 1, err
+        assert f"went away in pass {ACKS[stop]}" in err and f"target pid {pid} continued" in err, err
+        assert running_within(pid, 0.1) and state_of(pid) in ("R", "S"), state_of(pid)
     finally:
         kill_quietly(m.pid)
         kill_quietly(pid)
@@ -337,12 +376,13 @@ def test_a_named_pipe_gets_the_stream_but_no_verdict(bindir, tmp_path):
         rx.close()
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_signal_while_the_send_waits_for_a_stalled_receiver(bindir, sig):
+@pytest.mark.parametrize("sig,stop", [(signal.SIGTERM, "at-once"), (signal.SIGINT, "at-once"),
+                                      (signal.SIGTERM, "after-copy")])
+def test_signal_while_the_send_waits_for_a_stalled_receiver(bindir, sig, stop):
     # today the C write retried on EINTR: the handler never ran, the signal was ignored; now the
     # mirror ends at once, long before the deadline (the default 5 s)
-    rx = FakeReceiver("stall")
-    m = start_mirror(["--passes", "0", "--threshold", "0", "--delay", "200ms", "--to", rx.to],
+    rx = FakeReceiver("stall", acks=ACKS[stop])
+    m = start_mirror(["--passes", "0", "--threshold", "0", "--delay", "200ms", "--stop", stop, "--to", rx.to],
                      [f"{bindir}/writer", *HOT])
     pid = None
     try:
@@ -500,7 +540,7 @@ def test_bad_max_blackout():
 
 # ---- SIGKILL of the mirror at random moments of the blackout ---------------------------------------
 
-def kill_campaign(bindir, n, seed, progress=None):
+def kill_campaign(bindir, n, seed, progress=None, stop="at-once"):
     """n cases: a receiver (the real one, one that stalls, one that never acknowledges), a target
     (idle, or a hot set), and a SIGKILL of the mirror a random time after its target is seen stopped
     (0-3 ms: the stop wait, the final scans, the send; or up to 1.5 s: waiting for the stalled
@@ -521,9 +561,9 @@ def kill_campaign(bindir, n, seed, progress=None):
                                     text=True, cwd=OUTSIDE)
             to = "127.0.0.1:" + recv.stderr.readline().strip().rsplit(":", 1)[1]
         else:
-            rx = FakeReceiver(mode)
+            rx = FakeReceiver(mode, acks=ACKS[stop])
             to = rx.to
-        m = start_mirror(["--passes", "0", "--threshold", "0", "--delay", "100ms", "--to", to],
+        m = start_mirror(["--passes", "0", "--threshold", "0", "--delay", "100ms", "--stop", stop, "--to", to],
                          [f"{bindir}/writer", *(HOT if hot else IDLE)])
         pid = None
         try:
@@ -569,18 +609,20 @@ def _report(stats, seed):
     print(f"\nSIGKILL campaign (seed {seed}): " + json.dumps(stats))
 
 
-def test_sigkill_of_the_mirror_during_the_blackout(bindir):
+@pytest.mark.parametrize("stop", STOPS)
+def test_sigkill_of_the_mirror_during_the_blackout(bindir, stop):
     seed = int(os.environ.get("PAGESYNC_FAULT_SEED", "13"))
-    stats = kill_campaign(bindir, 3, seed)
+    stats = kill_campaign(bindir, 3, seed, stop=stop)
     _report(stats, seed)
     assert stats["left_stopped"] == 0, stats
     assert stats["killed_while_stopped"] >= 1, stats
 
 
 @pytest.mark.slow
-def test_sigkill_campaign(bindir):
+@pytest.mark.parametrize("stop", STOPS)
+def test_sigkill_campaign(bindir, stop):
     seed = int(os.environ.get("PAGESYNC_FAULT_SEED", "1105"))
     stats = kill_campaign(bindir, int(os.environ.get("PAGESYNC_FAULT_CASES", "200")), seed,
-                          lambda case, *a: print(case, *a, flush=True))
+                          lambda case, *a: print(case, *a, flush=True), stop=stop)
     _report(stats, seed)
     assert stats["left_stopped"] == 0, stats

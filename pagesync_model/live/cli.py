@@ -1,7 +1,7 @@
 """``pagesync-sim live mirror|receive|verify``: a real pagesync of a live Linux process.
 
-  pagesync-sim live mirror [--passes N] [--threshold PAGES] [--to HOST:PORT | --to FILE] [--json PATH]
-                           [--delay 0.5s] [--max-blackout 5s] [--then wait|kill] [--token-file FILE] [--quiet]
+  pagesync-sim live mirror [--passes N] [--threshold PAGES] [--stop at-once|after-copy]
+                           [--to HOST:PORT | --to FILE] [--json PATH] [--delay 0.5s] [--max-blackout 5s] [--then wait|kill] [--token-file FILE] [--quiet]
                            -- CMD ARGS...
   pagesync-sim live receive [--listen HOST:PORT] [--out FILE] [--token-file FILE | --no-token] [--quiet]
   pagesync-sim live verify FILE [--pid PID] [--json PATH]
@@ -76,6 +76,10 @@ def mirror_main(argv):
     p.add_argument("--threshold", type=int, default=THRESHOLD, help="dirty pages below which the next pass is "
                                                                     f"the blackout (default {THRESHOLD}, as "
                                                                     "stratus.threshold)")
+    p.add_argument("--stop", default="at-once", choices=("at-once", "after-copy"),
+                   help="when a scan decides the blackout: stop the target at once and copy that scan's pages "
+                        "stopped (default), or copy them with the target running, then stop, scan and copy "
+                        "what was written meanwhile (as stratus.stop)")
     p.add_argument("--to", default=None, metavar="HOST:PORT|FILE",
                    help="a 'live receive' partner, or a stream file (default: a temporary file)")
     p.add_argument("--json", metavar="PATH", help="write the result as JSON ('-' for stdout)")
@@ -111,7 +115,7 @@ def mirror_main(argv):
         to = tmpfile
     try:
         res = run_mirror(cmd, to, passes=args.passes, threshold=args.threshold, delay=delay, then=args.then,
-                         max_blackout=max_blackout, token=token)
+                         max_blackout=max_blackout, token=token, stop=args.stop)
     except LiveError as exc:
         raise UsageError(str(exc)) from None
     finally:

@@ -11,7 +11,8 @@ then, from this separate process:
    process_vm_readv and sent;
 2. for pass = passes .. 0: the same scan returns the pages written since the previous scan and
    re-arms them in the same walk (the harvest; the target keeps running). If the count is under
-   ``threshold`` or pass == 0: blackout. Otherwise pages that are no longer present (unmapped,
+   ``threshold`` or pass == 0: blackout (with ``stop="after-copy"`` the pass first copies the pages
+   it found, as any pass, and the blackout's final scan finds what was written meanwhile). Otherwise pages that are no longer present (unmapped,
    MADV_DONTNEED) are dropped at the partner and the written ones are copied;
 3. blackout: SIGSTOP, wait until every thread is in state T, a final scan, copy the pages of both
    scans (and every present page of writable mappings the library has not registered yet), drop the
@@ -206,8 +207,10 @@ def _access_message(pid, err):
 class Controller:
     """One live mirror of a started target ``proc`` to ``link``."""
 
-    def __init__(self, proc, link, page_size, passes, threshold, log_t0_ns, max_blackout, watchdog):
+    def __init__(self, proc, link, page_size, passes, threshold, log_t0_ns, max_blackout, watchdog,
+                 stop="at-once"):
         self.proc = proc
+        self.stop_mode = stop
         self.pid = proc.pid
         self.link = link
         self.ps = page_size
@@ -337,7 +340,7 @@ class Controller:
             t_scan = _mono_ns()
             count = npages(written, self.ps)
             stop, converged = stop_rule(count, pass_left, self.threshold)
-            if stop:
+            if stop and self.stop_mode == "at-once":
                 rec.kind = "blackout"
                 return self.blackout(rec, t, t_scan, written, count, converged)
             self.alive()
@@ -347,6 +350,11 @@ class Controller:
             self.link.end_pass(rec.pass_)
             self.close_pass(rec, t, count, d, dict(scan_s=(t_scan - t) / 1e9, unregistered_mappings=n_unreg,
                                                    dropped_pages=gone))
+            if stop:  # after-copy: the deciding pass is copied; stop, scan once more, copy what was written
+                t = _mono_ns()
+                self.alive()
+                rec = self.open_pass("blackout", t)
+                return self.blackout(rec, t, t, np.empty((0, 2), dtype=np.uint64), None, converged)
         raise AssertionError("unreachable")
 
     def _left(self):
@@ -379,15 +387,17 @@ class Controller:
             t_final_end = _mono_ns()
             self._left()
             self.step = "sending the last pages to the receiver"
+            held_before = len(self.held)  # the pages the partner holds: the mirror's size so far
             both = np.union1d(expand(written, self.ps), expand(final, self.ps))
             gone, d = self.copy(to_ranges(both, self.ps), present, only_present=True)
             self.t_ack = _mono_ns()
             self.step = f"waiting for the receiver's acknowledgement of pass {rec.pass_}"
             self.link.end_pass(rec.pass_)
-            t_end = self.close_pass(rec, t, count, d, dict(
+            t_end = self.close_pass(rec, t, npages(final, self.ps) if count is None else count, d, dict(
                 scan_s=(t_scan - t) / 1e9, unregistered_mappings=n_unreg, dropped_pages=gone,
                 stop_wait_s=stop_wait, final_scan_s=(t_final_end - t_final) / 1e9,
-                final_scan_pages=npages(final, self.ps), blackout_pages=len(both)))
+                final_scan_pages=npages(final, self.ps), blackout_pages=len(both),
+                mirrored_pages=held_before))
             self.downtime_s = (t_end - t_stop) / 1e9
             # verification: checksums of every present page of the stopped target
             self.step = "checksumming the stopped target"
@@ -455,7 +465,8 @@ def _target_after(proc, ctl):
 
 
 def run_mirror(cmd, to, passes=PASSES, threshold=THRESHOLD, delay=0.0, then="wait", interval=0.01, env=None,
-               stdin=None, stdout=None, stderr=None, on_event=None, max_blackout=5.0, token=None):
+               stdin=None, stdout=None, stderr=None, on_event=None, max_blackout=5.0, token=None,
+               stop="at-once"):
     """Mirror the process started by ``cmd`` to ``to`` (HOST:PORT of a ``live receive``, or a stream
     FILE; ``token`` is the receiver's shared secret). Returns the result as a dict (the simulator's JSON
     schema plus ``verified`` and ``live``).
@@ -468,6 +479,8 @@ def run_mirror(cmd, to, passes=PASSES, threshold=THRESHOLD, delay=0.0, then="wai
         raise LiveError("live mirror: no command given (use: live mirror [options] -- CMD ARGS...)")
     if passes < 0 or threshold < 0:
         raise LiveError("live mirror: --passes and --threshold must be >= 0")
+    if stop not in ("at-once", "after-copy"):
+        raise LiveError(f"live mirror: --stop must be at-once or after-copy, not {stop!r}")
     if then not in ("wait", "kill"):
         raise LiveError(f"live mirror: --then must be wait or kill, not {then!r}")
     if not max_blackout > 0:
@@ -530,7 +543,7 @@ def run_mirror(cmd, to, passes=PASSES, threshold=THRESHOLD, delay=0.0, then="wai
                     if proc.poll() is not None:
                         raise ProcessLookupError(_errno.ESRCH, "exited")
                     time.sleep(min(0.01, max(0.0, end - time.monotonic())))
-            ctl = Controller(proc, link, page_size, passes, threshold, log.t0_ns, max_blackout, wd)
+            ctl = Controller(proc, link, page_size, passes, threshold, log.t0_ns, max_blackout, wd, stop)
             phase = "mirror"
             target_pages, target_sums = ctl.run()
             ctl.library_ticks = _library_ticks(proc, tmp, log.t0_ns)
@@ -638,7 +651,8 @@ def _result(ctl, cmd, to, passes, threshold, delay, interval, target_pages, miss
         "backend": "live",
         "seed": None,
         "version": __version__,
-        "config": {"policy": POLICY, "stratus": {"passes": passes, "threshold": threshold},
+        "config": {"policy": POLICY, "stratus": {"passes": passes, "threshold": threshold,
+                                                             "stop": ctl.stop_mode},
                    "live": {"command": list(cmd), "to": to, "delay_s": delay, "register_interval_s": interval,
                             "max_blackout_s": ctl.max_blackout}},
     }

@@ -15,6 +15,12 @@ pagesync_synchronize_memory(copy, sync, threshold, passes):
    (over-copying the gap). Page-table pages and the module's own structures are always in the list.
    The platform copies the list and cuts over.
 
+``stop: after-copy`` (a user-space controller's option, not the published rule) copies the pass whose
+count decided the blackout while the CPUs run, then stops them, harvests once more and copies in the
+blackout only what was written during that copy; the blackout's record holds that last count.
+``stop_per_page`` adds to the blackout a cost per page mirrored so far (a controller's bookkeeping over
+the set of pages its partner holds), before its copy.
+
 ``setup`` adds a fixed platform cost to the blackout before its copy; ``brownout: false`` skips
 steps 2-3 and copies all memory with the CPUs stopped (a platform that cannot copy while running).
 
@@ -27,7 +33,7 @@ import numpy as np
 
 from ..bounds import MAX_COPYRANGE, MAX_FRAMES, MAX_ROUNDS, MAX_STEP
 from ..kernels.dtypes import INDEX_DTYPE
-from ..schema import BOOL, DURATION, INT, Field, Section
+from ..schema import BOOL, CHOICE, DURATION, INT, Field, Section
 from .base import PagePolicy, register
 
 SECTION = Section("Stratus pagesync policy (pagesync_synchronize_memory).", dict(
@@ -46,6 +52,13 @@ SECTION = Section("Stratus pagesync policy (pagesync_synchronize_memory).", dict
     brownout=Field(BOOL, True, "Copy memory while the CPUs run (brownout passes), then the rest in the "
                                "blackout; false: stop the CPUs and copy all memory in the blackout (NEC's "
                                "resync with Hyper-V, \"cannot use the brownout copy method\")."),
+    stop=Field(CHOICE, "at-once", "When a pass's scan decides the blackout: at-once (stop the CPUs and copy that "
+                                  "scan's pages with them stopped, the published rule) or after-copy (copy that "
+                                  "pass's pages while the CPUs run, then stop them, scan once more and copy what was "
+                                  "written meanwhile).", choices=["at-once", "after-copy"]),
+    stop_per_page=Field(DURATION, "0s", "Blackout cost per page mirrored so far, spent with the CPUs stopped before "
+                                        "its copy (a controller's bookkeeping over the set of pages the partner "
+                                        "holds).", ge=0, le=MAX_STEP),
 ))
 
 # The published defaults, which the live mirror of a real process shares.
@@ -113,6 +126,25 @@ def scanner(e):
         h = yield from e.brownout(clear=not read_first, wait=not running)
         count = h.new_bits
         stop, converged = stop_rule(count, pass_left, p.threshold)
+        if stop and p.stop == "after-copy":
+            # copy the deciding pass with the CPUs running, then stop them and scan once more: the
+            # blackout copies only what was written during that copy
+            if running:
+                yield e.wait(h.cycles)
+            e.end_brownout(h)
+            if read_first:
+                yield from copy_then_clear(e)
+            else:
+                yield from e.copy_bitmap_runs()
+            e.close_pass(rec, count, h.cycles if h.stopped else 0)
+            rec = e.open_pass("blackout")
+            t_stop = e.now
+            if running:
+                h = yield from e.stop_and_scan(clear=not read_first)
+            else:
+                h = yield from e.brownout(clear=not read_first)
+            yield from blackout(e, rec, h.new_bits, converged, t_stop)
+            return
         if stop:
             if not h.stopped:
                 # The scan ran with the CPUs writing: stop them now (the downtime starts) and scan what
@@ -164,6 +196,10 @@ def blackout(e, rec, count, converged, t_stop):
     far_overcopy = overcopy - int(gaps[gaps <= p.nearby - 1].sum())
     if p.setup > 0:
         yield e.wait(e.cycles(p.setup))
+    if p.stop_per_page > 0:  # bookkeeping over every page mirrored so far (the full copy's)
+        lo, hi = m.pinned_range
+        mirrored = m.n_frames - (hi - lo) if p.tracking_outside else m.n_frames
+        yield e.wait(e.cycles(p.stop_per_page * mirrored))
     yield from e.copy(out_s[:n], range_lens)
     yield from e.drain()
     yield e.wait(e.cycles(p.cutover))
