@@ -148,6 +148,22 @@ def wait_stopped(pid, timeout=5.0):
         time.sleep(20e-6)
 
 
+def schedstat():
+    """(seconds on a CPU, seconds runnable but waiting for one) of the calling thread so far, from the
+    kernel's accounting (/proc/thread-self/schedstat); (0, 0) where the kernel does not keep it."""
+    try:
+        with open("/proc/thread-self/schedstat") as f:
+            cpu, wait = f.read().split()[:2]
+        return int(cpu) / 1e9, int(wait) / 1e9
+    except (OSError, ValueError):
+        return 0.0, 0.0
+
+
+def _share(a, b):
+    """The CPU time and run-queue wait between two ``schedstat`` readings."""
+    return {"cpu_s": b[0] - a[0], "runqueue_s": b[1] - a[1]}
+
+
 def _library_ticks(proc, tmp, t0_ns):
     """When the library's polling thread woke so far (seconds since the target's start): it writes a
     few pages of its own at each wake, which the mirror copies like the program's."""
@@ -321,6 +337,7 @@ class Controller:
 
     # -- the algorithm -----------------------------------------------------------------------------
     def run(self):
+        self.sched = [schedstat()]  # at the start, at the stop, at the end of the blackout
         self.t0 = t = _mono_ns()
         rec = self.open_pass("full", t)
         written, n_unreg, unreg = self.scan(0)
@@ -366,6 +383,7 @@ class Controller:
 
     def blackout(self, rec, t, t_scan, written, count, converged):
         self.alive()
+        self.sched.append(schedstat())
         t_stop = _mono_ns()
         self.deadline_ns = t_stop + int(self.max_blackout * 1e9)
         self.step = "stopping the target"
@@ -399,6 +417,7 @@ class Controller:
                 final_scan_pages=npages(final, self.ps), blackout_pages=len(both),
                 mirrored_pages=held_before))
             self.downtime_s = (t_end - t_stop) / 1e9
+            self.sched.append(schedstat())
             # verification: checksums of every present page of the stopped target
             self.step = "checksumming the stopped target"
             t_v = _mono_ns()
@@ -674,6 +693,9 @@ def _result(ctl, cmd, to, passes, threshold, delay, interval, target_pages, miss
                          "extra": [hex(int(x)) for x in extra[:16]], "different": [hex(int(x)) for x in differ[:16]],
                          "n_missing": int(len(missing)), "n_extra": int(len(extra)), "n_different": int(len(differ))},
         "per_pass": ctl.live,
+        # the controller's CPU time and its wait for a CPU (the host's contention), in its passes and
+        # in the blackout
+        "sched": {"passes": _share(ctl.sched[0], ctl.sched[1]), "blackout": _share(ctl.sched[1], ctl.sched[2])},
     }
     res = Result(summary, recs, meta, {"wall_s": (ctl.t_end - ctl.t0) / 1e9}).to_dict()
     res["live"] = live
