@@ -149,19 +149,20 @@ def wait_stopped(pid, timeout=5.0):
 
 
 def schedstat():
-    """(seconds on a CPU, seconds runnable but waiting for one) of the calling thread so far, from the
-    kernel's accounting (/proc/thread-self/schedstat); (0, 0) where the kernel does not keep it."""
+    """(seconds on a CPU, seconds runnable but waiting for one, times it was put on a CPU) of the calling
+    thread so far, from the kernel's accounting (/proc/thread-self/schedstat); zeros where the kernel
+    does not keep it."""
     try:
         with open("/proc/thread-self/schedstat") as f:
-            cpu, wait = f.read().split()[:2]
-        return int(cpu) / 1e9, int(wait) / 1e9
+            cpu, wait, slices = f.read().split()[:3]
+        return int(cpu) / 1e9, int(wait) / 1e9, int(slices)
     except (OSError, ValueError):
-        return 0.0, 0.0
+        return 0.0, 0.0, 0
 
 
 def _share(a, b):
-    """The CPU time and run-queue wait between two ``schedstat`` readings."""
-    return {"cpu_s": b[0] - a[0], "runqueue_s": b[1] - a[1]}
+    """The CPU time, run-queue wait and times scheduled between two ``schedstat`` readings."""
+    return {"cpu_s": b[0] - a[0], "runqueue_s": b[1] - a[1], "slices": b[2] - a[2]}
 
 
 def _library_ticks(proc, tmp, t0_ns):
