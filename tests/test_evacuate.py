@@ -220,3 +220,19 @@ def test_the_preset_host_loads_and_drains():
     assert h.platform == "kubevirt" and h.concurrency == 2 and len(h.vms) == 8
     assert all(v.cfg.link.bandwidth == 25e9 / 8 for v in h.vms)        # the route's bottleneck
     assert all(v.cfg.link.latency == pytest.approx(30e-6) for v in h.vms)  # 5 + 20 + 5 us
+
+
+@pytest.mark.slow
+def test_a_vm_stopped_early_as_steady_keeps_its_share_until_its_projected_end():
+    busy = {"name": "busy", "config": QEMU, "set": {"memory.size": "256MiB", "workload.working_set": "128MiB",
+                                                    "workload.kind": "uniform", "workload.rate": "200k/s",
+                                                    "sim.time_limit": "20s"}}
+    quiet = vm("quiet", "3GiB", "64MiB")
+    r = run_host(host_from_dict(host([busy, quiet], links=[{"name": "nic", "bandwidth": "1Gbit/s"}])))
+    b, q = r.vms
+    assert b.stop_reason == "steady-state" and b.verdict == "failed"
+    assert b.end_s == pytest.approx(b.total_time_s, abs=1e-6)   # its projected end, on the host's clock
+    # its stream holds half the link from its last change until then, and the quiet one half
+    last_t, last_rate = b.rates[-2]
+    assert last_rate == pytest.approx(1e9 / 8 / 2) and b.rates[-1] == [pytest.approx(b.end_s, abs=1e-6), 0.0]
+    assert q.end_s > b.end_s
