@@ -231,8 +231,12 @@ def test_a_vm_stopped_early_as_steady_keeps_its_share_until_its_projected_end():
     r = run_host(host_from_dict(host([busy, quiet], links=[{"name": "nic", "bandwidth": "1Gbit/s"}])))
     b, q = r.vms
     assert b.stop_reason == "steady-state" and b.verdict == "failed"
-    assert b.end_s == pytest.approx(b.total_time_s, abs=1e-6)   # its projected end, on the host's clock
-    # its stream holds half the link from its last change until then, and the quiet one half
-    last_t, last_rate = b.rates[-2]
-    assert last_rate == pytest.approx(1e9 / 8 / 2) and b.rates[-1] == [pytest.approx(b.end_s, abs=1e-6), 0.0]
+    assert b.total_time_s < 20 and b.end_s == pytest.approx(20.0, abs=1e-6)  # held to its time limit
+    # the quiet one, 3 GiB at half of 1 Gbit/s, is still running then: the busy one's stream holds half
+    # the link from its stop to its time limit, and the quiet one gets the whole link only after
     assert q.end_s > b.end_s
+    held = [r for r in b.rates if r[0] >= b.total_time_s - 1e-9]
+    assert held[-1] == [pytest.approx(20.0, abs=1e-6), 0.0]
+    assert all(r == pytest.approx(1e9 / 8 / 2) for _, r in held[:-1]) and len(held) >= 2
+    assert max(r for t, r in q.rates if t >= 20.0 - 1e-6) == pytest.approx(1e9 / 8)
+    assert max(r for t, r in q.rates if b.total_time_s <= t < 20.0 - 1e-6) == pytest.approx(1e9 / 8 / 2)

@@ -93,8 +93,8 @@ class MigrationRun:
     in it count from its own start), ``rates`` the (time s, bytes/s) steps of its stream's rate.
 
     A migration that stopped early as unable to converge (``stop_reason`` steady-state,
-    ``sim.early_stop``) keeps its stream busy at its share until its projected end (its
-    ``total_time_s``), which is its ``end_s``; the projection took the share it had when it
+    ``sim.early_stop``) keeps its stream busy at its share until the end its outcome was projected
+    to (``sim.time_limit`` after its start), which is its ``end_s``; the projection took the share it had when it
     stopped, so when others end before it its outcome is pessimistic (``sim.early_stop: false``
     simulates it to the end)."""
     spec: MigrationSpec
@@ -138,7 +138,7 @@ def _migrate(env, fabric, spec, backend, clock, runs, slot=None):
     if s.stop_reason == "steady-state":
         # stopped early as unable to converge (sim.early_stop), its outcome projected to its time
         # limit: it keeps sending at its share until then, as the migration it stands for would
-        end = origin + int(round(s.total_time_s * clock))
+        end = origin + int(round(spec.cfg.sim.time_limit * clock))
         if end > env.now:
             stream.push(end - env.now + 1)
             yield env.timeout(end - env.now)
