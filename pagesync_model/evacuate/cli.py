@@ -31,9 +31,11 @@ def format_host(r):
     lines.append(f"{'-' * w}  ------  {'-' * 10}  {'-' * 9}  {'-' * 9}  --------  {'-' * 11}  {'-' * 10}  ----")
     for v in r.vms:
         lines.append(f"{v.name.ljust(w)}  {v.policy:<6}  {_gib(v.memory_bytes):>10}  {v.start_s:9.3f}  {v.end_s:9.3f}  "
-                     f"{v.verdict:<8}  {_ms(v.downtime_s):>11}  {_gib(v.bytes_sent):>10}  {v.stop_reason}")
+                     f"{v.verdict:<8}  {_ms(v.downtime_s):>11}  {_gib(v.bytes_sent):>10}  {v.stop_reason}"
+                     + (f" (attempt {v.attempts})" if v.attempts > 1 else ""))
     worst = "" if r.max_downtime_s is None else f"; longest downtime {_ms(r.max_downtime_s)} ms"
-    lines += ["", f"drain time  {r.drain_s:.3f} s  ({r.migrated} migrated, {r.failed} failed{worst})", ""]
+    lost = f", {r.lost} lost" if r.lost else ""
+    lines += ["", f"drain time  {r.drain_s:.3f} s  ({r.migrated} migrated, {r.failed} failed{lost}{worst})", ""]
     return "\n".join(lines)
 
 
