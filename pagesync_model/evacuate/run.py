@@ -124,10 +124,11 @@ class PlanResult:
     max_downtime_s: float = 0.0
 
 
-def plan_host(host, limits=None, orders=None, max_downtime=None, seed=None, backend="auto", on_try=None):
+def plan_host(host, limits=None, orders=None, max_downtime=None, seed=None, backend="auto", on_try=None,
+              fault_seed=None):
     """Search the concurrency limits ``limits`` (default 1, 2, 4, ... up to the VM count) and the
     ``orders`` (default all) for the one that drains ``host`` soonest with every VM migrated and no
-    downtime over ``max_downtime`` s (default the host's ``max_downtime``; 0 = no bound). Each
+    downtime over ``max_downtime`` s (default the host's ``max_downtime``; 0 = no bound), none lost. Each
     candidate is a full `run_host` with the same seed; ties go to the lower limit, then the order
     listed first. ``on_try(entry)`` is called after each candidate."""
     n = len(host.vms)
@@ -142,7 +143,7 @@ def plan_host(host, limits=None, orders=None, max_downtime=None, seed=None, back
     tried, best, best_res = [], None, None
     for lim in limits:
         for order in orders:
-            res = run_host(host.with_(concurrency=lim, order=order), seed=seed, backend=backend)
+            res = run_host(host.with_(concurrency=lim, order=order), seed=seed, backend=backend, fault_seed=fault_seed)
             ok = res.failed == 0 and res.lost == 0 and (not bound or (res.max_downtime_s or 0.0) <= bound)
             entry = {"concurrency": lim, "order": order, "drain_s": res.drain_s, "migrated": res.migrated,
                      "failed": res.failed, "max_downtime_s": res.max_downtime_s, "ok": ok}

@@ -4,7 +4,7 @@ destinations (mirror partners) that reset, from a schedule or from seeded rates.
 - ``stall``: the link carries nothing for ``duration`` (its capacity is 0); connections survive, so
   every migration crossing it waits and goes on.
 - ``drop``: the link goes down for ``duration`` and the connections over it break. A migration in
-  pre-copy (``qemu``, ``xen-legacy``, ``simgrid``) fails and its source keeps running; the operator
+  pre-copy (``qemu``, ``xen-legacy``) fails and its source keeps running; the operator
   layer may start it again (``retries``, after the link is back and ``retry_delay``). A ``qemu``
   migration in post-copy pauses (the guest waits on the destination for pages that do not come) and,
   with ``postcopy_recover`` (QEMU's postcopy-recover), goes on when the link is back; without it the
