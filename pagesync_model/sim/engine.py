@@ -68,12 +68,13 @@ class Engine:
     page-level policy (or ``policy``, a registered name).
 
     ``backend`` names the kernel backend ('auto', 'cython', 'numpy'); ``variant`` one of VARIANTS;
-    ``seed`` overrides ``sim.seed``. Raises VariantError for a variant the policy does not model,
+    ``seed`` overrides ``sim.seed``. ``env`` and ``link_factory`` go to the `Machine` (a migration
+    sharing an environment and links with others, sim/multi.py). Raises VariantError for a variant the policy does not model,
     ValueError for an unknown policy or one that is not page-level, BackendError for an unknown or
     unavailable backend.
     """
 
-    def __init__(self, cfg, backend="auto", variant=None, seed=None, policy=None):
+    def __init__(self, cfg, backend="auto", variant=None, seed=None, policy=None, env=None, link_factory=None):
         self.cfg = cfg
         self.kernels = get_backend(backend)
         self.variant = variant or cfg.sim.variant
@@ -85,7 +86,7 @@ class Engine:
         self.policy.check_variant(self.variant)
         self.quantum_s = resolve_quantum(cfg, self.policy)
         self.machine = Machine(cfg, self.kernels, self.variant, self.seed, self.policy.link_options(cfg),
-                               quantum=self.quantum_s)
+                               quantum=self.quantum_s, env=env, link_factory=link_factory)
         self.recorder = PassRecorder(self.machine)
         self.machine.recorder = self.recorder
 
@@ -96,20 +97,30 @@ class Engine:
         simulated time (the dirty pages the last closed pass's harvest found); the run is the same."""
         wall0 = time.perf_counter()
         m = self.machine
-        self.warm_up()
-        m.env.process(cpus(m.env, m.cpus, m.quantum))
-        proc = m.env.process(self.policy.scanner(m))
-        # A backstop: policies stop themselves at sim.time_limit with their own counters; this only
-        # catches one that would not.
-        limit = m.env.timeout(m.cycles(self.cfg.sim.time_limit * 1.05 + 1.0))
-        done = m.env.any_of([proc, limit])
+        done = self.launch()
         if progress is not None:
             m.env.process(self._ticker(progress, done))
         m.env.run(until=done)
-        if not proc.triggered:
+        return self.collect(time.perf_counter() - wall0)
+
+    def launch(self):
+        """Warm up, start the CPUs' and the scanner's processes, and return the event of the run's end
+        (the scanner's, or the time-limit backstop's); the caller runs the environment."""
+        m = self.machine
+        self.warm_up()
+        m.env.process(cpus(m.env, m.cpus, m.quantum))
+        self._scanner = proc = m.env.process(self.policy.scanner(m))
+        # A backstop: policies stop themselves at sim.time_limit with their own counters; this only
+        # catches one that would not.
+        limit = m.env.timeout(m.cycles(self.cfg.sim.time_limit * 1.05 + 1.0))
+        return m.env.any_of([proc, limit])
+
+    def collect(self, wall_s):
+        """The Result once the event `launch` returned has fired (``wall_s``: the wall time it took)."""
+        if not self._scanner.triggered:
             self.recorder.outcome = dict(converged=False, stop_reason="time-limit", blackout_start=None,
                                          cutover=None)
-        return self._result(time.perf_counter() - wall0)
+        return self._result(wall_s)
 
     def _ticker(self, progress, done):
         """Process role: call ``progress`` every PROGRESS_STEP of simulated time until ``done``. It only

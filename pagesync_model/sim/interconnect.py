@@ -12,6 +12,8 @@ keep interleaving with the copy at the quantum's resolution; the call overhead i
 once per run. The version read is what the partner ends up with; since the link is FIFO and the
 partner is only compared at cut-over, the partner stores it at read time.
 """
+import math
+
 import numpy as np
 
 from ..kernels.dtypes import INDEX_DTYPE
@@ -186,3 +188,281 @@ class Interconnect:
         if self.last_arrival > self.env.now:
             self.timeouts += 1
             yield self.env.timeout(self.last_arrival - self.env.now)
+
+
+# -- links shared by several migrations -------------------------------------------------------------
+
+def max_min_rates(capacities, routes, weights=None, caps=None):
+    """Max-min fair rates (bytes/s) of flows over shared links, by progressive filling.
+
+    ``capacities[l]`` is link l's bandwidth; ``routes[f]`` the links flow f crosses (at least one);
+    ``weights[f]`` how many connections flow f opens (a multifd migration's channels: each is a
+    flow of its own on every link, so the migration gets ``weights[f]`` shares); ``caps[f]`` the
+    flow's own rate limit (None: none). All unfrozen flows grow at ``weight`` per unit of fill
+    level; a flow freezes when a link it crosses is full or it reaches its cap. The result is the
+    allocation in which no flow can grow without shrinking one whose rate per connection is no
+    larger."""
+    n = len(routes)
+    weights = [1.0] * n if weights is None else [float(w) for w in weights]
+    caps = [None] * n if caps is None else list(caps)
+    remaining = [float(c) for c in capacities]
+    on_link = [[] for _ in remaining]
+    for f, route in enumerate(routes):
+        if not route:
+            raise ValueError(f"flow {f} crosses no link")
+        for link in route:
+            on_link[link].append(f)
+    rates = [0.0] * n
+    live = set(range(n))
+    while live:
+        step = math.inf
+        for link, flows in enumerate(on_link):
+            w = sum(weights[f] for f in flows if f in live)
+            if w > 0:
+                step = min(step, remaining[link] / w)
+        for f in live:
+            if caps[f] is not None:
+                step = min(step, (caps[f] - rates[f]) / weights[f])
+        step = max(step, 0.0)
+        for f in live:
+            rates[f] += weights[f] * step
+            for link in routes[f]:
+                remaining[link] -= weights[f] * step
+        full = {link for link, c in enumerate(capacities) if remaining[link] <= 1e-12 * c}
+        done = {f for f in live if (caps[f] is not None and rates[f] >= caps[f] * (1 - 1e-12))
+                or any(link in full for link in routes[f])}
+        if not done:  # only rounding left: nothing can grow
+            break
+        live -= done
+    return rates
+
+
+class Stream:
+    """One migration's flow on the fabric: the work (in cycles at its own, unshared rate) handed to it
+    and not yet done, each piece with the event that fires when it has left. ``nominal`` is the rate
+    (bytes/s on the wire) the migration's interconnect times its pieces at; ``route`` the indices
+    of the links it crosses; ``cap`` its own limit (None: none); ``channels`` its connections."""
+
+    def __init__(self, fabric, route, nominal, cap=None, channels=1, name=""):
+        self.fabric = fabric
+        self.route = list(route)
+        self.nominal = float(nominal)
+        self.cap = cap
+        self.channels = int(channels)
+        self.name = name
+        self.rate = 0.0                 # bytes/s on the wire now
+        self.speed = 0.0                # rate / nominal: cycles of work done per cycle
+        self.queued = 0                 # cycles of work handed over
+        self.done = 0.0                 # cycles of work done
+        self.pieces = []                # [(mark, event, on_done)], marks increasing
+        self.t_last = fabric.env.now
+        self.history = []               # [(time in cycles, rate bytes/s)] at each change of rate
+        self.closed = False
+
+    def push(self, cycles, on_done=None):
+        """An event that fires when ``cycles`` more of work (at the nominal rate) have left after what
+        is queued; ``on_done(t)`` is called then with the time in cycles."""
+        f = self.fabric
+        f.advance()
+        ev = f.env.event()
+        idle = not self.pieces
+        self.queued += int(cycles)
+        self.pieces.append((self.queued, ev, on_done))
+        if idle:
+            self.done = max(self.done, float(self.queued - int(cycles)))
+            f.changed()
+        return ev
+
+    def set_cap(self, cap):
+        """Change the stream's own rate limit (bytes/s, None: none); the fabric re-solves."""
+        self.fabric.advance()
+        self.cap = cap
+        self.fabric.changed()
+
+    @property
+    def active(self):
+        return bool(self.pieces) and not self.closed
+
+
+class Fabric:
+    """Links shared by the migrations of one SimPy environment, timed in cycles at ``clock``.
+
+    ``links`` is a sequence of (name, bandwidth bytes/s). Each active stream (one with work queued)
+    gets its max-min fair rate over its route (`max_min_rates`), re-solved whenever a stream starts,
+    runs dry, closes or changes its cap. The re-solve waits until every event of the current
+    instant has run (a stream that finishes a piece and queues the next at the same instant does
+    not count as stopping). A stream alone on its links at its nominal rate finishes each piece at
+    exactly the cycle the single-link `Interconnect` would.
+    """
+
+    def __init__(self, env, links, clock):
+        self.env = env
+        self.clock = float(clock)
+        self.names = [name for name, _ in links]
+        self.capacity = [float(bw) for _, bw in links]
+        self.streams = []
+        self._pending = False
+        self._wake_gen = 0
+        self.solves = 0
+        self.t_last = env.now
+
+    def index(self, name):
+        return self.names.index(name)
+
+    def stream(self, route, nominal, cap=None, channels=1, name=""):
+        """A new stream over the links named in ``route``."""
+        s = Stream(self, [self.index(r) for r in route], nominal, cap, channels, name)
+        self.streams.append(s)
+        return s
+
+    def close(self, stream):
+        """The stream's migration has ended: its share goes to the others."""
+        self.advance()
+        stream.closed = True
+        stream.pieces = []
+        self.streams.remove(stream)
+        if stream.rate:
+            stream.history.append((self.env.now, 0.0))
+        stream.rate = stream.speed = 0.0
+        self.changed()
+
+    # -- time -------------------------------------------------------------------------------------
+    def advance(self):
+        """Bring every stream's work done up to now."""
+        now = self.env.now
+        if now == self.t_last:
+            return
+        for s in self.streams:
+            if s.pieces and s.speed > 0:
+                s.done += (now - self.t_last) * s.speed
+        self.t_last = now
+
+    def changed(self):
+        """Something a rate depends on changed: re-solve once the current instant's events have run."""
+        if self._pending:
+            return
+        self._pending = True
+        ev = self.env.event()
+        ev.callbacks.append(self._resolve)
+        ev.succeed()
+
+    def _resolve(self, _ev):
+        self._pending = False
+        self.advance()
+        active = [s for s in self.streams if s.active]
+        if active:
+            rates = max_min_rates(self.capacity, [s.route for s in active], [s.channels for s in active],
+                                  [s.cap for s in active])
+        else:
+            rates = []
+        self.solves += 1
+        now = self.env.now
+        for s in self.streams:
+            if not s.active and s.rate:
+                s.rate = s.speed = 0.0
+                s.history.append((now, 0.0))
+        for s, r in zip(active, rates):
+            if r != s.rate:
+                s.history.append((now, r))
+            s.rate = r
+            # a stream with its nominal rate (up to rounding in the solver) keeps exact cycles
+            s.speed = 1.0 if abs(r - s.nominal) <= 1e-12 * s.nominal else r / s.nominal
+        self._schedule()
+
+    def _schedule(self):
+        """Wake at the next instant a piece of an active stream has left (rates as they stand)."""
+        self._wake_gen += 1
+        now = self.env.now
+        nxt = math.inf
+        for s in self.streams:
+            if s.pieces and s.speed > 0:
+                left = s.pieces[0][0] - s.done
+                nxt = min(nxt, now + (math.ceil(left / s.speed * (1 - 1e-12)) if left > 0 else 0))
+        if nxt == math.inf:
+            return
+        gen = self._wake_gen
+        t = self.env.timeout(int(nxt - now))
+        t.callbacks.append(lambda _e: self._wake(gen))
+
+    def _wake(self, gen):
+        if gen != self._wake_gen:
+            return
+        self.advance()
+        now = self.env.now
+        dry = False
+        for s in list(self.streams):
+            while s.pieces:
+                mark, ev, on_done = s.pieces[0]
+                if s.done < mark - 1e-6 * max(1.0, s.speed):
+                    break
+                s.pieces.pop(0)
+                s.done = max(s.done, float(mark))
+                if on_done is not None:
+                    on_done(now)
+                ev.succeed()
+            if not s.pieces:
+                dry = True
+        if dry:
+            self.changed()
+        self._schedule()
+
+
+class SharedInterconnect(Interconnect):
+    """An `Interconnect` whose pieces leave over a `Stream` of a `Fabric` instead of a link of its own:
+    each piece is timed as on the migration's own link (``transfer_cycles``: bytes, copy calls, first
+    copies) and that work is done at the stream's share of the shared links, so a piece takes
+    ``cycles x nominal / rate``. Alone on its route at its nominal rate it times every piece as
+    `Interconnect` does. ``origin`` is the cycle of the fabric's clock at which this migration's
+    clock reads 0 (its environment is an offset view of the fabric's)."""
+
+    def __init__(self, *args, stream=None, origin=0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.stream = stream
+        self.origin = int(origin)
+        self._last = None
+
+    @classmethod
+    def from_config(cls, env, memory, partner, kernels, link, quantum, clock, sync=None, stream=None, origin=0,
+                    **options):
+        chunk = max(1, int(link.bandwidth * quantum // memory.page_size))
+        return cls(env, memory, partner, kernels, payload_rate(link), link.latency, link.per_copy, clock, chunk,
+                   sync=sync, first_copy=link.first_copy, stream=stream, origin=origin, **options)
+
+    def _left(self, t):
+        """A piece left at fabric time ``t``."""
+        here = t - self.origin
+        self.last_arrival = here + self.latency_cycles
+        if not self.stream.pieces:  # the last piece queued has left
+            self.busy_until = here
+
+    def _push(self, cycles):
+        self.busy_until = BUSY
+        self._last = self.stream.push(cycles, self._left)
+        self.busy_cycles += cycles
+        self.timeouts += 1
+        return self._last
+
+    def _send(self, pages, zeros, calls, nbytes=None, first=0):
+        nbytes = self.wire_bytes(pages, zeros) if nbytes is None else int(nbytes)
+        cycles = self.transfer_cycles(nbytes, calls, first)
+        self.bytes_sent += nbytes
+        self.pages_sent += pages
+        self.zero_pages_sent += zeros
+        self.calls += calls
+        return self._push(cycles)
+
+    def send_bytes(self, nbytes):
+        if nbytes <= 0:
+            return
+        self.bytes_sent += int(nbytes)
+        yield self._push(self.transfer_cycles(nbytes, 0))
+
+    def drain(self):
+        if self._last is not None and not self._last.triggered:
+            yield self._last
+        if self.last_arrival > self.env.now:
+            self.timeouts += 1
+            yield self.env.timeout(self.last_arrival - self.env.now)
+
+
+BUSY = 1 << 62  # busy_until while a piece is on a shared link: its end is not known yet

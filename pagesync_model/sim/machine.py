@@ -46,16 +46,19 @@ class Machine:
     ``kernels`` is a kernel backend, ``variant`` one of the policies' VARIANTS, ``seed`` the write
     streams' seed, ``link_options`` the policy's stream format (``PagePolicy.link_options``),
     ``quantum`` the time step in seconds (default ``sim.quantum``; the engine resolves ``auto``).
+    ``env`` is the SimPy environment to run in (default: a new one; several migrations share one,
+    each through an offset view, sim/multi.py) and ``link_factory`` builds the interconnect (default
+    ``Interconnect.from_config``; a migration on shared links passes ``SharedInterconnect``'s).
     Raises ValueError for a memory that does not fit (the config's checks refuse it first).
     """
 
-    def __init__(self, cfg, kernels, variant, seed, link_options, quantum=None):
+    def __init__(self, cfg, kernels, variant, seed, link_options, quantum=None, env=None, link_factory=None):
         self.cfg = cfg
         self.kernels = kernels
         self.variant = variant
         self.seed = seed
         self.clock = float(cfg.cpus.clock)
-        self.env = simpy.Environment()
+        self.env = simpy.Environment() if env is None else env
         mem = cfg.memory
         ps = mem.page_size
         ws_pages = working_set_pages(cfg.workload, ps)
@@ -73,7 +76,7 @@ class Machine:
         self.cpus.meter = DirtyRateMeter(self.cycles(cfg.workload.dirty_rate_window), ws_pages)
         self.quantum_s = cfg.sim.quantum if quantum is None else quantum
         self.quantum = max(1, self.cycles(self.quantum_s))
-        self.link = Interconnect.from_config(self.env, self.memory, self.partner, kernels, cfg.link, self.quantum_s,
+        self.link = (link_factory or Interconnect.from_config)(self.env, self.memory, self.partner, kernels, cfg.link, self.quantum_s,
                                              self.clock, sync=self.catch_up, **link_options)
         t = cfg.tracking
         self.pte_scan_cycles = t.pte_scan * self.clock
