@@ -45,9 +45,24 @@ def _rates(active, links):
     return rates
 
 
-def predict(links, routes, vms):
+def _rates_by(solver, active, links):
+    """The same rates from another solver ``solver(capacities, routes, weights) -> rates`` of weighted
+    max-min (e.g. pagesync_model.sim.interconnect.max_min_rates): a symmetrical route's crosstraffic is
+    folded into the capacities (each flow takes 1.05 x its rate on every link it crosses), the
+    penalties become weights (rates in inverse proportion to them)."""
+    names = sorted({name for f in active.values() for name in f["route"]})
+    index = {name: i for i, name in enumerate(names)}
+    flows = list(active)
+    rates = solver([BWF * links[name][0] / CROSS for name in names],
+                   [[index[name] for name in active[f]["route"]] for f in flows],
+                   [1.0 / active[f]["penalty"] for f in flows])
+    return dict(zip(flows, rates))
+
+
+def predict(links, routes, vms, solver=None):
     """``links`` {name: (bytes/s, s)}, ``routes`` [(src, dst, [link, ...])] (symmetrical), ``vms`` list of
-    dicts with name, src, dst, ram (bytes) and offset (s, or None). Returns {vm: {total_time, downtime,
+    dicts with name, src, dst, ram (bytes) and offset (s, or None); ``solver`` another weighted max-min
+    solver to share the links with (None: this module's). Returns {vm: {total_time, downtime,
     mig_start, mig_end}}."""
     table = {}
     for src, dst, route in routes:
@@ -64,7 +79,7 @@ def predict(links, routes, vms):
     t = 0.0
     while any(f["end"] is None for f in flows.values()):
         active = {n: f for n, f in flows.items() if f["end"] is None and f["phase"] == "bytes"}
-        rates = _rates(active, links)
+        rates = _rates(active, links) if solver is None or not active else _rates_by(solver, active, links)
         # next event: a latency phase ends, or a flow's bytes run out
         nxt = min([f["until"] for f in flows.values() if f["end"] is None and f["phase"] == "latency"] +
                   [t + f["bytes"] / rates[n] for n, f in active.items()])
