@@ -14,8 +14,9 @@ for the single-migration part):
   plus weight_S / bandwidth for every link of the route (network_cm02.cpp L431-438; weight_S = 20537
   for LV08); on a saturated link the flows' rates are in inverse proportion to their penalties.
 - With crosstraffic, a flow also loads the links of its back route with 0.05 of its rate; on a
-  symmetrical route that is the same links, so it consumes 1.05 x its rate on each of them. A link's
-  capacity is bandwidth_factor (0.97) x its bandwidth.
+  symmetrical route that is the same links, so it consumes 1.05 x its rate on each of them. The rate
+  the solver gives a flow is scaled by bandwidth_factor (0.97, `set_rate_factor`); all flows having the
+  same factor, that is the same as a capacity of 0.97 x the link's bandwidth, as written here.
 This models only those rules (no TCP-gamma bound: it does not bind on these platforms; no stage 2).
 """
 from __future__ import annotations
