@@ -238,6 +238,8 @@ SUBCOMMANDS = {
               "run a parameter sweep (a base config times axes) and tabulate or plot it"),
     "plan": (_lazy("pagesync_model.sweep.cli", "plan_main"),
              "find the value of one config key at which a summary field meets a target"),
+    "evacuate": (_lazy("pagesync_model.evacuate.cli"), "drain a host: its VMs' migrations at once over shared links, "
+                                                       "per platform limits and order (--plan searches them)"),
     "live": (_lazy("pagesync_model.live.cli", "main"),
              "mirror a live Linux process's memory to a receiver (mirror, receive)"),
 }

@@ -303,6 +303,7 @@ class Fabric:
         self.streams = []
         self._pending = False
         self._wake_gen = 0
+        self._last_key = None
         self.solves = 0
         self.t_last = env.now
 
@@ -312,6 +313,7 @@ class Fabric:
     def stream(self, route, nominal, cap=None, channels=1, name=""):
         """A new stream over the links named in ``route``."""
         s = Stream(self, [self.index(r) for r in route], nominal, cap, channels, name)
+        s.serial = self._serial = getattr(self, "_serial", 0) + 1
         self.streams.append(s)
         return s
 
@@ -350,6 +352,11 @@ class Fabric:
         self._pending = False
         self.advance()
         active = [s for s in self.streams if s.active]
+        key = [(s.serial, s.cap) for s in active]
+        if key == self._last_key:  # the same streams with the same caps: the same rates
+            self._schedule()
+            return
+        self._last_key = key
         if active:
             rates = max_min_rates(self.capacity, [s.route for s in active], [s.channels for s in active],
                                   [s.cap for s in active])

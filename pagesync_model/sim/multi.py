@@ -90,7 +90,13 @@ class MigrationSpec:
 class MigrationRun:
     """What one migration of a batch did: ``start_s`` and ``end_s`` on the batch's clock (seconds
     from the batch's start; ``end_s`` is when it ended, cut over or not), ``result`` its Result (times
-    in it count from its own start), ``rates`` the (time s, bytes/s) steps of its stream's rate."""
+    in it count from its own start), ``rates`` the (time s, bytes/s) steps of its stream's rate.
+
+    A migration that stopped early as unable to converge (``stop_reason`` steady-state,
+    ``sim.early_stop``) keeps its stream busy at its share until the end its outcome was projected
+    to (``sim.time_limit`` after its start), which is its ``end_s``; the projection took the share it had when it
+    stopped, so when others end before it its outcome is pessimistic (``sim.early_stop: false``
+    simulates it to the end)."""
     spec: MigrationSpec
     start_s: float
     end_s: float
@@ -128,6 +134,14 @@ def _migrate(env, fabric, spec, backend, clock, runs, slot=None):
     yield done
     result = engine.collect(0.0)
     venv.stop()
+    s = result.summary
+    if s.stop_reason == "steady-state":
+        # stopped early as unable to converge (sim.early_stop), its outcome projected to its time
+        # limit: it keeps sending at its share until then, as the migration it stands for would
+        end = origin + int(round(spec.cfg.sim.time_limit * clock))
+        if end > env.now:
+            stream.push(end - env.now + 1)
+            yield env.timeout(end - env.now)
     fabric.close(stream)
     runs.append(MigrationRun(spec, origin / clock, env.now / clock, result,
                              [(t / clock, r) for t, r in stream.history]))
