@@ -31,9 +31,11 @@ def format_host(r):
     lines.append(f"{'-' * w}  ------  {'-' * 10}  {'-' * 9}  {'-' * 9}  --------  {'-' * 11}  {'-' * 10}  ----")
     for v in r.vms:
         lines.append(f"{v.name.ljust(w)}  {v.policy:<6}  {_gib(v.memory_bytes):>10}  {v.start_s:9.3f}  {v.end_s:9.3f}  "
-                     f"{v.verdict:<8}  {_ms(v.downtime_s):>11}  {_gib(v.bytes_sent):>10}  {v.stop_reason}")
+                     f"{v.verdict:<8}  {_ms(v.downtime_s):>11}  {_gib(v.bytes_sent):>10}  {v.stop_reason}"
+                     + (f" (attempt {v.attempts})" if v.attempts > 1 else ""))
     worst = "" if r.max_downtime_s is None else f"; longest downtime {_ms(r.max_downtime_s)} ms"
-    lines += ["", f"drain time  {r.drain_s:.3f} s  ({r.migrated} migrated, {r.failed} failed{worst})", ""]
+    lost = f", {r.lost} lost" if r.lost else ""
+    lines += ["", f"drain time  {r.drain_s:.3f} s  ({r.migrated} migrated, {r.failed} failed{lost}{worst})", ""]
     return "\n".join(lines)
 
 
@@ -87,6 +89,8 @@ def main(argv):
     p.add_argument("--orders", metavar="ORDER,...", help="--plan: the orders to try (default all)")
     p.add_argument("--max-downtime", metavar="TIME", help="--plan: the downtime bound (default host.max_downtime)")
     p.add_argument("--seed", type=int, help="seed of the write streams (VM i gets seed + i; default host.seed)")
+    p.add_argument("--fault-seed", type=int, help="seed of the random faults (the i-th gets seed + i; default "
+                                                   "their own)")
     p.add_argument("--backend", default="auto", help="kernel backend: auto, cython or numpy (default auto)")
     p.add_argument("--quiet", action="store_true", help="print nothing but errors")
     args = p.parse_args(argv)
@@ -94,6 +98,8 @@ def main(argv):
         raise UsageError(f"--backend: unknown backend '{args.backend}' (choose from {', '.join(BACKEND_NAMES)})")
     if args.seed is not None and not 0 <= args.seed <= MAX_SEED:
         raise UsageError(f"--seed: must be in [0, {MAX_SEED}], got {args.seed}")
+    if args.fault_seed is not None and not 0 <= args.fault_seed <= MAX_SEED:
+        raise UsageError(f"--fault-seed: must be in [0, {MAX_SEED}], got {args.fault_seed}")
     if args.concurrency is not None and args.concurrency < 0:
         raise UsageError(f"--concurrency: must be >= 0 (0 = no limit), got {args.concurrency}")
     for name, text in (("--order", args.order), *((("--orders", o) for o in (args.orders or "").split(",")
@@ -120,11 +126,12 @@ def main(argv):
         if args.plan:
             limits = _ints(args.limits, "--limits") if args.limits else None
             orders = args.orders.split(",") if args.orders else None
-            out = plan_host(host, limits, orders, bound, seed=args.seed, backend=args.backend)
+            out = plan_host(host, limits, orders, bound, seed=args.seed, backend=args.backend,
+                            fault_seed=args.fault_seed)
             text = format_plan(out) + ("" if out.result is None else "\n" + format_host(out.result))
             result = out.result
         else:
-            out = result = run_host(host, seed=args.seed, backend=args.backend)
+            out = result = run_host(host, seed=args.seed, backend=args.backend, fault_seed=args.fault_seed)
             text = format_host(out)
     except BackendError as exc:
         raise UsageError(f"--backend: {exc}") from None

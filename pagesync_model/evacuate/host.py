@@ -32,7 +32,8 @@ from pagesync_model import units
 from pagesync_model.config import ConfigError, config_from_dict, load_tree, parse_yaml, read_config_text
 from pagesync_model.dirtyrate import parse_dirty_rate
 from pagesync_model.policies import REGISTRY
-from pagesync_model.schema import (REQUIRED, BANDWIDTH, CHOICE, DURATION, FRACTION, INT, STR, Field, Kind, Schema, Section,
+from pagesync_model.sim.faults import KINDS as FAULT_KINDS, Fault, RandomFaults
+from pagesync_model.schema import (REQUIRED, BANDWIDTH, BOOL, CHOICE, DURATION, FRACTION, INT, SIZE, STR, Field, Kind, Schema, Section,
                                    SectionList)
 
 __all__ = ["PLATFORMS", "ORDERS", "Host", "HostVm", "load_host", "host_from_dict", "order_vms", "HOST_SCHEMA"]
@@ -114,6 +115,13 @@ HOST_SCHEMA.section(
                        ge=0, le=3600),
     seed=Field(INT, 1, "Seed of the VMs' write streams (VM i gets seed + i unless it states its own).",
                ge=0, le=2**31 - 1),
+    retries=Field(INT, 0, "How many times the operator starts a migration again after a fault made it fail in "
+                          "pre-copy (a stratus resync always starts over).", ge=0, le=1000),
+    retry_delay=Field(DURATION, "0s", "Wait after the fault has cleared before starting again.", ge=0, le=3600),
+    postcopy_recover=Field(BOOL, False, "A post-copy whose link drops pauses and recovers when the link is back "
+                                        "(QEMU postcopy-recover); false: the guest is lost."),
+    mss=Field(SIZE, "1448B", "TCP segment payload, for the throughput a lossy link leaves (Mathis).", gt=0,
+              le=65536),
     operator=Field(CHOICE, "platform", "platform: a qemu VM whose config runs no operator gets the platform's "
                                        "monitor (operator.kind = the platform); config: each VM keeps its own.",
                    choices=["platform", "config"]),
@@ -141,6 +149,27 @@ _VM = Section("A VM (or several alike) on the host.", dict(
     seed=Field(INT, -1, "Its write streams' seed (-1: the host's seed + its index).", ge=-1, le=2**31 - 1),
 ))
 HOST_SCHEMA.extend("", vms=SectionList(_VM, "The listed VMs.", item_name="vm"))
+_FAULT = Section("A fault at a stated time (pagesync_model/sim/faults.py).", dict(
+    kind=Field(CHOICE, REQUIRED, "stall, drop, loss (links) or reset (a VM's destination).",
+               choices=list(FAULT_KINDS)),
+    at=Field(DURATION, REQUIRED, "When it starts, from the drain's start.", ge=0, le=1e7),
+    duration=Field(DURATION, REQUIRED, "How long it lasts (reset: until the destination is back).", ge=0, le=1e7),
+    link=Field(STR, "", "The link (stall, drop, loss)."),
+    vm=Field(STR, "", "The VM whose destination resets (reset)."),
+    loss=Field(FRACTION, 0.0, "Packet loss probability (loss).", ge=0, lt=1),
+))
+_RANDOM = Section("Faults at seeded random times on one link.", dict(
+    kind=Field(CHOICE, REQUIRED, "stall, drop or loss.", choices=["stall", "drop", "loss"]),
+    link=Field(STR, REQUIRED, "The link."),
+    mtbf=Field(DURATION, REQUIRED, "Mean time between failures (exponential, from the end of the previous "
+                                   "one).", gt=0, le=1e9),
+    duration=Field(DURATION, REQUIRED, "How long each lasts.", ge=0, le=1e7),
+    loss=Field(FRACTION, 0.0, "Packet loss probability (loss).", ge=0, lt=1),
+    seed=Field(INT, 1, "Seed of the times.", ge=0, le=2**31 - 1),
+))
+HOST_SCHEMA.extend("", faults=SectionList(_FAULT, "Faults at stated times.", item_name="fault"))
+HOST_SCHEMA.extend("", random_faults=SectionList(_RANDOM, "Faults from rates (MTBF per link), seeded.",
+                                                 item_name="fault rate"))
 HOST_SCHEMA.section(
     "draw", "VMs drawn from a distribution (besides or instead of the listed ones).",
     count=Field(INT, 0, "How many VMs to draw.", ge=0, le=MAX_VMS),
@@ -182,6 +211,12 @@ class Host:
     vms: list = field(default_factory=list)
     seed: int = 1
     source: str = "<dict>"
+    faults: list = field(default_factory=list)          # sim/faults.py Fault
+    random_faults: list = field(default_factory=list)   # sim/faults.py RandomFaults
+    retries: int = 0
+    retry_delay: float = 0.0
+    postcopy_recover: bool = False
+    mss: int = 1448
 
     def with_(self, concurrency=None, order=None):
         """The same host with another concurrency limit or order (for planning)."""
@@ -333,8 +368,31 @@ def host_from_dict(data: Any, source: str = "<dict>") -> Host:
         raise ConfigError("vms", f"{odd.name}: cpus.clock {units.format_frequency(odd.cfg.cpus.clock)} differs "
                                  f"from {vms[0].name}'s {units.format_frequency(vms[0].cfg.cpus.clock)}: the VMs "
                                  "of one host share its clock", source)
+    names = {v.name for v in vms}
+    faults = []
+    for i, f in enumerate(h.faults):
+        where = f"faults[{i}]"
+        if f.kind == "reset":
+            if f.vm not in names:
+                raise ConfigError(f"{where}.vm", f"unknown VM '{f.vm}' (a reset names the VM whose destination "
+                                                 "resets)", source)
+        elif f.link not in by_name:
+            raise ConfigError(f"{where}.link", f"unknown link '{f.link}' (the host's links: {', '.join(by_name)})",
+                              source)
+        if f.kind == "loss" and not f.loss > 0:
+            raise ConfigError(f"{where}.loss", "a loss fault needs a loss probability > 0", source)
+        faults.append(Fault(f.kind, f.at, f.duration, link=f.link or None, vm=f.vm or None, loss=f.loss))
+    randoms = []
+    for i, f in enumerate(h.random_faults):
+        if f.link not in by_name:
+            raise ConfigError(f"random_faults[{i}].link", f"unknown link '{f.link}' (the host's links: "
+                                                          f"{', '.join(by_name)})", source)
+        if f.kind == "loss" and not f.loss > 0:
+            raise ConfigError(f"random_faults[{i}].loss", "a loss fault needs a loss probability > 0", source)
+        randoms.append(RandomFaults(f.kind, f.link, f.mtbf, f.duration, f.loss, f.seed))
     return Host(h.host.name, h.host.platform, effective_concurrency(h.host), h.host.order, h.host.max_downtime,
-                links, vms, h.host.seed, source)
+                links, vms, h.host.seed, source, faults, randoms, h.host.retries, h.host.retry_delay,
+                h.host.postcopy_recover, int(h.host.mss))
 
 
 def load_host(path) -> Host:

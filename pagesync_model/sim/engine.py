@@ -115,9 +115,13 @@ class Engine:
         limit = m.env.timeout(m.cycles(self.cfg.sim.time_limit * 1.05 + 1.0))
         return m.env.any_of([proc, limit])
 
-    def collect(self, wall_s):
-        """The Result once the event `launch` returned has fired (``wall_s``: the wall time it took)."""
-        if not self._scanner.triggered:
+    def collect(self, wall_s, stopped=None):
+        """The Result once the event `launch` returned has fired (``wall_s``: the wall time it took).
+        ``stopped``, a stop reason, when the run was ended from outside before its scanner finished (a
+        fault, sim/faults.py): no cut-over, not converged."""
+        if stopped is not None and not self._scanner.triggered:
+            self.recorder.outcome = dict(converged=False, stop_reason=stopped, blackout_start=None, cutover=None)
+        elif not self._scanner.triggered:
             self.recorder.outcome = dict(converged=False, stop_reason="time-limit", blackout_start=None,
                                          cutover=None)
         return self._result(wall_s)

@@ -328,6 +328,13 @@ class Fabric:
         stream.rate = stream.speed = 0.0
         self.changed()
 
+    def set_capacity(self, index, bandwidth):
+        """Link ``index`` now carries ``bandwidth`` bytes/s (0: nothing, a stall or a drop)."""
+        self.advance()
+        self.capacity[index] = float(bandwidth)
+        self._epoch = getattr(self, "_epoch", 0) + 1
+        self.changed()
+
     # -- time -------------------------------------------------------------------------------------
     def advance(self):
         """Bring every stream's work done up to now."""
@@ -352,7 +359,7 @@ class Fabric:
         self._pending = False
         self.advance()
         active = [s for s in self.streams if s.active]
-        key = [(s.serial, s.cap) for s in active]
+        key = [getattr(self, "_epoch", 0)] + [(s.serial, s.cap) for s in active]
         if key == self._last_key:  # the same streams with the same caps: the same rates
             self._schedule()
             return
