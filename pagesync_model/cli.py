@@ -240,6 +240,8 @@ SUBCOMMANDS = {
              "find the value of one config key at which a summary field meets a target"),
     "evacuate": (_lazy("pagesync_model.evacuate.cli"), "drain a host: its VMs' migrations at once over shared links, "
                                                        "per platform limits and order (--plan searches them)"),
+    "rollout": (_lazy("pagesync_model.rollout.cli"), "a rolling maintenance of a cluster's hosts, a batch at a time "
+                                                     "(fluid model), as a Monte Carlo over seeds on Dask"),
     "live": (_lazy("pagesync_model.live.cli", "main"),
              "mirror a live Linux process's memory to a receiver (mirror, receive)"),
 }

@@ -1,0 +1,175 @@
+"""A cluster to roll through maintenance (``pagesync-sim rollout CLUSTER.yaml``, docs/evacuate.md).
+
+`load_cluster(path)` reads CLUSTER.yaml into a `Cluster`: H hosts alike, each the host of a HOST.yaml
+(`pagesync_model.evacuate`: its links, platform limit, order, listed VMs and drawn VMs), drained
+``batch`` hosts at a time, the links named ``shared`` common to the hosts of a batch (the fabric),
+the others each host's own. Each host is reduced to what the fluid model needs (rollout/fluid.py):
+per VM its memory, dirty rate, route, link efficiency and latency, downtime limit (``qemu.
+downtime_limit`` for a qemu VM, else ``analytic.downtime_limit``), ``analytic.max_rounds``, cap and
+channels; a drawn VM's size and dirty rate are drawn again for every host and seed
+(``draw_host``). Problems are ConfigErrors naming the cluster file or the host file and where.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import random
+from dataclasses import asdict, dataclass
+
+from pagesync_model.config import ConfigError, parse_yaml, read_config_text
+from pagesync_model.dirtyrate import parse_dirty_rate
+from pagesync_model.schema import DURATION, INT, REQUIRED, STR, Field, Schema
+
+from ..evacuate.host import HOST_SCHEMA, NAMES, host_from_dict, order_vms
+from .fluid import FluidGroup, FluidVm
+
+__all__ = ["CLUSTER_SCHEMA", "Cluster", "load_cluster", "cluster_from_dict", "draw_host", "batch_groups"]
+
+MAX_HOSTS = 100_000
+
+CLUSTER_SCHEMA = Schema()
+CLUSTER_SCHEMA.section(
+    "rollout", "A rolling maintenance: hosts drained a batch at a time, as a Monte Carlo over seeds.",
+    name=Field(STR, "cluster", "A label for the cluster."),
+    host=Field(STR, REQUIRED, "The HOST.yaml every host is (relative to this file); its drawn VMs are drawn "
+                              "again for every host and seed."),
+    hosts=Field(INT, REQUIRED, "How many hosts the cluster has.", ge=1, le=MAX_HOSTS),
+    batch=Field(INT, 1, "Hosts drained at once; they share the shared links.", ge=1, le=MAX_HOSTS),
+    maintenance=Field(DURATION, "0s", "Time a batch's hosts spend in maintenance after their drain, before the "
+                                      "next batch starts.", ge=0, le=86400),
+    retries=Field(INT, 1, "Times a VM whose migration failed is migrated again, after its batch's other "
+                          "migrations.", ge=0, le=10),
+    seeds=Field(INT, 10, "Monte Carlo runs (seed, seed + 1, ...).", ge=1, le=100_000),
+    seed=Field(INT, 1, "The first run's seed.", ge=0, le=2**31 - 1),
+)
+CLUSTER_SCHEMA.extend("", shared=Field(NAMES, [], "The host's links that the hosts of a batch share (e.g. "
+                                                  "[fabric]); the others are each host's own."))
+
+
+@dataclass
+class Cluster:
+    """A rollout, reduced to plain data (it travels to Dask workers): ``links`` [(name, bytes/s)],
+    ``shared`` link names, ``listed`` the host's listed VMs as FluidVm (routes as link names),
+    ``draw`` None or {count, sizes, working_set, dirty_range (bytes/s) or None, vm: FluidVm template},
+    ``concurrency`` and ``order`` of each host."""
+    name: str
+    hosts: int
+    batch: int
+    maintenance: float
+    retries: int
+    seeds: int
+    seed: int
+    links: list
+    shared: list
+    listed: list
+    draw: dict | None
+    concurrency: int
+    order: str
+    source: str = "<dict>"
+
+    @property
+    def batches(self):
+        return -(-self.hosts // self.batch)
+
+    def spec_hash(self):
+        """A digest of everything a row depends on (resume refuses a journal of another cluster)."""
+        from .. import __version__
+        d = {k: v for k, v in asdict(self).items() if k not in ("seeds", "source")}
+        return hashlib.sha256(json.dumps([d, __version__], sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _fluid_vm(v, route_names):
+    cfg = v.cfg
+    limit = cfg.qemu.downtime_limit if cfg.policy == "qemu" else cfg.analytic.downtime_limit
+    return FluidVm(v.name, float(v.memory), float(v.dirty_bytes_s), list(route_names), float(cfg.link.efficiency),
+                   float(cfg.link.latency), float(limit), int(cfg.analytic.max_rounds), v.cap, int(v.channels))
+
+
+def cluster_from_dict(data, source="<dict>"):
+    """The Cluster of a CLUSTER.yaml tree. Raises ConfigError."""
+    c = CLUSTER_SCHEMA.build(data, source=source)
+    r = c.rollout
+    here = os.path.dirname(source) if source != "<dict>" else "."
+    hpath = os.path.normpath(os.path.join(here, r.host))
+    try:
+        tree = parse_yaml(read_config_text(hpath), hpath)
+        host = host_from_dict(tree, hpath)
+        h = HOST_SCHEMA.build(tree, source=hpath)
+    except ConfigError as exc:
+        raise ConfigError("rollout.host", f"{r.host}: {exc}", source) from None
+    names = [n for n, _, _ in host.links]
+    for s in c.shared:
+        if s not in names:
+            raise ConfigError("shared", f"unknown link '{s}' (the host's links: {', '.join(names)})", source)
+    ndraw = h.draw.count
+    listed = [_fluid_vm(v, v.route) for v in host.vms[:len(host.vms) - ndraw]]
+    draw = None
+    if ndraw:
+        tmpl = host.vms[len(host.vms) - ndraw]
+        rng = None
+        if h.draw.dirty_rate:
+            rng = [float(parse_dirty_rate(x, 4096)) for x in h.draw.dirty_rate]
+        draw = {"count": ndraw, "sizes": [int(x) for x in h.draw.sizes], "working_set": h.draw.working_set,
+                "dirty_range": rng, "vm": _fluid_vm(tmpl, tmpl.route)}
+    return Cluster(r.name, r.hosts, min(r.batch, r.hosts), float(r.maintenance), r.retries, r.seeds, r.seed,
+                   [(n, bw) for n, bw, _ in host.links], list(c.shared), listed, draw, host.concurrency, host.order,
+                   source)
+
+
+def load_cluster(path):
+    """Read and validate CLUSTER.yaml (and the HOST.yaml it names). Raises ConfigError."""
+    name = os.fspath(path)
+    return cluster_from_dict(parse_yaml(read_config_text(name), name), name)
+
+
+@dataclass
+class _Ordered:
+    vm: FluidVm
+    memory: float = 0.0
+    dirty_bytes_s: float = 0.0
+
+
+def draw_host(cluster, seed, host):
+    """The VMs of host number ``host`` in run ``seed``, in the order they start: the listed VMs and
+    the drawn ones, drawn with a generator seeded by (seed, host) as HOST.yaml's draw: states (sizes
+    equally likely, dirty rate log-uniform)."""
+    vms = [_Ordered(v, v.memory, v.dirty) for v in cluster.listed]
+    d = cluster.draw
+    if d:
+        rng = random.Random(f"rollout:{seed}:{host}")
+        t = d["vm"]
+        for k in range(d["count"]):
+            size = rng.choice(d["sizes"])
+            dirty = t.dirty
+            if d["dirty_range"]:
+                lo, hi = d["dirty_range"]
+                dirty = math.exp(rng.uniform(math.log(lo), math.log(hi)))
+            vm = FluidVm(f"drawn-{k + 1}", float(size), dirty, t.route, t.efficiency, t.latency, t.downtime_limit,
+                         t.max_rounds, t.cap, t.channels)
+            vms.append(_Ordered(vm, vm.memory, vm.dirty))
+    return [o.vm for o in order_vms(vms, cluster.order)]
+
+
+def batch_groups(cluster, hosts_vms, first_host):
+    """The FluidGroups of the hosts of a batch (``hosts_vms[i]``: host ``first_host + i``'s VMs) and
+    the batch's link capacities: each shared link once, every other link once per host."""
+    caps, index = [], {}
+    for name, bw in cluster.links:
+        if name in cluster.shared:
+            index[(None, name)] = len(caps)
+            caps.append(bw)
+    groups = []
+    for i, vms in enumerate(hosts_vms):
+        for name, bw in cluster.links:
+            if name not in cluster.shared:
+                index[(i, name)] = len(caps)
+                caps.append(bw)
+        routed = []
+        for v in vms:
+            route = [index[(None, n)] if n in cluster.shared else index[(i, n)] for n in v.route]
+            routed.append(FluidVm(f"h{first_host + i}/{v.name}", v.memory, v.dirty, route, v.efficiency, v.latency,
+                                  v.downtime_limit, v.max_rounds, v.cap, v.channels))
+        groups.append(FluidGroup(routed, cluster.concurrency))
+    return groups, caps
