@@ -33,7 +33,7 @@ OPTIONAL = ["throttle_initial", "throttle_increment", "xbzrle", "xbzrle_cache", 
             "postcopy_preempt", "max_postcopy_bw", "postcopy_after_passes", "postcopy_at",
             "max_debt_ms", "spacer_mib", "feature", "model_set"]
 LINK_PAGES_S = 64 * 256  # 64 MiB/s in 4 KiB pages/s = 16384
-XBZRLE_C32_RATE = 24000  # chosen by a short probe (README, "XBZRLE"): near the edge of convergence
+XBZRLE_C32_RATE = 22000  # chosen by a short probe (README, "XBZRLE"): near the edge of convergence
 SPACER_MIB = 160
 
 MATRIX = [
