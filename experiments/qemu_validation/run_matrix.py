@@ -82,6 +82,10 @@ MATRIX = [
     ("pc_at2_bw16", dict(rate=32000, postcopy=True, postcopy_at=2, max_postcopy_bw=16,
                          feature="postcopy", model_set="validation"),
      "rand_high, post-copy 2 s after migrate (within the first pass), 16 MiB/s"),
+    ("pc_pass1_bw16_preempt", dict(rate=32000, postcopy=True, postcopy_after_passes=1,
+                                   max_postcopy_bw=16, postcopy_preempt=True, feature="postcopy",
+                                   model_set="validation"),
+     "as pc_pass1_bw16, postcopy-preempt on (requested pages on their own channel)"),
     # issue 14 item 3: the throttle at 99 %, the dirtier's backlog tolerance, the placement
     ("autoconv_99", dict(rate=32000, auto_converge=True, throttle_initial=60,
                          throttle_increment=20, feature="autoconverge_99",
