@@ -88,3 +88,10 @@ def test_an_unthrottled_migration_is_unchanged_by_the_wait():
         d.pop("simulator")           # wall-clock timings
         d.pop("config")              # the config echo differs by the field itself
     assert unthrottled == base
+
+
+def test_qemu_1_6_rules_refuse_the_wait():
+    from pagesync_model.schema import ConfigError
+    with pytest.raises(ConfigError) as err:
+        config_from_dict({**VM, "qemu": {**VM["qemu"], "rules": "1.6", "sync_waits_vcpus": True}})
+    assert "qemu.sync_waits_vcpus" in str(err.value)
