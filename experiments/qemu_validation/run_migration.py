@@ -221,7 +221,9 @@ def run(a):
         dst = subprocess.Popen(common + [
             "-serial", "file:" + dst_ser,
             "-qmp", "unix:%s,server=on,wait=off" % dst_qmp,
-            "-incoming", "tcp:127.0.0.1:%d" % port],
+            # postcopy-preempt must be set on the destination before it listens (QEMU: "Postcopy
+            # preempt must be set before incoming starts"): then it listens on migrate-incoming
+            "-incoming", "defer" if a.postcopy_preempt else "tcp:127.0.0.1:%d" % port],
             stdout=subprocess.DEVNULL, stderr=open(
                 os.path.join(work, "dst.err"), "wb"))
         procs.append(dst)
@@ -268,6 +270,8 @@ def run(a):
                         if a.postcopy else [])
         if dcaps:
             qd.cmd("migrate-set-capabilities", {"capabilities": dcaps})
+        if a.postcopy_preempt:
+            qd.cmd("migrate-incoming", {"uri": "tcp:127.0.0.1:%d" % port})
         params = {"max-bandwidth": int(a.max_bw * (1 << 20)),
                   "downtime-limit": a.downtime_ms}
         if a.auto_converge:
