@@ -10,11 +10,15 @@ was requested:
   written non-zero pages (kernel, initramfs) as the idle runs of the same RAM show them;
 - workload: one vCPU writing the dirtier's *achieved* rate (pages/s, from its serial output),
   random (``uniform``) or ``sequential`` over its working set, paced by the guest clock (it catches
-  up after throttle sleeps shorter than its 200 ms backlog limit, as dirtier.c does);
+  up after throttle sleeps no longer than its own backlog tolerance, as dirtier.c does: the run's
+  dirty_max_debt_ms, 200 ms before it was a parameter);
 - link: QEMU's pre-copy rate follows from its max-bandwidth (the quota overshoots to the next
   32-page stream flush; the comparison checks the predicted Mbit/s equal the measured ones); the
   stop (the VM stop, the unthrottled final copy at the loopback rate, the destination's first touch
   of pages it never had) has its constants fitted on the CALIBRATION configurations' runs only;
+- where the configuration's stream was captured (placement.json), the working set's place in guest
+  memory as decoded (memory.kernel_size, memory.holes); elsewhere the assumed layout above;
+- TCG: every bitmap sync waits for a vCPU asleep in auto-converge's throttle (qemu.sync_waits_vcpus);
 - the guest has been running before the migration (the run's warm-up): warm TLBs and dirty bits;
 - QEMU parameters: the run's downtime-limit, auto-converge and throttle steps.
 """
@@ -50,9 +54,9 @@ def page_table_pages(ws_mib):
 DEVICE_STATE = 112 * 1024  # bytes: the device state QEMU sends in the downtime (idle runs: downtime bytes)
 
 
-# The lab's runs for issues 16 and 14 (their "model.feature"): XBZRLE, post-copy, the dirtier's
-# backlog tolerance at a 99% throttle, the working set's placement. The model does not take these
-# inputs yet, so they are measured here and not compared.
+# The lab's runs for issue 16 (their "model.feature"): XBZRLE, post-copy. The mapping does not take
+# these inputs yet, so they are measured and not compared. Issue 14's (the dirtier's backlog tolerance
+# at a 99% throttle, the working set's placement) are compared.
 LAB_ONLY_FEATURES = {"xbzrle", "postcopy"}
 
 
