@@ -151,6 +151,18 @@ def load_placements(path=HERE / "placement.json"):
 PLACEMENTS = load_placements()
 
 
+def placement_for(run):
+    """The decoded placement of a run's guest setup: the capture of the same configuration, else one
+    of the same dirtier setup (working set, spacer, pattern: seq_near_ctl is seq_near again); None
+    where no capture was made (the assumed layout)."""
+    if run["config"] in PLACEMENTS:
+        return PLACEMENTS[run["config"]]
+    i = run["inputs"]
+    key = (i["working_set_mib"], i.get("dirtier_spacer_mib", 0), i["pattern"])
+    same = [p for p in PLACEMENTS.values() if (p["working_set_mib"], p["spacer_mib"], p["pattern"]) == key]
+    return same[0] if same else None
+
+
 def layout_from_placement(p, ws_pages):
     """(before, holes) from a decoded placement: the other non-zero pages the first pass sends before the
     working set's first page, and [(at, pages)]: the other pages it sends between two percentiles q1 < q2
@@ -187,7 +199,7 @@ def config_for(run, other_nonzero, stop, top_nonzero=None):
     pt = page_table_pages(i["working_set_mib"])
     kernel_pages = max(0, other - pt - KERNEL_PAGES - top - tables)
     holes = []
-    placement = PLACEMENTS.get(run["config"])
+    placement = placement_for(run)
     if placement is not None:  # measured: where this configuration's guest puts the working set
         other = placement["first_pass"]["other_normal"]
         zero = pages - ws_pages - other
