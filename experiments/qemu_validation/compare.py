@@ -509,10 +509,10 @@ def tlb_bug(rows):
             m = e.machine.memory
             stale = np.flatnonzero(m.versions != e.machine.partner.versions) if d["lost_writes"] else np.empty(0, int)
             ws = cfg.workload.groups[0].working_set // PAGE
-            dense = stale - m.user_base
-            res[variant] = {"lost": d["lost_writes"], "dirtier_pages": int(((dense >= 0) & (dense < ws)).sum()),
-                            "kernel_pages": int(((dense >= ws) & (dense < ws + page_table_pages(ws // 256)
-                                                                                 + KERNEL_PAGES)).sum())}
+            dirtier = m.dense_to_frames(np.arange(ws))  # frames, holes stepped over
+            kernel = m.dense_to_frames(np.arange(ws, ws + page_table_pages(ws // 256) + KERNEL_PAGES))
+            res[variant] = {"lost": d["lost_writes"], "dirtier_pages": int(np.isin(stale, dirtier).sum()),
+                            "kernel_pages": int(np.isin(stale, kernel).sum())}
         out.append({"config": name, **res})
     return out
 
