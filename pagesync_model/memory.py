@@ -90,7 +90,7 @@ class Memory:
     """
 
     def __init__(self, size, page_size, kernel_size, working_set_pages, zero_pages=0, layout="scattered",
-                 processes=1, block_pages=1):
+                 processes=1, block_pages=1, holes=()):
         if size % page_size:
             raise ValueError("memory size must be a multiple of the page size")
         self.page_size = int(page_size)
@@ -114,7 +114,16 @@ class Memory:
         self.block = block
         self.blocks = self.user_frames // block
         self.mult = 1 if layout == "contiguous" else scatter_multiplier(self.blocks)
-        if working_set_pages + zero_pages > placeable:
+        # Holes (contiguous layout): ``holes`` [(at, pages)], at in dense indices, increasing: dense index i
+        # moves up by the pages of every hole at or before it; the frames skipped keep their non-zero
+        # contents and are never written.
+        holes = [(int(a), int(p)) for a, p in holes]
+        if holes and layout != "contiguous":
+            raise ValueError("holes need the contiguous layout")
+        self.hole_at = np.array([a for a, _ in holes], dtype=INDEX_DTYPE)
+        self.hole_shift = np.concatenate([[0], np.cumsum([p for _, p in holes])]).astype(INDEX_DTYPE)
+        self.identity = self.mult == 1 and not holes   # dense index i is frame user_base + i
+        if working_set_pages + zero_pages + int(self.hole_shift[-1]) > placeable:
             raise ValueError("working set and zero pages do not fit in user memory")
         self.processes = int(min(processes, self.user_frames))
         # Harvest segments: the kernel tables first, then one tree per user process.
@@ -173,8 +182,10 @@ class Memory:
 
     def dense_to_frames(self, dense):
         """Frame numbers of user pages with dense indices ``dense`` (an int64 array)."""
-        if self.mult == 1:
+        if self.identity:
             return self.user_base + dense
+        if len(self.hole_at):
+            return self.user_base + dense + self.hole_shift[np.searchsorted(self.hole_at, dense, side="right")]
         d = dense.astype(np.uint64)
         blk = np.uint64(self.block)
         return self.user_base + ((d // blk * np.uint64(self.mult) % np.uint64(self.blocks)) * blk + d % blk
@@ -259,6 +270,8 @@ def use_sparse(memory, working_set_bytes):
     """Whether config section ``memory`` asks for block-sparse memory: ``sparse`` true, or auto and
     memory of at least 1 TiB of which the working set is at most a quarter. Below that the dense
     arrays fit this class of machine and apply writes faster (docs/performance.md)."""
+    if getattr(memory, "holes", None):
+        return False
     if memory.sparse != "auto":
         return memory.sparse == "true"
     return memory.size >= SPARSE_MIN_BYTES and working_set_bytes * 4 <= memory.size
@@ -274,10 +287,14 @@ def placeable_user_pages(user_frames, layout, block_pages):
 
 
 def build_memory(size, page_size, kernel_size, working_set_pages, zero_pages=0, layout="scattered", processes=1,
-                 block_pages=1, sparse=False):
-    """`Memory`, or with ``sparse`` its block-sparse twin (sparse.py): same arguments, same results."""
+                 block_pages=1, sparse=False, holes=()):
+    """`Memory`, or with ``sparse`` its block-sparse twin (sparse.py): same arguments, same results.
+    ``holes`` (dense memory only): [(at, pages)] as ``Memory`` takes them."""
     if not sparse:
-        return Memory(size, page_size, kernel_size, working_set_pages, zero_pages, layout, processes, block_pages)
+        return Memory(size, page_size, kernel_size, working_set_pages, zero_pages, layout, processes, block_pages,
+                      holes)
+    if holes:
+        raise ValueError("holes need dense memory")
     from .sparse import SparseMemory
 
     class BlockSparseMemory(SparseMemory, Memory):

@@ -51,11 +51,35 @@ KNOWN_MISSES = {  # (configuration, target) -> why the model misses it
         "the stop's calibration, 11/20 with it at the old loopback rate, 8/20 at the fitted 2.47 GB/s); "
         "the verdicts and times remain a plausible sample (Fisher, Mann-Whitney)",
 }
+# Issue 14's lab runs (measured with the host's 1-minute load at 9-13, the older runs at ~1; the model
+# has no host-load input):
+_DEBT = ("the dirtier with a 2000 ms backlog tolerance catches up after each 990 ms sleep at 99%, but "
+         "only as fast as its 10 ms run slices allow under TCG (one run: 3329 writes/s at 99%, ~3 us a "
+         "write); the model's paced writer catches up all of it (its writes cost the CPU nothing but the "
+         "dirty-bit updates), dirties faster than the link and never converges")
+_SPACER = ("the 160 MiB spacer moves 10317 other pages amid the working set (placement.json, taken as "
+           "memory.holes), which changes the model's time by -1%; QEMU's five runs took 17.5-31.4 s (median "
+           "21.3) at a load of 9-11, seq_near_ctl's (no spacer, same day and kernel) 16.1-19.9 s (median 16.9, "
+           "met) at 6-9: what the placement changes beyond the pages' positions is not modelled (the working "
+           "set's virtual order within its physical extents is not decoded)")
+KNOWN_MISSES.update({
+    ("autoconv_99_debt2000", "verdict"): _DEBT, ("autoconv_99_debt2000", "total_s"): _DEBT,
+    ("autoconv_99_debt2000", "transferred_mib"): _DEBT, ("autoconv_99_debt2000", "dirty_sync_count"): _DEBT,
+    ("seq_near_spacer", "total_s"): _SPACER, ("seq_near_spacer", "transferred_mib"): _SPACER,
+    ("seq_near_spacer", "dirty_sync_count"): _SPACER,
+})
 # Downtime targets the model misses, with the reason (strict: each fails the day it is met).
 _TOP = ("the idle guest's stop carries fewer of its never-sent pages at the top of RAM than QEMU's (the "
         "model's window that reaches them sends part before the stop); what ends QEMU's window before them "
         "is not modelled (README, 'The simulator against these measurements')")
-DOWNTIME_MISSES = {"idle_bw128": _TOP, "idle_bw32": _TOP, "idle_ws320": _TOP}
+DOWNTIME_MISSES = {"idle_bw128": _TOP, "idle_bw32": _TOP, "idle_ws320": _TOP,
+                   "autoconv_99": "its five runs stopped for 10-1005 ms (median 30) at a host load of 9-13; "
+                                  "the model's stop is 9.5 ms (autoconv_high's runs at a load of ~1: 7-12 ms)",
+                   "autoconv_99_debt2000": _DEBT,
+                   "seq_near_ctl": "its five runs stopped for 13-54 ms (median 19) at a host load of 6-9 (the "
+                                   "model's 9.4 ms; seq_near's five runs at ~1: 7-11 ms)",
+                   "seq_near_spacer": "its five runs stopped for 26-75 ms (median 35) at a host load of 9-11 "
+                                      "(the model's 9.4 ms; seq_near's five runs at ~1: 7-11 ms)"}
 
 
 def measured(name):
@@ -87,7 +111,9 @@ def test_the_measurements_cover_the_matrix():
 def test_the_chance_configurations_are_the_ones_qemu_itself_could_not_repeat():
     """The model decides which outcomes are chance; the measurements agree: exactly the configurations
     whose 5 QEMU runs spread over more than 30% (or disagree on the verdict)."""
-    spread = {n for n in GROUPS if len({m["converged"] for m in measured(n)}) > 1
+    # runs measured on a busy host (1-minute load >= 5 at migrate, issue 14's) spread with the load
+    quiet = [n for n in GROUPS if statistics.median(r["host"]["loadavg_at_migrate"][0] for r in GROUPS[n]) < 5]
+    spread = {n for n in quiet if len({m["converged"] for m in measured(n)}) > 1
               or max(m["total_s"] for m in measured(n)) / min(m["total_s"] for m in measured(n)) > 1.3}
     assert {n for n in GROUPS if is_chance(n)} == spread == {"rand_near_dt100", "rand_high_dt1000"}
 
@@ -99,8 +125,12 @@ def test_verdict(name):
     if is_chance(name):
         k_m, k_p = sum(m["converged"] for m in meas), sum(p["converged"] for p in preds)
         assert fisher_exact(k_m, len(meas) - k_m, k_p, len(preds) - k_p) >= 0.05, (k_m, len(meas), k_p)
-    else:
-        assert all(m["converged"] == preds[0]["converged"] for m in meas)
+        return
+    met = all(m["converged"] == preds[0]["converged"] for m in meas)
+    if (name, "verdict") in KNOWN_MISSES:
+        assert not met, f"{name}: the verdict is now right; remove it from KNOWN_MISSES"
+        pytest.xfail(KNOWN_MISSES[(name, "verdict")])
+    assert met
 
 
 def _target(name, key, tol):
@@ -181,6 +211,80 @@ def test_precopy_rate_is_the_one_measured(name):
     assert statistics.median(p["mbps"] for p in ensemble(name)) == pytest.approx(m, abs=4104 * 8 / 0.1 / 1e6)
 
 
+def test_a_throttled_vcpu_stalls_the_stream_as_measured():
+    """Under TCG a bitmap sync waits for each vCPU to reach its main loop, and a vCPU asleep in a 99%
+    throttle (990 ms per 10 ms slice) gets there only when its sleep ends: autoconv_high's runs show
+    ram.transferred standing still for 0.8-0.9 s after one or two syncs at 99%. The model (the syncs'
+    waits, qemu.sync_waits_vcpus) stalls as often, 1 or 2 times a run, and as long (within 0.15 s,
+    the polls' 100 ms grain and a wake-up); no configuration without auto-converge stalls on either
+    side."""
+    meas = [m["stalls"] for m in measured("autoconv_high")]
+    pred = [p["stalls"] for p in ensemble("autoconv_high")]
+    assert all(1 <= len(x) <= 2 for x in meas) and all(1 <= len(x) <= 2 for x in pred), (meas, pred)
+    assert all(0.6 <= v <= 1.0 for x in meas + pred for v in x)
+    flat = lambda lists: [v for x in lists for v in x]  # noqa: E731
+    assert statistics.median(flat(pred)) == pytest.approx(statistics.median(flat(meas)), abs=0.15)
+    for name, g in GROUPS.items():
+        if not g[0]["inputs"]["auto_converge"]:
+            assert not any(m["stalls"] for m in measured(name)), name
+            assert not any(p["stalls"] for p in ensemble(name)), name
+
+
+def test_the_dirtiers_backlog_tolerance_is_its_own():
+    """The mapping's catch-up is the dirtier's: its dirty_max_debt_ms parameter where the run gives
+    it, else the constant the program had before it was a parameter (200 ms, the default in
+    guest/dirtier.c); the comparison is between the simulated writer's threshold and the code's."""
+    import re
+    src = (HERE / "guest" / "dirtier.c").read_text()
+    default = int(re.search(r"max_debt_ms = (\d+)", src).group(1))
+    assert default == 200
+    from pagesync_model.config import config_from_dict
+    for r in RUNS:
+        want = r["inputs"].get("dirtier_max_debt_ms", default)
+        cfg = config_from_dict(C.config_for(r, *CALIB))
+        assert cfg.workload.catchup == pytest.approx(want / 1000)
+
+
+def test_the_layout_is_the_decoded_placement():
+    """Where the configurations with a captured stream put the working set is read from the capture
+    (placement.json), not assumed: seq_near's first pass sends 0.1111 x 51892 = 5765 other non-zero
+    pages before the working set's first page and 13070 more amid its last 1% (set at 99.5% of its
+    32768 pages); the 160 MiB spacer splits it with 0.3582 x 51674 - 25% x 32772 = 10317 other pages
+    between its quartiles 2 and 3 (set at 62.5%)."""
+    from pagesync_model.config import config_from_dict
+    from pagesync_model.memory import memory_regions
+    want = {"seq_near": (5765, [(32604, 13070)]), "seq_near_spacer": (5762, [(20480, 10317)])}
+    for name, (before, big) in want.items():
+        p = C.PLACEMENTS[name]
+        got_before, holes = C.layout_from_placement(p, 32768)
+        assert got_before == pytest.approx(before, abs=2)
+        (at, n), = [h for h in holes if h[1] > 5000]
+        assert at == pytest.approx(big[0][0], abs=2) and n == pytest.approx(big[0][1], abs=3)
+        if name in GROUPS:
+            cfg = config_from_dict(C.config_for(GROUPS[name][0], *CALIB))
+            r = memory_regions(cfg.memory.size, C.PAGE, 0)
+            tables = (r.page_table_bytes + r.bitmap_bytes + r.module_stack_bytes) // C.PAGE
+            assert cfg.memory.kernel_size // C.PAGE + tables == got_before
+            assert len(cfg.memory.holes) == len(holes)
+
+
+def test_the_measured_placement_brings_seq_near_within_five_percent():
+    """seq_near's sequential writer at 0.9x the link is sensitive to how soon the first pass reaches
+    its working set: with compare.py's old assumption (every other non-zero page but the top of RAM
+    before it) the model was 9.6% short of the measured median; with the decoded placement it is
+    within 5%."""
+    import copy
+    want = statistics.median(m["total_s"] for m in measured("seq_near"))
+    run = C.median_run(GROUPS["seq_near"])
+    placed = C.predicted(C.config_for(run, *CALIB))["total_s"]
+    saved = C.PLACEMENTS.pop("seq_near")
+    try:
+        assumed = C.predicted(C.config_for(copy.deepcopy(run), *CALIB))["total_s"]
+    finally:
+        C.PLACEMENTS["seq_near"] = saved
+    assert abs(placed - want) <= 0.05 * want < abs(assumed - want), (placed, assumed, want)
+
+
 def test_no_tlb_flush_is_the_qemu_7_2_bug():
     """QEMU 7.2 under TCG cleared dirty bits without resetting the TLB's not-dirty state: guests
     crashed after switch-over. The no-tlb-flush variant loses the guest kernel's pages even on an idle
@@ -227,8 +331,9 @@ def test_downtime_within_a_quarter_or_3ms(name):
     """QEMU's downtime counter (median over the converged runs) against the model's (median over the
     seeds that converged): within max(25%, 3 ms)."""
     want = statistics.median(m["downtime_ms"] for m in measured(name) if m["downtime_ms"] is not None)
-    got = statistics.median(p["downtime_ms"] for p in ensemble(name) if p["downtime_ms"] is not None)
-    met = abs(got - want) <= C.downtime_bound(want)
+    stops = [p["downtime_ms"] for p in ensemble(name) if p["downtime_ms"] is not None]
+    got = statistics.median(stops) if stops else None   # None: no seed converged
+    met = got is not None and abs(got - want) <= C.downtime_bound(want)
     if name in DOWNTIME_MISSES:
         assert not met, f"{name}: downtime now within target ({got} vs {want}); remove it from DOWNTIME_MISSES"
         pytest.xfail(DOWNTIME_MISSES[name])

@@ -10,11 +10,15 @@ was requested:
   written non-zero pages (kernel, initramfs) as the idle runs of the same RAM show them;
 - workload: one vCPU writing the dirtier's *achieved* rate (pages/s, from its serial output),
   random (``uniform``) or ``sequential`` over its working set, paced by the guest clock (it catches
-  up after throttle sleeps shorter than its 200 ms backlog limit, as dirtier.c does);
+  up after throttle sleeps no longer than its own backlog tolerance, as dirtier.c does: the run's
+  dirty_max_debt_ms, 200 ms before it was a parameter);
 - link: QEMU's pre-copy rate follows from its max-bandwidth (the quota overshoots to the next
   32-page stream flush; the comparison checks the predicted Mbit/s equal the measured ones); the
   stop (the VM stop, the unthrottled final copy at the loopback rate, the destination's first touch
   of pages it never had) has its constants fitted on the CALIBRATION configurations' runs only;
+- where the configuration's stream was captured (placement.json), the working set's place in guest
+  memory as decoded (memory.kernel_size, memory.holes); elsewhere the assumed layout above;
+- TCG: every bitmap sync waits for a vCPU asleep in auto-converge's throttle (qemu.sync_waits_vcpus);
 - the guest has been running before the migration (the run's warm-up): warm TLBs and dirty bits;
 - QEMU parameters: the run's downtime-limit, auto-converge and throttle steps.
 """
@@ -50,10 +54,10 @@ def page_table_pages(ws_mib):
 DEVICE_STATE = 112 * 1024  # bytes: the device state QEMU sends in the downtime (idle runs: downtime bytes)
 
 
-# The lab's runs for issues 16 and 14 (their "model.feature"): XBZRLE, post-copy, the dirtier's
-# backlog tolerance at a 99% throttle, the working set's placement. The model does not take these
-# inputs yet, so they are measured here and not compared.
-LAB_ONLY_FEATURES = {"xbzrle", "postcopy", "autoconverge_99", "placement"}
+# The lab's runs for issue 16 (their "model.feature"): XBZRLE, post-copy. The mapping does not take
+# these inputs yet, so they are measured and not compared. Issue 14's (the dirtier's backlog tolerance
+# at a 99% throttle, the working set's placement) are compared.
+LAB_ONLY_FEATURES = {"xbzrle", "postcopy"}
 
 
 def load_runs(folder=HERE / "runs"):
@@ -135,6 +139,48 @@ def stop_calibration(runs):
             "calibration": list(CALIBRATION)}
 
 
+MIN_HOLE = 64  # pages: other pages between two percentiles of the working set fewer than this are no hole
+
+
+def load_placements(path=HERE / "placement.json"):
+    """The decoded placements (placement.py: where the dirtier's working set sits in a captured stream's
+    first pass), by configuration name."""
+    return {p["config"]: p for p in json.loads(path.read_text())} if path.exists() else {}
+
+
+PLACEMENTS = load_placements()
+
+
+def placement_for(run):
+    """The decoded placement of a run's guest setup: the capture of the same configuration, else one
+    of the same dirtier setup (working set, spacer, pattern: seq_near_ctl is seq_near again); None
+    where no capture was made (the assumed layout)."""
+    if run["config"] in PLACEMENTS:
+        return PLACEMENTS[run["config"]]
+    i = run["inputs"]
+    key = (i["working_set_mib"], i.get("dirtier_spacer_mib", 0), i["pattern"])
+    same = [p for p in PLACEMENTS.values() if (p["working_set_mib"], p["spacer_mib"], p["pattern"]) == key]
+    return same[0] if same else None
+
+
+def layout_from_placement(p, ws_pages):
+    """(before, holes) from a decoded placement: the other non-zero pages the first pass sends before the
+    working set's first page, and [(at, pages)]: the other pages it sends between two percentiles q1 < q2
+    of the working set's pages (position(q2) - position(q1) of the first pass's normal pages, less the
+    working set's own (q2 - q1)), set at the middle of that stretch of the working set when at least
+    MIN_HOLE. The working set is swept in the order the stream meets it (its virtual order is not decoded)."""
+    fp, pos = p["first_pass"], p["dirtier_stream_position_percentiles"]
+    normal, dirt = fp["normal"], fp["dirtier"]
+    qs = sorted(pos, key=float)
+    before = int(round(pos[qs[0]] * normal))
+    holes = []
+    for q1, q2 in zip(qs, qs[1:]):
+        others = (pos[q2] - pos[q1]) * normal - (float(q2) - float(q1)) / 100 * dirt
+        if others >= MIN_HOLE:
+            holes.append((int(round((float(q1) + float(q2)) / 200 * ws_pages)), int(round(others))))
+    return before, holes
+
+
 def config_for(run, other_nonzero, stop, top_nonzero=None):
     """The simulator config (a dict) reproducing one measured run. Physical layout (contiguous, in
     the order QEMU's scan meets it): the kernel's non-zero pages, the dirtier's working set, the
@@ -152,6 +198,19 @@ def config_for(run, other_nonzero, stop, top_nonzero=None):
     tables = (r.page_table_bytes + r.bitmap_bytes + r.module_stack_bytes) // PAGE  # the model's own, non-zero
     pt = page_table_pages(i["working_set_mib"])
     kernel_pages = max(0, other - pt - KERNEL_PAGES - top - tables)
+    holes = []
+    placement = placement_for(run)
+    if placement is not None:  # measured: where this configuration's guest puts the working set
+        other = placement["first_pass"]["other_normal"]
+        zero = pages - ws_pages - other
+        before, holes = layout_from_placement(placement, ws_pages)
+        kernel_pages = max(0, before - tables)
+        # the model's page-table and kernel hot-set groups follow the working set: they are among the
+        # measured other pages, taken from the largest hole when the holes leave too few after it
+        short = kernel_pages + tables + sum(h for _, h in holes) + pt + KERNEL_PAGES - other
+        if short > 0 and holes:
+            k = max(range(len(holes)), key=lambda j: holes[j][1])
+            holes[k] = (holes[k][0], holes[k][1] - short)
     rate = run["guest_rate"]["achieved_before_migration_pages_s"] if i["rate_requested_pages_s"] else 0
     max_bw = i["max_bandwidth_bytes_s"]
     dirtier = {"cpus": i["vcpus"], "kind": "sequential" if i["pattern"] == "seq" else "uniform",
@@ -165,15 +224,18 @@ def config_for(run, other_nonzero, stop, top_nonzero=None):
         "policy": "qemu",
         "memory": {"size": f"{pages * PAGE}B", "page_size": "4KiB",
                    "kernel_size": f"{kernel_pages * PAGE}B",
-                   "zero_fraction": zero / pages, "layout": "contiguous", "processes": 1},
+                   "zero_fraction": zero / pages, "layout": "contiguous", "processes": 1,
+                   "holes": [{"at": f"{at * PAGE}B", "size": f"{n * PAGE}B"} for at, n in holes if n > 0]},
         "cpus": {"count": i["vcpus"] + 3, "clock": "3GHz", "dirty_update": "1us"},
         "workload": {"rate": "1/s", "working_set": f"{i['working_set_mib'] * 2**20 + (pt + KERNEL_PAGES) * PAGE}B",
-                     "paced": True, "catchup": "200ms", "groups": [dirtier, tables_group, fast, slow]},
+                     "paced": True, "catchup": f"{dirtier_tolerance_ms(run)}ms",
+                     "groups": [dirtier, tables_group, fast, slow]},
         "link": {"bandwidth": f"{stop['rate_Bps']}B/s", "latency": "20us", "per_copy": "0us"},
         "qemu": {"downtime_limit": f"{i['downtime_limit_ms']}ms", "max_bandwidth": f"{max_bw}B/s",
                  "setup": "0ms", "device_state": f"{DEVICE_STATE}B",
                  "vm_stop": f"{max(0.0, stop['fixed_s'] - DEVICE_STATE / stop['rate_Bps'])}s",
                  "dest_first_touch": f"{stop['first_touch_s']}s",
+                 "sync_waits_vcpus": i["accel"] == "tcg",  # TCG's sync waits for a throttled vCPU's sleep
                  "auto_converge": bool(i["auto_converge"]), "throttle_initial": i["cpu_throttle_initial"],
                  "throttle_increment": i["cpu_throttle_increment"]},
         "sim": {"quantum": "1ms", "time_limit": f"{i['time_limit_s']}s", "seed": 1 + run["run_index"],
@@ -183,6 +245,34 @@ def config_for(run, other_nonzero, stop, top_nonzero=None):
     }
 
 
+def dirtier_tolerance_ms(run):
+    """The dirtier's own backlog tolerance (dirtier.c: a backlog longer than this is dropped, a shorter
+    one caught up): its dirty_max_debt_ms parameter; runs from before the parameter existed ran the
+    dirtier whose tolerance was the constant 200 ms."""
+    return run["inputs"].get("dirtier_max_debt_ms", 200)
+
+
+STALL = 0.3  # s: a stretch of polls with ram.transferred standing still this long is a stall
+
+
+def stalls(run):
+    """Stretches (s) of at least STALL in which QEMU's ram.transferred stood still while the migration
+    was active (from the 100 ms polls: first to last poll with the same value)."""
+    fields, hist = run["history_fields"], run["history"]
+    s, x = fields.index("status"), fields.index("transferred")
+    out, start = [], None
+    for a, b in zip(hist, hist[1:]):
+        if b[s] == "active" and a[s] == "active" and a[x] == b[x]:
+            start = a[0] if start is None else start
+            end = b[0]
+        elif start is not None:
+            out.append(end - start)
+            start = None
+    if start is not None:
+        out.append(end - start)
+    return [round(d, 3) for d in out if d >= STALL - 1e-9]
+
+
 def measured(run):
     f, ram = run["final"], run["final"]["ram"]
     return {"converged": bool(run["converged"]), "total_s": f["total-time"] / 1e3, "mbps": active_mbps(run),
@@ -190,7 +280,7 @@ def measured(run):
             "downtime_mib": ram["downtime-bytes"] / 2**20 if run["converged"] else None,
             "normal": ram["normal"], "duplicate": ram["duplicate"], "dirty_sync_count": ram["dirty-sync-count"],
             "max_throttle": max([h[run["history_fields"].index("cpu_throttle_percentage")] or 0
-                                 for h in run["history"]] + [0])}
+                                 for h in run["history"]] + [0]), "stalls": stalls(run)}
 
 
 def predicted(cfg, seed=None):
@@ -204,6 +294,8 @@ def predicted(cfg, seed=None):
             "downtime_mib": (d["downtime_bytes"] - DEVICE_STATE) / 2**20 if d["converged"] else None,  # RAM only
             "dirty_sync_count": d["dirty_sync_count"],
             "max_throttle": max([p for _, p in d["throttle_pct"]] + [0]), "lost_writes": d["lost_writes"],
+            # the syncs that stood the stream still, waiting for a throttled vCPU's sleep to end
+            "stalls": [round(w, 3) for _, w in d.get("sync_vcpu_waits", []) if w >= STALL],
             "sync_levels": sync_levels(d)}
 
 
@@ -352,6 +444,21 @@ def summary_table(rows):
     return "\n".join(lines) + "\n"
 
 
+def stall_table(rows):
+    """Per configuration with a stall on either side: the stalls of each run (ram.transferred standing
+    still >= STALL while active), measured and predicted (the syncs' waits for a sleeping vCPU)."""
+    lines = ["| config | runs | stalls per run: measured / predicted | stall s, median: measured / predicted |",
+             "| --- | --- | --- | --- |"]
+    for name, g in sorted(by_config(rows).items()):
+        sm, sp = [x["measured"]["stalls"] for x in g], [x["predicted"]["stalls"] for x in g]
+        if not any(sm) and not any(sp):
+            continue
+        med = lambda lists: f"{statistics.median(v for l in lists for v in l):.2f}" if any(lists) else "-"  # noqa
+        lines.append(f"| {name} | {len(g)} | {', '.join(str(len(x)) for x in sm)} / "
+                     f"{', '.join(str(len(x)) for x in sp)} | {med(sm)} / {med(sp)} |")
+    return "\n".join(lines) + "\n"
+
+
 def plot(rows, path):
     import matplotlib
     matplotlib.use("Agg")
@@ -402,10 +509,10 @@ def tlb_bug(rows):
             m = e.machine.memory
             stale = np.flatnonzero(m.versions != e.machine.partner.versions) if d["lost_writes"] else np.empty(0, int)
             ws = cfg.workload.groups[0].working_set // PAGE
-            dense = stale - m.user_base
-            res[variant] = {"lost": d["lost_writes"], "dirtier_pages": int(((dense >= 0) & (dense < ws)).sum()),
-                            "kernel_pages": int(((dense >= ws) & (dense < ws + page_table_pages(ws // 256)
-                                                                                 + KERNEL_PAGES)).sum())}
+            dirtier = m.dense_to_frames(np.arange(ws))  # frames, holes stepped over
+            kernel = m.dense_to_frames(np.arange(ws, ws + page_table_pages(ws // 256) + KERNEL_PAGES))
+            res[variant] = {"lost": d["lost_writes"], "dirtier_pages": int(np.isin(stale, dirtier).sum()),
+                            "kernel_pages": int(np.isin(stale, kernel).sum())}
         out.append({"config": name, **res})
     return out
 
@@ -428,7 +535,7 @@ def main():
     tlb = tlb_bug(rows)
     (HERE / "compare.json").write_text(json.dumps({"calibration": calib, "runs": rows, "ensembles": ens,
                                                    "tlb_bug": tlb}, indent=1) + "\n")
-    table = summary_table(rows) + "\n" + ensemble_table(ens) + "\n" + tlb_table(tlb)
+    table = summary_table(rows) + "\n" + ensemble_table(ens) + "\n" + stall_table(rows) + "\n" + tlb_table(tlb)
     (HERE / "compare.md").write_text(table)
     plot(rows, HERE / "compare.png")
     sys.stdout.write(table)

@@ -80,6 +80,12 @@ def _page_size_check(value: int) -> str | None:
     return None
 
 
+_HOLE = Section("Pages set between the user pages: written before the mirror starts, never by the workload.", dict(
+    at=Field(SIZE, REQUIRED, "Where the hole goes, as the bytes of the user pages (the workload's working sets "
+                             "in their order, then the zero pages) that lie before it.", ge=0, le=MAX_BYTES),
+    size=Field(SIZE, REQUIRED, "The hole's non-zero pages.", gt=0, le=MAX_BYTES),
+))
+
 CORE.section(
     "memory", "Physical memory of the machine being mirrored.",
     size=Field(SIZE, REQUIRED, "Physical memory to mirror.", gt=0, le=MAX_BYTES),
@@ -96,6 +102,11 @@ CORE.section(
                                     "part (same results, less memory, slower writes); auto: when memory is at "
                                     "least 1TiB and the working set at most a quarter of it.",
                  check_doc="`auto`, `true` or `false`"),
+    holes=SectionList(_HOLE, "contiguous layout: runs of other non-zero pages (the rest of the system's, "
+                             "never written during the mirror) between the user pages, so that a working "
+                             "set can sit in pieces as a real one does (the QEMU lab decodes where its "
+                             "guest's pages lie from a captured stream); the remaining user frames follow "
+                             "the zero pages, as without holes.", item_name="hole"),
 )
 
 CORE.section(
@@ -353,6 +364,30 @@ def _working_set_fits(v: Mapping[str, Any], raw: Mapping[str, Any]) -> None:
                                f"{format_bytes(regions.user_bytes)} of user memory that lie in whole "
                                f"{raw['memory.block']} blocks (memory.block), where the scattered layout "
                                "places pages")
+    holes = v["memory.holes"]
+    if not holes:
+        return
+    if v["memory.layout"] != "contiguous":
+        raise ConfigError("memory.holes", f"holes need memory.layout: contiguous (got {raw['memory.layout']})")
+    if v["memory.sparse"] == "true":
+        raise ConfigError("memory.holes", "holes need dense memory (memory.sparse: false or auto)")
+    last = -1
+    for i, h in enumerate(holes):
+        for key in ("at", "size"):
+            if getattr(h, key) % page:
+                raise ConfigError(f"memory.holes[{i}].{key}", f"{format_bytes(getattr(h, key))} is not a whole "
+                                                              f"number of {raw['memory.page_size']} pages")
+        if h.at <= last:
+            raise ConfigError(f"memory.holes[{i}].at", "holes must be given in increasing order of at")
+        if h.at > ws + zero_bytes:
+            raise ConfigError(f"memory.holes[{i}].at", f"{format_bytes(h.at)} is past the "
+                                                       f"{format_bytes(ws + zero_bytes)} of working set and "
+                                                       "zero pages")
+        last = h.at
+    total = sum(h.size for h in holes)
+    if zero_bytes + ws + total > regions.user_bytes:
+        raise ConfigError("memory.holes", f"the holes' {format_bytes(total)} beside the working set and zero "
+                                          f"pages exceed the {format_bytes(regions.user_bytes)} of user memory")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -38,6 +38,7 @@ from .steady import Sample, SteadyState
 BUFFER_DELAY = 0.1     # s: the counters' and the rate limit's period (migration.h)
 MAX_WAIT = 0.05        # s: one ram_save_iterate call works at most this long (ram.c)
 THROTTLE_PERIOD = 1.0  # s: a sync closes a dirty-rate period only after this long (ram.c)
+THROTTLE_SLICE = 0.010  # s: CPU_THROTTLE_TIMESLICE_NS, a throttled vCPU's run between sleeps (cpu-throttle.c)
 FORCED_SYNC = 5.0      # s: auto-converge's responsive-throttle timer (cpu-throttle.c, QEMU >= 9.2)
 PAGE_HEADER = 8        # bytes: offset | flags (save_page_header)
 ZERO_PAGE_BODY = 1     # byte: the fill value after a zero page's header
@@ -90,6 +91,11 @@ SECTION = Section("QEMU/KVM pre-copy migration (QEMU 10.0 migration thread).", d
     throttle_initial=Field(INT, 20, "cpu-throttle-initial (percent).", ge=1, le=99),
     throttle_increment=Field(INT, 10, "cpu-throttle-increment (percent).", ge=1, le=99),
     throttle_max=Field(INT, 99, "max-cpu-throttle (percent).", ge=1, le=99),
+    sync_waits_vcpus=Field(BOOL, False, "TCG (the QEMU lab's accelerator): every bitmap sync ends by waiting for "
+                                        "each vCPU to reach its main loop (physmem.c tcg_log_global_after_sync: "
+                                        "run_on_cpu), and a vCPU asleep in an auto-converge throttle gets there "
+                                        "only when its sleep of pct/(1-pct) x 10 ms ends: the migration stream "
+                                        "stalls up to 990 ms at 99%. KVM has no such wait (false)."),
     throttle_trigger=Field(INT, 50, "throttle-trigger-threshold: percent of transferred bytes the dirtied "
                                     "bytes must exceed.", ge=1, le=100),
     xbzrle=Field(BOOL, False, "xbzrle capability: delta-compress re-sent pages found in the cache."),
@@ -240,6 +246,9 @@ class Migration:
         self.high_cnt = 0
         self.throttle = 0
         self.throttle_history = []
+        self.throttle_tick = None               # cycles: the throttle timer's next tick (None: not throttling)
+        self.sleep_end = 0                      # cycles: when the vCPUs' current throttle sleep ends
+        self.sync_waits = []                    # [t (s), s]: each throttled sync's wait for a sleeping vCPU
         self.threshold = 0.0                    # bytes; 0 until the first period ends
         self.bandwidth = 0.0                    # bytes per ms over the last period
         self.expected_downtime = self.q.downtime_limit  # shown until a real estimate exists
@@ -368,10 +377,20 @@ class Migration:
         self.dirty_bytes_last_sync = self.remaining * self.ps
         return h
 
-    def sync(self):
-        """Process step: migration_bitmap_sync."""
+    def sync(self, waits=True):
+        """Process step: migration_bitmap_sync. With ``qemu.sync_waits_vcpus`` (TCG) the harvest is
+        followed by a wait for every vCPU to reach its main loop (memory_global_after_dirty_log_sync ->
+        tcg_log_global_after_sync -> run_on_cpu), which a vCPU asleep in a throttle reaches only at its
+        sleep's end; the period and auto-converge are judged after that wait (ram.c takes end_time
+        there). ``waits`` false: a sync run outside the migration thread (the forced sync timer)."""
         e = self.e
         h = self.harvest_log()
+        if waits and self.q.sync_waits_vcpus and not self.last_stage:
+            left = self.vcpu_sleep_left()
+            if self.throttle_tick is not None:
+                self.sync_waits.append([round(e.seconds(e.now), 6), round(e.seconds(left), 6)])
+            if left > 0:
+                yield e.wait(left)
         now = e.now
         if now > self.time_last_sync + THROTTLE_PERIOD * e.clock:
             self.trigger_throttle()
@@ -383,10 +402,30 @@ class Migration:
         yield e.wait(e.log_sync_cost())
         return h.new_bits
 
+    def vcpu_sleep_left(self):
+        """Cycles from now until the vCPUs end the throttle sleep they are in (0: awake or not throttled).
+
+        cpu-throttle.c: the throttle timer ticks every 10 ms / (1 - pct) and each tick queues on every
+        vCPU a sleep of 10 ms x pct / (1 - pct) (cpu_throttle_thread: a kick does not end it, only the
+        VM's stop does); the vCPU runs the 10 ms between the sleep's end and the next tick. The ticks
+        since the last call all ran at today's percentage: it changes only in ``trigger_throttle``,
+        which brings the timer up to date first."""
+        if self.throttle_tick is None:
+            return 0
+        e, p = self.e, self.throttle / 100
+        now = e.now
+        if now >= self.throttle_tick:
+            period = e.cycles(THROTTLE_SLICE / (1 - p))
+            last = self.throttle_tick + (now - self.throttle_tick) // period * period
+            self.sleep_end = last + e.cycles(THROTTLE_SLICE * p / (1 - p))
+            self.throttle_tick = last + period
+        return max(0, self.sleep_end - now)
+
     def trigger_throttle(self):
         """migration_trigger_throttle (auto-converge)."""
         if not self.q.auto_converge or self.last_stage:
             return
+        self.vcpu_sleep_left()  # the timer's ticks so far ran at the old percentage
         bytes_xfer = self.e.bytes_sent - self.bytes_xfer_prev
         bytes_dirty = self.dirty_period * self.ps
         if bytes_dirty > bytes_xfer * self.q.throttle_trigger / 100:
@@ -395,6 +434,7 @@ class Migration:
                 self.high_cnt = 0
                 if self.throttle == 0:
                     self.throttle = self.q.throttle_initial
+                    self.throttle_tick = self.e.now  # cpu_throttle_set starts the timer with a tick now
                 else:
                     self.throttle = min(self.throttle + self.q.throttle_increment, self.q.throttle_max)
                 self.e.throttle(self.throttle / 100)
@@ -484,7 +524,7 @@ def scanner(e):
                     return
         if q.auto_converge and e.now >= mig.next_forced_tick:
             if mig.sync_count == mig.sync_count_at_tick and mig.sync_count > 1:
-                yield from mig.sync()
+                yield from mig.sync(waits=False)  # the timer's callback, not the migration thread
             mig.sync_count_at_tick = mig.sync_count
             mig.next_forced_tick += e.cycles(FORCED_SYNC)
         if not mig.rate_exceeded():
@@ -671,6 +711,8 @@ def report(e, mig, setup_s):
         "precopy_bytes": mig.precopy_bytes if converged else e.bytes_sent,
         "downtime_bytes": e.bytes_sent - mig.precopy_bytes if converged else 0,
     }
+    if mig.q.sync_waits_vcpus:
+        out["sync_vcpu_waits"] = mig.sync_waits  # [t (s), wait (s)] per sync while the vCPUs were throttled
     if mig.xbzrle is not None:
         x = mig.xbzrle
         out["xbzrle"] = {"pages": x.pages, "bytes": x.bytes, "cache_miss": x.cache_miss, "overflow": x.overflow,

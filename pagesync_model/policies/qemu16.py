@@ -55,6 +55,9 @@ def rules_check(v, raw):
         raise ConfigError("qemu.xbzrle", "XBZRLE is not modelled under qemu.rules \"1.6\"")
     if v["operator.kind"] != "none":
         raise ConfigError("operator.kind", f"'{v['operator.kind']}' is not modelled under qemu.rules \"1.6\"")
+    if v["qemu.sync_waits_vcpus"]:
+        raise ConfigError("qemu.sync_waits_vcpus", "TCG's sync wait for a throttled vCPU is not modelled under "
+                                                   "qemu.rules \"1.6\" (its vCPUs sleep 30 ms on their own)")
     for name in LATER_FIELDS:
         if raw[f"qemu.{name}"] != SECTION.members[name].default:
             raise ConfigError(f"qemu.{name}", f"{raw[f'qemu.{name}']} {why}")

@@ -64,7 +64,8 @@ class Machine:
         ws_pages = working_set_pages(cfg.workload, ps)
         zero_pages = int(mem.zero_fraction * (mem.size // ps))
         self.memory = build_memory(mem.size, ps, mem.kernel_size, ws_pages, zero_pages, mem.layout, mem.processes,
-                                   mem.block // ps, sparse=use_sparse(mem, ws_pages * ps))
+                                   mem.block // ps, sparse=use_sparse(mem, ws_pages * ps),
+                                   holes=[(h.at // ps, h.size // ps) for h in mem.holes])
         self.partner = self.memory.new_partner()
         self.workload = build_workload(cfg.workload, self.memory, cfg.cpus.count, kernels, seed, clock=self.clock)
         c = cfg.cpus

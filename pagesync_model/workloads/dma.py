@@ -12,6 +12,8 @@ import numpy as np
 
 from ..kernels.dtypes import INDEX_DTYPE, VERSION_DTYPE
 
+TWO32 = 1 << 32
+
 
 class DmaWriter:
     """``rate`` device page writes per second (at ``clock`` Hz) into working-set pages ``[0, span)``;
@@ -39,8 +41,13 @@ class DmaWriter:
             return
         m = self.memory
         out = np.empty(n, dtype=INDEX_DTYPE)
-        self.kernels.gen_random(self.key, self.counters, np.array([n], dtype=INDEX_DTYPE), 0, 0, self.span,
-                                m.user_base, m.mult, m.blocks, out, m.block)
+        if len(getattr(m, "hole_at", ())):  # holes: working-set indices, placed by the memory's own map
+            self.kernels.gen_random(self.key, self.counters, np.array([n], dtype=INDEX_DTYPE), 0, 0, self.span,
+                                    0, 1, TWO32, out, 1)
+            out = m.dense_to_frames(out)
+        else:
+            self.kernels.gen_random(self.key, self.counters, np.array([n], dtype=INDEX_DTYPE), 0, 0, self.span,
+                                    m.user_base, m.mult, m.blocks, out, m.block)
         frames, times = np.unique(out, return_counts=True)
         m.add_versions(frames, times.astype(VERSION_DTYPE))
         if self.mirrored:

@@ -67,12 +67,12 @@ class Workload:
         """(base, mult, modulus, block) for a generator kernel: the memory's own placement at region 0;
         else the identity (the kernel returns working-set indices, ``_place_in_memory`` maps them)."""
         m = self.memory
-        if self.region == 0:
+        if self.region == 0 and not len(getattr(m, "hole_at", ())):
             return m.user_base, m.mult, m.blocks, m.block
         return 0, 1, TWO32, 1
 
     def _place_in_memory(self, out):
-        if self.region != 0:
+        if self.region != 0 or len(getattr(self.memory, "hole_at", ())):
             out[:] = self.memory.dense_to_frames(out + self.region)
         return out
 
