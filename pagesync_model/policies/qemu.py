@@ -958,20 +958,25 @@ class Destination:
         return at
 
     def blocktime(self):
-        """(total, per vCPU) blocktime in cycles: the time every vCPU was waiting at once (QEMU's
-        postcopy-blocktime), and each vCPU's sum of waits (postcopy-vcpu-blocktime)."""
-        per = [sum(b - a for a, b in iv) for iv in self.intervals]
-        if self.nv == 1:
-            return per[0], per
-        edges = sorted([(a, 1) for iv in self.intervals for a, _ in iv] +
-                       [(b, -1) for iv in self.intervals for _, b in iv])
-        total, down, since = 0.0, 0, 0.0
-        for t, d in edges:
-            if down == self.nv:
-                total += t - since
-            down += d
-            since = t
-        return total, per
+        """(total, per vCPU) blocktime in cycles (``all_blocked``)."""
+        return all_blocked(self.intervals)
+
+
+def all_blocked(intervals):
+    """QEMU's blocktime from each vCPU's waits ``intervals[v] = [(start, end), ...]`` (disjoint per
+    vCPU): (the time during which every vCPU was waiting at once: postcopy-blocktime, and each vCPU's
+    sum of waits: postcopy-vcpu-blocktime)."""
+    per = [sum(b - a for a, b in iv) for iv in intervals]
+    if len(intervals) == 1:
+        return per[0], per
+    edges = sorted([(a, 1) for iv in intervals for a, _ in iv] + [(b, -1) for iv in intervals for _, b in iv])
+    total, down, since = 0, 0, 0
+    for t, d in edges:
+        if down == len(intervals):
+            total += t - since
+        down += d
+        since = t
+    return total, per
 
 
 def report(e, mig, setup_s):
