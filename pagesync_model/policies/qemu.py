@@ -286,7 +286,7 @@ class Xbzrle:
         self.cache_miss += misses
         self.overflow += n_over
         self.skipped += n_skip
-        self.pages += n_delta + n_skip
+        self.pages += n_delta  # save_xbzrle_page counts a page sent as a delta; a skipped one returns first
         xbytes = int(delta[(delta > 0) & ~over].sum()) + n_delta * (PAGE_HEADER + XBZRLE_HEADER)
         self.bytes += xbytes
         return xbytes + (misses + n_over) * (PAGE_HEADER + ps)
