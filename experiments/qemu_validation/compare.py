@@ -50,8 +50,15 @@ def page_table_pages(ws_mib):
 DEVICE_STATE = 112 * 1024  # bytes: the device state QEMU sends in the downtime (idle runs: downtime bytes)
 
 
+# The lab's runs for issues 16 and 14 (their "model.feature"): XBZRLE, post-copy, the dirtier's
+# backlog tolerance at a 99% throttle, the working set's placement. The model does not take these
+# inputs yet, so they are measured here and not compared.
+LAB_ONLY_FEATURES = {"xbzrle", "postcopy", "autoconverge_99", "placement"}
+
+
 def load_runs(folder=HERE / "runs"):
     runs = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
+    runs = [r for r in runs if (r.get("model") or {}).get("feature") not in LAB_ONLY_FEATURES]
     for r in runs:  # a cancelled run's final reply has no statistics: use the last one that had them
         if not (r.get("final") or {}).get("ram") and r.get("last_with_stats"):
             r["final"] = r["last_with_stats"]
@@ -182,7 +189,8 @@ def measured(run):
             "downtime_ms": f.get("downtime"), "transferred_mib": ram["transferred"] / 2**20,
             "downtime_mib": ram["downtime-bytes"] / 2**20 if run["converged"] else None,
             "normal": ram["normal"], "duplicate": ram["duplicate"], "dirty_sync_count": ram["dirty-sync-count"],
-            "max_throttle": max([h[-1] or 0 for h in run["history"]] + [0])}
+            "max_throttle": max([h[run["history_fields"].index("cpu_throttle_percentage")] or 0
+                                 for h in run["history"]] + [0])}
 
 
 def predicted(cfg, seed=None):

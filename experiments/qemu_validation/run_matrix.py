@@ -11,6 +11,11 @@ time limit 60 s.
     ./run_matrix.py --reps 5            # full matrix
     ./run_matrix.py --list              # show configurations
     ./run_matrix.py --only idle,rand_near --reps 1
+    ./run_matrix.py --reps 5 --only xbzrle_c256,xbzrle_c32,pc_pass1,...   # the issue 16/14 runs
+
+--list shows, for the configurations that carry it, whether the model is calibrated on them or
+validated against them (the runs record it in their "model" field; the older configurations'
+split is compare.py's CALIBRATION).
 """
 import argparse
 import os
@@ -21,7 +26,15 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 BASE = dict(ram=512, ws=128, rate=0, pattern="rand", max_bw=64,
             downtime_ms=300, auto_converge=False, limit=60)
+# options that only some configurations set (run_migration.py's defaults otherwise); "feature" and
+# "model_set" are metadata: which model feature a configuration checks and whether the model fits
+# constants on it (calibration) or is judged on it (validation)
+OPTIONAL = ["throttle_initial", "throttle_increment", "xbzrle", "xbzrle_cache", "postcopy",
+            "postcopy_preempt", "max_postcopy_bw", "postcopy_after_passes", "postcopy_at",
+            "max_debt_ms", "spacer_mib", "feature", "model_set"]
 LINK_PAGES_S = 64 * 256  # 64 MiB/s in 4 KiB pages/s = 16384
+XBZRLE_C32_RATE = 24000  # chosen by a short probe (README, "XBZRLE"): near the edge of convergence
+SPACER_MIB = 160
 
 MATRIX = [
     # name, overrides, description
@@ -49,6 +62,38 @@ MATRIX = [
     # rate-limiter calibration (run with --reps 3 --only idle_bw32,idle_bw128)
     ("idle_bw32", dict(rate=0, max_bw=32), "idle, max-bandwidth 32 MiB/s"),
     ("idle_bw128", dict(rate=0, max_bw=128), "idle, max-bandwidth 128 MiB/s"),
+    # issue 16: XBZRLE at two cache / working-set ratios
+    ("xbzrle_c256", dict(rate=32000, xbzrle=True, xbzrle_cache=256, feature="xbzrle",
+                         model_set="calibration"),
+     "random ~2x link, XBZRLE, cache 256 MiB (2x working set)"),
+    ("xbzrle_c32", dict(rate=XBZRLE_C32_RATE, xbzrle=True, xbzrle_cache=32, feature="xbzrle",
+                        model_set="validation"),
+     "random, XBZRLE, cache 32 MiB (1/4 working set), rate near the edge of convergence"),
+    # issue 16: post-copy on a workload that does not converge in pre-copy (rand_high)
+    ("pc_pass1", dict(rate=32000, postcopy=True, postcopy_after_passes=1, feature="postcopy",
+                      model_set="calibration"),
+     "rand_high, post-copy after the first pass, post-copy bandwidth unlimited"),
+    ("pc_pass1_bw16", dict(rate=32000, postcopy=True, postcopy_after_passes=1, max_postcopy_bw=16,
+                           feature="postcopy", model_set="validation"),
+     "rand_high, post-copy after the first pass, max-postcopy-bandwidth 16 MiB/s"),
+    ("pc_at2", dict(rate=32000, postcopy=True, postcopy_at=2, feature="postcopy",
+                    model_set="validation"),
+     "rand_high, post-copy 2 s after migrate (within the first pass), unlimited"),
+    ("pc_at2_bw16", dict(rate=32000, postcopy=True, postcopy_at=2, max_postcopy_bw=16,
+                         feature="postcopy", model_set="validation"),
+     "rand_high, post-copy 2 s after migrate (within the first pass), 16 MiB/s"),
+    # issue 14 item 3: the throttle at 99 %, the dirtier's backlog tolerance, the placement
+    ("autoconv_99", dict(rate=32000, auto_converge=True, throttle_initial=60,
+                         throttle_increment=20, feature="autoconverge_99",
+                         model_set="calibration"),
+     "random ~2x link, auto-converge initial 60, increment 20 (99 % at the 3rd step)"),
+    ("autoconv_99_debt2000", dict(rate=32000, auto_converge=True, throttle_initial=60,
+                                  throttle_increment=20, max_debt_ms=2000,
+                                  feature="autoconverge_99", model_set="validation"),
+     "as autoconv_99, dirtier backlog tolerance 2000 ms instead of 200"),
+    ("seq_near_spacer", dict(rate=15000, pattern="seq", spacer_mib=SPACER_MIB,
+                             feature="placement", model_set="validation"),
+     "as seq_near, a %d MiB zero-filled spacer mapped before the working set" % SPACER_MIB),
 ]
 
 
@@ -58,6 +103,13 @@ def args_for(cfg):
          "--downtime-ms", cfg["downtime_ms"], "--limit", cfg["limit"]]
     if cfg["auto_converge"]:
         a.append("--auto-converge")
+    for k in OPTIONAL:
+        v = cfg.get(k)
+        if v is None or v is False:
+            continue
+        a.append("--" + k.replace("_", "-"))
+        if v is not True:
+            a.append(v)
     return [str(x) for x in a]
 
 
@@ -73,7 +125,8 @@ def main():
             if not only or n in only]
     if a.list:
         for n, cfg, d in todo:
-            print("%-18s %-50s %s" % (n, d, " ".join(args_for(cfg))))
+            print("%-20s %-11s %-50s %s" % (n, cfg.get("model_set") or "-", d,
+                                            " ".join(args_for(cfg))))
         return 0
     os.makedirs(a.outdir, exist_ok=True)
     t_start = time.time()

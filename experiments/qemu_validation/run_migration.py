@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
-"""One QEMU pre-copy live migration on localhost, measured.
+"""One QEMU live migration on localhost (pre-copy; optionally XBZRLE, post-copy), measured.
 
 Starts a destination QEMU (-incoming tcp:127.0.0.1:PORT) and a source QEMU
 (TCG, 1 vCPU) booting the lab guest (Debian kernel + busybox/dirtier
 initramfs), waits for the guest's "DIRTIER ready" line (working set filled),
 lets the dirtier run for a warm-up, sets max-bandwidth / downtime-limit /
 auto-converge, migrates, polls query-migrate every 100 ms, cancels if not
-completed within --limit seconds, then checks that the destination guest is
+completed within --limit seconds (a migration already in post-copy is never
+cancelled: the guest runs on the destination), then checks that the destination guest is
 running and still writing (its serial console), and writes one JSON file.
 
 Example:
@@ -34,7 +35,8 @@ RATE_RE = re.compile(
     r"DIRTIER rate t=([\d.]+) writes=(\d+) achieved=(\d+) target=(\d+)")
 HIST_KEYS = ["t", "status", "transferred", "remaining", "dirty_sync_count",
              "dirty_pages_rate", "mbps", "expected_downtime",
-             "cpu_throttle_percentage"]
+             "cpu_throttle_percentage", "xbzrle_pages", "xbzrle_bytes",
+             "xbzrle_cache_miss", "postcopy_requests", "xbzrle_encoding_rate"]
 
 
 def loadavg():
@@ -140,7 +142,12 @@ def compact(q, t):
             ram.get("remaining"), ram.get("dirty-sync-count"),
             ram.get("dirty-pages-rate"),
             round(ram["mbps"], 2) if "mbps" in ram else None,
-            q.get("expected-downtime"), q.get("cpu-throttle-percentage")]
+            q.get("expected-downtime"), q.get("cpu-throttle-percentage"),
+            q.get("xbzrle-cache", {}).get("pages"),
+            q.get("xbzrle-cache", {}).get("bytes"),
+            q.get("xbzrle-cache", {}).get("cache-miss"),
+            ram.get("postcopy-requests"),
+            q.get("xbzrle-cache", {}).get("encoding-rate")]
 
 
 def mean(xs):
@@ -159,6 +166,11 @@ def run(a):
     append = ("console=ttyS0 quiet panic=-1 dirty_ws=%d dirty_rate=%d "
               "dirty_pattern=%s dirty_report_ms=%d"
               % (a.ws, a.rate, a.pattern, a.report_ms))
+    # only when not the default, so the command line of every older config stays the same
+    if a.max_debt_ms != 200:
+        append += " dirty_max_debt_ms=%d" % a.max_debt_ms
+    if a.spacer_mib:
+        append += " dirty_spacer_mib=%d" % a.spacer_mib
     common = ["qemu-system-x86_64", "-accel", "tcg", "-smp", "1",
               "-m", str(a.ram), "-nodefaults", "-display", "none",
               "-monitor", "none", "-no-reboot",
@@ -188,7 +200,20 @@ def run(a):
             "time_limit_s": a.limit, "warmup_s": a.warmup,
             "poll_interval_s": a.poll, "kernel": os.path.realpath(kernel),
             "kernel_cmdline": append,
+            "dirtier_max_debt_ms": a.max_debt_ms,
+            "dirtier_spacer_mib": a.spacer_mib,
+            "xbzrle": a.xbzrle,
+            "xbzrle_cache_mib": a.xbzrle_cache,
+            "postcopy": a.postcopy,
+            "postcopy_preempt": a.postcopy_preempt,
+            "max_postcopy_bandwidth_mib_s": a.max_postcopy_bw,
+            # N bitmap passes completed: migrate-start-postcopy when a MIGRATION_PASS event with
+            # pass >= N + 1 arrives (pass 1 is the sync at setup)
+            "postcopy_after_passes": a.postcopy_after_passes,
+            "postcopy_at_s": a.postcopy_at,
         },
+        # which part of the model's check this configuration is (set by run_matrix.py)
+        "model": {"feature": a.feature, "set": a.model_set},
     }
     procs = []
     tails = []
@@ -209,6 +234,11 @@ def run(a):
         st = SerialTail(src_ser, t0)
         st.start()
         tails.append(st)
+        # the destination's console from the start: its lines get the host time they appear at
+        # (after a post-copy switch the guest runs there while pages still arrive)
+        sd = SerialTail(dst_ser, t0)
+        sd.start()
+        tails.append(sd)
         # wait for ready
         deadline = time.monotonic() + a.boot_timeout
         while not st.find("DIRTIER ready"):
@@ -225,17 +255,38 @@ def run(a):
         qd = QMP(dst_qmp)
         caps = [{"capability": "auto-converge", "state": a.auto_converge},
                 {"capability": "events", "state": True}]
-        qs.cmd("migrate-set-capabilities", {"capabilities": caps})
+        # capabilities that both sides must agree on; postcopy-blocktime only on the destination
+        both = []
+        if a.xbzrle:
+            both.append({"capability": "xbzrle", "state": True})
+        if a.postcopy:
+            both.append({"capability": "postcopy-ram", "state": True})
+        if a.postcopy_preempt:
+            both.append({"capability": "postcopy-preempt", "state": True})
+        qs.cmd("migrate-set-capabilities", {"capabilities": caps + both})
+        dcaps = both + ([{"capability": "postcopy-blocktime", "state": True}]
+                        if a.postcopy else [])
+        if dcaps:
+            qd.cmd("migrate-set-capabilities", {"capabilities": dcaps})
         params = {"max-bandwidth": int(a.max_bw * (1 << 20)),
                   "downtime-limit": a.downtime_ms}
         if a.auto_converge:
             params["cpu-throttle-initial"] = a.throttle_initial
             params["cpu-throttle-increment"] = a.throttle_increment
+        if a.xbzrle and a.xbzrle_cache is not None:
+            params["xbzrle-cache-size"] = int(a.xbzrle_cache * (1 << 20))
+        if a.postcopy:
+            # 0 is QEMU's "unlimited"
+            params["max-postcopy-bandwidth"] = int(a.max_postcopy_bw * (1 << 20))
         qs.cmd("migrate-set-parameters", params)
         result["migration_parameters"] = qs.cmd("query-migrate-parameters")
         result["migration_capabilities"] = {
             c["capability"]: c["state"]
             for c in qs.cmd("query-migrate-capabilities")}
+        if dcaps:
+            result["dst_migration_capabilities"] = {
+                c["capability"]: c["state"]
+                for c in qd.cmd("query-migrate-capabilities")}
         result["host"]["loadavg_at_migrate"] = loadavg()
         cpu_src0 = proc_cpu_s(src.pid)
         cpu_dst0 = proc_cpu_s(dst.pid)
@@ -243,12 +294,45 @@ def run(a):
         tm0 = time.monotonic()
         wall0 = time.time()
         mig_start_rel = tm0 - t0
+        # host seconds from QEMU start to migrate: the time base of dest_check.dst_rate_samples
+        result["migrate_host_t"] = round(mig_start_rel, 3)
         to_port = start_tap(port, a.capture) if a.capture else port
         qs.cmd("migrate", {"uri": "tcp:127.0.0.1:%d" % to_port})
         history = []
         final = None
         last_active = None
         cancelled = False
+        switch_pending = a.postcopy and (a.postcopy_after_passes is not None
+                                         or a.postcopy_at is not None)
+        pc = {"trigger": None, "start_cmd_t": None, "start_cmd_wall_t": None,
+              "start_cmd_error": None, "first_poll_postcopy_active_t": None}
+
+        def switch_due(t):
+            if a.postcopy_at is not None and t >= a.postcopy_at:
+                return "at %gs" % a.postcopy_at
+            if a.postcopy_after_passes is not None:
+                for e in qs.events:
+                    if (e.get("event") == "MIGRATION_PASS"
+                            and e["data"].get("pass", 0) >= a.postcopy_after_passes + 1):
+                        return "pass %d" % e["data"]["pass"]
+            return None
+
+        def maybe_switch(status):
+            nonlocal switch_pending
+            if not switch_pending or status not in ("setup", "active"):
+                return
+            why = switch_due(time.monotonic() - tm0)
+            if why is None:
+                return
+            switch_pending = False
+            pc["trigger"] = why
+            pc["start_cmd_t"] = round(time.monotonic() - tm0, 4)
+            pc["start_cmd_wall_t"] = round(time.time() - wall0, 4)
+            try:
+                qs.cmd("migrate-start-postcopy")
+            except Exception as e:  # e.g. the migration completed in between
+                pc["start_cmd_error"] = str(e)
+
         while True:
             t = time.monotonic() - tm0
             q = qs.cmd("query-migrate")
@@ -256,16 +340,28 @@ def run(a):
             status = q.get("status")
             if "ram" in q:
                 last_active = q
+            if (status == "postcopy-active"
+                    and pc["first_poll_postcopy_active_t"] is None):
+                pc["first_poll_postcopy_active_t"] = round(t, 3)
             if status in ("completed", "failed", "cancelled"):
                 final = q
                 break
-            if t > a.limit and not cancelled:
+            maybe_switch(status)
+            # in post-copy the guest already runs on the destination: never cancel
+            if t > a.limit and not cancelled and not status.startswith("postcopy"):
                 qs.cmd("migrate_cancel")
                 cancelled = True
                 cancel_t = t
             if cancelled and t > cancel_t + 30:
                 final = q
                 break
+            if t > a.limit + 300:
+                raise RuntimeError("post-copy did not complete within limit + 300 s")
+            # while a switch is due, look at the events (and the clock) every 10 ms
+            while switch_pending and time.monotonic() - tm0 < t + a.poll - 0.01:
+                time.sleep(0.01)
+                qs.cmd("query-status")  # reads the events that arrived
+                maybe_switch(status)
             time.sleep(max(0.0, a.poll - (time.monotonic() - tm0 - t)))
         tm1 = time.monotonic()
         mig_end_rel = tm1 - t0
@@ -291,6 +387,30 @@ def run(a):
             elif e.get("event") == "MIGRATION":
                 evs["status"].append([et, e["data"].get("status")])
         result["events"] = evs
+        if a.postcopy:
+            # the destination's counters are only filled when its status is completed
+            # (QEMU 10.0 migration.c fill_destination_migration_info ->
+            # postcopy-ram.c fill_destination_postcopy_migration_info)
+            dq, dl = None, time.monotonic() + 60
+            while time.monotonic() < dl:
+                dq = qd.cmd("query-migrate")
+                pc["dst_completed_poll_t"] = round(time.monotonic() - tm0, 3)
+                if dq.get("status") in ("completed", "failed"):
+                    break
+                time.sleep(0.1)
+            act = [e[0] for e in evs["status"] if e[1] == "postcopy-active"]
+            ram = (final or {}).get("ram", {})
+            pc.update({
+                "postcopy_active_t": act[0] if act else None,
+                "switched": bool(act),
+                "postcopy_requests": ram.get("postcopy-requests"),
+                "postcopy_bytes": ram.get("postcopy-bytes"),
+                "dst_status": (dq or {}).get("status"),
+                "postcopy_blocktime_ms": (dq or {}).get("postcopy-blocktime"),
+                "postcopy_vcpu_blocktime_ms": (dq or {}).get("postcopy-vcpu-blocktime"),
+            })
+            result["dst_final"] = dq
+        result["postcopy"] = pc if a.postcopy else None
         result["cancelled_by_limit"] = cancelled
         result["converged"] = final.get("status") == "completed"
         result["wall_migration_s"] = round(tm1 - tm0, 3)
@@ -300,9 +420,6 @@ def run(a):
         # destination check
         dcheck = {"checked": False}
         if result["converged"]:
-            sd = SerialTail(dst_ser, t0)
-            sd.start()
-            tails.append(sd)
             time.sleep(a.post_check)
             dstat = qd.cmd("query-status")
             drates = sd.rates()
@@ -412,7 +529,51 @@ def parse(argv=None):
     ap.add_argument("--keep-work", action="store_true")
     ap.add_argument("--out", help="JSON output path (default: stdout)")
     ap.add_argument("--capture", help="keep a copy of the migration stream in this file (a TCP tap)")
-    return ap.parse_args(argv)
+    ap.add_argument("--max-debt-ms", type=int, default=200,
+                    help="the dirtier's backlog tolerance: a backlog of writes longer than this "
+                    "is dropped, a shorter one caught up (dirty_max_debt_ms)")
+    ap.add_argument("--spacer-mib", type=int, default=0,
+                    help="the dirtier maps and touches this many MiB before its working set, "
+                    "which moves the working set in guest-physical memory (dirty_spacer_mib)")
+    ap.add_argument("--xbzrle", action="store_true",
+                    help="XBZRLE capability on source and destination")
+    ap.add_argument("--xbzrle-cache", type=float, default=None,
+                    help="xbzrle-cache-size MiB (default: QEMU's, 64)")
+    ap.add_argument("--postcopy", action="store_true",
+                    help="postcopy-ram on source and destination (postcopy-blocktime on the "
+                    "destination)")
+    ap.add_argument("--postcopy-preempt", action="store_true",
+                    help="postcopy-preempt on both sides (needs --postcopy)")
+    ap.add_argument("--max-postcopy-bw", type=float, default=0.0,
+                    help="max-postcopy-bandwidth MiB/s (0: unlimited, QEMU's default)")
+    ap.add_argument("--postcopy-after-passes", type=int, default=None, metavar="N",
+                    help="migrate-start-postcopy once N bitmap passes are complete (the "
+                    "MIGRATION_PASS event numbered N+1; 1 = libvirt's --postcopy-after-precopy)")
+    ap.add_argument("--postcopy-at", type=float, default=None, metavar="S",
+                    help="migrate-start-postcopy S seconds after migrate")
+    ap.add_argument("--feature", default=None,
+                    help="model feature this run checks (metadata, e.g. xbzrle)")
+    ap.add_argument("--model-set", choices=["calibration", "validation"], default=None,
+                    help="whether the model fits constants on this run or is judged on it")
+    a = ap.parse_args(argv)
+    if not a.postcopy and (a.postcopy_preempt or a.postcopy_after_passes is not None
+                           or a.postcopy_at is not None or a.max_postcopy_bw):
+        ap.error("--postcopy-preempt, --postcopy-after-passes, --postcopy-at and "
+                 "--max-postcopy-bw need --postcopy")
+    if a.postcopy_after_passes is not None and a.postcopy_after_passes < 1:
+        ap.error("--postcopy-after-passes must be >= 1, got %d" % a.postcopy_after_passes)
+    if a.postcopy_at is not None and a.postcopy_at < 0:
+        ap.error("--postcopy-at must be >= 0 s, got %g" % a.postcopy_at)
+    if a.max_postcopy_bw < 0:
+        ap.error("--max-postcopy-bw must be >= 0 MiB/s, got %g" % a.max_postcopy_bw)
+    if a.xbzrle_cache is not None and (not a.xbzrle or a.xbzrle_cache <= 0):
+        ap.error("--xbzrle-cache needs --xbzrle and a size > 0 MiB")
+    if a.max_debt_ms < 1:
+        ap.error("--max-debt-ms must be >= 1, got %d" % a.max_debt_ms)
+    if a.spacer_mib < 0 or a.spacer_mib + a.ws >= a.ram:
+        ap.error("--spacer-mib %d: must be >= 0 and leave room in %d MiB of guest RAM beside "
+                 "the %d MiB working set" % (a.spacer_mib, a.ram, a.ws))
+    return a
 
 
 def summary_line(r):
@@ -420,7 +581,7 @@ def summary_line(r):
     ram = f.get("ram", {})
     return ("%s#%s status=%s total=%sms downtime=%sms setup=%sms "
             "transferred=%.1fMiB syncs=%s mbps=%s rate_achieved=%s load=%s "
-            "dst_ok=%s err=%s" % (
+            "dst_ok=%s xbzrle_pages=%s pc_requests=%s blocktime=%s err=%s" % (
                 r.get("config"), r.get("run_index"), f.get("status"),
                 f.get("total-time"), f.get("downtime"), f.get("setup-time"),
                 ram.get("transferred", 0) / 2**20, ram.get("dirty-sync-count"),
@@ -429,6 +590,8 @@ def summary_line(r):
                     "achieved_during_migration_pages_s"),
                 r["host"].get("loadavg_at_migrate"),
                 (r.get("dest_check") or {}).get("alive_and_writing"),
+                f.get("xbzrle-cache", {}).get("pages"), ram.get("postcopy-requests"),
+                (r.get("postcopy") or {}).get("postcopy_blocktime_ms"),
                 r.get("error")))
 
 

@@ -17,7 +17,9 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 ORDER = ["idle", "idle_ws320", "rand_low", "rand_near", "rand_high",
          "seq_near", "autoconv_high", "rand_near_ws320", "rand_near_dt100",
-         "rand_high_dt1000", "idle_bw32", "idle_bw128"]
+         "rand_high_dt1000", "idle_bw32", "idle_bw128", "xbzrle_c256", "xbzrle_c32",
+         "pc_pass1", "pc_pass1_bw16", "pc_at2", "pc_at2_bw16", "autoconv_99",
+         "autoconv_99_debt2000", "seq_near_spacer"]
 
 
 def load(pattern):
@@ -62,8 +64,9 @@ def main():
           " | AC | runs | converged | total-time s (min–max) | downtime ms"
           " (min–max) | setup ms | transferred MiB (min–max) | normal pages"
           " | duplicate pages | dirty-sync-count (min–max) | mbps final | mbps active"
-          " | load1 at start |")
-    print("|" + "---|" * 19)
+          " | load1 at start | set | xbzrle pages | xbzrle cache-miss | post-copy requests"
+          " | blocktime ms (min–max) |")
+    print("|" + "---|" * 24)
     for n in names:
         rs = by[n]
         i = rs[0]["inputs"]
@@ -83,6 +86,12 @@ def main():
         ach = [r.get("guest_rate", {}).get("achieved_during_migration_pages_s")
                for r in rs]
         la = [r["host"].get("loadavg_at_migrate", [None])[0] for r in rs]
+        xp = [stats_of(r).get("xbzrle-cache", {}).get("pages") for r in rs]
+        xm = [stats_of(r).get("xbzrle-cache", {}).get("cache-miss") for r in rs]
+        pr = [stats_of(r).get("ram", {}).get("postcopy-requests") for r in rs]
+        bt = [(r.get("postcopy") or {}).get("postcopy_blocktime_ms") for r in rs]
+        pc = i.get("postcopy")
+        mset = (rs[0].get("model") or {}).get("set") or "-"
         alive = all(r.get("dest_check", {}).get("alive_and_writing")
                     for r in ok)
         conv = "%d/%d%s" % (len(ok), len(rs), "" if alive else " (dst check failed)")
@@ -90,22 +99,25 @@ def main():
         if len(ok) < len(rs):
             tt_s += " [limit %gs]" % i["time_limit_s"]
         print("| %s | %g | %d | %d (%s) | %s | %d | %s | %d | %s | %s | %s (%s) | %s |"
-              " %s (%s) | %s | %s | %s (%s) | %s | %s | %s |" % (
+              " %s (%s) | %s | %s | %s (%s) | %s | %s | %s | %s | %s | %s | %s | %s |" % (
                   n, i["max_bandwidth_mib_s"], i["working_set_mib"], i["rate_requested_pages_s"],
                   fmt(med(ach)), i["pattern"], i["downtime_limit_ms"],
                   "on" if i["auto_converge"] else "off", len(rs), conv, tt_s,
                   fmt(med(dt)), rng(dt), fmt(med(st)), fmt(med(tr), "%.1f"),
                   rng(tr, "%.1f"), fmt(med(nm)), fmt(med(dp)), fmt(med(sc)),
                   rng(sc), fmt(med(mb), "%.1f"), fmt(med(mba), "%.1f"),
-                  fmt(med(la), "%.2f")))
+                  fmt(med(la), "%.2f"), mset, fmt(med(xp)), fmt(med(xm)),
+                  fmt(med(pr)) if pc else "-",
+                  "%s (%s)" % (fmt(med(bt)), rng(bt)) if pc else "-"))
     if show_runs:
         print()
         for n in names:
             for r in sorted(by[n], key=lambda r: r["run_index"]):
                 f = stats_of(r)
                 ram = f.get("ram", {})
+                pcr = r.get("postcopy") or {}
                 print("%s#%d status=%s total=%s downtime=%s transferred=%.1fMiB"
-                      " syncs=%s throttle=%s achieved=%s load=%s" % (
+                      " syncs=%s throttle=%s achieved=%s load=%s%s%s" % (
                           n, r["run_index"], (r.get("final") or {}).get("status"),
                           f.get("total-time"), f.get("downtime"),
                           ram.get("transferred", 0) / 2**20,
@@ -113,7 +125,14 @@ def main():
                           f.get("cpu-throttle-percentage"),
                           fmt(r.get("guest_rate", {}).get(
                               "achieved_during_migration_pages_s")),
-                          r["host"].get("loadavg_at_migrate")))
+                          r["host"].get("loadavg_at_migrate"),
+                          " xbzrle_pages=%s cache_miss=%s" % (
+                              f["xbzrle-cache"].get("pages"), f["xbzrle-cache"].get("cache-miss"))
+                          if "xbzrle-cache" in f else "",
+                          " switch=%s@%s active@%s requests=%s blocktime=%s" % (
+                              pcr.get("trigger"), pcr.get("start_cmd_t"),
+                              pcr.get("postcopy_active_t"), ram.get("postcopy-requests"),
+                              pcr.get("postcopy_blocktime_ms")) if pcr else ""))
     return 0
 
 

@@ -9,16 +9,22 @@
  *   dirty_rate=N        page writes per second after the fill (default 0)
  *   dirty_pattern=rand|seq   page choice (default rand)
  *   dirty_report_ms=N   report period in ms (default 1000)
+ *   dirty_max_debt_ms=N backlog tolerance in ms of writes (default 200): see 2.
+ *   dirty_spacer_mib=N  before mapping the working set, map and touch (with
+ *                       zeros) a spacer of N MiB that is kept for the life of
+ *                       the program, so the working set's pages come from a
+ *                       different part of guest-physical memory (default 0)
  *
  * Behaviour:
  *   1. mmap the working set, fill every byte with non-zero data (so no page
  *      is a zero page for QEMU), print "DIRTIER ready ...".
  *   2. Loop forever: one 8-byte write per page, pages chosen randomly
  *      (xorshift64*) or sequentially (wrapping), paced by CLOCK_MONOTONIC
- *      in ticks of ~1 ms. If the guest falls behind by more than 200 ms of
- *      writes (vCPU starved, VM stopped for switchover, throttled), the debt
- *      is dropped rather than burst, so the achieved rate reflects what the
- *      vCPU could do.
+ *      in ticks of ~1 ms. If the guest falls behind by more than
+ *      dirty_max_debt_ms (200) of writes (vCPU starved, VM stopped for
+ *      switchover, throttled), the debt is dropped rather than burst, so the
+ *      achieved rate reflects what the vCPU could do; a smaller backlog is
+ *      caught up at once.
  *   3. Every report period print
  *      "DIRTIER rate t=<s> writes=<total> achieved=<pages/s over period>
  *       target=<pages/s> seq=<report number>"
@@ -83,7 +89,8 @@ int main(int argc, char **argv)
     strncat(merged, cmdline, sizeof(merged) - strlen(merged) - 1);
 
     char buf[64];
-    long ws_mib = 128, rate = 0, report_ms = 1000;
+    long ws_mib = 128, rate = 0, report_ms = 1000, max_debt_ms = 200;
+    long spacer_mib = 0;
     int seq = 0;
     if (find_param(merged, "dirty_ws", buf, sizeof buf))
         ws_mib = atol(buf);
@@ -93,12 +100,36 @@ int main(int argc, char **argv)
         seq = (strcmp(buf, "seq") == 0);
     if (find_param(merged, "dirty_report_ms", buf, sizeof buf))
         report_ms = atol(buf);
+    if (find_param(merged, "dirty_max_debt_ms", buf, sizeof buf))
+        max_debt_ms = atol(buf);
+    if (find_param(merged, "dirty_spacer_mib", buf, sizeof buf))
+        spacer_mib = atol(buf);
     if (report_ms < 100)
         report_ms = 100;
+    if (max_debt_ms < 1)
+        max_debt_ms = 1;
+    if (spacer_mib < 0)
+        spacer_mib = 0;
 
     setvbuf(stdout, NULL, _IOLBF, 0);
-    printf("DIRTIER start ws_mib=%ld rate=%ld pattern=%s report_ms=%ld\n",
-           ws_mib, rate, seq ? "seq" : "rand", report_ms);
+    printf("DIRTIER start ws_mib=%ld rate=%ld pattern=%s report_ms=%ld "
+           "max_debt_ms=%ld spacer_mib=%ld\n",
+           ws_mib, rate, seq ? "seq" : "rand", report_ms, max_debt_ms,
+           spacer_mib);
+
+    if (spacer_mib > 0) {
+        size_t sbytes = (size_t)spacer_mib << 20;
+        uint8_t *spacer = mmap(NULL, sbytes, PROT_READ | PROT_WRITE,
+                               MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (spacer == MAP_FAILED) {
+            printf("DIRTIER error spacer mmap failed\n");
+            return 1;
+        }
+        /* one write per page allocates it; zeros keep it a zero page for
+         * QEMU, so only the working set's position changes */
+        for (size_t off = 0; off < sbytes; off += PAGE)
+            *(volatile uint8_t *)(spacer + off) = 0;
+    }
 
     size_t bytes = (size_t)ws_mib << 20;
     uint64_t npages = bytes / PAGE;
@@ -131,7 +162,7 @@ int main(int argc, char **argv)
     double last_rep = start;
     uint64_t last_rep_total = 0;
     long repno = 0;
-    const double max_debt_s = 0.2;
+    const double max_debt_s = max_debt_ms / 1000.0;
     struct timespec tick = {0, 1000000}; /* 1 ms */
 
     for (;;) {
