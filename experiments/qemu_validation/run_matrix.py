@@ -33,7 +33,7 @@ OPTIONAL = ["throttle_initial", "throttle_increment", "xbzrle", "xbzrle_cache", 
             "postcopy_preempt", "max_postcopy_bw", "postcopy_after_passes", "postcopy_at",
             "max_debt_ms", "spacer_mib", "feature", "model_set"]
 LINK_PAGES_S = 64 * 256  # 64 MiB/s in 4 KiB pages/s = 16384
-XBZRLE_C32_RATE = 24000  # chosen by a short probe (README, "XBZRLE"): near the edge of convergence
+XBZRLE_C32_RATE = 22000  # chosen by a short probe (README, "XBZRLE"): near the edge of convergence
 SPACER_MIB = 160
 
 MATRIX = [
@@ -82,6 +82,10 @@ MATRIX = [
     ("pc_at2_bw16", dict(rate=32000, postcopy=True, postcopy_at=2, max_postcopy_bw=16,
                          feature="postcopy", model_set="validation"),
      "rand_high, post-copy 2 s after migrate (within the first pass), 16 MiB/s"),
+    ("pc_pass1_bw16_preempt", dict(rate=32000, postcopy=True, postcopy_after_passes=1,
+                                   max_postcopy_bw=16, postcopy_preempt=True, feature="postcopy",
+                                   model_set="validation"),
+     "as pc_pass1_bw16, postcopy-preempt on (requested pages on their own channel)"),
     # issue 14 item 3: the throttle at 99 %, the dirtier's backlog tolerance, the placement
     ("autoconv_99", dict(rate=32000, auto_converge=True, throttle_initial=60,
                          throttle_increment=20, feature="autoconverge_99",
