@@ -2,7 +2,8 @@
 
 Run: ``python experiments/qemu_validation/compare.py`` (about a minute). Writes ``compare.json``
 (every run, measured and predicted), ``compare.md`` (the table per configuration) and
-``compare.png``.
+``compare.png``. ``--features`` writes only ``features.json``: the model on issue 16's XBZRLE and
+post-copy configurations, which tests/test_qemu_validation.py holds to the measurements.
 
 Each measured run becomes a simulator config fed with what that run actually achieved, not what
 was requested:
@@ -418,6 +419,39 @@ def downtime_bound(measured_ms):
     return max(0.25 * measured_ms, 3.0)
 
 
+FEATURES = ("xbzrle", "postcopy")  # issue 16's runs ("model.feature"), compared by feature_predictions
+FEATURE_SEEDS = 3
+
+
+def feature_runs(runs):
+    """{configuration: its runs} for issue 16's XBZRLE and post-copy configurations."""
+    out = {}
+    for r in runs:
+        if (r.get("model") or {}).get("feature") in FEATURES:
+            out.setdefault(r["config"], []).append(r)
+    return out
+
+
+def feature_predictions(runs=None, seeds=FEATURE_SEEDS):
+    """The model on issue 16's configurations (each one's median run, ``seeds`` seeds), with the
+    constants fitted on their calibration configurations: what ``features.json`` holds for the quick
+    tests (a post-copy run takes the simulator tens of seconds)."""
+    runs = load_runs() if runs is None else runs
+    calib = calibrate(runs)
+    keys = ("converged", "total_s", "transferred_mib", "dirty_sync_count", "downtime_ms", "lost_writes",
+            "xbzrle_pages", "postcopy_requests", "blocktime_ms")
+    out = {"seeds": seeds, "calibration": {k: float(v) for k, v in calib[1].items()
+                                           if k.startswith(("xbzrle", "postcopy"))}, "configs": {}}
+    for name, g in sorted(feature_runs(runs).items()):
+        run = median_run(g)
+        preds = ensemble(run, *calib, seeds)
+        out["configs"][name] = {"runs": sorted(r["run_index"] for r in g), "median_run": run["run_index"],
+                                "set": "calibration" if name in CALIBRATION else "validation",
+                                "predicted": [{k: (float(p[k]) if isinstance(p[k], float) else p[k]) for k in keys}
+                                              for p in preds]}
+    return out
+
+
 def summary_table(rows):
     lines = ["| config | set | runs | converged (meas / pred) | total s (meas median / pred) | err | downtime ms | err | "
              "stop MiB | transferred MiB | err | normal pages | zero pages | dirty syncs | max throttle % |",
@@ -580,4 +614,7 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:] == ["--features"]:  # only issue 16's configurations: features.json
+        (HERE / "features.json").write_text(json.dumps(feature_predictions(), indent=1) + "\n")
+    else:
+        main()

@@ -746,9 +746,11 @@ def postcopy_push(e, mig, dest):
     A requested page goes first (get_queued_page before find_dirty_block) but on the same stream as the
     push, so it leaves behind what the push already handed to the socket (one link chunk here); with
     postcopy-preempt the destination's requests are served on their own channel (``Destination``) and
-    this thread only pushes. The push keeps to max-postcopy-bandwidth in 100 ms windows; requests
-    bypass the limit (``|| postcopy_has_request``) and wake the thread from its rate-limit sleep (an
-    urgent request), and their bytes count in the window."""
+    this thread only pushes. The push keeps to max-postcopy-bandwidth in 100 ms windows. A request wakes
+    the thread from an idle sleep (an urgent request) and inside RAM's iterate it goes even past the
+    quota (``|| postcopy_has_request``), but once the window's quota is used up
+    qemu_savevm_state_iterate returns before RAM's iterate is called: the request waits for the next
+    window."""
     q = mig.q
     window = e.cycles(BUFFER_DELAY)
     quota = window_quota(q.max_postcopy_bandwidth) if q.max_postcopy_bandwidth > 0 else None
@@ -757,12 +759,13 @@ def postcopy_push(e, mig, dest):
     while True:
         if quota is not None and e.now >= win_start + window:
             win_start, win_bytes = e.now, e.bytes_sent
-        ready = dest.take_requests(e.now)
+        exceeded = quota is not None and e.bytes_sent - win_bytes >= quota
+        ready = dest.take_requests(e.now) if not exceeded else []
         if len(ready):
             yield from e.copy(ready, np.ones(len(ready), dtype=INDEX_DTYPE))
             dest.arrived(ready, e.now + dest.latency)
             continue
-        if mig.remaining > 0 and (quota is None or e.bytes_sent - win_bytes < quota):
+        if mig.remaining > 0 and not exceeded:
             left = e.chunk_pages if quota is None else (quota - (e.bytes_sent - win_bytes)) // per_page
             starts, lens = mig.next_pages(max(1, min(e.chunk_pages, int(left))))
             if len(starts):
@@ -770,12 +773,13 @@ def postcopy_push(e, mig, dest):
                 continue
         if mig.remaining <= 0 and not dest.queue:
             return
-        # idle: asleep until the window ends (rate limited) or a request becomes visible (urgent)
-        wake = [dest.next_request()]
-        if mig.remaining > 0 and quota is not None:
+        # idle: asleep until the window ends (rate limited) or a request becomes visible (urgent; but a
+        # used-up quota still holds it: qemu_savevm_state_iterate returns before RAM's iterate)
+        wake = [] if exceeded else [dest.next_request()]
+        if quota is not None and (mig.remaining > 0 or exceeded):
             wake.append(win_start + window)
         due = min(wake)
-        dest.source = "asleep"
+        dest.source, dest.held = "asleep", exceeded
         if due == float("inf"):
             yield dest.urgent
         else:
@@ -819,6 +823,7 @@ class Destination:
         self.faults = self.requests = self.writes = 0
         self.urgent = e.env.event()
         self.source = "sending"                  # the source's thread: sending, or asleep (rate limit, idle)
+        self.held = False                        # asleep with the window's quota used up: requests wait
         self.done = False
         self._inf = inf
 
@@ -941,7 +946,8 @@ class Destination:
             if self.preempt:  # its own channel: the page, then its trip back
                 e.copy_aside(*one)
                 self.arrival[page] = seen + e.cycles((PAGE_HEADER + mig.ps) / e.link_rate()) + self.latency
-            elif (self.source == "sending" and seen <= busy) or (self.source == "asleep" and busy <= seen):
+            elif (self.source == "sending" and seen <= busy) or (self.source == "asleep" and busy <= seen
+                                                                  and not self.held):
                 # the thread takes it at its next page (after what it handed the socket already), or
                 # wakes for it (an urgent request): it is known now when the page leaves
                 self.arrival[page] = e.copy_at(*one, max(seen, busy)) + self.latency
