@@ -212,3 +212,12 @@ def test_unknown_xbzrle_delta_is_refused():
     with pytest.raises(ConfigError) as err:
         config_from_dict(XB, ["qemu.xbzrle_delta=gaussian"])
     assert err.value.path == "qemu.xbzrle_delta"
+
+
+def test_the_destination_paces_the_post_copy_stream():
+    """With the destination placing a page in 50 us (12x the link's 4.1 us), the post-copy phase lasts
+    its pages times 50 us."""
+    d = run(qemu={"max_postcopy_bandwidth": "0B/s", "postcopy_page_time": "50us"})
+    pages = next(p for p in d["per_pass"] if p["kind"] == "postcopy")["pages_copied"]
+    assert pages > 10000
+    assert d["postcopy_s"] == pytest.approx(pages * 50e-6, rel=0.03)

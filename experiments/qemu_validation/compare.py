@@ -208,7 +208,8 @@ def feature_inputs(i, stop):
             q.update(postcopy_switch="time", postcopy_switch_time=f"{i['postcopy_at_s']}s")
         q.update(max_postcopy_bandwidth=f"{i.get('max_postcopy_bandwidth_mib_s') or 0}MiB/s",
                  postcopy_preempt=bool(i.get("postcopy_preempt")), vcpus=i["vcpus"],
-                 postcopy_fault_latency=f"{stop.get('postcopy_fault_latency_s', 0.0)}s")
+                 postcopy_fault_latency=f"{stop.get('postcopy_fault_latency_s', 0.0)}s",
+                 postcopy_page_time=f"{stop.get('postcopy_page_time_s', 0.0)}s")
     return q
 
 
@@ -321,18 +322,25 @@ def xbzrle_calibration(runs, stop):
 
 
 def postcopy_calibration(runs, other, stop, top):
-    """The handling of one post-copy request besides the link (``qemu.postcopy_fault_latency``), from the
-    calibration post-copy runs: their median wait per request (postcopy-blocktime / postcopy-requests,
-    one vCPU) less the model's own wait per request without it (their median run, simulated)."""
+    """Post-copy's two constants, from the calibration post-copy runs: the destination's time to place a
+    page (``qemu.postcopy_page_time``: the post-copy phase, switch to completion, over the pages it
+    carried; unlimited bandwidth, so the destination sets the pace), and the handling of one request
+    besides the link (``qemu.postcopy_fault_latency``): their median wait per request
+    (postcopy-blocktime / postcopy-requests, one vCPU) less the model's own without it (their median
+    run, simulated)."""
     cal = [r for r in runs if r["config"] in FEATURE_CALIBRATION and r["inputs"].get("postcopy")
            and (r.get("postcopy") or {}).get("postcopy_requests")]
     waits = [r["postcopy"]["postcopy_blocktime_ms"] / 1e3 / r["postcopy"]["postcopy_requests"] for r in cal
              if r["postcopy"].get("postcopy_blocktime_ms") is not None]
     if not waits:
-        return {"postcopy_fault_latency_s": 0.0}
-    p = predicted(config_for(median_run(cal), other, dict(stop, postcopy_fault_latency_s=0.0), top))
+        return {"postcopy_fault_latency_s": 0.0, "postcopy_page_time_s": 0.0}
+    # the destination's placement: the post-copy phase (switch to completion) over the pages it carried
+    place = statistics.median((r["final"]["total-time"] / 1e3 - r["postcopy"]["postcopy_active_t"])
+                              / (r["final"]["ram"]["postcopy-bytes"] / (PAGE + 8)) for r in cal)
+    p = predicted(config_for(median_run(cal), other,
+                             dict(stop, postcopy_fault_latency_s=0.0, postcopy_page_time_s=place), top))
     own = p["blocktime_ms"] / 1e3 / p["postcopy_requests"] if p["postcopy_requests"] else 0.0
-    return {"postcopy_fault_latency_s": max(0.0, statistics.median(waits) - own),
+    return {"postcopy_fault_latency_s": max(0.0, statistics.median(waits) - own), "postcopy_page_time_s": place,
             "postcopy_measured_wait_s": statistics.median(waits), "postcopy_model_wait_s": own}
 
 

@@ -129,6 +129,10 @@ SECTION = Section("QEMU/KVM pre-copy migration (QEMU 10.0 migration thread).", d
                                                   "destination's userfaultfd fault and request, the source's "
                                                   "return-path thread queueing it, placing the page and waking the "
                                                   "vCPU (added to each wait).", ge=0, le=MAX_STEP),
+    postcopy_page_time=Field(DURATION, "0us", "Destination's time to place one page received after the switch "
+                                              "(UFFDIO_COPY and its bookkeeping, one page at a time): the "
+                                              "post-copy stream goes no faster than one page per this.", ge=0,
+                             le=MAX_LATENCY),
     postcopy_preempt=Field(BOOL, False, "postcopy-preempt capability: requested pages go on a channel of their own "
                                         "instead of queueing behind the background push."),
     vcpus=Field(INT, 0, "vCPUs the model's CPUs stand for (0: one each; else the CPUs are split evenly among them): "
@@ -762,14 +766,18 @@ def postcopy_push(e, mig, dest):
         exceeded = quota is not None and e.bytes_sent - win_bytes >= quota
         ready = dest.take_requests(e.now) if not exceeded else []
         if len(ready):
+            t0 = e.now
             yield from e.copy(ready, np.ones(len(ready), dtype=INDEX_DTYPE))
+            yield from placed(e, t0, len(ready) * dest.place)
             dest.arrived(ready, e.now + dest.latency)
             continue
         if mig.remaining > 0 and not exceeded:
             left = e.chunk_pages if quota is None else (quota - (e.bytes_sent - win_bytes)) // per_page
             starts, lens = mig.next_pages(max(1, min(e.chunk_pages, int(left))))
             if len(starts):
+                t0 = e.now
                 yield from mig.send(starts, lens)
+                yield from placed(e, t0, int(lens.sum()) * dest.place)
                 continue
         if mig.remaining <= 0 and not dest.queue:
             return
@@ -785,6 +793,13 @@ def postcopy_push(e, mig, dest):
         else:
             yield e.env.any_of([e.wait(max(1, int(due) - e.now)), dest.urgent])
         dest.source = "sending"
+
+
+def placed(e, t0, cycles):
+    """Process step: the sender held back by the destination placing what it sent since ``t0`` (the
+    socket fills when the destination is slower than the link)."""
+    if e.now - t0 < cycles:
+        yield e.wait(cycles - (e.now - t0))
 
 
 class Destination:
@@ -808,6 +823,7 @@ class Destination:
         self.latency = e.cycles(e.request_time(0) / 2)
         self.preempt = mig.q.postcopy_preempt
         self.handling = e.cycles(mig.q.postcopy_fault_latency)
+        self.place = e.cycles(mig.q.postcopy_page_time)
         inf = float("inf")
         self.blocked_until = np.zeros(self.nv)   # cycles; inf while the page waited for is not sent
         self.waiting = np.full(self.nv, -1, dtype=np.int64)  # the page each vCPU waits for
@@ -950,7 +966,7 @@ class Destination:
                                                                   and not self.held):
                 # the thread takes it at its next page (after what it handed the socket already), or
                 # wakes for it (an urgent request): it is known now when the page leaves
-                self.arrival[page] = e.copy_at(*one, max(seen, busy)) + self.latency
+                self.arrival[page] = e.copy_at(*one, max(seen, busy)) + self.latency + self.place
             else:
                 self.arrival[page] = self._inf
                 self.queue.append((seen, page))
