@@ -19,7 +19,8 @@ MX = load_experiment("qemu_validation", "run_matrix")
 PL = load_experiment("qemu_validation", "placement")
 
 NEW = ["xbzrle_c256", "xbzrle_c32", "pc_pass1", "pc_pass1_bw16", "pc_at2", "pc_at2_bw16",
-       "pc_pass1_bw16_preempt", "autoconv_99", "autoconv_99_debt2000", "seq_near_spacer"]
+       "pc_pass1_bw16_preempt", "autoconv_99", "autoconv_99_debt2000", "seq_near_ctl",
+       "seq_near_spacer"]
 
 
 @pytest.mark.parametrize("argv, needle", [

@@ -95,6 +95,8 @@ MATRIX = [
                                   throttle_increment=20, max_debt_ms=2000,
                                   feature="autoconverge_99", model_set="validation"),
      "as autoconv_99, dirtier backlog tolerance 2000 ms instead of 200"),
+    ("seq_near_ctl", dict(rate=15000, pattern="seq", feature="placement", model_set="calibration"),
+     "seq_near again, the same day, kernel and load as seq_near_spacer (its reference)"),
     ("seq_near_spacer", dict(rate=15000, pattern="seq", spacer_mib=SPACER_MIB,
                              feature="placement", model_set="validation"),
      "as seq_near, a %d MiB zero-filled spacer mapped before the working set" % SPACER_MIB),
