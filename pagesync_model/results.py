@@ -210,7 +210,7 @@ class Result:
             "mbps": (transferred * 8 / max(1, total_ms - setup_ms) / 1e3) if d["converged"]
             else d.get("mbps_last_period", 0.0),
             "dirty-sync-count": d["dirty_sync_count"],
-            "postcopy-requests": d.get("postcopy_faults", 0) or 0,
+            "postcopy-requests": d.get("postcopy_requests", 0) or 0,
             "page-size": d["page_size"],
             "multifd-bytes": 0,                  # multifd is not modelled: one stream
             # QEMU's last period's rate; a policy without periods: the pages over the transfer time
@@ -229,6 +229,9 @@ class Result:
         if d["throttle_pct"]:
             out["cpu-throttle-percentage"] = d["throttle_pct"][-1][1]
         out["ram"] = ram
+        if d.get("postcopy_vcpu_blocktime_s") is not None:  # the destination's, with postcopy-blocktime on
+            out["postcopy-blocktime"] = ms(d["postcopy_blocktime_s"])
+            out["postcopy-vcpu-blocktime"] = [ms(b) for b in d["postcopy_vcpu_blocktime_s"]]
         if "xbzrle" in d:
             x = d["xbzrle"]
             out["xbzrle-cache"] = {"cache-size": x["cache_entries"] * d["page_size"], "bytes": x["bytes"],
@@ -364,6 +367,10 @@ def format_table(result):
         ("workload slowdown", f"{d['slowdown'] * 100:.3f} % of CPU time lost to tracking"),
         ("lost writes", _lost(d)),
     ]
+    if d.get("postcopy_vcpu_blocktime_s") is not None:
+        per = ", ".join(f"{b * 1e3:.1f}" for b in d["postcopy_vcpu_blocktime_s"])
+        lines.append(("post-copy", f"{d['postcopy_s']:.3f} s, {d['postcopy_requests']} page requests, blocktime "
+                                   f"{d['postcopy_blocktime_s'] * 1e3:.1f} ms (all vCPUs at once; per vCPU: {per} ms)"))
     if d.get("achieved_dirty_rate_bytes_s") is not None:
         window = (d.get("config") or {}).get("workload", {}).get("dirty_rate_window", "1s")
         lines.append(("dirty rate achieved", f"{_bytes(d['achieved_dirty_rate_bytes_s'])}/s (distinct pages per "

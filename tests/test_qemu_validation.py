@@ -27,6 +27,7 @@ Targets the model does not meet yet are marked xfail(strict) with the reason, so
 run and the marker fails the day they are met.
 """
 import functools
+import json
 import statistics
 from pathlib import Path
 
@@ -39,9 +40,11 @@ HERE = Path(__file__).resolve().parents[1] / "experiments" / "qemu_validation"
 C = load_experiment("qemu_validation", "compare")
 
 RUNS = C.load_runs()
+FEATURE_GROUPS = C.feature_runs(RUNS)   # issue 16's XBZRLE and post-copy runs: checked through features.json
 GROUPS = {}
 for _r in RUNS:
-    GROUPS.setdefault(_r["config"], []).append(_r)
+    if _r["config"] not in FEATURE_GROUPS:
+        GROUPS.setdefault(_r["config"], []).append(_r)
 CALIB = (C.nonzero_other_pages(RUNS), C.stop_calibration(RUNS), C.top_nonzero_pages(RUNS))
 SEEDS = 10
 KNOWN_MISSES = {  # (configuration, target) -> why the model misses it
@@ -313,7 +316,8 @@ def test_the_stop_is_fitted_on_calibration_runs_only():
         if r["config"] == "rand_high_dt1000":
             r["final"]["downtime"] *= 3
     assert C.stop_calibration(moved)["rate_Bps"] != base[0]["rate_Bps"]
-    assert set(C.CALIBRATION) < set(GROUPS) and len(set(GROUPS) - set(C.CALIBRATION)) >= 8
+    assert set(C.CALIBRATION) - set(C.FEATURE_CALIBRATION) < set(GROUPS)
+    assert len(set(GROUPS) - set(C.CALIBRATION)) >= 8
 
 
 def test_the_fitted_stop_matches_the_labs_stops():
@@ -348,3 +352,136 @@ def test_downtime_parts_add_up(name):
         parts = p["downtime_parts_ms"]
         assert sum(parts.values()) == pytest.approx(p["downtime_ms"] + parts["dest_start"], abs=1e-9)
         assert (parts["dest_first_touch"] > 0) == (name == "idle")
+
+
+# ------------------------------------------------------------------ issue 16: XBZRLE and post-copy
+# features.json holds the model on these configurations (compare.py --features: each one's median run,
+# 3 seeds; a post-copy run takes the simulator tens of seconds), with the constants fitted on the
+# calibration configurations (compare.FEATURE_CALIBRATION: xbzrle_c256, pc_pass1); the others are
+# validation. test_feature_predictions_are_current (slow) re-simulates them.
+FEATURES = json.loads((HERE / "features.json").read_text())
+# the runs features.json was computed from (the lab may have committed more since)
+LISTED = [r for r in RUNS if r["config"] not in FEATURE_GROUPS
+          or r["run_index"] in FEATURES["configs"].get(r["config"], {}).get("runs", [])]
+# (configuration, target) -> why the model misses it (strict: each fails the day it is met)
+_PC_UNLIMITED = ("at unlimited post-copy bandwidth the model's vCPU faults more often than QEMU's (11 requests "
+                 "against 5 on pc_pass1, 38 against 27 on pc_at2) for the same wait per request: in "
+                 "QEMU the guest runs little in the few hundred ms of post-copy (what holds it besides the "
+                 "faults is not modelled); at 16 MiB/s, where the waits are the window's, both agree")
+_PC_LEFT = ("the pages left at a switch inside the first pass: QEMU's post-copy carries ~35 MiB more than the "
+            "model's (288-296 against 260 MiB in all), not explained yet; at 16 MiB/s that is the 13% of time")
+_XB_EDGE = ("a chance configuration at the edge of convergence: QEMU's own runs took 13.8 to 46 s (14 "
+            "to 350 syncs); the model converges in 12.5-13.2 s on every seed, its 32 MiB cache hitting "
+            "more often than QEMU's")
+FEATURE_MISSES = {
+    ("pc_pass1", "postcopy_requests"): _PC_UNLIMITED,
+    ("pc_pass1", "blocktime_ms"): _PC_UNLIMITED,
+    ("pc_at2", "blocktime_ms"): _PC_UNLIMITED + " (1.5 s against 0.4 s)",
+    ("pc_at2", "total_s"): _PC_UNLIMITED + "; its blocked vCPU keeps the post-copy phase going (3.5 s against 2.7 s)",
+    ("pc_at2", "transferred_mib"): _PC_LEFT,
+    ("pc_at2_bw16", "transferred_mib"): _PC_LEFT,
+    ("pc_at2_bw16", "total_s"): _PC_LEFT,
+    ("pc_pass1_bw16", "downtime_ms"):
+        "QEMU's downtime counter after a post-copy switch spreads from 1 to 60 ms over the runs (once 1884 ms "
+        "on pc_at2, whose median is 2 ms): the model's is the ~1 ms switch; what else QEMU's counter takes "
+        "in after postcopy_start was not read",
+    ("xbzrle_c256", "dirty_sync_count"):
+        "the model syncs twice as often as QEMU in the XBZRLE passes (12 against QEMU's median 6, 6 to 13): its "
+        "thread, charged the fitted time per XBZRLE page, still ends its passes sooner than QEMU's",
+    ("xbzrle_c256", "downtime_ms"):
+        "QEMU's stops spread 3-32 ms over five runs (median 11), the model's 4.5 ms: the last pass's "
+        "XBZRLE pages cost it the fitted 15 us each, QEMU's apparently more under the host's load",
+    ("xbzrle_c32", "total_s"): _XB_EDGE,
+    ("xbzrle_c32", "transferred_mib"): _XB_EDGE,
+    ("xbzrle_c32", "dirty_sync_count"): _XB_EDGE,
+    ("xbzrle_c32", "downtime_ms"): _XB_EDGE + "; its last pass is shorter too (24 against 63 ms)",
+    ("xbzrle_c32", "xbzrle_pages"): _XB_EDGE,
+}
+
+
+def feature_measured(name):
+    return [C.measured(r) for r in LISTED if r["config"] == name]
+
+
+def feature_target(name, key, met):
+    want = statistics.median(m[key] for m in feature_measured(name) if m[key] is not None)
+    got = statistics.median(p[key] for p in FEATURES["configs"][name]["predicted"] if p[key] is not None)
+    ok = met(want, got)
+    if (name, key) in FEATURE_MISSES:
+        assert not ok, f"{name} {key}: now within target ({got} vs {want}); remove it from FEATURE_MISSES"
+        pytest.xfail(FEATURE_MISSES[(name, key)])
+    assert ok, (name, key, got, want)
+
+
+FEATURE_NAMES = sorted(FEATURES["configs"])
+
+
+def test_issue_16_configurations_are_measured_and_predicted():
+    assert set(FEATURE_NAMES) <= set(FEATURE_GROUPS)  # the lab may have added runs since features.json
+    assert {"xbzrle_c256", "xbzrle_c32", "pc_pass1", "pc_pass1_bw16", "pc_at2", "pc_at2_bw16"} <= set(FEATURE_NAMES)
+    assert all(len(g) >= 2 for g in FEATURE_GROUPS.values())
+    assert all(p["lost_writes"] in (0, None) for c in FEATURES["configs"].values() for p in c["predicted"])
+
+
+@pytest.mark.parametrize("name", FEATURE_NAMES)
+def test_feature_verdict(name):
+    feature_target(name, "converged", lambda want, got: want == got)
+
+
+@pytest.mark.parametrize("name", FEATURE_NAMES)
+def test_feature_total_time_within_ten_percent(name):
+    feature_target(name, "total_s", lambda want, got: abs(got - want) <= 0.10 * want)
+
+
+@pytest.mark.parametrize("name", FEATURE_NAMES)
+def test_feature_transferred_within_ten_percent(name):
+    feature_target(name, "transferred_mib", lambda want, got: abs(got - want) <= 0.10 * want)
+
+
+@pytest.mark.parametrize("name", FEATURE_NAMES)
+def test_feature_dirty_sync_count_within_two(name):
+    feature_target(name, "dirty_sync_count", lambda want, got: abs(got - want) <= 2)
+
+
+@pytest.mark.parametrize("name", FEATURE_NAMES)
+def test_feature_downtime_within_a_quarter_or_3ms(name):
+    feature_target(name, "downtime_ms", lambda want, got: abs(got - want) <= C.downtime_bound(want))
+
+
+@pytest.mark.parametrize("name", [n for n in FEATURE_NAMES if n.startswith("xbzrle")])
+def test_xbzrle_pages_within_twenty_percent(name):
+    feature_target(name, "xbzrle_pages", lambda want, got: C.feature_met("xbzrle_pages", want, got))
+
+
+@pytest.mark.parametrize("name", [n for n in FEATURE_NAMES if n.startswith("pc_")])
+@pytest.mark.parametrize("key", ["postcopy_requests", "blocktime_ms"])
+def test_postcopy_requests_and_blocktime_within_a_factor_of_two(name, key):
+    feature_target(name, key, lambda want, got: C.feature_met(key, want, got))
+
+
+def test_feature_constants_are_fitted_on_calibration_runs_only():
+    """The XBZRLE thread time and the post-copy request handling move when a calibration run's data
+    does, not when a validation run's does (the handling's fit simulates: the XBZRLE one is checked
+    here, the handling's inputs by hand)."""
+    import copy
+    stop = C.stop_calibration(LISTED)
+    base = C.xbzrle_calibration(LISTED, stop)
+    moved = copy.deepcopy(LISTED)
+    for r in moved:
+        if r["config"] == "xbzrle_c32":
+            for h in r["history"]:
+                h[r["history_fields"].index("xbzrle_pages")] = (h[r["history_fields"].index("xbzrle_pages")] or 0) * 3
+    assert C.xbzrle_calibration(moved, stop) == base
+    for r in moved:
+        if r["config"] == "xbzrle_c256":
+            for h in r["history"]:
+                h[r["history_fields"].index("xbzrle_pages")] = (h[r["history_fields"].index("xbzrle_pages")] or 0) * 3
+    assert C.xbzrle_calibration(moved, stop)["xbzrle_encode_s"] != base["xbzrle_encode_s"]
+    assert FEATURES["calibration"]["xbzrle_encode_s"] == pytest.approx(base["xbzrle_encode_s"])
+    assert set(C.FEATURE_CALIBRATION) == {n for n, c in FEATURES["configs"].items() if c["set"] == "calibration"}
+
+
+@pytest.mark.slow
+def test_feature_predictions_are_current():
+    """features.json is what compare.py --features computes from the committed runs (deterministic)."""
+    assert json.loads(json.dumps(C.feature_predictions(LISTED))) == FEATURES

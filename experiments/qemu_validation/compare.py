@@ -2,7 +2,8 @@
 
 Run: ``python experiments/qemu_validation/compare.py`` (about a minute). Writes ``compare.json``
 (every run, measured and predicted), ``compare.md`` (the table per configuration) and
-``compare.png``.
+``compare.png``. ``--features`` writes only ``features.json``: the model on issue 16's XBZRLE and
+post-copy configurations, which tests/test_qemu_validation.py holds to the measurements.
 
 Each measured run becomes a simulator config fed with what that run actually achieved, not what
 was requested:
@@ -54,10 +55,10 @@ def page_table_pages(ws_mib):
 DEVICE_STATE = 112 * 1024  # bytes: the device state QEMU sends in the downtime (idle runs: downtime bytes)
 
 
-# The lab's runs for issue 16 (their "model.feature"): XBZRLE, post-copy. The mapping does not take
-# these inputs yet, so they are measured and not compared. Issue 14's (the dirtier's backlog tolerance
-# at a 99% throttle, the working set's placement) are compared.
-LAB_ONLY_FEATURES = {"xbzrle", "postcopy"}
+# The lab's runs for issues 16 and 14 (their "model.feature"): XBZRLE, post-copy, the dirtier's
+# backlog tolerance at a 99% throttle, the working set's placement. The model takes all of them;
+# a feature named here would be measured and left out of the comparison.
+LAB_ONLY_FEATURES = set()
 
 
 def load_runs(folder=HERE / "runs"):
@@ -116,6 +117,11 @@ def active_mbps(run):
 #   reached): the destination's first touch per page; and the guest's layout (its non-zero pages
 #   outside the working set, those at the top of RAM) for each working set.
 CALIBRATION = ("idle", "idle_ws320", "kfoot_idle", "kfoot_rand", "rand_high_dt1000")
+# Issue 16's features (the runs' own "model" field says the same): XBZRLE's thread time per page is
+# fitted on xbzrle_c256, post-copy's request handling on pc_pass1; xbzrle_c32 and the other pc_* runs
+# are validation.
+FEATURE_CALIBRATION = ("xbzrle_c256", "pc_pass1")
+CALIBRATION += FEATURE_CALIBRATION
 
 
 def stop_calibration(runs):
@@ -220,7 +226,7 @@ def config_for(run, other_nonzero, stop, top_nonzero=None):
                     "rate": f"{max(rate / 512 if seq else rate, 1e-3)}/s", "working_set": f"{pt * PAGE}B"}
     fast = {"cpus": 1, "kind": "uniform", "rate": f"{KERNEL_FAST_RATE}/s", "working_set": f"{KERNEL_FAST * PAGE}B"}
     slow = {"cpus": 1, "kind": "uniform", "rate": f"{KERNEL_SLOW_RATE}/s", "working_set": f"{KERNEL_SLOW * PAGE}B"}
-    return {
+    out = {
         "policy": "qemu",
         "memory": {"size": f"{pages * PAGE}B", "page_size": "4KiB",
                    "kernel_size": f"{kernel_pages * PAGE}B",
@@ -243,6 +249,30 @@ def config_for(run, other_nonzero, stop, top_nonzero=None):
                 # the measured run went on to its time limit: its counters are compared there
                 "early_stop": False},
     }
+    out["qemu"].update(feature_inputs(i, stop))
+    return out
+
+
+def feature_inputs(i, stop):
+    """Issue 16's inputs of a run, as the ``qemu`` section's settings: XBZRLE (its cache, deltas from
+    the dirtier's one-word writes, the thread's time per page fitted by ``xbzrle_calibration``) and
+    post-copy (the switch as the lab issued it, max-postcopy-bandwidth, preempt; the guest's one vCPU;
+    the request handling fitted by ``postcopy_calibration``). Empty for the older runs."""
+    q = {}
+    if i.get("xbzrle"):
+        q.update(xbzrle=True, xbzrle_cache=f"{i.get('xbzrle_cache_mib') or 64}MiB", xbzrle_delta="writes",
+                 xbzrle_encode=f"{stop.get('xbzrle_encode_s', 0.0)}s")
+    if i.get("postcopy"):
+        n = i.get("postcopy_after_passes")
+        if n is not None:  # migrate-start-postcopy on the MIGRATION_PASS event n + 1
+            q.update(postcopy_switch="sync", postcopy_switch_sync=n + 1)
+        elif i.get("postcopy_at_s") is not None:
+            q.update(postcopy_switch="time", postcopy_switch_time=f"{i['postcopy_at_s']}s")
+        q.update(max_postcopy_bandwidth=f"{i.get('max_postcopy_bandwidth_mib_s') or 0}MiB/s",
+                 postcopy_preempt=bool(i.get("postcopy_preempt")), vcpus=i["vcpus"],
+                 postcopy_fault_latency=f"{stop.get('postcopy_fault_latency_s', 0.0)}s",
+                 postcopy_page_time=f"{stop.get('postcopy_page_time_s', 0.0)}s")
+    return q
 
 
 def dirtier_tolerance_ms(run):
@@ -280,7 +310,17 @@ def measured(run):
             "downtime_mib": ram["downtime-bytes"] / 2**20 if run["converged"] else None,
             "normal": ram["normal"], "duplicate": ram["duplicate"], "dirty_sync_count": ram["dirty-sync-count"],
             "max_throttle": max([h[run["history_fields"].index("cpu_throttle_percentage")] or 0
-                                 for h in run["history"]] + [0]), "stalls": stalls(run)}
+                                 for h in run["history"]] + [0]), "stalls": stalls(run),
+            **measured_features(run)}
+
+
+def measured_features(run):
+    """Issue 16's counters of a run (None where the feature was off): XBZRLE pages, the source's
+    post-copy requests and the destination's postcopy-blocktime (ms)."""
+    i, pc = run["inputs"], run.get("postcopy") or {}
+    return {"xbzrle_pages": (run["final"].get("xbzrle-cache") or {}).get("pages") if i.get("xbzrle") else None,
+            "postcopy_requests": pc.get("postcopy_requests") if i.get("postcopy") else None,
+            "blocktime_ms": pc.get("postcopy_blocktime_ms") if i.get("postcopy") else None}
 
 
 def predicted(cfg, seed=None):
@@ -296,7 +336,10 @@ def predicted(cfg, seed=None):
             "max_throttle": max([p for _, p in d["throttle_pct"]] + [0]), "lost_writes": d["lost_writes"],
             # the syncs that stood the stream still, waiting for a throttled vCPU's sleep to end
             "stalls": [round(w, 3) for _, w in d.get("sync_vcpu_waits", []) if w >= STALL],
-            "sync_levels": sync_levels(d)}
+            "sync_levels": sync_levels(d),
+            "xbzrle_pages": d["xbzrle"]["pages"] if d.get("xbzrle") else None,
+            "postcopy_requests": d.get("postcopy_requests"),
+            "blocktime_ms": None if d.get("postcopy_blocktime_s") is None else d["postcopy_blocktime_s"] * 1e3}
 
 
 def sync_levels(d):
@@ -341,10 +384,71 @@ def chance(preds, spread=1.25):
     return len({p["converged"] for p in preds}) > 1 or q(0.9) / q(0.1) > spread
 
 
+def xbzrle_calibration(runs, stop):
+    """The migration thread's time per XBZRLE page (``qemu.xbzrle_encode``), from the calibration XBZRLE
+    runs' 100 ms polls: in a poll interval where the thread sent XBZRLE pages but did not use up its
+    max-bandwidth quota, nothing rate-limited it and it was busy the whole interval, so the interval is
+    its XBZRLE pages' time plus its other pages' (each at the loopback rate of the stop's calibration).
+    Median over such intervals of (interval - other pages x their time) / XBZRLE pages."""
+    from pagesync_model.policies.qemu import window_quota
+    per_page = []
+    for r in runs:
+        if r["config"] not in FEATURE_CALIBRATION or not r["inputs"].get("xbzrle"):
+            continue
+        f = r["history_fields"]
+        t, st, tr, xp, xb = (f.index(k) for k in ("t", "status", "transferred", "xbzrle_pages", "xbzrle_bytes"))
+        hist = [h for h in r["history"] if h[st] == "active" and h[xp] is not None]
+        quota = window_quota(r["inputs"]["max_bandwidth_bytes_s"])
+        for a, b in zip(hist, hist[1:]):
+            dt, dx = b[t] - a[t], b[xp] - a[xp]
+            if dx <= 0 or not 0.05 < dt < 0.2:
+                continue
+            sent = b[tr] - a[tr]
+            if sent >= 0.9 * quota * dt / 0.1:     # the quota was used up: rate-limited, not busy
+                continue
+            other_bytes = sent - (b[xb] - a[xb])
+            per_page.append((dt - other_bytes / stop["rate_Bps"]) / dx)
+    if not per_page:
+        return {"xbzrle_encode_s": 0.0, "xbzrle_intervals": 0}
+    return {"xbzrle_encode_s": max(0.0, statistics.median(per_page)), "xbzrle_intervals": len(per_page)}
+
+
+def postcopy_calibration(runs, other, stop, top):
+    """Post-copy's two constants, from the calibration post-copy runs: the destination's time to place a
+    page (``qemu.postcopy_page_time``: the post-copy phase, switch to completion, over the pages it
+    carried; unlimited bandwidth, so the destination sets the pace), and the handling of one request
+    besides the link (``qemu.postcopy_fault_latency``): their median wait per request
+    (postcopy-blocktime / postcopy-requests, one vCPU) less the model's own without it (their median
+    run, simulated)."""
+    cal = [r for r in runs if r["config"] in FEATURE_CALIBRATION and r["inputs"].get("postcopy")
+           and (r.get("postcopy") or {}).get("postcopy_requests")]
+    waits = [r["postcopy"]["postcopy_blocktime_ms"] / 1e3 / r["postcopy"]["postcopy_requests"] for r in cal
+             if r["postcopy"].get("postcopy_blocktime_ms") is not None]
+    if not waits:
+        return {"postcopy_fault_latency_s": 0.0, "postcopy_page_time_s": 0.0}
+    # the destination's placement: the post-copy phase (switch to completion) over the pages it carried
+    place = statistics.median((r["final"]["total-time"] / 1e3 - r["postcopy"]["postcopy_active_t"])
+                              / (r["final"]["ram"]["postcopy-bytes"] / (PAGE + 8)) for r in cal)
+    p = predicted(config_for(median_run(cal), other,
+                             dict(stop, postcopy_fault_latency_s=0.0, postcopy_page_time_s=place), top))
+    own = p["blocktime_ms"] / 1e3 / p["postcopy_requests"] if p["postcopy_requests"] else 0.0
+    return {"postcopy_fault_latency_s": max(0.0, statistics.median(waits) - own), "postcopy_page_time_s": place,
+            "postcopy_measured_wait_s": statistics.median(waits), "postcopy_model_wait_s": own}
+
+
+def calibrate(runs):
+    """Every constant fitted on the calibration configurations: (non-zero pages outside the working set,
+    the stop's costs with issue 16's XBZRLE and post-copy constants, non-zero pages at the top of RAM)."""
+    other, stop, top = nonzero_other_pages(runs), stop_calibration(runs), top_nonzero_pages(runs)
+    stop = dict(stop, **xbzrle_calibration(runs, stop))
+    stop.update(postcopy_calibration(runs, other, stop, top))
+    return other, stop, top
+
+
 def compare(runs=None):
     """Measured and predicted, per run: a list of dicts."""
     runs = load_runs() if runs is None else runs
-    other, loop, top = nonzero_other_pages(runs), stop_calibration(runs), top_nonzero_pages(runs)
+    other, loop, top = calibrate(runs)
     rows = []
     for r in runs:
         cfg = config_for(r, other, loop, top)
@@ -369,7 +473,7 @@ def ensembles(runs=None, seeds=SEEDS):
     measured runs sit in that distribution: Fisher's exact test on the verdicts, Mann-Whitney on the
     total times (a run that did not converge counts as the time limit)."""
     runs = load_runs() if runs is None else runs
-    calib = nonzero_other_pages(runs), stop_calibration(runs), top_nonzero_pages(runs)
+    calib = calibrate(runs)
     groups = {}
     for r in runs:
         groups.setdefault(r["config"], []).append(r)
@@ -413,6 +517,39 @@ def by_config(rows):
 def downtime_bound(measured_ms):
     """The downtime target: within max(25%, 3 ms) of the measured median."""
     return max(0.25 * measured_ms, 3.0)
+
+
+FEATURES = ("xbzrle", "postcopy")  # issue 16's runs ("model.feature"), compared by feature_predictions
+FEATURE_SEEDS = 3
+
+
+def feature_runs(runs):
+    """{configuration: its runs} for issue 16's XBZRLE and post-copy configurations."""
+    out = {}
+    for r in runs:
+        if (r.get("model") or {}).get("feature") in FEATURES:
+            out.setdefault(r["config"], []).append(r)
+    return out
+
+
+def feature_predictions(runs=None, seeds=FEATURE_SEEDS):
+    """The model on issue 16's configurations (each one's median run, ``seeds`` seeds), with the
+    constants fitted on their calibration configurations: what ``features.json`` holds for the quick
+    tests (a post-copy run takes the simulator tens of seconds)."""
+    runs = load_runs() if runs is None else runs
+    calib = calibrate(runs)
+    keys = ("converged", "total_s", "transferred_mib", "dirty_sync_count", "downtime_ms", "lost_writes",
+            "xbzrle_pages", "postcopy_requests", "blocktime_ms")
+    out = {"seeds": seeds, "calibration": {k: float(v) for k, v in calib[1].items()
+                                           if k.startswith(("xbzrle", "postcopy"))}, "configs": {}}
+    for name, g in sorted(feature_runs(runs).items()):
+        run = median_run(g)
+        preds = ensemble(run, *calib, seeds)
+        out["configs"][name] = {"runs": sorted(r["run_index"] for r in g), "median_run": run["run_index"],
+                                "set": "calibration" if name in CALIBRATION else "validation",
+                                "predicted": [{k: (float(p[k]) if isinstance(p[k], float) else p[k]) for k in keys}
+                                              for p in preds]}
+    return out
 
 
 def summary_table(rows):
@@ -459,12 +596,49 @@ def stall_table(rows):
     return "\n".join(lines) + "\n"
 
 
+FEATURE_KEYS = (("xbzrle_pages", "XBZRLE pages", 0.20), ("postcopy_requests", "post-copy requests", 2.0),
+                ("blocktime_ms", "postcopy-blocktime ms", 2.0))
+
+
+def feature_met(key, want, got):
+    """Issue 16's targets: XBZRLE pages within 20%; post-copy requests and blocktime within a factor of 2."""
+    tol = dict((k, t) for k, _, t in FEATURE_KEYS)[key]
+    if key == "xbzrle_pages":
+        return abs(got - want) <= tol * want
+    return want / tol <= got <= want * tol if want > 0 else got == 0
+
+
+def feature_table(rows):
+    """Issue 16's counters per configuration that has them: measured median / predicted median."""
+    lines = ["| config | set | " + " | ".join(f"{label} (meas / pred)" for _, label, _ in FEATURE_KEYS) + " |",
+             "| --- | --- | " + " | ".join("---" for _ in FEATURE_KEYS) + " |"]
+    for name, g in sorted(by_config(rows).items()):
+        cells = []
+        for key, _, _ in FEATURE_KEYS:
+            m = [x["measured"][key] for x in g if x["measured"].get(key) is not None]
+            p = [x["predicted"][key] for x in g if x["predicted"].get(key) is not None]
+            if not m or not p:
+                cells.append("")
+                continue
+            a, b = statistics.median(m), statistics.median(p)
+            cells.append(f"{a:.0f} / {b:.0f}{'' if feature_met(key, a, b) else ' (miss)'}")
+        if any(cells):
+            lines.append(f"| {name} | {'calibration' if name in CALIBRATION else 'validation'} | "
+                         + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def plot(rows, path):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     groups = sorted(by_config(rows).items())
-    fig, axes = plt.subplots(1, 4, figsize=(17, 4.4))
+    # issue 16's counters, for each configuration that has one: one column per (configuration, counter)
+    feats = [(name, key, label, g) for name, g in groups for key, label, _ in FEATURE_KEYS
+             if any(x["measured"].get(key) is not None for x in g)]
+    fig = plt.figure(figsize=(17, 8.8 if feats else 4.4))
+    grid = fig.add_gridspec(2 if feats else 1, 4)
+    axes = [fig.add_subplot(grid[0, c]) for c in range(4)]
     for ax, key, label in zip(axes, ("total_s", "transferred_mib", "dirty_sync_count", "downtime_ms"),
                               ("total time (s)", "transferred (MiB)", "dirty-sync-count",
                                "downtime (ms, QEMU's counter)")):
@@ -487,7 +661,20 @@ def plot(rows, path):
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
     axes[3].legend(fontsize=6)
-    fig.suptitle("Real QEMU pre-copy migrations vs the simulator, run by run")
+    fig.suptitle("Real QEMU migrations (pre-copy, XBZRLE, post-copy) vs the simulator, run by run")
+    if feats:
+        ax = fig.add_subplot(grid[1, :])
+        for k, (name, key, label, g) in enumerate(feats):
+            for side, dx, style in (("measured", 0, dict(color="C0", marker="o", s=18)),
+                                    ("predicted", 0.25, dict(color="C1", marker="x", s=22))):
+                ys = [x[side][key] for x in g if x[side].get(key) is not None]
+                ax.scatter([k + dx] * len(ys), ys, **style)
+        ax.set_yscale("log")
+        ax.set_xticks(range(len(feats)))
+        ax.set_xticklabels([f"{n}{' (cal)' if n in CALIBRATION else ''}: {lab}" for n, _, lab, _ in feats],
+                           rotation=20, ha="right", fontsize=7)
+        ax.set_ylabel("issue 16's counters (log)")
+        ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
 
@@ -541,5 +728,38 @@ def main():
     sys.stdout.write(table)
 
 
+def feature_rows(runs, features):
+    """Rows like ``compare``'s for issue 16's runs: each run measured, against the model's seeds on its
+    configuration's median run (features.json), taken in turn."""
+    rows = []
+    for name, g in sorted(feature_runs(runs).items()):
+        preds = (features["configs"].get(name) or {}).get("predicted")
+        if not preds:
+            continue
+        for k, r in enumerate(sorted(g, key=lambda r: r["run_index"])):
+            rows.append({"config": name, "run": r["run_index"], "measured": measured(r),
+                         "predicted": preds[k % len(preds)]})
+    return rows
+
+
+def main_features():
+    """``--features``: features.json, then compare.png and compare.md's issue 16 table with the pre-copy
+    configurations' rows as compare.json holds them (a full ``compare.py`` run re-simulates those too)."""
+    runs = load_runs()
+    features = feature_predictions(runs)
+    (HERE / "features.json").write_text(json.dumps(features, indent=1) + "\n")
+    old = [r for r in json.loads((HERE / "compare.json").read_text())["runs"] if r["config"] not in feature_runs(runs)]
+    rows = old + feature_rows(runs, features)
+    plot(rows, HERE / "compare.png")
+    md = (HERE / "compare.md").read_text()
+    cut = md.find("\n## Issue 16")
+    md = (md if cut < 0 else md[:cut]).rstrip("\n") + "\n\n## Issue 16: XBZRLE and post-copy\n\n" + feature_table(rows)
+    (HERE / "compare.md").write_text(md)
+    sys.stdout.write(feature_table(rows))
+
+
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:] == ["--features"]:
+        main_features()
+    else:
+        main()

@@ -28,8 +28,8 @@ A throttled vCPU runs (1 - pct) of each 10 ms slice: the CPUs' run fraction is 1
 import numpy as np
 
 from ..kernels.dtypes import INDEX_DTYPE
-from ..bounds import MAX_BANDWIDTH, MAX_BYTES, MAX_DOWNTIME, MAX_LATENCY, MAX_STEP
-from ..schema import BANDWIDTH, BOOL, CHOICE, DURATION, FRACTION, INT, SIZE, Field, Section
+from ..bounds import MAX_BANDWIDTH, MAX_BYTES, MAX_DOWNTIME, MAX_LATENCY, MAX_SIM_TIME, MAX_STEP
+from ..schema import BANDWIDTH, BOOL, CHOICE, DURATION, FRACTION, INT, SIZE, ConfigError, Field, Section
 from ..memory import run_frames
 from .base import PagePolicy, register
 from .operators import SECTION as OPERATOR_SECTION, Monitor, operator_runs_over_qemu
@@ -101,12 +101,49 @@ SECTION = Section("QEMU/KVM pre-copy migration (QEMU 10.0 migration thread).", d
     xbzrle=Field(BOOL, False, "xbzrle capability: delta-compress re-sent pages found in the cache."),
     xbzrle_cache=Field(SIZE, "64MiB", "xbzrle-cache-size (direct-mapped, a power of two of pages).", gt=0,
                        le=MAX_BYTES),
-    xbzrle_delta=Field(CHOICE, "exponential", "Distribution of a re-sent page's encoded delta size.",
-                       choices=["fixed", "uniform", "exponential"]),
+    xbzrle_delta=Field(CHOICE, "exponential", "A re-sent page's encoded delta size: drawn from a distribution "
+                                              "(fixed, uniform, exponential, of mean xbzrle_delta_mean), or from "
+                                              "the writes to the page since it was cached (writes: each write "
+                                              "changes one word, of xbzrle_word_bytes in the encoding).",
+                       choices=["fixed", "uniform", "exponential", "writes"]),
+    xbzrle_word_bytes=Field(INT, 11, "xbzrle_delta writes: encoded bytes per changed 8-byte word (its zero-run "
+                                     "and nonzero-run lengths as varints, ~2 + 1 bytes, then the 8 bytes).",
+                            ge=1, le=4096),
+    xbzrle_encode=Field(DURATION, "0us", "Migration-thread time per page encoded against the cache (a hit: copy "
+                                         "the page, xbzrle_encode_buffer, copy it back into the cache).", ge=0,
+                        le=MAX_LATENCY),
+    xbzrle_cache_copy=Field(DURATION, "0us", "Migration-thread time per page a miss inserts into the cache "
+                                             "(cache_insert's page copy).", ge=0, le=MAX_LATENCY),
     xbzrle_delta_mean=Field(FRACTION, 0.05, "Mean encoded delta size as a share of the page (>= one page "
                                             "overflows and is sent whole).", gt=0, le=1),
     xbzrle_unchanged=Field(FRACTION, 0.0, "Share of re-sent pages whose contents did not change (empty "
                                           "delta: nothing sent).", ge=0, le=1),
+    postcopy_switch=Field(CHOICE, "off", "When the operator issues migrate-start-postcopy (postcopy-ram on): off, "
+                                         "after-precopy (libvirt's --postcopy-after-precopy: once the first pass "
+                                         "is done, dirty-sync-count 2), sync (at dirty-sync-count "
+                                         "postcopy_switch_sync) or time (postcopy_switch_time after the start). "
+                                         "It takes effect at the migration thread's next iteration.",
+                          choices=["off", "after-precopy", "sync", "time"]),
+    postcopy_switch_sync=Field(INT, 2, "postcopy_switch sync: the dirty-sync-count that triggers the switch.", ge=1,
+                               le=1_000_000),
+    postcopy_switch_time=Field(DURATION, "5s", "postcopy_switch time: seconds after the migration starts.", ge=0,
+                               le=MAX_SIM_TIME),
+    max_postcopy_bandwidth=Field(BANDWIDTH, "0B/s", "max-postcopy-bandwidth: the rate limit after the switch (0: "
+                                                    "unlimited, QEMU's default). Requested pages bypass it but "
+                                                    "count in its windows.", ge=0, le=MAX_BANDWIDTH),
+    postcopy_fault_latency=Field(DURATION, "0us", "Per post-copy page request, the handling besides the link: the "
+                                                  "destination's userfaultfd fault and request, the source's "
+                                                  "return-path thread queueing it, placing the page and waking the "
+                                                  "vCPU (added to each wait).", ge=0, le=MAX_STEP),
+    postcopy_page_time=Field(DURATION, "0us", "Destination's time to place one page received after the switch "
+                                              "(UFFDIO_COPY and its bookkeeping, one page at a time): the "
+                                              "post-copy stream goes no faster than one page per this.", ge=0,
+                             le=MAX_LATENCY),
+    postcopy_preempt=Field(BOOL, False, "postcopy-preempt capability: requested pages go on a channel of their own "
+                                        "instead of queueing behind the background push."),
+    vcpus=Field(INT, 0, "vCPUs the model's CPUs stand for (0: one each; else the CPUs are split evenly among them): "
+                        "a post-copy fault blocks every CPU of its vCPU, and blocktime is per vCPU.", ge=0,
+                le=4096),
 ))
 
 
@@ -127,6 +164,17 @@ def _rules_check(v, raw):
         rules[0](v, raw)
 
 
+def _postcopy_check(v, raw):
+    """Cross-field check of the post-copy settings: QEMU 1.6 had no post-copy (2.5 added it), and
+    ``qemu.vcpus`` cannot exceed the CPUs it groups."""
+    if v["qemu.postcopy_switch"] != "off" and v.get("qemu.rules") == "1.6":
+        raise ConfigError("qemu.postcopy_switch", "post-copy is not modelled under qemu.rules \"1.6\" (QEMU 2.5 "
+                                                  "added it)")
+    if v["qemu.vcpus"] > v["cpus.count"]:
+        raise ConfigError("qemu.vcpus", f"{v['qemu.vcpus']} vCPUs for {v['cpus.count']} CPUs (cpus.count): each "
+                                        "vCPU needs at least one CPU")
+
+
 @register
 class Qemu(PagePolicy):
     """QEMU's migration thread, with the operator layer (nova, kubevirt, ovirt) that may run it."""
@@ -135,7 +183,7 @@ class Qemu(PagePolicy):
     # not-dirty state ("physmem: Fix migration dirty bitmap coherency with TCG memory access", 9.0).
     variants = ("correct", "no-tlb-flush")
     sections = {"operator": OPERATOR_SECTION, "qemu": SECTION}
-    checks = (operator_runs_over_qemu, _rules_check)
+    checks = (operator_runs_over_qemu, _rules_check, _postcopy_check)
 
     def tracking_outside(self, cfg):
         """KVM tracks writes in its EPT (or shadow) entries and a log bitmap: hypervisor memory, not
@@ -176,10 +224,16 @@ class Xbzrle:
         self.tags = np.full(self.entries, -1, dtype=INDEX_DTYPE)
         self.age = np.zeros(self.entries, dtype=np.int64)
         self.kind, self.mean, self.unchanged = q.xbzrle_delta, q.xbzrle_delta_mean, q.xbzrle_unchanged
+        self.cached = np.zeros(self.entries, dtype=np.int64)  # the cached copy's version (writes so far)
+        self.word_bytes = q.xbzrle_word_bytes
+        self.encode_s, self.copy_s = q.xbzrle_encode, q.xbzrle_cache_copy
         self.key = np.uint64(np.random.SeedSequence([seed, 0x7862]).generate_state(1, np.uint64)[0])
         self.page_size = memory.page_size
         self.started = False
         self.pages = self.bytes = self.cache_miss = self.overflow = self.skipped = 0
+        self.encoded = self.inserted = 0   # pages encoded against the cache, pages copied into it
+        self.cpu_s = 0.0                   # migration-thread seconds owed for them, not yet spent
+        self.thread_s = 0.0                # and spent
 
     def _uniform(self, frames, versions, salt):
         z = (frames.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15) + versions.astype(np.uint64)
@@ -188,6 +242,21 @@ class Xbzrle:
         z *= np.uint64(0x94D049BB133111EB)
         z ^= z >> np.uint64(29)
         return (z >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+
+    def write_delta(self, writes):
+        """Encoded bytes of pages written ``writes`` times since their cached copy, each write one
+        8-byte word at a uniformly random place (the lab's dirtier): the expected number of distinct
+        words changed, W (1 - (1 - 1/W)^k) of the page's W, at ``xbzrle_word_bytes`` each (what an
+        unchanged page costs, 0 bytes, is QEMU's skip)."""
+        words = self.page_size // 8
+        changed = words * -np.expm1(writes.astype(np.float64) * np.log1p(-1.0 / words))
+        return np.floor(changed * self.word_bytes).astype(np.int64)
+
+    def take_cpu(self):
+        """Migration-thread seconds owed for the encoding and cache copies since the last call."""
+        owed, self.cpu_s = self.cpu_s, 0.0
+        self.thread_s += owed
+        return owed
 
     def wire_bytes(self, frames, versions, sync_count, last_stage):
         """Bytes for sending non-zero ``frames`` (their current ``versions``); updates the cache."""
@@ -201,15 +270,24 @@ class Xbzrle:
         insert = ~hit & ~fresh & (not last_stage)
         self.tags[slot[insert]] = frames[insert]
         self.age[slot[insert | hit]] = sync_count
-        u = self._uniform(frames[hit], versions[hit], 1)
-        if self.kind == "fixed":
-            frac = np.full(len(u), self.mean)
-        elif self.kind == "uniform":
-            frac = u * 2 * self.mean
+        n_hit, n_insert = int(hit.sum()), int(insert.sum())
+        self.encoded += n_hit
+        self.inserted += n_insert
+        self.cpu_s += n_hit * self.encode_s + n_insert * self.copy_s
+        if self.kind == "writes":
+            delta = self.write_delta(versions[hit] - self.cached[slot[hit]])
         else:
-            frac = -np.log1p(-u) * self.mean
-        delta = np.floor(frac * ps).astype(np.int64)
+            u = self._uniform(frames[hit], versions[hit], 1)
+            if self.kind == "fixed":
+                frac = np.full(len(u), self.mean)
+            elif self.kind == "uniform":
+                frac = u * 2 * self.mean
+            else:
+                frac = -np.log1p(-u) * self.mean
+            delta = np.floor(frac * ps).astype(np.int64)
         delta[self._uniform(frames[hit], versions[hit], 2) < self.unchanged] = 0
+        if not last_stage:  # the cache keeps the copy just sent (a hit's is updated after encoding)
+            self.cached[slot[insert | hit]] = versions[insert | hit]
         over = delta >= ps
         n_skip = int((delta == 0).sum())
         n_over = int(over.sum())
@@ -218,7 +296,7 @@ class Xbzrle:
         self.cache_miss += misses
         self.overflow += n_over
         self.skipped += n_skip
-        self.pages += n_delta + n_skip
+        self.pages += n_delta  # save_xbzrle_page counts a page sent as a delta; a skipped one returns first
         xbytes = int(delta[(delta > 0) & ~over].sum()) + n_delta * (PAGE_HEADER + XBZRLE_HEADER)
         self.bytes += xbytes
         return xbytes + (misses + n_over) * (PAGE_HEADER + ps)
@@ -271,6 +349,8 @@ class Migration:
             self.downtime_limit = self.monitor.initial_downtime()
         self.paused_at = None
         self.postcopy = None
+        self.in_postcopy = False
+        self.start_postcopy = None              # why migrate-start-postcopy was issued, once it was
         self._quota = window_quota(self.q.max_bandwidth)  # the config is immutable
         self.needed_downtime = None             # least pending / bandwidth at a deciding sync (s)
         self.steady = SteadyState() if e.cfg.sim.early_stop else None
@@ -315,6 +395,20 @@ class Migration:
     def rate_exceeded(self):
         return self.e.bytes_sent - self.window_bytes >= self.quota()
 
+    def postcopy_due(self):
+        """Why the operator issues migrate-start-postcopy now (``qemu.postcopy_switch``), or None. It
+        sets a flag the migration thread reads at its next iteration (qmp_migrate_start_postcopy wakes
+        nothing): the scanner checks this at the top of a turn, so a sync's count is seen one turn late."""
+        q, e = self.q, self.e
+        kind = q.postcopy_switch
+        if kind == "after-precopy" and self.sync_count >= 2:
+            return "after-precopy"
+        if kind == "sync" and self.sync_count >= q.postcopy_switch_sync:
+            return f"dirty-sync-count {q.postcopy_switch_sync}"
+        if kind == "time" and e.now >= e.cycles(q.postcopy_switch_time):
+            return f"at {q.postcopy_switch_time:g} s"
+        return None
+
     # -- knowing early -----------------------------------------------------------------------------
     def note_decision(self, pending):
         """A sync that decided whether to complete found ``pending`` bytes: the downtime limit that would
@@ -342,6 +436,8 @@ class Migration:
         step, an operator's downtime step, timeout or schedule, the workload's phase change or trace."""
         e = self.e
         if self.q.auto_converge and self.throttle < self.q.throttle_max:
+            return True
+        if self.q.postcopy_switch != "off":  # a switch to post-copy is still to come
             return True
         if self.paused_at is not None or not e.workload_settled():
             return True
@@ -472,10 +568,13 @@ class Migration:
     def send(self, starts, lens):
         """Process step: send pages; with XBZRLE, non-zero pages found in the cache go as deltas."""
         self.remaining -= int(lens.sum())
-        if self.xbzrle is None or not self.xbzrle.started:
+        if self.xbzrle is None or not self.xbzrle.started or self.in_postcopy:  # no XBZRLE in post-copy
             yield from self.e.copy(starts, lens)
         else:
             yield from self.e.copy(starts, lens, encode=self.xbzrle_bytes)
+            owed = self.xbzrle.take_cpu()
+            if owed > 0:  # the thread encoded and copied those pages itself: its time, not the link's
+                yield self.e.wait(self.e.cycles(owed))
 
     def xbzrle_bytes(self, starts, lens, zeros):
         """Wire bytes of one piece: zero pages as header + 1 byte, the others through the XBZRLE cache."""
@@ -519,9 +618,10 @@ def scanner(e):
                 if what == "pause":  # the guest is paused; pre-copy goes on until it converges
                     e.pause()
                     mig.paused_at = e.now
-                if what == "postcopy":
-                    yield from postcopy(e, mig, rec, found, setup_s, why)
-                    return
+                if what == "postcopy":  # migrate-start-postcopy: seen at the thread's next iteration
+                    mig.start_postcopy = mig.start_postcopy or why
+        if mig.start_postcopy is None:
+            mig.start_postcopy = mig.postcopy_due()
         if q.auto_converge and e.now >= mig.next_forced_tick:
             if mig.sync_count == mig.sync_count_at_tick and mig.sync_count > 1:
                 yield from mig.sync(waits=False)  # the timer's callback, not the migration thread
@@ -537,6 +637,9 @@ def scanner(e):
                 mig.note_decision(pending)
             if pending == 0 or pending < mig.threshold:
                 yield from complete(e, mig, rec, found, setup_s, exact or 0)
+                return
+            if mig.start_postcopy is not None:  # migration_iteration_run: after the completion check
+                yield from postcopy(e, mig, rec, found, setup_s, mig.start_postcopy, exact or 0)
                 return
             if exact is not None:  # the sync opened another pass over the bitmap
                 e.close_pass(rec, found)
@@ -637,10 +740,12 @@ def complete(e, mig, rec, found, setup_s, exact):
              qemu_downtime_s=source, dest_first_touch_pages=fresh)
 
 
-def postcopy(e, mig, rec, found, setup_s, why):
-    """Process step: migrate-start-postcopy. The source stops; a last sync; the device state goes; the
-    destination runs and faults in every page it touches that has not arrived, while the source
-    pushes the rest in the background. Downtime is the source-side stop (QEMU's definition)."""
+def postcopy(e, mig, rec, found, setup_s, why, exact=0):
+    """Process step: postcopy_start, then the post-copy phase. The source stops; a last sync
+    (ram_postcopy_send_discard_bitmap); the device state goes; the destination runs the guest's
+    workload (``Destination``) and requests every page it touches that has not arrived, while the
+    source's migration thread serves the requests and pushes the rest (``postcopy_push``). Downtime is
+    the source-side stop (QEMU's definition)."""
     q = mig.q
     e.close_pass(rec, found)
     t_stop = e.now
@@ -657,38 +762,283 @@ def postcopy(e, mig, rec, found, setup_s, why):
     yield from e.drain()
     clock.mark("device_state")
     source = yield from stop_tail(e, q, clock)
-    e.close_pass(rec, new)
+    e.close_pass(rec, new + exact)
     t_run = e.now
     downtime_bytes = e.bytes_sent - mig.precopy_bytes
     rec = e.open_pass("postcopy")
-    # The destination's vCPUs now run the workload: count their first touches of missing pages.
-    carry = np.zeros(e.cfg.cpus.count)
-    faults = 0
-    while mig.remaining > 0:
-        targets, carry = e.next_writes(carry)
-        missing = ((mig.bitmap[targets >> 6] >> (targets & 63).astype(np.uint64)) & np.uint64(1)).astype(bool)
-        wanted = np.unique(targets[missing])
-        if len(wanted):  # page requests: served through the same stream (postcopy-preempt off)
-            faults += len(wanted)
-            np.bitwise_and.at(mig.bitmap, wanted >> 6, ~(np.uint64(1) << (wanted & 63).astype(np.uint64)))
-            mig.remaining -= len(wanted)
-            yield from e.copy(wanted, np.ones(len(wanted), dtype=INDEX_DTYPE))
-        starts, lens = mig.next_pages(e.chunk_pages)
-        if len(starts):
-            yield from mig.send(starts, lens)
-        elif not len(wanted):
-            break
-        if e.link_idle():
-            yield e.wait(e.quantum)
+    mig.in_postcopy = True
+    dest = Destination(e, mig)
+    e.spawn(dest.run())
+    yield from postcopy_push(e, mig, dest)
     yield from e.drain()
+    dest.done = True
     e.close_pass(rec, 0)
     out = report(e, mig, setup_s)
+    total, per_vcpu = dest.blocktime()
     out.update(downtime_s=e.seconds(t_run - t_stop), postcopy_s=e.seconds(e.now - t_run),
-               postcopy_faults=faults, postcopy_bytes=e.bytes_sent - mig.precopy_bytes - downtime_bytes,
+               postcopy_faults=dest.faults, postcopy_requests=dest.requests,
+               postcopy_blocktime_s=e.seconds(total), postcopy_vcpu_blocktime_s=[e.seconds(b) for b in per_vcpu],
+               postcopy_writes=dest.writes,
+               postcopy_bytes=e.bytes_sent - mig.precopy_bytes - downtime_bytes,
                downtime_bytes=downtime_bytes, precopy_bytes=mig.precopy_bytes, downtime_parts=clock.parts,
-               qemu_downtime_s=source,
-               postcopy_fault_wait_s=faults * e.request_time(PAGE_HEADER + mig.ps))
+               qemu_downtime_s=source)
     e.finish(True, f"postcopy ({why})", t_stop, **out)
+
+
+def postcopy_push(e, mig, dest):
+    """Process step: the source's migration thread after the switch (ram_save_iterate in post-copy).
+    A requested page goes first (get_queued_page before find_dirty_block) but on the same stream as the
+    push, so it leaves behind what the push already handed to the socket (one link chunk here); with
+    postcopy-preempt the destination's requests are served on their own channel (``Destination``) and
+    this thread only pushes. The push keeps to max-postcopy-bandwidth in 100 ms windows. A request wakes
+    the thread from an idle sleep (an urgent request) and inside RAM's iterate it goes even past the
+    quota (``|| postcopy_has_request``), but once the window's quota is used up
+    qemu_savevm_state_iterate returns before RAM's iterate is called: the request waits for the next
+    window."""
+    q = mig.q
+    window = e.cycles(BUFFER_DELAY)
+    quota = window_quota(q.max_postcopy_bandwidth) if q.max_postcopy_bandwidth > 0 else None
+    win_start, win_bytes = e.now, e.bytes_sent
+    per_page = PAGE_HEADER + mig.ps
+    while True:
+        if quota is not None and e.now >= win_start + window:
+            win_start, win_bytes = e.now, e.bytes_sent
+        exceeded = quota is not None and e.bytes_sent - win_bytes >= quota
+        ready = dest.take_requests(e.now) if not exceeded else []
+        if len(ready):
+            t0 = e.now
+            yield from e.copy(ready, np.ones(len(ready), dtype=INDEX_DTYPE))
+            yield from placed(e, t0, len(ready) * dest.place)
+            dest.arrived(ready, e.now + dest.latency)
+            continue
+        if mig.remaining > 0 and not exceeded:
+            left = e.chunk_pages if quota is None else (quota - (e.bytes_sent - win_bytes)) // per_page
+            starts, lens = mig.next_pages(max(1, min(e.chunk_pages, int(left))))
+            if len(starts):
+                t0 = e.now
+                yield from mig.send(starts, lens)
+                yield from placed(e, t0, int(lens.sum()) * dest.place)
+                continue
+        if mig.remaining <= 0 and not dest.queue:
+            return
+        # idle: asleep until the window ends (rate limited) or a request becomes visible (urgent; but a
+        # used-up quota still holds it: qemu_savevm_state_iterate returns before RAM's iterate)
+        wake = [] if exceeded else [dest.next_request()]
+        if quota is not None and (mig.remaining > 0 or exceeded):
+            wake.append(win_start + window)
+        due = min(wake)
+        dest.source, dest.held = "asleep", exceeded
+        if due == float("inf"):
+            yield dest.urgent
+        else:
+            yield e.first_of([e.wait(max(1, int(due) - e.now)), dest.urgent])
+        dest.source = "sending"
+
+
+def placed(e, t0, cycles):
+    """Process step: the sender held back by the destination placing what it sent since ``t0`` (the
+    socket fills when the destination is slower than the link)."""
+    if e.now - t0 < cycles:
+        yield e.wait(cycles - (e.now - t0))
+
+
+class Destination:
+    """The destination's vCPUs after a post-copy switch. They run the guest's workload, the same object
+    the source's CPUs ran (groups, phases, paced writers: its state goes on where the source left it),
+    one quantum at a time. A write to a page that has not arrived faults: the vCPU (every CPU of it,
+    ``qemu.vcpus``) stops until the page arrives, and its writes from the fault on are replayed then; a
+    paced writer catches up the time it lost when that was at most ``workload.catchup`` (as the lab's
+    dirtier does). A fault on a page not yet requested sends a request over the return path (one link
+    latency); the source serves it (``postcopy_push``), or with postcopy-preempt the page comes back on
+    its own channel at once. Blocktime, as QEMU's postcopy-blocktime: per vCPU the sum of its waits
+    (fault to arrival), and in total the time during which every vCPU was waiting."""
+
+    def __init__(self, e, mig):
+        self.e, self.mig = e, mig
+        cfg = e.cfg
+        self.ncpu = cfg.cpus.count
+        self.nv = mig.q.vcpus or self.ncpu
+        self.vcpu_of = (np.arange(self.ncpu) * self.nv) // self.ncpu
+        self.paced, self.catchup = cfg.workload.paced, e.cycles(cfg.workload.catchup)
+        self.latency = e.cycles(e.request_time(0) / 2)
+        self.preempt = mig.q.postcopy_preempt
+        self.handling = e.cycles(mig.q.postcopy_fault_latency)
+        self.place = e.cycles(mig.q.postcopy_page_time)
+        inf = float("inf")
+        self.blocked_until = np.zeros(self.nv)   # cycles; inf while the page waited for is not sent
+        self.waiting = np.full(self.nv, -1, dtype=np.int64)  # the page each vCPU waits for
+        self.fault_at = np.zeros(self.nv)
+        self.fault_end = np.zeros(self.nv)       # the end of the quantum the fault fell in
+        self.owed = np.zeros(self.ncpu)          # cycles a paced writer catches up when it runs again
+        self.pend_f = np.empty(0, dtype=INDEX_DTYPE)  # writes from a fault on, replayed (CPU-major)
+        self.pend_c = np.empty(0, dtype=np.int64)
+        self.arrival = np.zeros(mig.n)          # a requested page's arrival (cycles; inf until sent)
+        self.asked = np.zeros(mig.n, dtype=bool)  # pages requested
+        self.queue = []                          # (visible at the source, page), in request order
+        self.intervals = [[] for _ in range(self.nv)]
+        self.faults = self.requests = self.writes = 0
+        self.urgent = e.signal()
+        self.source = "sending"                  # the source's thread: sending, or asleep (rate limit, idle)
+        self.held = False                        # asleep with the window's quota used up: requests wait
+        self.done = False
+        self._inf = inf
+
+    # -- the source's side ---------------------------------------------------------------------------
+    def take_requests(self, now):
+        """The requested pages that have reached the source by ``now`` (in order), off the queue."""
+        k = 0
+        while k < len(self.queue) and self.queue[k][0] <= now:
+            k += 1
+        ready, self.queue = self.queue[:k], self.queue[k:]
+        return np.array([p for _, p in ready], dtype=INDEX_DTYPE)
+
+    def next_request(self):
+        return self.queue[0][0] if self.queue else self._inf
+
+    def arrived(self, pages, at):
+        """``pages`` reach the destination at ``at`` (cycles): the vCPUs waiting for them run again then."""
+        self.arrival[pages] = at
+        for p in pages.tolist():
+            for v in np.flatnonzero(self.waiting == p).tolist():
+                self.release(v, at + self.handling)
+
+    def release(self, v, at):
+        self.blocked_until[v] = at
+        self.waiting[v] = -1
+        self.intervals[v].append((self.fault_at[v], at))
+        lost = at - self.fault_end[v]
+        if self.paced and lost > 0 and at - self.fault_at[v] <= self.catchup:
+            self.owed[self.vcpu_of == v] += lost
+
+    # -- the destination's side ----------------------------------------------------------------------
+    def run(self):
+        """Process role: the destination's vCPUs, one quantum at a time, until the source is done."""
+        e = self.e
+        t = e.now
+        while not self.done:
+            self.step(t, t + e.quantum)
+            t += e.quantum
+            yield e.wait(t - e.now)
+
+    def missing(self, frames, times):
+        """Which writes find their page absent: still in the source's bitmap, or requested and not
+        arrived by the write's time."""
+        bm = self.mig.bitmap
+        out = ((bm[frames >> 6] >> (frames & 63).astype(np.uint64)) & np.uint64(1)).astype(bool)
+        return out | (self.arrival[frames] > times)
+
+    def step(self, t0, t1):
+        """The vCPUs' writes in [t0, t1) cycles. Each vCPU runs from the later of t0 and the arrival of
+        the page it waited for, its CPUs' writes (those held since a fault first) spread evenly over
+        that time; at a write to an absent page it faults, and when the page's arrival is known and
+        falls before t1 it goes on from there, its remaining writes spread over what is left."""
+        e = self.e
+        start = np.maximum(self.blocked_until, t0)            # per vCPU; inf: still waiting
+        runs = start < t1
+        runs_c = runs[self.vcpu_of]
+        a = start[self.vcpu_of]
+        run = np.where(runs_c, t1 - a + self.owed, 0.0)
+        self.owed[runs_c] = 0.0
+        counts = np.zeros(self.ncpu, dtype=INDEX_DTYPE)
+        frames = np.array(e.guest_writes(run, counts), dtype=INDEX_DTYPE)
+        cpu = np.repeat(np.arange(self.ncpu), counts)
+        if len(self.pend_c):                                   # held writes go first, in their CPU's order
+            held = ~runs_c[self.pend_c]
+            frames = np.concatenate([self.pend_f[~held], frames])
+            cpu = np.concatenate([self.pend_c[~held], cpu])
+            order = np.argsort(cpu, kind="stable")
+            frames, cpu = frames[order], cpu[order]
+            self.pend_f, self.pend_c = self.pend_f[held], self.pend_c[held]
+        if not len(frames):
+            return
+        n_c = np.bincount(cpu, minlength=self.ncpu)
+        rank = np.arange(len(cpu)) - np.repeat(np.cumsum(n_c) - n_c, n_c)
+        ac = a[cpu]
+        times = ac + (rank + 0.5) / n_c[cpu] * (t1 - ac)
+        v_of = self.vcpu_of[cpu]
+        keep = []
+        for v in np.unique(v_of).tolist():
+            sel = np.flatnonzero(v_of == v)
+            f, c, t = frames[sel], cpu[sel], times[sel]
+            order = np.argsort(t, kind="stable")
+            f, c, t = f[order], c[order], t[order]
+            while len(f):
+                miss = self.missing(f, t)
+                if not miss.any():
+                    self.writes += len(f)
+                    break
+                k = int(np.argmax(miss))
+                self.writes += k
+                at = self.fault(v, int(f[k]), t[k], t1)
+                f, c = f[k:], c[k:]
+                if at >= t1:                                   # waits past this quantum: held
+                    keep.append((f, c))
+                    break
+                t = at + (np.arange(len(f)) + 0.5) / len(f) * (t1 - at)
+        if keep:
+            self.pend_f = np.concatenate([self.pend_f] + [f for f, _ in keep])
+            self.pend_c = np.concatenate([self.pend_c] + [c for _, c in keep])
+            order = np.argsort(self.pend_c, kind="stable")
+            self.pend_f, self.pend_c = self.pend_f[order], self.pend_c[order]
+
+    def fault(self, v, page, t, quantum_end):
+        """vCPU ``v`` faults on ``page`` at ``t`` (cycles): it waits for the page, which it requests
+        unless it already did; returns the arrival (cycles; inf while the source has not sent it)."""
+        e, mig = self.e, self.mig
+        self.faults += 1
+        self.waiting[v] = page
+        self.fault_at[v] = t
+        self.fault_end[v] = quantum_end
+        self.blocked_until[v] = self._inf
+        if not self.asked[page]:
+            self.asked[page] = True
+            self.requests += 1
+            bm = mig.bitmap
+            bm[page >> 6] &= ~(np.uint64(1) << np.uint64(page & 63))  # the source sends it now, not the push
+            mig.remaining -= 1
+            one = (np.array([page], dtype=INDEX_DTYPE), np.ones(1, dtype=INDEX_DTYPE))
+            seen = t + self.latency                            # the request reaches the source
+            busy = e.link_busy_until()
+            if self.preempt:  # its own channel: the page, then its trip back
+                e.copy_aside(*one)
+                self.arrival[page] = seen + e.cycles((PAGE_HEADER + mig.ps) / e.link_rate()) + self.latency
+            elif (self.source == "sending" and seen <= busy) or (self.source == "asleep" and busy <= seen
+                                                                  and not self.held):
+                # the thread takes it at its next page (after what it handed the socket already), or
+                # wakes for it (an urgent request): it is known now when the page leaves
+                self.arrival[page] = e.copy_at(*one, max(seen, busy)) + self.latency + self.place
+            else:
+                self.arrival[page] = self._inf
+                self.queue.append((seen, page))
+                if not self.urgent.triggered:
+                    self.urgent.succeed()
+                    self.urgent = e.signal()
+        at = self.arrival[page]
+        if at != self._inf:
+            at = max(at, t) + self.handling
+            self.release(v, at)
+        return at
+
+    def blocktime(self):
+        """(total, per vCPU) blocktime in cycles (``all_blocked``)."""
+        return all_blocked(self.intervals)
+
+
+def all_blocked(intervals):
+    """QEMU's blocktime from each vCPU's waits ``intervals[v] = [(start, end), ...]`` (disjoint per
+    vCPU): (the time during which every vCPU was waiting at once: postcopy-blocktime, and each vCPU's
+    sum of waits: postcopy-vcpu-blocktime)."""
+    per = [sum(b - a for a, b in iv) for iv in intervals]
+    if len(intervals) == 1:
+        return per[0], per
+    edges = sorted([(a, 1) for iv in intervals for a, _ in iv] + [(b, -1) for iv in intervals for _, b in iv])
+    total, down, since = 0, 0, 0
+    for t, d in edges:
+        if down == len(intervals):
+            total += t - since
+        down += d
+        since = t
+    return total, per
 
 
 def report(e, mig, setup_s):
@@ -717,4 +1067,6 @@ def report(e, mig, setup_s):
         x = mig.xbzrle
         out["xbzrle"] = {"pages": x.pages, "bytes": x.bytes, "cache_miss": x.cache_miss, "overflow": x.overflow,
                          "skipped": x.skipped, "cache_entries": x.entries}
+        if x.encode_s or x.copy_s:  # the thread's time for them (only when it is modelled: old results hold)
+            out["xbzrle"].update(encoded=x.encoded, inserted=x.inserted, thread_s=x.thread_s)
     return out

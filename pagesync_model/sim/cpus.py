@@ -28,9 +28,10 @@ class Cpus:
     """``ncpu`` CPUs at ``clock`` Hz, each writing ``rate`` pages/s through a TLB of ``tlb_entries``.
 
     ``walk_cycles`` is the cost of a page walk after a flush-induced TLB miss, ``dirty_cycles`` the
-    cost of the locked update that sets a clear PTE dirty bit. The workload sets the write counts;
-    ``rate`` is kept as ``rate_per_cycle`` for policies that model the CPUs after cut-over. ``dma``
-    is an optional DmaWriter.
+    cost of the locked update that sets a clear PTE dirty bit. The workload sets the write counts
+    (``rate`` is kept as ``rate_per_cycle``; a policy that runs the guest elsewhere after cut-over,
+    such as QEMU's post-copy destination, steps the same workload object). ``dma`` is an optional
+    DmaWriter.
     """
 
     def __init__(self, env, memory, workload, kernels, ncpu, clock, rate, tlb_entries, walk_cycles, dirty_cycles,

@@ -170,6 +170,45 @@ class Interconnect:
             yield self._send(hi - lo, zeros, calls, encode(p_starts, p_lens, zeros) if encode else None, first)
         return zeros_total
 
+    def send_aside(self, starts, lens):
+        """Copy runs on a channel of their own (a second stream, such as QEMU's postcopy-preempt
+        channel): delivered and counted now, without queueing behind this link's FIFO or delaying it.
+        Returns the all-zero pages copied; the caller times the transfer (``request_time``)."""
+        starts = np.ascontiguousarray(starts, dtype=INDEX_DTYPE)
+        lens = np.ascontiguousarray(lens, dtype=INDEX_DTYPE)
+        pages = int(lens.sum())
+        if pages == 0:
+            return 0
+        self.sync()
+        zeros = self.partner.receive(self.kernels, self.memory, starts, lens)
+        self.bytes_sent += self.wire_bytes(pages, zeros)
+        self.pages_sent += pages
+        self.zero_pages_sent += zeros
+        self.calls += len(starts)
+        return zeros
+
+    def send_at(self, starts, lens, at):
+        """Queue runs on this link's FIFO from cycle ``at`` (or when what is queued before has left),
+        for a sender that is not this process (a page a QEMU destination requested, which the source's
+        thread sends at a time known in advance). No time passes here; returns the cycle the last byte
+        leaves."""
+        starts = np.ascontiguousarray(starts, dtype=INDEX_DTYPE)
+        lens = np.ascontiguousarray(lens, dtype=INDEX_DTYPE)
+        pages = int(lens.sum())
+        self.sync()
+        zeros = self.partner.receive(self.kernels, self.memory, starts, lens)
+        nbytes = self.wire_bytes(pages, zeros)
+        start = max(int(at), self.busy_until)
+        cycles = self.transfer_cycles(nbytes, len(starts))
+        self.busy_until = start + cycles
+        self.last_arrival = max(self.last_arrival, self.busy_until + self.latency_cycles)
+        self.bytes_sent += nbytes
+        self.pages_sent += pages
+        self.zero_pages_sent += zeros
+        self.calls += len(starts)
+        self.busy_cycles += cycles
+        return self.busy_until
+
     def send_bytes(self, nbytes):
         """Process step: send ``nbytes`` that are not page contents (device state, stream headers)."""
         if nbytes <= 0:

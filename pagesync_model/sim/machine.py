@@ -115,7 +115,24 @@ class Machine:
         self.waits += 1
         return self.env.timeout(max(0, int(cycles)))
 
+    def spawn(self, generator):
+        """Run ``generator`` as a process of its own beside the policy's (e.g. a destination's loop)."""
+        return self.env.process(generator)
+
+    def signal(self):
+        """An event a process can wait on and another can trigger."""
+        return self.env.event()
+
+    def first_of(self, events):
+        """An event that fires when the first of ``events`` does."""
+        return self.env.any_of(events)
+
     # -- the CPUs -----------------------------------------------------------------------------------
+    def guest_writes(self, run, counts):
+        """The frames the workload writes when each CPU runs ``run[i]`` cycles (``counts[i]`` is set to
+        CPU i's number of writes), for a policy that applies the writes itself (post-copy's destination)."""
+        return self.workload.step(run, counts)
+
     def catch_up(self):
         """Apply every write the CPUs issued up to now (before reading what they wrote)."""
         self.cpus.advance_to(self.env.now)
@@ -131,16 +148,6 @@ class Machine:
         """From now on each CPU runs only ``1 - fraction`` of its time (QEMU's cpu-throttle)."""
         self.catch_up()
         self.cpus.throttle = fraction
-
-    def next_writes(self, carry):
-        """(targets, carry): the frames the CPUs' workload writes in one quantum, with ``carry`` the
-        fractional writes left over from the previous call (per CPU; start from zeros). For a
-        workload running elsewhere (the destination after a post-copy switch): nothing is applied."""
-        expected = self.quantum * self.cpus.rate_per_cycle + carry
-        counts = np.floor(expected).astype(INDEX_DTYPE)
-        carry = expected - counts
-        targets = self.workload.generate(counts) if counts.sum() else np.empty(0, INDEX_DTYPE)
-        return targets, carry
 
     # -- dirty tracking -----------------------------------------------------------------------------
     def harvest_cost(self, dirty):
@@ -275,6 +282,24 @@ class Machine:
         """Process step: copy runs of frames to the partner (``Interconnect.copy``); its value is the
         number of all-zero pages copied."""
         return (yield from self.link.copy(starts, lens, encode))
+
+    def copy_aside(self, starts, lens):
+        """Copy runs on a second channel (``Interconnect.send_aside``): no time passes here and the
+        link's FIFO is not delayed; returns the all-zero pages copied."""
+        return self.link.send_aside(starts, lens)
+
+    def copy_at(self, starts, lens, at):
+        """Queue runs on the link's FIFO from cycle ``at`` for another sender (``Interconnect.send_at``);
+        no time passes here; returns the cycle the last byte leaves."""
+        return self.link.send_at(starts, lens, at)
+
+    def link_busy_until(self):
+        """The cycle at which everything handed to the link so far has left."""
+        return self.link.busy_until
+
+    def link_rate(self):
+        """The link's payload rate, bytes/s."""
+        return self.link.bandwidth
 
     def send_bytes(self, nbytes):
         """Process step: send ``nbytes`` that are not page contents (device state, stream headers)."""
