@@ -731,6 +731,21 @@ cdef inline uint64_t _splitmix(uint64_t key, uint64_t k) noexcept nogil:
     return z ^ (z >> 31)
 
 
+cdef void _check_gen_random(int64_t ncpu, uint64_t[::1] counters, const index_t[::1] counts, index_t[::1] out,
+                            int64_t hot_span, int64_t hot_threshold, int64_t span, int64_t mult, int64_t modulus,
+                            int64_t block) except *:
+    """gen_random's preconditions (see its docstring), shared with random_write_step."""
+    if counters.shape[0] != ncpu or counts.shape[0] != ncpu:
+        raise ValueError(f"stream_keys, counters, counts have {ncpu}, {counters.shape[0]}, "
+                         f"{counts.shape[0]} elements; they must match")
+    _check_counts(counts, out)
+    if hot_threshold < 0 or hot_threshold > <int64_t>TWO32:
+        raise ValueError(f"hot_threshold must be in [0, 2**32], got {hot_threshold}")
+    if hot_span < 0 or hot_span > span:
+        raise ValueError(f"need 0 <= hot_span <= span, got hot_span={hot_span}, span={span}")
+    _check_generator_map(span, mult, modulus, block)
+
+
 def gen_random(const uint64_t[::1] stream_keys, uint64_t[::1] counters, const index_t[::1] counts,
                int64_t hot_span, int64_t hot_threshold, int64_t span, int64_t base, int64_t mult,
                int64_t modulus, index_t[::1] out, int64_t block=1):
@@ -750,15 +765,7 @@ def gen_random(const uint64_t[::1] stream_keys, uint64_t[::1] counters, const in
     mult < 2**32 coprime with modulus.
     """
     cdef int64_t ncpu = stream_keys.shape[0]
-    if counters.shape[0] != ncpu or counts.shape[0] != ncpu:
-        raise ValueError(f"stream_keys, counters, counts have {ncpu}, {counters.shape[0]}, "
-                         f"{counts.shape[0]} elements; they must match")
-    _check_counts(counts, out)
-    if hot_threshold < 0 or hot_threshold > <int64_t>TWO32:
-        raise ValueError(f"hot_threshold must be in [0, 2**32], got {hot_threshold}")
-    if hot_span < 0 or hot_span > span:
-        raise ValueError(f"need 0 <= hot_span <= span, got hot_span={hot_span}, span={span}")
-    _check_generator_map(span, mult, modulus, block)
+    _check_gen_random(ncpu, counters, counts, out, hot_span, hot_threshold, span, mult, modulus, block)
     with nogil:
         _gen_random_loop(stream_keys, counters, counts, hot_span, hot_threshold, span, base, mult, modulus, out,
                          block)
@@ -973,15 +980,7 @@ def random_write_step(const uint64_t[::1] stream_keys, uint64_t[::1] counters, c
     Raises ValueError, before any buffer is changed, on what those kernels refuse.
     """
     cdef int64_t ncpu = stream_keys.shape[0], n = pte.shape[0], c
-    if counters.shape[0] != ncpu or counts.shape[0] != ncpu:
-        raise ValueError(f"stream_keys, counters, counts have {ncpu}, {counters.shape[0]}, "
-                         f"{counts.shape[0]} elements; they must match")
-    _check_counts(counts, out)
-    if hot_threshold < 0 or hot_threshold > <int64_t>TWO32:
-        raise ValueError(f"hot_threshold must be in [0, 2**32], got {hot_threshold}")
-    if hot_span < 0 or hot_span > span:
-        raise ValueError(f"need 0 <= hot_span <= span, got hot_span={hot_span}, span={span}")
-    _check_generator_map(span, mult, modulus, block)
+    _check_gen_random(ncpu, counters, counts, out, hot_span, hot_threshold, span, mult, modulus, block)
     if base < 0 or base + modulus * block > n:
         raise ValueError(f"generated frames [{base}, {base} + {modulus} * {block}) must lie inside [0, {n})")
     if versions.shape[0] != n:

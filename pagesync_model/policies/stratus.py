@@ -129,14 +129,7 @@ def scanner(e):
         if stop and p.stop == "after-copy":
             # copy the deciding pass with the CPUs running, then stop them and scan once more: the
             # blackout copies only what was written during that copy
-            if running:
-                yield e.wait(h.cycles)
-            e.end_brownout(h)
-            if read_first:
-                yield from copy_then_clear(e)
-            else:
-                yield from e.copy_bitmap_runs()
-            e.close_pass(rec, count, h.cycles if h.stopped else 0)
+            yield from copy_pass(e, rec, h, count, running, read_first)
             rec = e.open_pass("blackout")
             t_stop = e.now
             if running:
@@ -154,14 +147,21 @@ def scanner(e):
             rec.kind = "blackout"
             yield from blackout(e, rec, count, converged, t_stop)
             return
-        if running:
-            yield e.wait(h.cycles)
-        e.end_brownout(h)
-        if read_first:
-            yield from copy_then_clear(e)
-        else:
-            yield from e.copy_bitmap_runs()
-        e.close_pass(rec, count, h.cycles if h.stopped else 0)
+        yield from copy_pass(e, rec, h, count, running, read_first)
+
+
+def copy_pass(e, rec, h, count, running, read_first):
+    """Process step: a pass that goes on to copy after its scan ``h`` (counted ``count``): wait out a scan
+    that ran beside the CPUs, end the brownout, copy the bitmap's runs (or copy before clearing) and
+    close the pass's record ``rec``."""
+    if running:
+        yield e.wait(h.cycles)
+    e.end_brownout(h)
+    if read_first:
+        yield from copy_then_clear(e)
+    else:
+        yield from e.copy_bitmap_runs()
+    e.close_pass(rec, count, h.cycles if h.stopped else 0)
 
 
 def copy_then_clear(e):
