@@ -149,13 +149,15 @@ class Memory:
     def _clear_zero_pages(self):
         """The zero pages (dense indices [working set, working set + zero pages)) get version 0 and a clean
         PTE. The dense map keeps blocks whole, so whole blocks are cleared as rows of a (blocks, block)
-        view; the partial blocks at the ends frame by frame."""
+        view; the partial blocks at the ends frame by frame (and every page where holes shift the map)."""
         lo, hi = self.working_set_pages, self.working_set_pages + self.zero_pages
         if hi <= lo:
             return
         clean = ~PTE_DTYPE(PTE_DIRTY | PTE_ACCESSED)
         blk, ub = self.block, self.user_base
         first, last = -(-lo // blk), hi // blk        # the whole blocks inside [lo, hi)
+        if len(getattr(self, "hole_at", ())):        # holes shift the map: every page through it
+            first, last = 1, 0
         ends = [(lo, hi)] if first > last else [(lo, first * blk), (last * blk, hi)]
         if first < last:
             v = self.versions[ub:ub + self.blocks * blk].reshape(self.blocks, blk)

@@ -25,7 +25,7 @@ from pagesync_model.sweep.spec import SweepError, sweep_from_dict
 TINY = {"base": SMALL, "axes": {"link.bandwidth": ["500MB/s", "2GB/s"], "stratus.threshold": [16, 4096]}}
 # the second run is a QEMU migration rate-limited to 1 MiB/s that can never get under a 1 ms
 # downtime-limit: it would go on for hours of wall time until sim.time_limit (1 h simulated)
-HANGS = {"base": SMALL, "set": ["policy=qemu", "qemu.downtime_limit=1ms"],
+HANGS = {"base": SMALL, "set": ["policy=qemu", "qemu.downtime_limit=1ms", "sim.early_stop=false"],
          "axes": {"qemu.max_bandwidth": ["1GiB/s", "1MiB/s"]}}
 # the subprocesses import the package this test imports: the installed one (CI) or the tree on
 # PYTHONPATH (a developer's in-place build); run outside the source tree, where ``python -m`` would
