@@ -128,29 +128,21 @@ def _run_inprocess(cluster, todo, on_row):
 
 
 def _run_dask(cluster, todo, on_row, scheduler, workers):
-    from dask.distributed import Client, as_completed
+    from dask.distributed import as_completed
 
-    from ..sweep.runner import default_workers, local_cluster
-    lc = None
-    if scheduler == "local":
-        lc = local_cluster(workers or default_workers())
-        client = Client(lc, set_as_default=False)
-    else:
-        client = Client(scheduler, timeout="10s", set_as_default=False)
-    futures = []
-    try:
-        spec = client.scatter(cluster, broadcast=True)
-        futures = [client.submit(batch_row, spec, seed, b, key=f"pagesync-rollout-s{seed}-b{b}", pure=False)
-                   for seed, b in todo]
-        for future in as_completed(futures, loop=client.loop):
-            on_row(future.result())
-            future.release()
-    finally:
-        if futures:
-            client.cancel(futures)
-        client.close()
-        if lc is not None:
-            lc.close()
+    from ..sweep.runner import dask_client
+    with dask_client(scheduler, workers) as client:
+        futures = []
+        try:
+            spec = client.scatter(cluster, broadcast=True)
+            futures = [client.submit(batch_row, spec, seed, b, key=f"pagesync-rollout-s{seed}-b{b}", pure=False)
+                       for seed, b in todo]
+            for future in as_completed(futures, loop=client.loop):
+                on_row(future.result())
+                future.release()
+        finally:
+            if futures:
+                client.cancel(futures)
 
 
 def run_rollout(cluster, prefix=None, scheduler="local", workers=None, resume=False, progress=True):

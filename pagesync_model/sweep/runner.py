@@ -16,6 +16,7 @@ propagates, so the caller keeps and writes the rows it already has.
 """
 import os
 import time
+from contextlib import contextmanager
 
 WALL_FIELD = "wall_s"
 STATUS_FIELD = "status"
@@ -109,7 +110,34 @@ def run_dask(sweep, runs, on_row, scheduler="local", workers=None, backend="auto
     (``run_row_limited``), so a hanging run costs its worker ``timeout`` seconds, never the sweep.
     Calls ``on_row(row)`` as each run finishes. Raises OSError (or Dask's TimeoutError) when the
     scheduler cannot be reached; a KeyboardInterrupt cancels the pending runs and propagates."""
-    from dask.distributed import Client, as_completed
+    from dask.distributed import as_completed
+
+    with dask_client(scheduler, workers) as client:
+        futures = []
+        try:
+            base = client.scatter(sweep.base, broadcast=True) if runs else None
+            futures = [client.submit(run_row_limited, base, sweep.base_overrides, sweep.source, run, backend,
+                                     timeout, key=f"pagesync-run-{run.run_id}-{run.index}", pure=False, retries=0)
+                       for run in runs]
+            for future in as_completed(futures, loop=client.loop):
+                try:
+                    row = future.result()
+                except Exception as exc:  # noqa: BLE001 -- e.g. a worker died under the run
+                    row = _lost_row(future, runs, exc)
+                on_row(row)
+                future.release()
+        finally:
+            if futures:
+                client.cancel(futures)
+
+
+@contextmanager
+def dask_client(scheduler="local", workers=None):
+    """A Dask Client: on a new LocalCluster of ``workers`` (default: the cores) when ``scheduler`` is
+    'local', else on the scheduler at that address ('tcp://HOST:PORT'), which is left running. The
+    client, and a cluster made here, are closed on leaving. Raises OSError (or Dask's TimeoutError) when
+    the scheduler cannot be reached."""
+    from dask.distributed import Client
 
     cluster = None
     if scheduler == "local":
@@ -117,22 +145,9 @@ def run_dask(sweep, runs, on_row, scheduler="local", workers=None, backend="auto
         client = Client(cluster, set_as_default=False)
     else:
         client = Client(scheduler, timeout="10s", set_as_default=False)
-    futures = []
     try:
-        base = client.scatter(sweep.base, broadcast=True) if runs else None
-        futures = [client.submit(run_row_limited, base, sweep.base_overrides, sweep.source, run, backend, timeout,
-                                 key=f"pagesync-run-{run.run_id}-{run.index}", pure=False, retries=0)
-                   for run in runs]
-        for future in as_completed(futures, loop=client.loop):
-            try:
-                row = future.result()
-            except Exception as exc:  # noqa: BLE001 -- e.g. a worker died under the run
-                row = _lost_row(future, runs, exc)
-            on_row(row)
-            future.release()
+        yield client
     finally:
-        if futures:
-            client.cancel(futures)
         client.close()
         if cluster is not None:
             cluster.close()
