@@ -13,8 +13,7 @@ round never sends more than M; with lambda >= 1 the rounds never shrink and the 
 from ..results import PassRecord
 from ..bounds import MAX_DOWNTIME, MAX_ROUNDS
 from ..schema import DURATION, INT, Field, Section
-from ..sim.interconnect import payload_rate, transfer_time
-from .base import FluidPolicy, register, single_rate_check
+from .base import FluidPolicy, payload_rate, register, single_rate_check
 
 SECTION = Section("Closed-form geometric pre-copy model (Clark et al. 2005, Liu et al. 2011).", dict(
     downtime_limit=Field(DURATION, "300ms", "Stop-and-copy once the next round would fit in this downtime.",
@@ -85,7 +84,7 @@ def compute(cfg, seed):
     records, t = [], 0.0
     for i, size in enumerate(sizes):
         kind = "full" if i == 0 else "blackout" if i == n else "pass"
-        d = transfer_time(size, r, cfg.link.latency if kind == "blackout" else 0.0)
+        d = size / r + (cfg.link.latency if kind == "blackout" else 0.0)
         pages = _pages(size, ps)
         records.append(PassRecord(pass_=i, kind=kind, start_s=t, duration_s=d, dirty_pages=pages,
                                   pages_copied=pages, bytes=int(round(size))))

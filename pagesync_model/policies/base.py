@@ -176,6 +176,12 @@ REGISTRY = Registry()
 register = REGISTRY.register
 
 
+def payload_rate(link):
+    """Payload bytes/s of the config section ``link``: its bandwidth less the framing (``efficiency``),
+    the rate every policy's stream carries pages at (the engine's link and the fluid models alike)."""
+    return link.bandwidth * link.efficiency
+
+
 def single_rate_check(policy):
     """A cross-field check refusing configs that give ``policy`` (a fluid or closed-form model reading
     only workload.rate) what it would silently ignore: per-CPU groups, phases, a replayed trace, a DMA

@@ -17,6 +17,7 @@ import math
 import numpy as np
 
 from ..kernels.dtypes import INDEX_DTYPE
+from ..policies.base import payload_rate
 
 
 def cut_runs(starts, lens, ends, lo, hi):
@@ -33,17 +34,6 @@ def cut_runs(starts, lens, ends, lo, hi):
     p_lens[0] -= skip
     p_lens[-1] -= ends[last] - hi
     return p_starts, p_lens, bool(skip)
-
-
-def payload_rate(link):
-    """Payload bytes/s of the config section ``link``: its bandwidth less the framing (``efficiency``)."""
-    return link.bandwidth * link.efficiency
-
-
-def transfer_time(nbytes, rate, latency=0.0):
-    """Seconds ``nbytes`` take at ``rate`` bytes/s, plus ``latency`` when the time until they have
-    arrived is meant (a fluid model's view of the link: no per-copy cost, no queueing)."""
-    return nbytes / rate + latency
 
 
 class Interconnect:
