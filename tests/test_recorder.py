@@ -85,9 +85,12 @@ def test_known_pattern(supported, tmp_path):
         (t,) = [t for q, t in writes if q == p]
         at_boundary = any(abs(t - e) < AMBIGUOUS_NS for e in ends)
         assert len(ks) == 1 or (at_boundary and len(ks) == 2 and ks[1] == ks[0] + 1), (p, ks, t)
-    # phase 2: pages 1, 3, 5 written in four rounds, together
+    # phase 2: pages 1, 3, 5 written in four rounds, together: reported in at least two intervals and
+    # at most one per write, plus one per write that raced a scan (as in phase 1)
     for p in (1, 3, 5):
-        assert 2 <= sum(1 for _, q in reported if q == p) <= 5
+        ts = [t for q, t in writes if q == p]
+        races = sum(1 for t in ts if any(abs(t - e) < AMBIGUOUS_NS for e in ends))
+        assert 2 <= sum(1 for _, q in reported if q == p) <= len(ts) + races, (p, len(ts), races)
     assert tr.metadata["command"][0] == str(supported)
     assert tr.metadata["kernel"] and "PAGEMAP_SCAN" in tr.metadata["method"]
 
