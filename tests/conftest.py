@@ -69,3 +69,16 @@ def compile_traced_program(tmp_path_factory, source, name):
                         "-lpthread"], check=True)
         env["PAGESYNC_TRACE_LIB"] = str(lib)
     return exe, env
+
+
+def traced_program(build, monkeypatch):
+    """The program ``build`` (compile_traced_program's result) with its environment set for the test,
+    or the test skipped where this kernel cannot record (the reason `trace.probe` gives)."""
+    from pagesync_model.trace import probe
+    exe, env = build
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    reason = probe()
+    if reason is not None:
+        pytest.skip(f"recording unsupported here: {reason}")
+    return exe

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pagesync_model.trace import TraceError, probe, read_trace, record
+from pagesync_model.trace import TraceError, read_trace, record
 from pagesync_model.trace.record import library_path, parse_raw_log
 
-from conftest import compile_traced_program
+from conftest import compile_traced_program, traced_program
 
 ROOT = Path(__file__).resolve().parent.parent
 PROGRAM = ROOT / "tests" / "data" / "write_pattern.c"
@@ -31,13 +31,7 @@ def build(tmp_path_factory):
 
 @pytest.fixture
 def supported(build, monkeypatch):
-    exe, env = build
-    for k, v in env.items():
-        monkeypatch.setenv(k, v)
-    reason = probe()
-    if reason is not None:
-        pytest.skip(f"recording unsupported here: {reason}")
-    return exe
+    return traced_program(build, monkeypatch)
 
 
 def run_pattern(exe, tmp_path):

@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pagesync_model.trace import probe, read_trace, record
+from pagesync_model.trace import read_trace, record
 
-from conftest import compile_traced_program
+from conftest import compile_traced_program, traced_program
 
 ROOT = Path(__file__).resolve().parent.parent
 PROGRAM = ROOT / "tests" / "data" / "fault_target.c"
@@ -37,13 +37,7 @@ def build(tmp_path_factory):
 
 @pytest.fixture
 def exe(build, monkeypatch):
-    path, env = build
-    for k, v in env.items():
-        monkeypatch.setenv(k, v)
-    reason = probe()
-    if reason is not None:
-        pytest.skip(f"recording unsupported here: {reason}")
-    return path
+    return traced_program(build, monkeypatch)
 
 
 def run(cmd, tmp_path, **kw):
