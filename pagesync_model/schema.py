@@ -438,6 +438,15 @@ _RESERVED = {"to_dict", "flat", "get", "source", "items", "keys", "path"}
 CrossCheck = Callable[[Mapping[str, Any], Mapping[str, Any]], None]
 
 
+class RawValues(dict):
+    """The raw value of every field by path, defaults included, as a cross-check receives them; ``given``
+    holds the paths the config itself gave (a value equal to the default is still given)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.given: set[str] = set()
+
+
 class Schema:
     """The root of a configuration schema plus its cross-field checks.
 
@@ -569,15 +578,17 @@ class Schema:
                                   f"'memory:', got {_describe(data)}")
         self._reject_unknown(self.root, data, "")
 
-        raw: dict[str, Any] = {}
+        raw = RawValues()
         values: dict[str, Any] = {}
         for path, field in self.fields():
             present, value = _dig(data, path)
-            if not present:
+            if present:
+                raw.given.add(path)
+            else:
                 if field.required:
                     raise ConfigError(path, "required value is missing")
                 value = field.default
-            elif value is None:
+            if present and value is None:
                 if field.required:
                     raise ConfigError(path, "required value is missing")
                 raise ConfigError(path, f"has no value; give one or remove the key to use the "

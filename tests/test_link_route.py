@@ -43,6 +43,8 @@ def test_route_survives_the_effective_config_round_trip():
 @pytest.mark.parametrize("link, path, needle", [
     ({"route": ROUTE, "bandwidth": "1GB/s"}, "link.bandwidth", "beside link.route"),
     ({"route": ROUTE, "latency": "5ms"}, "link.latency", "sum of its links' latencies"),
+    ({"route": ROUTE, "latency": "2us"}, "link.latency", "beside link.route"),   # the default, but given
+    ({"bandwidth": "1GB/s", "latency": "route"}, "link.latency", "without link.route"),
     ({}, "link.bandwidth", "required value is missing"),
     ({"route": [{"latency": "1ms"}]}, "link.route[0].bandwidth", "required value is missing"),
     ({"route": [{"bandwidth": "0B/s"}]}, "link.route[0].bandwidth", "must be > 0"),

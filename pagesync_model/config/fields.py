@@ -228,8 +228,8 @@ CORE.section(
     bandwidth=_RouteField(BANDWIDTH, ROUTE_DERIVED, "Link bandwidth; `route` (the default): the bottleneck "
                                                     "of link.route, which must then be given.",
                           gt=0, le=MAX_BANDWIDTH),
-    latency=Field(DURATION, "2us", "One-way latency of a transfer (with link.route: the sum of its links' "
-                                   "latencies; leave this at its default).", ge=0, le=MAX_LATENCY),
+    latency=_RouteField(DURATION, "2us", "One-way latency of a transfer; with link.route the sum of its links' "
+                                         "latencies (leave it out, or `route`).", ge=0, le=MAX_LATENCY),
     per_copy=Field(DURATION, "5us", "Setup cost of one copy call (one range).", ge=0, le=MAX_LATENCY),
     first_copy=Field(DURATION, "0us", "Extra cost per page the first time the partner receives it (it allocates "
                                       "and faults in its copy).", ge=0, le=MAX_LATENCY),
@@ -251,13 +251,17 @@ def _link_route(v: dict[str, Any], raw: Mapping[str, Any]) -> None:
     if not route:
         if v["link.bandwidth"] is None:
             raise ConfigError("link.bandwidth", "required value is missing (give it, or link.route)")
+        if v["link.latency"] is None:
+            raise ConfigError("link.latency", "`route` given without link.route: give a latency or a route")
         return
     if v["link.bandwidth"] is not None:
         raise ConfigError("link.bandwidth", f"{raw['link.bandwidth']} given beside link.route: give one "
                                             "or the other (the route's bottleneck is the link's bandwidth)")
-    if raw["link.latency"] != CORE.lookup("link.latency").default:
+    # a latency the config gave, even one equal to the default, would be silently replaced by the route's
+    if "link.latency" in getattr(raw, "given", ()) and v["link.latency"] is not None:
         raise ConfigError("link.latency", f"{raw['link.latency']} given beside link.route: the route's "
                                           "latency is the sum of its links' latencies")
+    raw["link.latency"] = ROUTE_DERIVED  # the effective config (to_dict) says where it came from
     latency = sum(hop.latency for hop in route)
     if latency > MAX_LATENCY:
         raise ConfigError("link.route", f"the links' latencies add up to {latency:g}s, more than the "
