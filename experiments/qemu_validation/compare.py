@@ -2,8 +2,10 @@
 
 Run: ``python experiments/qemu_validation/compare.py`` (about a minute). Writes ``compare.json``
 (every run, measured and predicted), ``compare.md`` (the table per configuration) and
-``compare.png``. ``--features`` writes only ``features.json``: the model on issue 16's XBZRLE and
-post-copy configurations, which tests/test_qemu_validation.py holds to the measurements.
+``compare.png``, and ``precopy.json``: the model's seeds on every pre-copy configuration.
+``--precopy`` writes only ``precopy.json``; ``--features`` only ``features.json``, the model on issue
+16's XBZRLE and post-copy configurations. tests/test_qemu_validation.py holds both to the measurements
+(and, marked slow, checks that they are what this script computes from the committed runs).
 
 Each measured run becomes a simulator config fed with what that run actually achieved, not what
 was requested:
@@ -493,6 +495,39 @@ def ensembles(runs=None, seeds=SEEDS):
     return out
 
 
+PRECOPY_SEEDS = 10
+
+
+def precopy_predictions(runs=None, seeds=PRECOPY_SEEDS):
+    """The model on every pre-copy configuration (each one's median run under seeds 1 .. ``seeds``, and
+    ``seeds`` more where those say the outcome is chance (``chance``): a median of a first-passage time needs them),
+    with the constants fitted on the calibration configurations: what ``precopy.json`` holds for the quick
+    tests (re-simulating the whole matrix takes minutes)."""
+    runs = load_runs() if runs is None else runs
+    calib = calibrate(runs)
+    features = feature_runs(runs)
+    out = {"seeds": seeds, "configs": {}}
+    for name, g in sorted(by_config([r for r in runs if r["config"] not in features]).items()):
+        run = median_run(g)
+        preds = ensemble(run, *calib, seeds)
+        extend = chance(preds)
+        if extend:
+            preds += ensemble(run, *calib, seeds, first=seeds + 1)
+        else:  # the bitmap's level after each sync is compared where the outcome is chance only
+            for p in preds:
+                p.pop("sync_levels")
+        out["configs"][name] = {"runs": sorted(r["run_index"] for r in g), "median_run": run["run_index"],
+                                "set": "calibration" if name in CALIBRATION else "validation",
+                                "chance": extend, "predicted": preds}
+    return json.loads(json.dumps(out))
+
+
+def write_precopy(pre):
+    """precopy.json, one configuration per line."""
+    lines = [f"{json.dumps(k)}: {json.dumps(v, separators=(',', ':'))}" for k, v in pre["configs"].items()]
+    (HERE / "precopy.json").write_text(f'{{"seeds": {pre["seeds"]}, "configs": {{\n' + ",\n".join(lines) + "}}\n")
+
+
 def ensemble_table(ens):
     lines = ["| config | converged: measured / model seeds | Fisher p | total s: measured | total s: model p10 / "
              "median / p90 | Mann-Whitney p |", "| --- | --- | --- | --- | --- | --- |"]
@@ -719,6 +754,7 @@ def main():
     for row in rows:
         row["predicted"].pop("sync_levels")
     ens = ensembles()
+    write_precopy(precopy_predictions())
     tlb = tlb_bug(rows)
     (HERE / "compare.json").write_text(json.dumps({"calibration": calib, "runs": rows, "ensembles": ens,
                                                    "tlb_bug": tlb}, indent=1) + "\n")
@@ -761,5 +797,7 @@ def main_features():
 if __name__ == "__main__":
     if sys.argv[1:] == ["--features"]:
         main_features()
+    elif sys.argv[1:] == ["--precopy"]:
+        write_precopy(precopy_predictions())
     else:
         main()
