@@ -110,7 +110,10 @@ def test_the_predictions_are_for_the_committed_runs():
     assert {n: c["runs"] for n, c in PRECOPY["configs"].items()} == \
         {n: sorted(r["run_index"] for r in g) for n, g in GROUPS.items()}
     for name, c in PRECOPY["configs"].items():
-        assert c["median_run"] == C.median_run(GROUPS[name])["run_index"]
+        run = C.median_run(GROUPS[name])
+        assert c["median_run"] == run["run_index"]
+        # the simulator inputs (calibration, placement, the run's achieved rates) are today's
+        assert c["config_sha256"] == C.config_digest(C.config_for(run, *CALIB)), f"{name}: rerun compare.py --precopy"
         assert len(c["predicted"]) == SEEDS * (2 if c["chance"] else 1)
         assert c["chance"] == C.chance(c["predicted"][:SEEDS])
 

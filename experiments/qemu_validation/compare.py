@@ -518,8 +518,16 @@ def precopy_predictions(runs=None, seeds=PRECOPY_SEEDS):
                 p.pop("sync_levels")
         out["configs"][name] = {"runs": sorted(r["run_index"] for r in g), "median_run": run["run_index"],
                                 "set": "calibration" if name in CALIBRATION else "validation",
+                                "config_sha256": config_digest(config_for(run, *calib)),
                                 "chance": extend, "predicted": preds}
     return json.loads(json.dumps(out))
+
+
+def config_digest(cfg):
+    """A digest of a simulator config (a nested dict), to tell whether the inputs of committed
+    predictions have changed."""
+    import hashlib
+    return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def write_precopy(pre):
