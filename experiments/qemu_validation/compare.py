@@ -159,13 +159,17 @@ PLACEMENTS = load_placements()
 
 def placement_for(run):
     """The decoded placement of a run's guest setup: the capture of the same configuration, else one
-    of the same dirtier setup (working set, spacer, pattern: seq_near_ctl is seq_near again); None
-    where no capture was made (the assumed layout)."""
+    of the same guest setup (guest kernel, working set, spacer: seq_near_ctl is seq_near again). The
+    dirtier's write pattern is not part of it: the dirtier maps its working set with MAP_POPULATE and
+    fills it in page order before it writes a pattern (guest/dirtier.c), so where the guest kernel puts
+    it does not depend on the pattern; a random writer on the captures' kernel (the 2026-12-03 runs)
+    takes seq_near's capture. None where no capture of the setup was made (the assumed layout: the older
+    runs, on another guest kernel)."""
     if run["config"] in PLACEMENTS:
         return PLACEMENTS[run["config"]]
     i = run["inputs"]
-    key = (i["working_set_mib"], i.get("dirtier_spacer_mib", 0), i["pattern"])
-    same = [p for p in PLACEMENTS.values() if (p["working_set_mib"], p["spacer_mib"], p["pattern"]) == key]
+    key = (i.get("kernel"), i["working_set_mib"], i.get("dirtier_spacer_mib", 0))
+    same = [p for p in PLACEMENTS.values() if (p["kernel"], p["working_set_mib"], p["spacer_mib"]) == key]
     return same[0] if same else None
 
 
