@@ -131,10 +131,13 @@ SECTION = Section("QEMU/KVM pre-copy migration (QEMU 10.0 migration thread).", d
     max_postcopy_bandwidth=Field(BANDWIDTH, "0B/s", "max-postcopy-bandwidth: the rate limit after the switch (0: "
                                                     "unlimited, QEMU's default). Requested pages bypass it but "
                                                     "count in its windows.", ge=0, le=MAX_BANDWIDTH),
-    postcopy_fault_latency=Field(DURATION, "0us", "Per post-copy page request, the handling besides the link: the "
-                                                  "destination's userfaultfd fault and request, the source's "
-                                                  "return-path thread queueing it, placing the page and waking the "
-                                                  "vCPU (added to each wait).", ge=0, le=MAX_STEP),
+    postcopy_fault_latency=Field(DURATION, "0us", "Per post-copy page request on the migration stream, the wait "
+                                                  "besides the link: the destination's userfaultfd fault and "
+                                                  "request, the source's return-path thread queueing it, the pages "
+                                                  "the stream's socket buffers hold ahead of it, placing it and "
+                                                  "waking the vCPU (added to each wait). With postcopy_preempt the "
+                                                  "page comes on its own channel and does not take it.", ge=0,
+                                 le=MAX_STEP),
     postcopy_page_time=Field(DURATION, "0us", "Destination's time to place one page received after the switch "
                                               "(UFFDIO_COPY and its bookkeeping, one page at a time): the "
                                               "post-copy stream goes no faster than one page per this.", ge=0,
@@ -862,7 +865,9 @@ class Destination:
         self.paced, self.catchup = cfg.workload.paced, e.cycles(cfg.workload.catchup)
         self.latency = e.cycles(e.request_time(0) / 2)
         self.preempt = mig.q.postcopy_preempt
-        self.handling = e.cycles(mig.q.postcopy_fault_latency)
+        # the wait on the migration stream besides the link (its socket buffers ahead of the page): not on
+        # postcopy-preempt's channel of its own
+        self.handling = 0 if self.preempt else e.cycles(mig.q.postcopy_fault_latency)
         self.place = e.cycles(mig.q.postcopy_page_time)
         inf = float("inf")
         self.blocked_until = np.zeros(self.nv)   # cycles; inf while the page waited for is not sent
