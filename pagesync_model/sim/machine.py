@@ -23,6 +23,7 @@ from ..kernels.dtypes import INDEX_DTYPE, PARTNER_GARBAGE, WORD_DTYPE
 from ..dirtyrate import DirtyRateMeter
 from ..memory import build_memory, run_frames, use_sparse
 from ..workloads import build_dma, build_workload, working_set_pages
+from . import fused
 from .cpus import Cpus
 from .interconnect import Interconnect
 
@@ -281,6 +282,13 @@ class Machine:
     def copy(self, starts, lens, encode=None):
         """Process step: copy runs of frames to the partner (``Interconnect.copy``); its value is the
         number of all-zero pages copied."""
+        if encode is None and fused.fusable(self):
+            starts = np.asarray(starts, dtype=INDEX_DTYPE)
+            lens = np.asarray(lens, dtype=INDEX_DTYPE)
+            # a copy of more than one piece (one piece is no faster in the loop)
+            if len(starts) and len(starts) <= fused.RUN_CAP and lens.min() > 0 \
+                    and int(lens.sum()) > self.link.chunk_pages:
+                return (yield from fused.copy(self, starts, lens))
         return (yield from self.link.copy(starts, lens, encode))
 
     def copy_aside(self, starts, lens):
@@ -314,6 +322,9 @@ class Machine:
         copy call per run, while the CPUs run; the runs are taken a link chunk at a time."""
         m = self.memory
         bitmap = m.bitmap if bitmap is None else bitmap
+        if fused.fusable(self):
+            yield from fused.copy(self, bitmap=bitmap)
+            return
         pos, n = 0, m.n_frames
         while pos < n:
             starts, lens, pos = self.extract_runs(bitmap, pos, n, self.link.chunk_pages)
