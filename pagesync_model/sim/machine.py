@@ -282,13 +282,12 @@ class Machine:
     def copy(self, starts, lens, encode=None):
         """Process step: copy runs of frames to the partner (``Interconnect.copy``); its value is the
         number of all-zero pages copied."""
-        if encode is None and fused.fusable(self):
-            starts = np.asarray(starts, dtype=INDEX_DTYPE)
+        if encode is None and fused.ENABLED:
             lens = np.asarray(lens, dtype=INDEX_DTYPE)
             # a copy of more than one piece (one piece is no faster in the loop)
-            if len(starts) and len(starts) <= fused.RUN_CAP and lens.min() > 0 \
-                    and int(lens.sum()) > self.link.chunk_pages:
-                return (yield from fused.copy(self, starts, lens))
+            if int(lens.sum()) > self.link.chunk_pages and len(lens) <= fused.RUN_CAP and lens.min() > 0 \
+                    and fused.fusable(self):
+                return (yield from fused.copy(self, np.asarray(starts, dtype=INDEX_DTYPE), lens))
         return (yield from self.link.copy(starts, lens, encode))
 
     def copy_aside(self, starts, lens):
