@@ -80,6 +80,8 @@ class Machine:
         self.quantum = max(1, self.cycles(self.quantum_s))
         self.link = (link_factory or Interconnect.from_config)(self.env, self.memory, self.partner, kernels, cfg.link, self.quantum_s,
                                              self.clock, sync=self.catch_up, **link_options)
+        # a copy of more than one piece runs in the copy loop when it can (sim/fused.py)
+        self.link.multi_piece = self._copy_loop_for
         t = cfg.tracking
         self.pte_scan_cycles = t.pte_scan * self.clock
         self.pte_harvest_cycles = t.pte_harvest * self.clock
@@ -282,13 +284,14 @@ class Machine:
     def copy(self, starts, lens, encode=None):
         """Process step: copy runs of frames to the partner (``Interconnect.copy``); its value is the
         number of all-zero pages copied."""
-        if encode is None and fused.ENABLED:
-            lens = np.asarray(lens, dtype=INDEX_DTYPE)
-            # a copy of more than one piece (one piece is no faster in the loop)
-            if int(lens.sum()) > self.link.chunk_pages and len(lens) <= fused.RUN_CAP and lens.min() > 0 \
-                    and fused.fusable(self):
-                return (yield from fused.copy(self, np.asarray(starts, dtype=INDEX_DTYPE), lens))
         return (yield from self.link.copy(starts, lens, encode))
+
+    def _copy_loop_for(self, starts, lens):
+        """The copy loop's process step for a copy of runs (``Interconnect.copy``, more than one piece), or
+        None when it cannot run now."""
+        if len(lens) <= fused.RUN_CAP and lens.min() > 0 and fused.fusable(self):
+            return fused.copy(self, starts, lens)
+        return None
 
     def copy_aside(self, starts, lens):
         """Copy runs on a second channel (``Interconnect.send_aside``): no time passes here and the
