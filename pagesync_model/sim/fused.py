@@ -85,23 +85,18 @@ def copy(m, starts=None, lens=None, bitmap=None):
         st[_F["nruns"]] = nr
     zeros = 0
     chunk = link.chunk_pages
+    checked = True  # the caller checked fusable(m); after a wait it is checked again
     while True:
-        if not fusable(m):
+        if not checked and not fusable(m):
             done, z = yield from _python_pieces(m, loop, bitmap, hi, use_bitmap)
             zeros += z
             if done:
                 return zeros
             continue
+        checked = False
         wl, mem, meter = c._fast, m.memory, c.meter
-        st[_F["now"]] = env.now
-        st[_F["admit"]] = 1
-        st[_F["pieces"]] = 0
-        st[_F["copy_zeros"]] = 0
-        for name in _LINK:
-            st[_F[name]] = getattr(link, name)
-        for name in _CPUS:
-            st[_F[name]] = getattr(c, name)
-        loop.fstate[0] = c.tracking_cycles
+        st[_START] = (env.now, 1, 0, 0)
+        _load(st, loop.fstate, link, c)
         frames = wl._buffer(loop.frames_bound)
         h = horizon(env, c.pending)
         while True:
@@ -121,10 +116,7 @@ def copy(m, starts=None, lens=None, bitmap=None):
                 break
             # a CPU step the kernel leaves to Python (the meter's window or buffer), then on
             c.advance_to(int(st[_F["next_tick"]]))
-            st[_F["t_done"]] = c.t_done
-            for name in _CPUS:
-                st[_F[name]] = getattr(c, name)
-            loop.fstate[0] = c.tracking_cycles
+            _load(st, loop.fstate, link, c)
         zeros += int(st[_F["copy_zeros"]])
         st[_F["copy_zeros"]] = 0
         wake = int(st[_F["now"]])
@@ -137,12 +129,25 @@ def copy(m, starts=None, lens=None, bitmap=None):
 _EMPTY = np.empty(0, dtype=INDEX_DTYPE)
 
 
+_START = np.array([_F["now"], _F["admit"], _F["pieces"], _F["copy_zeros"]])
+_LINK_AT = [(name, _F[name]) for name in _LINK]
+_CPUS_AT = [(name, _F[name]) for name in _CPUS]
+_COUNTERS = np.array([_F[name] for name in _LINK + _CPUS])
+
+
+def _load(st, fstate, link, c):
+    """Copy the link's and the CPUs' counters into the kernel's state."""
+    st[_COUNTERS] = [getattr(link, name) for name in _LINK] + [getattr(c, name) for name in _CPUS]
+    fstate[0] = c.tracking_cycles
+
+
 def _store(st, fstate, link, c):
     """Write the kernel's counters back to the link and the CPUs."""
-    for name in _LINK:
-        setattr(link, name, int(st[_F[name]]))
-    for name in _CPUS:
-        setattr(c, name, int(st[_F[name]]))
+    v = st.tolist()
+    for name, i in _LINK_AT:
+        setattr(link, name, v[i])
+    for name, i in _CPUS_AT:
+        setattr(c, name, v[i])
     c.tracking_cycles = float(fstate[0])
 
 
