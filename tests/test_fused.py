@@ -4,7 +4,8 @@ Each case runs twice in one process, with ``fused.ENABLED`` off (every piece a S
 step ``Cpus.advance_to``: the path the equivalence digests were made with) and on, and the whole result
 documents (per-pass records, totals, lost writes, the achieved dirty rate, the event counts) must be
 equal. The cases make the loop stop where it must: other processes' events (a progress ticker every
-50 ms), the dirty-rate meter's windows (short windows), first-copy costs, a hot/cold workload.
+50 ms), the dirty-rate meter's windows (short windows), first-copy costs, a hot/cold workload; ``stratus``
+copies bitmap runs and all of memory through it, ``xen`` its batches (a run list of several pieces).
 """
 import json
 
@@ -18,12 +19,17 @@ from pagesync_model.sim.engine import Engine
 SMALL = ["memory.size=256MiB", "memory.kernel_size=16MiB", "sim.time_limit=6s", "workload.working_set=96MiB",
          "memory.processes=20", "cpus.count=4", "workload.rate=20k/s", "stratus.threshold=3000",
          "link.bandwidth=2Gbit/s"]
+XEN = ["memory.size=256MiB", "memory.kernel_size=16MiB", "sim.time_limit=6s", "workload.working_set=64MiB",
+       "memory.processes=10", "link.bandwidth=2Gbit/s"]
 CASES = {
     "stratus": ("stratus.yaml", SMALL),
     "stratus-windows": ("stratus.yaml", SMALL + ["workload.dirty_rate_window=0.02s", "link.first_copy=2us"]),
     "stratus-hotcold-outside": ("stratus.yaml", SMALL + ["workload.kind=hotcold", "stratus.tracking_outside=true",
                                                          "stratus.stop=after-copy"]),
     "stratus-auto": ("stratus.yaml", SMALL + ["sim.quantum=auto", "link.per_copy=3us"]),
+    # a xen batch (1024 pages) is several link pieces: Machine.copy of a run list goes through the loop
+    "xen-legacy": ("xen-2005.yaml", XEN),
+    "xen-v2-windows": ("xen-2005.yaml", XEN + ["policy=xen-v2", "workload.dirty_rate_window=0.05s"]),
 }
 
 
