@@ -56,12 +56,18 @@ class _Loop:
         self.fstate = np.zeros(1)
         self.runs_s = np.empty(RUN_CAP, dtype=INDEX_DTYPE)
         self.runs_l = np.empty(RUN_CAP, dtype=INDEX_DTYPE)
-        zpb = -1 if link.zero_page_bytes is None else int(link.zero_page_bytes)
-        self.link_i = np.array([m.memory.page_size, link.page_header_bytes, zpb, link.latency_cycles], dtype=INDEX_DTYPE)
-        self.link_f = np.array([link.bandwidth, link.per_copy, link.first_copy, link.clock])
+        self.link_i = np.zeros(4, dtype=INDEX_DTYPE)
+        self.link_f = np.zeros(4)
         wl = c._fast
         # the most writes one CPU step of at most a quantum can issue (rate_step: floor(run x rate + carry))
         self.frames_bound = c.ncpu * (int(float(m.quantum) * wl.rate_per_cycle) + 2)
+
+    def read_link(self, m):
+        """The link's stream format and timing as they stand (read at each copy's start)."""
+        link = m.link
+        zpb = -1 if link.zero_page_bytes is None else int(link.zero_page_bytes)
+        self.link_i[:] = (m.memory.page_size, link.page_header_bytes, zpb, link.latency_cycles)
+        self.link_f[:] = (link.bandwidth, link.per_copy, link.first_copy, link.clock)
 
 
 def copy(m, starts=None, lens=None, bitmap=None):
@@ -71,6 +77,7 @@ def copy(m, starts=None, lens=None, bitmap=None):
     loop = m.__dict__.get("_copy_loop")
     if loop is None:
         loop = m._copy_loop = _Loop(m)
+    loop.read_link(m)
     st, k, link, c, env = loop.state, m.kernels, m.link, m.cpus, m.env
     st[:] = 0
     use_bitmap = bitmap is not None
