@@ -66,3 +66,23 @@ def test_copy_loop_same_result_numpy(monkeypatch):
     old, _, _ = _run("stratus-windows", "numpy", False, True, monkeypatch)
     new, calls, _ = _run("stratus-windows", "numpy", True, True, monkeypatch)
     assert calls > 0 and new == old
+
+
+@pytest.mark.parametrize("name", ["stratus-windows", "xen-legacy"])
+def test_piece_by_piece_fallback_mid_copy(name, monkeypatch):
+    # When the loop cannot go on after a wait (another process stopped or throttled the CPUs), the copy
+    # continues a piece at a time (fused._python_pieces): forced here on every other check.
+    try:
+        get_backend("cython")
+    except Exception:
+        pytest.skip("compiled kernels not built")
+    old, _, _ = _run(name, "cython", False, True, monkeypatch)
+    real, flip = fused.fusable, [1]   # the first check passes, the re-check after the first wait fails
+
+    def every_other(m):
+        flip[0] += 1
+        return real(m) and flip[0] % 2 == 0
+    monkeypatch.setattr(fused, "fusable", every_other)
+    new, calls, _ = _run(name, "cython", True, True, monkeypatch)
+    assert calls > 0 and flip[0] > 10
+    assert new == old
