@@ -13,7 +13,7 @@ buffer is modified, then the loop runs without the GIL. Integers returned are Py
 Bounds checking is off unless built with PAGESYNC_DEBUG=1, so the validation here is what keeps a bad
 argument from corrupting memory.
 """
-from libc.math cimport floor
+from libc.math cimport floor, rint
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 
 # The module is built as pagesync_model._cykernels, so Cython does not pair it with kernels.pxd by
@@ -490,11 +490,21 @@ def bitmap_extract_runs(word_t[::1] bitmap, int64_t lo, int64_t hi, int64_t max_
         raise ValueError(f"max_pages must be >= 1, got {max_pages}")
     if lo == hi:
         return 0, 0, hi
-    cdef uint64_t* bm = &bitmap[0]
+    cdef int64_t nruns, pages = 0, next_pos = hi
+    with nogil:
+        nruns = _extract_loop(&bitmap[0], lo, hi, max_pages, clear, out_starts, out_lens, &pages, &next_pos)
+    return nruns, pages, next_pos
+
+
+cdef int64_t _extract_loop(uint64_t* bm, int64_t lo, int64_t hi, int64_t max_pages, bint clear, index_t[::1] out_starts,
+                           index_t[::1] out_lens, int64_t* out_pages, int64_t* out_next) noexcept nogil:
+    """The loop of ``bitmap_extract_runs`` (arguments checked by it, lo < hi) and ``copy_loop``: returns nruns,
+    sets ``out_pages`` and ``out_next``."""
+    cdef int64_t cap = out_starts.shape[0]
     cdef int64_t pos = lo, w, start, end, nruns = 0, pages = 0, next_pos = hi
     cdef int64_t wend = ((hi - 1) >> 6) + 1   # one past the last word that holds bits below hi
     cdef uint64_t m
-    with nogil:
+    if True:
         while pos < hi:
             # next set bit >= pos, skipping zero words
             w = pos >> 6
@@ -532,7 +542,9 @@ def bitmap_extract_runs(word_t[::1] bitmap, int64_t lo, int64_t hi, int64_t max_
             if nruns == cap or pages >= max_pages:
                 next_pos = end
                 break
-    return nruns, pages, next_pos
+    out_pages[0] = pages
+    out_next[0] = next_pos
+    return nruns
 
 
 def bitmap_take_pages(word_t[::1] bitmap, int64_t lo, int64_t hi, int64_t k, bint clear,
@@ -1009,3 +1021,257 @@ def random_write_step(const uint64_t[::1] stream_keys, uint64_t[::1] counters, c
         _write_loop(out, NULL, cpu_bounds, pte, versions, tlb_tag, tlb_flags, pt_base, ptes_per_pt, step_counts)
         _charge_loop(step_counts, walk_cycles, dirty_cycles, debt, out_extra, totals)
     return totals[0], totals[1], totals[2]
+
+
+# --------------------------------------------------------------------------------------------------
+# the copy loop: CPU steps, the scanner's copy pieces and the link over many quanta in one call
+
+# indices of copy_loop's ``state`` (pagesync_model/kernels/dtypes.py mirrors them: COPY_LOOP_STATE)
+cdef enum:
+    CL_NOW = 0          # the scanner's time: in, now; out, when it next wakes
+    CL_T_DONE = 1       # Cpus.t_done
+    CL_BUSY = 2         # link.busy_until
+    CL_ARRIVAL = 3      # link.last_arrival
+    CL_POS = 4          # the bitmap position of the next extraction
+    CL_RUN_I = 5        # the run of the current list the next piece starts in
+    CL_RUN_OFF = 6      # and its offset in that run
+    CL_NRUNS = 7        # runs in the current list (0: none)
+    CL_BYTES = 8        # link.bytes_sent
+    CL_PAGES = 9        # link.pages_sent
+    CL_ZERO_SENT = 10   # link.zero_pages_sent
+    CL_CALLS = 11       # link.calls
+    CL_BUSY_CYCLES = 12 # link.busy_cycles
+    CL_TIMEOUTS = 13    # link.timeouts
+    CL_RUNNING = 14     # Cpus.running_cycles
+    CL_WRITES = 15      # Cpus.writes
+    CL_WALKS = 16       # Cpus.walks
+    CL_DIRTY_SETS = 17  # Cpus.dirty_sets
+    CL_REFILLS = 18     # Cpus.flush_refills
+    CL_METER_FILL = 19  # the dirty-rate meter's buffer fill
+    CL_COPY_ZEROS = 20  # all-zero pages of the copy so far
+    CL_PIECES = 21      # pieces sent by this call
+    CL_ADMIT = 22       # 1: the piece at CL_NOW may go (the scanner is at that instant)
+    CL_STATUS = 23      # out: 0 done, 1 horizon reached, 2 a CPU step for Python at CL_NEXT_TICK
+    CL_NEXT_TICK = 24
+    CL_SIZE = 25
+
+cdef enum:
+    CL_DONE = 0
+    CL_HORIZON = 1
+    CL_PY_TICK = 2
+
+cdef uint32_t GARBAGE = 0xFFFFFFFF
+
+
+cdef double _pairwise_sum(const double* a, int64_t n) noexcept nogil:
+    """numpy's pairwise summation of a contiguous float64 array (``np.add.reduce``), bit for bit."""
+    cdef int64_t i, j, n2
+    cdef double res
+    cdef double r[8]
+    if n < 8:
+        res = 0.0
+        for i in range(n):
+            res += a[i]
+        return res
+    if n <= 128:
+        for j in range(8):
+            r[j] = a[j]
+        i = 8
+        while i < n - (n % 8):
+            for j in range(8):
+                r[j] += a[i + j]
+            i += 8
+        res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]))
+        while i < n:
+            res += a[i]
+            i += 1
+        return res
+    n2 = n // 2
+    n2 -= n2 % 8
+    return _pairwise_sum(a, n2) + _pairwise_sum(a + n2, n - n2)
+
+
+def copy_loop(index_t[::1] state, double[::1] fstate, word_t[::1] bitmap, int64_t hi, bint use_bitmap,
+              index_t[::1] runs_s, index_t[::1] runs_l, const index_t[::1] link_i, const double[::1] link_f,
+              version_t[::1] partner, int64_t horizon, int64_t tick_limit, int64_t quantum, int64_t chunk,
+              bint paced, double rate_per_cycle, double[::1] carry, double[::1] debt, double[::1] avail,
+              index_t[::1] counts, const uint64_t[::1] stream_keys, uint64_t[::1] counters, int64_t hot_span,
+              int64_t hot_threshold, int64_t span, int64_t base, int64_t mult, int64_t modulus, int64_t block,
+              index_t[::1] frames, index_t[::1] cpu_bounds, pte_t[::1] pte, version_t[::1] versions,
+              tlb_tag_t[:, ::1] tlb_tag, tlb_flag_t[:, ::1] tlb_flags, int64_t pt_base, int64_t ptes_per_pt,
+              index_t[:, ::1] step_counts, double walk_cycles, double dirty_cycles, double[::1] extra,
+              index_t[::1] meter_buf, bint meter_on):
+    """A scanner copying runs while the CPUs write, over many quanta (CONTRACT.md, ``copy_loop``).
+
+    Runs the pieces of the current run list ``runs_s/runs_l[RUN_I:NRUNS]`` (from RUN_OFF) and, with
+    ``use_bitmap``, of the next runs test-and-cleared from ``bitmap`` [POS, hi) ``chunk`` pages at a time;
+    before each piece the CPU steps due by then (one per ``quantum`` after T_DONE, then one to the piece's
+    start) as ``cpu_rate_step`` + ``random_write_step`` (+ the meter's copy of the frames); each piece is
+    ``chunk`` pages at most, read into ``partner`` and timed as ``Interconnect._send``. Stops before a piece
+    that starts at or after ``horizon`` (unless ADMIT), before a CPU step after ``tick_limit`` or one whose
+    writes might not fit ``frames`` or the meter's buffer (STATUS 2: Python applies it), or when all is
+    sent (STATUS 0). ``fstate[0]`` is the tracking cycles. Returns None.
+    """
+    cdef int64_t ncpu = stream_keys.shape[0], n = pte.shape[0], c
+    if state.shape[0] != CL_SIZE or fstate.shape[0] != 1 or link_i.shape[0] != 4 or link_f.shape[0] != 4:
+        raise ValueError("state, fstate, link_i, link_f must have 25, 1, 4, 4 elements")
+    if runs_s.shape[0] != runs_l.shape[0] or runs_s.shape[0] < 1 or state[CL_NRUNS] > runs_s.shape[0]:
+        raise ValueError("runs_s and runs_l must have the same length >= 1, at least NRUNS")
+    if partner.shape[0] != n or versions.shape[0] != n:
+        raise ValueError(f"partner and versions must have {n} elements")
+    if use_bitmap and (hi < 0 or hi > bitmap.shape[0] * 64):
+        raise ValueError(f"hi = {hi} is outside the bitmap")
+    if quantum < 1 or chunk < 1:
+        raise ValueError("quantum and chunk must be >= 1")
+    for c in range(state[CL_RUN_I], state[CL_NRUNS]):
+        if runs_l[c] < 1 or runs_s[c] < 0 or runs_s[c] > n - runs_l[c]:
+            raise ValueError(f"run {c} is empty or outside [0, {n})")
+    cdef int64_t ntick = counts.shape[0]
+    if ncpu != ntick or carry.shape[0] != ncpu or debt.shape[0] != ncpu or avail.shape[0] != ncpu:
+        raise ValueError("counts, carry, debt, avail must have ncpu elements")
+    if counters.shape[0] != ncpu or extra.shape[0] != ncpu or cpu_bounds.shape[0] != ncpu + 1:
+        raise ValueError("counters, extra must have ncpu elements, cpu_bounds ncpu + 1")
+    if hot_threshold < 0 or hot_threshold > <int64_t>TWO32:
+        raise ValueError(f"hot_threshold must be in [0, 2**32], got {hot_threshold}")
+    if hot_span < 0 or hot_span > span:
+        raise ValueError(f"need 0 <= hot_span <= span, got hot_span={hot_span}, span={span}")
+    _check_generator_map(span, mult, modulus, block)
+    if base < 0 or base + modulus * block > n:
+        raise ValueError(f"generated frames [{base}, {base} + {modulus} * {block}) must lie inside [0, {n})")
+    if tlb_tag.shape[0] != ncpu or tlb_flags.shape[0] != ncpu or tlb_flags.shape[1] != tlb_tag.shape[1] \
+            or tlb_tag.shape[1] < 1:
+        raise ValueError("tlb_tag and tlb_flags must both be [ncpu, entries >= 1]")
+    if step_counts.shape[0] != ncpu or step_counts.shape[1] != 3:
+        raise ValueError(f"step_counts must be ({ncpu}, 3)")
+    _check_pt(n, pt_base, ptes_per_pt)
+    cdef int64_t ps = link_i[0], header = link_i[1], zpb = link_i[2], latency = link_i[3]
+    cdef double bandwidth = link_f[0], per_copy = link_f[1], first_copy = link_f[2], clock = link_f[3]
+    cdef int64_t s = state[CL_NOW], t_done = state[CL_T_DONE], t, dt, total, bound, i, off, take, k, f, e
+    cdef int64_t calls, first, zeros, pages, nbytes, start, cycles, nr, npages, nxt
+    cdef int64_t fill = state[CL_METER_FILL], status = CL_DONE
+    cdef int64_t[3] totals
+    cdef double tracking = fstate[0]
+    cdef int64_t wcap = frames.shape[0], mcap = meter_buf.shape[0] if meter_on else 0
+    cdef bint split
+    with nogil:
+        while True:
+            if state[CL_NRUNS] == 0:
+                if not use_bitmap or state[CL_POS] >= hi:
+                    status = CL_DONE
+                    break
+                if not state[CL_ADMIT]:
+                    if s >= horizon:
+                        status = CL_HORIZON
+                        break
+                    state[CL_ADMIT] = 1
+                nr = _extract_loop(&bitmap[0], state[CL_POS], hi, chunk, True, runs_s, runs_l, &npages, &nxt)
+                state[CL_POS] = nxt
+                if nr == 0:
+                    state[CL_POS] = hi
+                    status = CL_DONE
+                    break
+                state[CL_NRUNS] = nr
+                state[CL_RUN_I] = 0
+                state[CL_RUN_OFF] = 0
+            elif not state[CL_ADMIT]:
+                if s >= horizon:
+                    status = CL_HORIZON
+                    break
+                state[CL_ADMIT] = 1
+            # the CPU steps due by s: one a quantum after the last, then one to s
+            while t_done < s:
+                t = t_done + quantum
+                if t > s:
+                    t = s
+                dt = t - t_done
+                bound = ncpu * (<int64_t>(<double>dt * rate_per_cycle) + 2)
+                if t > tick_limit or bound > wcap or (meter_on and fill + bound > mcap):
+                    status = CL_PY_TICK
+                    state[CL_NEXT_TICK] = t
+                    break
+                t_done = t
+                state[CL_RUNNING] += dt
+                _debt_loop(<double>dt, debt, paced, avail)
+                total = _rate_loop(avail, rate_per_cycle, carry, counts)
+                if total == 0:
+                    continue
+                _gen_random_loop(stream_keys, counters, counts, hot_span, hot_threshold, span, base, mult, modulus,
+                                 frames, block)
+                cpu_bounds[0] = 0
+                for c in range(ncpu):
+                    cpu_bounds[c + 1] = cpu_bounds[c] + counts[c]
+                _write_loop(frames, NULL, cpu_bounds, pte, versions, tlb_tag, tlb_flags, pt_base, ptes_per_pt,
+                            step_counts)
+                _charge_loop(step_counts, walk_cycles, dirty_cycles, debt, extra, totals)
+                if meter_on:
+                    for k in range(total):
+                        meter_buf[fill + k] = frames[k]
+                    fill += total
+                tracking = tracking + (0.0 + _pairwise_sum(&extra[0], ncpu))
+                state[CL_WRITES] += total
+                state[CL_WALKS] += totals[0]
+                state[CL_DIRTY_SETS] += totals[1]
+                state[CL_REFILLS] += totals[2]
+            if status == CL_PY_TICK:
+                break
+            # one piece of at most chunk pages, read at s
+            i = state[CL_RUN_I]
+            off = state[CL_RUN_OFF]
+            split = off > 0
+            pages = 0
+            calls = 0
+            first = 0
+            zeros = 0
+            while pages < chunk and i < state[CL_NRUNS]:
+                take = runs_l[i] - off
+                if take > chunk - pages:
+                    take = chunk - pages
+                f = runs_s[i] + off
+                e = f + take
+                if first_copy > 0:
+                    for k in range(f, e):
+                        first += partner[k] == GARBAGE
+                for k in range(f, e):
+                    partner[k] = versions[k]
+                    zeros += versions[k] == 0
+                calls += 1
+                pages += take
+                off += take
+                if off == runs_l[i]:
+                    i += 1
+                    off = 0
+            if split:
+                calls -= 1
+            state[CL_RUN_I] = i
+            state[CL_RUN_OFF] = off
+            if i >= state[CL_NRUNS]:
+                state[CL_NRUNS] = 0
+            if zpb < 0:
+                nbytes = pages * ps
+            else:
+                nbytes = (pages - zeros) * ps + zeros * zpb
+            nbytes += pages * header
+            start = s if s > state[CL_BUSY] else state[CL_BUSY]
+            cycles = <int64_t>rint((<double>calls * per_copy + <double>nbytes / bandwidth + <double>first * first_copy)
+                                   * clock)
+            state[CL_BUSY] = start + cycles
+            state[CL_ARRIVAL] = state[CL_BUSY] + latency
+            state[CL_BYTES] += nbytes
+            state[CL_PAGES] += pages
+            state[CL_ZERO_SENT] += zeros
+            state[CL_CALLS] += calls
+            state[CL_BUSY_CYCLES] += cycles
+            state[CL_TIMEOUTS] += 1
+            state[CL_COPY_ZEROS] += zeros
+            state[CL_PIECES] += 1
+            state[CL_ADMIT] = 0
+            s = state[CL_BUSY]
+            if state[CL_NRUNS] == 0 and not use_bitmap:
+                status = CL_DONE
+                break
+    state[CL_NOW] = s
+    state[CL_T_DONE] = t_done
+    state[CL_METER_FILL] = fill
+    state[CL_STATUS] = status
+    fstate[0] = tracking
+    return None

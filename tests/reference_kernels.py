@@ -286,3 +286,118 @@ def random_write_step(stream_keys, counters, counts, hot_span, hot_threshold, sp
         cpu_bounds[c + 1] = int(cpu_bounds[c]) + int(counts[c])
     apply_writes(out, cpu_bounds, pte, versions, tlb_tag, tlb_flags, pt_base, ptes_per_pt, step_counts)
     return charge_tracking(step_counts, walk_cycles, dirty_cycles, debt, out_extra)
+
+
+def copy_loop(state, fstate, bitmap, hi, use_bitmap, runs_s, runs_l, link_i, link_f, partner, horizon, tick_limit,
+              quantum, chunk, paced, rate_per_cycle, carry, debt, avail, counts, stream_keys, counters, hot_span,
+              hot_threshold, span, base, mult, modulus, block, frames, cpu_bounds, pte, versions, tlb_tag, tlb_flags,
+              pt_base, ptes_per_pt, step_counts, walk_cycles, dirty_cycles, extra, meter_buf, meter_on):
+    # The scanner's loop as Interconnect.copy and Machine.copy_bitmap_runs run it, with the cpus process's
+    # ticks: one frame at a time, the pieces cut by searching the run list from its start.
+    import numpy as np
+    from pagesync_model.kernels.dtypes import COPY_LOOP_FIELDS, PARTNER_GARBAGE
+    st = {name: int(state[i]) for i, name in enumerate(COPY_LOOP_FIELDS)}
+    ps, header, zpb, latency = (int(x) for x in link_i)
+    bandwidth, per_copy, first_copy, clock = (float(x) for x in link_f)
+    ncpu = len(stream_keys)
+    tracking = float(fstate[0])
+    status = 0
+
+    def tick(t):
+        dt = t - st["t_done"]
+        bound = ncpu * (int(float(dt) * rate_per_cycle) + 2)
+        if t > tick_limit or bound > len(frames) or (meter_on and st["meter_fill"] + bound > len(meter_buf)):
+            st["next_tick"] = t
+            return False
+        st["t_done"] = t
+        st["running_cycles"] += dt
+        total = cpu_rate_step(float(dt), debt, paced, rate_per_cycle, carry, avail, counts)
+        if total:
+            w = random_write_step(stream_keys, counters, counts, hot_span, hot_threshold, span, base, mult, modulus,
+                                  block, frames, cpu_bounds, pte, versions, tlb_tag, tlb_flags, pt_base, ptes_per_pt,
+                                  step_counts, walk_cycles, dirty_cycles, debt, extra)
+            if meter_on:
+                for j in range(total):
+                    meter_buf[st["meter_fill"] + j] = frames[j]
+                st["meter_fill"] += total
+            nonlocal tracking
+            tracking += float(np.add.reduce(extra))   # numpy's summation order, as Cpus.advance_to adds it
+            st["writes"] += total
+            st["walks"] += w[0]
+            st["dirty_sets"] += w[1]
+            st["flush_refills"] += w[2]
+        return True
+
+    while True:
+        if st["nruns"] == 0:
+            if not use_bitmap or st["pos"] >= hi:
+                break
+            if not st["admit"] and st["now"] >= horizon:
+                status = 1
+                break
+            st["admit"] = 1
+            nr, _p, nxt = bitmap_extract_runs(bitmap, st["pos"], hi, chunk, True, runs_s, runs_l)
+            st["pos"] = hi if nr == 0 else nxt
+            if nr == 0:
+                break
+            st["nruns"], st["run_i"], st["run_off"] = nr, 0, 0
+        elif not st["admit"]:
+            if st["now"] >= horizon:
+                status = 1
+                break
+            st["admit"] = 1
+        s = st["now"]
+        while st["t_done"] + quantum <= s and status == 0:
+            if not tick(st["t_done"] + quantum):
+                status = 2
+        if status == 0 and st["t_done"] < s and not tick(s):
+            status = 2
+        if status:
+            break
+        # the piece: the pages [lo, lo + chunk) of the list, counted from its start
+        lens = [int(x) for x in runs_l[:st["nruns"]]]
+        lo = sum(lens[:st["run_i"]]) + st["run_off"]
+        total_pages = sum(lens)
+        hi_p = min(total_pages, lo + chunk)
+        frames_in, runs_in, acc = [], set(), 0
+        for r, ln in enumerate(lens):
+            for j in range(ln):
+                if lo <= acc < hi_p:
+                    frames_in.append(int(runs_s[r]) + j)
+                    runs_in.add(r)
+                acc += 1
+        calls = len(runs_in) - (1 if st["run_off"] > 0 else 0)
+        first = sum(1 for f in frames_in if partner[f] == PARTNER_GARBAGE) if first_copy > 0 else 0
+        zeros = 0
+        for f in frames_in:
+            partner[f] = versions[f]
+            zeros += int(versions[f] == 0)
+        pages = len(frames_in)
+        acc, st["run_i"], st["run_off"] = 0, len(lens), 0
+        for r, ln in enumerate(lens):
+            if acc + ln > hi_p:
+                st["run_i"], st["run_off"] = r, hi_p - acc
+                break
+            acc += ln
+        if st["run_i"] >= len(lens):
+            st["nruns"] = 0
+        nbytes = (pages * ps if zpb < 0 else (pages - zeros) * ps + zeros * zpb) + pages * header
+        cycles = int(round((calls * per_copy + nbytes / bandwidth + first * first_copy) * clock))
+        st["busy_until"] = max(s, st["busy_until"]) + cycles
+        st["last_arrival"] = st["busy_until"] + latency
+        st["bytes_sent"] += nbytes
+        st["pages_sent"] += pages
+        st["zero_pages_sent"] += zeros
+        st["calls"] += calls
+        st["busy_cycles"] += cycles
+        st["timeouts"] += 1
+        st["copy_zeros"] += zeros
+        st["pieces"] += 1
+        st["admit"] = 0
+        st["now"] = st["busy_until"]
+        if st["nruns"] == 0 and not use_bitmap:
+            break
+    st["status"] = status
+    for i, name in enumerate(COPY_LOOP_FIELDS):
+        state[i] = st[name]
+    fstate[0] = tracking

@@ -905,3 +905,86 @@ def test_cpu_rate_step_refuses_bad_lengths(backend):
     with pytest.raises(ValueError):
         backend.cpu_rate_step(10.0, debt, False, 0.1, np.zeros(3), np.zeros(2), np.zeros(2, np.int64))
     assert debt.tolist() == [5.0, 0.0]
+
+
+# --------------------------------------------------------------------------------------------------
+# the copy loop: CPU steps, copy pieces and link timing over many quanta in one call
+
+def copy_loop_args(rng):
+    """A scanner's copy on a small dense memory as Machine.copy_bitmap_runs or Machine.copy starts it, with
+    a random-write workload, a horizon, a meter window's end and a meter buffer that may stop it early."""
+    (keys, counters, _counts, hot_span, hot_threshold, span, base, mult, modulus, block, _out, cpu_bounds, pte,
+     versions, tlb_tag, tlb_flags, pt_base, ppt, step_counts, walk_cycles, dirty_cycles, debt,
+     extra) = fused_step_args(rng)
+    n, ncpu = len(pte), len(keys)
+    quantum = int(rng.choice([1, 5000, 40000, 200000]))
+    rate = float(rng.choice([0.0, rng.random() * 60 / quantum]))
+    frames = np.full(max(0, ncpu * (int(float(quantum) * rate) + 2) + int(rng.choice([-3, 0, 10]))), -1, np.int64)
+    chunk = int(rng.choice([1, 7, 64, 1000]))
+    use_bitmap = bool(rng.integers(0, 2))
+    nwords = (n + 63) // 64
+    bitmap = rand_bitmap(rng, nwords)
+    state = np.zeros(25, np.int64)
+    now = int(rng.integers(0, 10**6))
+    state[0], state[1] = now, now - int(rng.integers(0, quantum))
+    state[2] = now + int(rng.choice([-1000, 0, 5000]))                 # busy_until
+    for i in (8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18):
+        state[i] = int(rng.integers(0, 1000))
+    state[22] = 1                                                      # admitted: the scanner is at now
+    runs_s, runs_l = np.full(64, -1, np.int64), np.full(64, -1, np.int64)
+    if use_bitmap:
+        state[4] = int(rng.integers(0, n))
+    else:
+        cuts = np.sort(rng.choice(np.arange(n + 1), size=2 * int(rng.integers(1, 6)), replace=False))
+        k = len(cuts) // 2
+        runs_s[:k], runs_l[:k] = cuts[0::2], cuts[1::2] - cuts[0::2]
+        state[7] = k
+    partner = rand_versions(rng, n)
+    partner[rng.random(n) < 0.5] = np.iinfo(np.uint32).max
+    link_i = np.array([4096, int(rng.choice([0, 8])), int(rng.choice([-1, 9])), int(rng.integers(0, 9000))], np.int64)
+    link_f = np.array([float(rng.choice([1.25e9, 3e8])), float(rng.choice([0.0, 2e-6])),
+                       float(rng.choice([0.0, 3e-7])), 2.0e9])
+    horizon = now + int(rng.choice([0, 10**4, 10**6, 1 << 62]))
+    tick_limit = now + int(rng.choice([0, 10**5, 1 << 61]))
+    meter_on = bool(rng.integers(0, 2))
+    meter_buf = np.full(int(rng.choice([0, 50, 5000])), -1, np.int64)
+    state[19] = int(rng.integers(0, len(meter_buf) + 1)) if meter_on else 0
+    return (state, np.array([float(rng.random() * 1e6)]), bitmap, n, use_bitmap, runs_s, runs_l, link_i, link_f,
+            partner, horizon, tick_limit, quantum, chunk, bool(rng.integers(0, 2)), rate, rng.random(ncpu), debt,
+            np.full(ncpu, -1.0), np.full(ncpu, -1, np.int64), keys, counters, hot_span, hot_threshold, span, base,
+            mult, modulus, block, frames, cpu_bounds, pte, versions, tlb_tag, tlb_flags, pt_base, ppt, step_counts,
+            walk_cycles, dirty_cycles, extra, meter_buf, meter_on)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_copy_loop_random(backend, seed):
+    rng = np.random.default_rng(7000 + seed)
+    _, args = check(backend, "copy_loop", *copy_loop_args(rng))
+    state = args[0]
+    assert state[23] in (0, 1, 2)
+
+
+def test_copy_loop_by_hand(backend):
+    # one run of 10 pages, chunk 4: pieces of 4, 4, 2 pages (1, 0, 0 copy calls); a 4096-byte page at
+    # 4096e3 B/s and 1e6 Hz takes 1000 cycles, a call 500 more; no CPU writes (rate 0), quantum 1000
+    args = list(copy_loop_args(np.random.default_rng(1)))
+    n = len(args[31])
+    args[0] = state = np.zeros(25, np.int64)
+    state[7], state[22], state[0], state[1], state[2] = 1, 1, 100, 100, 0
+    args[5], args[6] = np.array([3], np.int64), np.array([10], np.int64)
+    args[2], args[3], args[4] = np.zeros((n + 63) // 64, np.uint64), n, False
+    args[7] = np.array([4096, 0, -1, 7], np.int64)
+    args[8] = np.array([4096e3, 500e-6, 0.0, 1e6])
+    args[10], args[11], args[12], args[13], args[15] = 1 << 62, 1 << 62, 1000, 4, 0.0
+    args[29], args[42] = np.zeros(1000, np.int64), False
+    for mod in (ref, backend):
+        st = state.copy()
+        a = list(args)
+        a[0] = st
+        a[9] = args[9].copy()
+        mod.copy_loop(*a)
+        # 100 + 4500 = 4600, + 4000 = 8600, + 2000 = 10600; ticks every 1000 cycles up to each start
+        assert st[0] == 10600 and st[2] == 10600 and st[3] == 10607
+        assert st[9] == 10 and st[11] == 1 and st[13] == 3 and st[21] == 3 and st[23] == 0
+        assert st[1] == 8600 and st[14] == 8500          # CPUs stepped up to the last piece's start
+        np.testing.assert_array_equal(a[9][3:13], args[32][3:13])

@@ -29,3 +29,10 @@ PARTNER_GARBAGE = np.iinfo(VERSION_DTYPE).max
 SPLITMIX_GAMMA = 0x9E3779B97F4A7C15
 SPLITMIX_M1 = 0xBF58476D1CE4E5B9
 SPLITMIX_M2 = 0x94D049BB133111EB
+
+# The fields of ``copy_loop``'s int64 state array, in order (_ext/kernels.pyx: the CL_* enum).
+COPY_LOOP_FIELDS = ("now", "t_done", "busy_until", "last_arrival", "pos", "run_i", "run_off", "nruns", "bytes_sent",
+                    "pages_sent", "zero_pages_sent", "calls", "busy_cycles", "timeouts", "running_cycles", "writes",
+                    "walks", "dirty_sets", "flush_refills", "meter_fill", "copy_zeros", "pieces", "admit", "status",
+                    "next_tick")
+COPY_LOOP_DONE, COPY_LOOP_HORIZON, COPY_LOOP_PY_TICK = 0, 1, 2

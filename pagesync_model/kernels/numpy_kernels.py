@@ -17,6 +17,7 @@ import sys
 import numpy as np
 
 from pagesync_model.kernels.dtypes import (
+    COPY_LOOP_DONE, COPY_LOOP_FIELDS, COPY_LOOP_HORIZON, COPY_LOOP_PY_TICK, PARTNER_GARBAGE,
     INDEX_DTYPE, PTE_ACCESSED, PTE_DIRTY, PTE_DTYPE, PTE_SOFT_DIRTY, SPLITMIX_GAMMA, SPLITMIX_M1, SPLITMIX_M2,
     TLB_DIRTY, TLB_FLAG_DTYPE, TLB_TAG_DTYPE, TLB_VALID, VERSION_DTYPE, WORD_DTYPE,
 )
@@ -974,3 +975,138 @@ def random_write_step(stream_keys, counters, counts, hot_span, hot_threshold, sp
     np.cumsum(counts, out=cpu_bounds[1:])
     apply_writes(out, cpu_bounds, pte, versions, tlb_tag, tlb_flags, pt_base, ptes_per_pt, step_counts)
     return charge_tracking(step_counts, walk_cycles, dirty_cycles, debt, out_extra)
+
+
+# --------------------------------------------------------------------------------------------------
+# the copy loop: CPU steps, copy pieces and the link over many quanta (CONTRACT.md), as the per-step
+# twins above in a Python loop
+
+def copy_loop(state, fstate, bitmap, hi, use_bitmap, runs_s, runs_l, link_i, link_f, partner, horizon, tick_limit,
+              quantum, chunk, paced, rate_per_cycle, carry, debt, avail, counts, stream_keys, counters, hot_span,
+              hot_threshold, span, base, mult, modulus, block, frames, cpu_bounds, pte, versions, tlb_tag, tlb_flags,
+              pt_base, ptes_per_pt, step_counts, walk_cycles, dirty_cycles, extra, meter_buf, meter_on):
+    """A scanner copying runs while the CPUs write, over many quanta; the same effects and ``state`` as the
+    compiled kernel (CONTRACT.md, ``copy_loop``). Returns None."""
+    _buf("state", state, INDEX_DTYPE, writable=True)
+    _buf("fstate", fstate, np.float64, writable=True)
+    _buf("partner", partner, VERSION_DTYPE, writable=True)
+    _buf("runs_s", runs_s, INDEX_DTYPE, writable=True)
+    _buf("runs_l", runs_l, INDEX_DTYPE, writable=True)
+    n = len(pte)
+    ncpu = len(stream_keys)
+    if len(state) != len(COPY_LOOP_FIELDS) or len(fstate) != 1 or len(link_i) != 4 or len(link_f) != 4:
+        raise ValueError("state, fstate, link_i, link_f must have 25, 1, 4, 4 elements")
+    F = {name: i for i, name in enumerate(COPY_LOOP_FIELDS)}
+    if len(runs_s) != len(runs_l) or len(runs_s) < 1 or state[F["nruns"]] > len(runs_s):
+        raise ValueError("runs_s and runs_l must have the same length >= 1, at least NRUNS")
+    if len(partner) != n or len(versions) != n:
+        raise ValueError(f"partner and versions must have {n} elements")
+    if use_bitmap and not 0 <= hi <= len(bitmap) * 64:
+        raise ValueError(f"hi = {hi} is outside the bitmap")
+    if quantum < 1 or chunk < 1:
+        raise ValueError("quantum and chunk must be >= 1")
+    for c in range(int(state[F["run_i"]]), int(state[F["nruns"]])):
+        if runs_l[c] < 1 or runs_s[c] < 0 or runs_s[c] > n - runs_l[c]:
+            raise ValueError(f"run {c} is empty or outside [0, {n})")
+    ps, header, zpb, latency = (int(x) for x in link_i)
+    bandwidth, per_copy, first_copy, clock = (float(x) for x in link_f)
+    st = {name: int(state[i]) for name, i in F.items()}
+    s, t_done = st["now"], st["t_done"]
+    status = COPY_LOOP_DONE
+    tracking = float(fstate[0])
+    fill = st["meter_fill"]
+    wcap, mcap = len(frames), (len(meter_buf) if meter_on else 0)
+    while True:
+        if st["nruns"] == 0:
+            if not use_bitmap or st["pos"] >= hi:
+                status = COPY_LOOP_DONE
+                break
+            if not st["admit"]:
+                if s >= horizon:
+                    status = COPY_LOOP_HORIZON
+                    break
+                st["admit"] = 1
+            nr, _pages, nxt = bitmap_extract_runs(bitmap, st["pos"], hi, chunk, True, runs_s, runs_l)
+            st["pos"] = nxt
+            if nr == 0:
+                st["pos"] = hi
+                status = COPY_LOOP_DONE
+                break
+            st["nruns"], st["run_i"], st["run_off"] = nr, 0, 0
+        elif not st["admit"]:
+            if s >= horizon:
+                status = COPY_LOOP_HORIZON
+                break
+            st["admit"] = 1
+        while t_done < s:                       # the CPU steps due by s (Cpus.advance_to's fused path)
+            t = min(t_done + quantum, s)
+            dt = t - t_done
+            bound = ncpu * (int(float(dt) * rate_per_cycle) + 2)
+            if t > tick_limit or bound > wcap or (meter_on and fill + bound > mcap):
+                status = COPY_LOOP_PY_TICK
+                st["next_tick"] = t
+                break
+            t_done = t
+            st["running_cycles"] += dt
+            total = cpu_rate_step(float(dt), debt, paced, rate_per_cycle, carry, avail, counts)
+            if total == 0:
+                continue
+            walks, dirty_sets, refills = random_write_step(
+                stream_keys, counters, counts, hot_span, hot_threshold, span, base, mult, modulus, block,
+                frames[:total], cpu_bounds, pte, versions, tlb_tag, tlb_flags, pt_base, ptes_per_pt, step_counts,
+                walk_cycles, dirty_cycles, debt, extra)
+            if meter_on:
+                meter_buf[fill:fill + total] = frames[:total]
+                fill += total
+            tracking += float(np.add.reduce(extra))
+            st["writes"] += total
+            st["walks"] += walks
+            st["dirty_sets"] += dirty_sets
+            st["flush_refills"] += refills
+        if status == COPY_LOOP_PY_TICK:
+            break
+        # one piece of at most chunk pages, read at s (Interconnect.copy's cut and _send's timing)
+        i, off = st["run_i"], st["run_off"]
+        split = off > 0
+        pages = calls = first = zeros = 0
+        while pages < chunk and i < st["nruns"]:
+            take = min(int(runs_l[i]) - off, chunk - pages)
+            f = int(runs_s[i]) + off
+            if first_copy > 0:
+                first += int(np.count_nonzero(partner[f:f + take] == PARTNER_GARBAGE))
+            v = versions[f:f + take]
+            partner[f:f + take] = v
+            zeros += int(np.count_nonzero(v == 0))
+            calls += 1
+            pages += take
+            off += take
+            if off == runs_l[i]:
+                i, off = i + 1, 0
+        calls -= 1 if split else 0
+        st["run_i"], st["run_off"] = i, off
+        if i >= st["nruns"]:
+            st["nruns"] = 0
+        nbytes = pages * ps if zpb < 0 else (pages - zeros) * ps + zeros * zpb
+        nbytes += pages * header
+        start = max(s, st["busy_until"])
+        cycles = int(round((calls * per_copy + nbytes / bandwidth + first * first_copy) * clock))
+        st["busy_until"] = start + cycles
+        st["last_arrival"] = st["busy_until"] + latency
+        st["bytes_sent"] += nbytes
+        st["pages_sent"] += pages
+        st["zero_pages_sent"] += zeros
+        st["calls"] += calls
+        st["busy_cycles"] += cycles
+        st["timeouts"] += 1
+        st["copy_zeros"] += zeros
+        st["pieces"] += 1
+        st["admit"] = 0
+        s = st["busy_until"]
+        if st["nruns"] == 0 and not use_bitmap:
+            status = COPY_LOOP_DONE
+            break
+    st["now"], st["t_done"], st["meter_fill"], st["status"] = s, t_done, fill, status
+    for name, i in F.items():
+        state[i] = st[name]
+    fstate[0] = tracking
+    return None

@@ -55,6 +55,7 @@ class Cpus:
         self.t_done = 0
         self.stopped = False
         self.meter = None            # a DirtyRateMeter: distinct pages written per window
+        self.pending = None          # the cpus process's next tick, once it runs
         self._bounds = np.zeros(self.ncpu + 1, dtype=INDEX_DTYPE)
         self._counts = np.zeros((self.ncpu, 3), dtype=INDEX_DTYPE)
         self._writes = np.zeros(self.ncpu, dtype=INDEX_DTYPE)
@@ -170,6 +171,8 @@ def cpus(env, machine_cpus, quantum_cycles):
             while due < nxt:
                 machine_cpus.advance_to(due)
                 due = machine_cpus.t_done + quantum_cycles
-        yield env.timeout(max(1, due - env.now))
+        # kept so a copy loop (sim/fused.py) can tell this tick from every other event due
+        machine_cpus.pending = tick = env.timeout(max(1, due - env.now))
+        yield tick
         if machine_cpus.t_done + quantum_cycles <= env.now:  # nobody brought the writes up to date meanwhile
             machine_cpus.advance_to(env.now)

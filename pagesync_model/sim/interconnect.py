@@ -68,6 +68,9 @@ class Interconnect:
         self.zero_pages_sent = 0
         self.calls = 0
         self.busy_cycles = 0
+        # (starts, lens) -> a process step that copies them as ``copy`` would, or None: the machine's copy
+        # loop (sim/fused.py) for copies of more than one piece
+        self.multi_piece = None
 
     @classmethod
     def from_config(cls, env, memory, partner, kernels, link, quantum, clock, sync=None, **options):
@@ -132,6 +135,10 @@ class Interconnect:
             zeros = self.partner.receive(self.kernels, self.memory, starts, lens)
             yield self._send(total, zeros, len(starts), encode(starts, lens, zeros) if encode else None, first)
             return zeros
+        if encode is None and self.multi_piece is not None:
+            loop = self.multi_piece(starts, lens)
+            if loop is not None:
+                return (yield from loop)
         # Cut the runs into pieces of chunk_pages; read each piece when it starts.
         if len(starts) == 1:  # one long run (the copy of all memory): no searching needed
             s0 = int(starts[0])

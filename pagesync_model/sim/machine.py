@@ -23,6 +23,7 @@ from ..kernels.dtypes import INDEX_DTYPE, PARTNER_GARBAGE, WORD_DTYPE
 from ..dirtyrate import DirtyRateMeter
 from ..memory import build_memory, run_frames, use_sparse
 from ..workloads import build_dma, build_workload, working_set_pages
+from . import fused
 from .cpus import Cpus
 from .interconnect import Interconnect
 
@@ -79,6 +80,8 @@ class Machine:
         self.quantum = max(1, self.cycles(self.quantum_s))
         self.link = (link_factory or Interconnect.from_config)(self.env, self.memory, self.partner, kernels, cfg.link, self.quantum_s,
                                              self.clock, sync=self.catch_up, **link_options)
+        # a copy of more than one piece runs in the copy loop when it can (sim/fused.py)
+        self.link.multi_piece = self._copy_loop_for
         t = cfg.tracking
         self.pte_scan_cycles = t.pte_scan * self.clock
         self.pte_harvest_cycles = t.pte_harvest * self.clock
@@ -283,6 +286,13 @@ class Machine:
         number of all-zero pages copied."""
         return (yield from self.link.copy(starts, lens, encode))
 
+    def _copy_loop_for(self, starts, lens):
+        """The copy loop's process step for a copy of runs (``Interconnect.copy``, more than one piece), or
+        None when it cannot run now."""
+        if len(lens) <= fused.RUN_CAP and lens.min() > 0 and fused.fusable(self):
+            return fused.copy(self, starts, lens)
+        return None
+
     def copy_aside(self, starts, lens):
         """Copy runs on a second channel (``Interconnect.send_aside``): no time passes here and the
         link's FIFO is not delayed; returns the all-zero pages copied."""
@@ -314,6 +324,9 @@ class Machine:
         copy call per run, while the CPUs run; the runs are taken a link chunk at a time."""
         m = self.memory
         bitmap = m.bitmap if bitmap is None else bitmap
+        if fused.fusable(self):
+            yield from fused.copy(self, bitmap=bitmap)
+            return
         pos, n = 0, m.n_frames
         while pos < n:
             starts, lens, pos = self.extract_runs(bitmap, pos, n, self.link.chunk_pages)

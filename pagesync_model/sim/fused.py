@@ -1,0 +1,196 @@
+"""Copying while the CPUs write, many quanta per kernel call (``copy_loop``).
+
+While a scanner only copies runs at the link's rate and the CPUs only write (no other process has an
+event due, the CPUs are neither stopped nor throttled, no DMA), what happens is fixed: before each copy
+piece the CPU steps due by its start (one a quantum after the last, as the ``cpus`` process ticks, then
+one to the piece's start, as the scanner's ``catch_up``), then the piece is read and timed on the link.
+``copy_loop`` runs that sequence in one call up to the first piece that would start at or after the
+next event of any other process (the *horizon*), then the scanner waits for its last piece as
+``Interconnect.copy`` would. Results are the same as the piece-by-piece path (tests/test_fused.py, and
+``tests/test_equivalence.py`` on both backends); ``ENABLED = False`` turns it off.
+
+The ``cpus`` process is not told: its next tick is still queued, and when it fires the CPUs are already
+up to date, so it does nothing but schedule the next, as after any scanner's catch-up. A CPU step the
+kernel cannot take (one entering a new window of the dirty-rate meter, or whose writes might overflow
+the meter's buffer) is taken by ``Cpus.advance_to`` between two calls.
+"""
+import math
+
+import numpy as np
+import simpy
+
+from ..kernels.dtypes import (COPY_LOOP_DONE, COPY_LOOP_FIELDS, COPY_LOOP_PY_TICK, INDEX_DTYPE)
+from ..memory import Partner
+from .interconnect import Interconnect
+
+ENABLED = True
+RUN_CAP = 1 << 16
+_F = {name: i for i, name in enumerate(COPY_LOOP_FIELDS)}
+_LINK = ("busy_until", "last_arrival", "bytes_sent", "pages_sent", "zero_pages_sent", "calls", "busy_cycles", "timeouts")
+_CPUS = ("t_done", "running_cycles", "writes", "walks", "dirty_sets", "flush_refills")
+
+
+def fusable(m):
+    """Whether machine ``m``'s next copy pieces can run in ``copy_loop`` now."""
+    c = m.cpus
+    return (ENABLED and c._fast is not None and not c.stopped and c.throttle == 0 and c.dma is None
+            and getattr(c, "pending", None) is not None and type(m.env) is simpy.Environment
+            and type(m.link) is Interconnect and type(m.partner) is Partner and hasattr(m.kernels, "copy_loop"))
+
+
+def horizon(env, pending):
+    """The first cycle at which an event other than the CPUs' next tick (``pending``) is due."""
+    h = math.inf
+    for entry in env._queue:
+        if entry[0] < h and entry[3] is not pending:
+            h = entry[0]
+    return (1 << 62) if h == math.inf else int(math.ceil(h))
+
+
+class _Loop:
+    """The arrays one machine's copy loop keeps between calls."""
+
+    def __init__(self, m):
+        c, link = m.cpus, m.link
+        self.state = np.zeros(len(COPY_LOOP_FIELDS), dtype=INDEX_DTYPE)
+        self.fstate = np.zeros(1)
+        self.runs_s = np.empty(RUN_CAP, dtype=INDEX_DTYPE)
+        self.runs_l = np.empty(RUN_CAP, dtype=INDEX_DTYPE)
+        self.link_i = np.zeros(4, dtype=INDEX_DTYPE)
+        self.link_f = np.zeros(4)
+        wl = c._fast
+        # the most writes one CPU step of at most a quantum can issue (rate_step: floor(run x rate + carry))
+        self.frames_bound = c.ncpu * (int(float(m.quantum) * wl.rate_per_cycle) + 2)
+
+    def read_link(self, m):
+        """The link's stream format and timing as they stand (read at each copy's start)."""
+        link = m.link
+        zpb = -1 if link.zero_page_bytes is None else int(link.zero_page_bytes)
+        self.link_i[:] = (m.memory.page_size, link.page_header_bytes, zpb, link.latency_cycles)
+        self.link_f[:] = (link.bandwidth, link.per_copy, link.first_copy, link.clock)
+
+
+def copy(m, starts=None, lens=None, bitmap=None):
+    """Process step: copy runs ``[starts[i], starts[i] + lens[i])`` (each non-empty), or with ``bitmap``
+    every maximal run of its set bits (test-and-clear, a link chunk at a time), as ``Interconnect.copy``
+    and ``Machine.copy_bitmap_runs`` do; returns the all-zero pages copied. The caller checked ``fusable``."""
+    loop = m.__dict__.get("_copy_loop")
+    if loop is None:
+        loop = m._copy_loop = _Loop(m)
+    loop.read_link(m)
+    st, k, link, c, env = loop.state, m.kernels, m.link, m.cpus, m.env
+    st[:] = 0
+    use_bitmap = bitmap is not None
+    if use_bitmap:
+        hi = m.memory.n_frames
+    else:
+        hi = 0
+        bitmap = m.memory.bitmap
+        nr = len(starts)
+        loop.runs_s[:nr] = starts
+        loop.runs_l[:nr] = lens
+        st[_F["nruns"]] = nr
+    zeros = 0
+    chunk = link.chunk_pages
+    checked = True  # the caller checked fusable(m); after a wait it is checked again
+    while True:
+        if not checked and not fusable(m):
+            done, z = yield from _python_pieces(m, loop, bitmap, hi, use_bitmap)
+            zeros += z
+            if done:
+                return zeros
+            continue
+        checked = False
+        wl, mem, meter = c._fast, m.memory, c.meter
+        st[_START] = (env.now, 1, 0, 0)
+        _load(st, loop.fstate, link, c)
+        frames = wl._buffer(loop.frames_bound)
+        h = horizon(env, c.pending)
+        while True:
+            meter_on = meter is not None and meter._on
+            mbuf = meter._buf if meter_on and meter._buf is not None else _EMPTY
+            st[_F["meter_fill"]] = meter._fill if meter_on else 0
+            k.copy_loop(st, loop.fstate, bitmap, hi, use_bitmap, loop.runs_s, loop.runs_l, loop.link_i, loop.link_f,
+                        m.partner.versions, h, meter._end if meter is not None else (1 << 62), m.quantum, chunk,
+                        c.paced, wl.rate_per_cycle, wl.carry, c.debt, c._avail, c._writes, wl.keys, wl.counters,
+                        wl.hot_span, wl.hot_threshold, wl.span, mem.user_base, mem.mult, mem.blocks, mem.block,
+                        frames, c._bounds, mem.pte, mem.versions, c.tlb_tag, c.tlb_flags, mem.pt_base,
+                        mem.ptes_per_pt, c._counts, c.walk_cycles, c.dirty_cycles, c._extra, mbuf, meter_on)
+            _store(st, loop.fstate, link, c)
+            if meter_on:
+                meter._fill = int(st[_F["meter_fill"]])
+            if st[_F["status"]] != COPY_LOOP_PY_TICK:
+                break
+            # a CPU step the kernel leaves to Python (the meter's window or buffer), then on
+            c.advance_to(int(st[_F["next_tick"]]))
+            _load(st, loop.fstate, link, c)
+        zeros += int(st[_F["copy_zeros"]])
+        st[_F["copy_zeros"]] = 0
+        wake = int(st[_F["now"]])
+        if st[_F["pieces"]]:
+            yield env.timeout(wake - env.now)
+        if st[_F["status"]] == COPY_LOOP_DONE:
+            return zeros
+
+
+_EMPTY = np.empty(0, dtype=INDEX_DTYPE)
+
+
+_START = np.array([_F["now"], _F["admit"], _F["pieces"], _F["copy_zeros"]])
+_LINK_AT = [(name, _F[name]) for name in _LINK]
+_CPUS_AT = [(name, _F[name]) for name in _CPUS]
+_COUNTERS = np.array([_F[name] for name in _LINK + _CPUS])
+
+
+def _load(st, fstate, link, c):
+    """Copy the link's and the CPUs' counters into the kernel's state."""
+    st[_COUNTERS] = [getattr(link, name) for name in _LINK] + [getattr(c, name) for name in _CPUS]
+    fstate[0] = c.tracking_cycles
+
+
+def _store(st, fstate, link, c):
+    """Write the kernel's counters back to the link and the CPUs."""
+    v = st.tolist()
+    for name, i in _LINK_AT:
+        setattr(link, name, v[i])
+    for name, i in _CPUS_AT:
+        setattr(c, name, v[i])
+    c.tracking_cycles = float(fstate[0])
+
+
+def _python_pieces(m, loop, bitmap, hi, use_bitmap):
+    """Process step: one piece (or the extraction that ends the copy) the piece-by-piece way, for when
+    the copy loop cannot run (another process stopped or throttled the CPUs). Returns (done, zeros)."""
+    st, link = loop.state, m.link
+    if st[_F["nruns"]] == 0:
+        pos = int(st[_F["pos"]])
+        if not use_bitmap or pos >= hi:
+            return True, 0
+        nr, _pages, nxt = m.kernels.bitmap_extract_runs(bitmap, pos, hi, link.chunk_pages, True, loop.runs_s,
+                                                        loop.runs_l)
+        st[_F["pos"]] = nxt
+        if nr == 0:
+            st[_F["pos"]] = hi
+            return True, 0
+        st[_F["nruns"]], st[_F["run_i"]], st[_F["run_off"]] = nr, 0, 0
+    i, off, nr = int(st[_F["run_i"]]), int(st[_F["run_off"]]), int(st[_F["nruns"]])
+    split = off > 0
+    p_s, p_l, pages = [], [], 0
+    while pages < link.chunk_pages and i < nr:
+        take = min(int(loop.runs_l[i]) - off, link.chunk_pages - pages)
+        p_s.append(int(loop.runs_s[i]) + off)
+        p_l.append(take)
+        pages += take
+        off += take
+        if off == loop.runs_l[i]:
+            i, off = i + 1, 0
+    st[_F["run_i"]], st[_F["run_off"]] = i, off
+    if i >= nr:
+        st[_F["nruns"]] = 0
+    p_s = np.array(p_s, dtype=INDEX_DTYPE)
+    p_l = np.array(p_l, dtype=INDEX_DTYPE)
+    link.sync()
+    first = link._first(p_s, p_l)
+    zeros = link.partner.receive(link.kernels, link.memory, p_s, p_l)
+    yield link._send(pages, zeros, len(p_s) - (1 if split else 0), None, first)
+    return (st[_F["nruns"]] == 0 and not use_bitmap), zeros
