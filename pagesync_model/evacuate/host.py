@@ -122,6 +122,10 @@ HOST_SCHEMA.section(
                                         "(QEMU postcopy-recover); false: the guest is lost."),
     mss=Field(SIZE, "1448B", "TCP segment payload, for the throughput a lossy link leaves (Mathis).", gt=0,
               le=65536),
+    sharing=Field(CHOICE, "equal", "How a link is shared between the streams crossing it: equal (max-min fair per "
+                                   "connection) or simgrid (SimGrid's LV08: shares in inverse proportion to each "
+                                   "route's latency + 20537 B / bandwidth per link, crosstraffic, bandwidth factor "
+                                   "0.97, TCP-gamma bound; docs/evacuate.md).", choices=["equal", "simgrid"]),
     operator=Field(CHOICE, "platform", "platform: a qemu VM whose config runs no operator gets the platform's "
                                        "monitor (operator.kind = the platform); config: each VM keeps its own.",
                    choices=["platform", "config"]),
@@ -217,6 +221,7 @@ class Host:
     retry_delay: float = 0.0
     postcopy_recover: bool = False
     mss: int = 1448
+    sharing: str = "equal"
 
     def with_(self, concurrency=None, order=None):
         """The same host with another concurrency limit or order (for planning)."""
@@ -392,7 +397,7 @@ def host_from_dict(data: Any, source: str = "<dict>") -> Host:
         randoms.append(RandomFaults(f.kind, f.link, f.mtbf, f.duration, f.loss, f.seed))
     return Host(h.host.name, h.host.platform, effective_concurrency(h.host), h.host.order, h.host.max_downtime,
                 links, vms, h.host.seed, source, faults, randoms, h.host.retries, h.host.retry_delay,
-                h.host.postcopy_recover, int(h.host.mss))
+                h.host.postcopy_recover, int(h.host.mss), h.host.sharing)
 
 
 def load_host(path) -> Host:

@@ -86,6 +86,8 @@ class Cluster:
     faults: list = field(default_factory=list)          # sim/faults.py Fault
     random_faults: list = field(default_factory=list)   # sim/faults.py RandomFaults
     mss: int = 1448
+    sharing: str = "equal"                              # host.sharing
+    latencies: list = field(default_factory=list)       # each link's latency (s), as ``links``
 
     @property
     def batches(self):
@@ -156,7 +158,7 @@ def cluster_from_dict(data, source="<dict>"):
         randoms.append(RandomFaults(f.kind, f.link, float(f.mtbf), float(f.duration), float(f.loss), f.seed))
     return Cluster(r.name, r.hosts, min(r.batch, r.hosts), float(r.maintenance), r.retries, r.seeds, r.seed,
                    [(n, bw) for n, bw, _ in host.links], list(c.shared), listed, draw, host.concurrency, host.order,
-                   source, faults, randoms, int(host.mss))
+                   source, faults, randoms, int(host.mss), host.sharing, [lat for _, _, lat in host.links])
 
 
 def load_cluster(path):
@@ -195,7 +197,8 @@ def draw_host(cluster, seed, host):
 
 def _link_index(cluster, count):
     """{(None, name): index} for the shared links and {(host i, name): index} for each host's own, in
-    the batch's order of link instances (the shared links once, then each host's others)."""
+    the batch's order of link instances (the shared links once, then each host's others), and their
+    capacities."""
     caps, index = [], {}
     for name, bw in cluster.links:
         if name in cluster.shared:
@@ -207,6 +210,16 @@ def _link_index(cluster, count):
                 index[(i, name)] = len(caps)
                 caps.append(bw)
     return index, caps
+
+
+def batch_latencies(cluster, count):
+    """The latency (s) of each link instance of a batch of ``count`` hosts, as `batch_groups` orders them."""
+    index, caps = _link_index(cluster, count)
+    lat = dict(zip([n for n, _ in cluster.links], cluster.latencies or [0.0] * len(cluster.links)))
+    out = [0.0] * len(caps)
+    for (_h, name), i in index.items():
+        out[i] = lat[name]
+    return out
 
 
 def batch_groups(cluster, hosts_vms, first_host):

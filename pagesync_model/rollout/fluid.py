@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from ..sim.faults import mathis_rate, scheduled
-from ..sim.interconnect import max_min_rates
+from ..sim.interconnect import Lv08, shared_rates
 
 __all__ = ["FluidVm", "FluidGroup", "FluidOutcome", "Outage", "FaultPlan", "run_fluid"]
 
@@ -54,9 +54,11 @@ class FluidVm:
 
 @dataclass
 class FluidGroup:
-    """One host's migrations in start order, at most ``concurrency`` at once (0: no limit)."""
+    """One host's migrations in start order, at most ``concurrency`` at once (0: no limit), the first
+    not before ``start`` s."""
     vms: list
     concurrency: int = 0
+    start: float = 0.0
 
 
 @dataclass
@@ -158,6 +160,9 @@ class _Stream:
     stop_start: float = 0.0
     sent: float = 0.0
     rate: float = 0.0           # wire bytes/s
+    wait_until: float = -math.inf   # sharing 'simgrid': in a message's latency phase until then
+    acking: bool = False        # sharing 'simgrid': resumed, the acknowledgement on its way
+    resume: float = 0.0
 
 
 @dataclass
@@ -167,10 +172,18 @@ class FluidRun:
     solves: int = 0
 
 
-def run_fluid(groups, links, faults=None, start=0.0):
+def run_fluid(groups, links, faults=None, start=0.0, sharing="equal", latencies=None):
     """Run the groups' migrations over ``links`` (wire bytes/s of each link; routes index them) from
     time ``start`` until every one ended, through the outages of ``faults`` (a FaultPlan or None).
-    Returns a FluidRun (outcomes in end order, ``end_s`` the last end)."""
+    ``sharing``: 'equal' (`max_min_rates`) or 'simgrid' (SimGrid's LV08, `shared_rates`, over the
+    links' ``latencies``), in which each message (round 0, every live round, the stop-and-copy) also
+    starts with SimGrid's latency phase, latency_factor x the route's latency at no rate, the
+    downtime is the stop-and-copy's message (latency phase included) and the migration ends one
+    more latency phase later (the destination's acknowledgement), as SimGrid's migration plugin
+    sends them (VmLiveMigration.cpp). Returns a FluidRun (outcomes in end order, ``end_s`` the last
+    end)."""
+    lv08 = sharing == "simgrid"
+    lat_phase = (lambda vm: Lv08.latency_factor * vm.latency) if lv08 else (lambda vm: 0.0)
     nominal = [float(c) for c in links]
     caps = list(nominal)
     queues = [list(g.vms) for g in groups]
@@ -192,9 +205,13 @@ def run_fluid(groups, links, faults=None, start=0.0):
                                          why))
 
     def start_group(g):
+        if now < groups[g].start:
+            return
         while nexts[g] < len(queues[g]) and (not groups[g].concurrency or running[g] < groups[g].concurrency):
             vm = queues[g][nexts[g]]
             s = _Stream(vm, g, nexts[g], now, float(vm.memory), now)
+            if lv08:
+                s.wait_until = now + lat_phase(vm)
             nexts[g] += 1
             running[g] += 1
             active.append(s)
@@ -214,9 +231,12 @@ def run_fluid(groups, links, faults=None, start=0.0):
         return tcp if vm.cap is None else min(vm.cap, tcp)
 
     def solve():
-        rates = max_min_rates(caps, [s.vm.route for s in active], [s.vm.channels for s in active],
-                              [cap_of(s.vm) for s in active])
-        for s, r in zip(active, rates):
+        moving = [s for s in active if s.wait_until <= now]
+        rates = shared_rates(sharing, caps, [s.vm.route for s in moving], [s.vm.channels for s in moving],
+                             [cap_of(s.vm) for s in moving], latencies, nominal) if moving else []
+        for s in active:
+            s.rate = 0.0
+        for s, r in zip(moving, rates):
             s.rate = r
         out.solves += 1
 
@@ -250,11 +270,17 @@ def run_fluid(groups, links, faults=None, start=0.0):
     else:
         for g in range(len(groups)):
             start_group(g)
+    later = sorted({g.start for g in groups if g.start > now})
     if active:
         solve()
-    while active:
-        dt = min([s.left / (s.rate * s.vm.efficiency) for s in active if s.rate > 0] or [math.inf])
+    while active or later:
+        dt = min([s.left / (s.rate * s.vm.efficiency) for s in active
+                  if s.rate > 0 and s.left > 0 and s.wait_until <= now] or [math.inf])
         edge = math.inf if faults is None else faults.next_edge(now)
+        if lv08:  # a latency phase's end is an edge too (kept exact: a step is never below a float's grain)
+            edge = min([edge] + [s.wait_until for s in active if s.wait_until > now])
+        if later:  # a group's start
+            edge = min(edge, later[0])
         at_edge = edge <= now + dt
         if at_edge:
             dt = edge - now
@@ -270,11 +296,18 @@ def run_fluid(groups, links, faults=None, start=0.0):
             if s.left > eps * max(1.0, s.vm.memory):
                 continue
             s.left = 0.0
-            while s.left == 0.0 and s in active:
+            if s.wait_until > now:  # a latency phase still running
+                continue
+            while s.left == 0.0 and s in active and s.wait_until <= now:
+                if s.stop and lv08 and not s.acking and s.converged:
+                    # resumed on the destination; its acknowledgement comes back a latency phase later
+                    s.acking, s.resume, s.wait_until = True, now, now + lat_phase(s.vm)
+                    ended = True
+                    break
                 if s.stop:
                     active.remove(s)
                     running[s.group] -= 1
-                    down_s = now - s.stop_start + s.vm.latency
+                    down_s = (s.resume - s.stop_start) if lv08 else now - s.stop_start + s.vm.latency
                     out.outcomes.append(FluidOutcome(s.group, s.index, s.vm.name, s.start, now, s.converged,
                                                      down_s if s.converged else None, s.rounds, s.sent))
                     ended = True
@@ -289,8 +322,16 @@ def run_fluid(groups, links, faults=None, start=0.0):
                     s.stop, s.converged, s.stop_start, s.left = True, False, now, 0.0
                 else:
                     s.left, s.round_start = nxt, now
+                if lv08 and not (s.stop and not s.converged):
+                    s.wait_until = now + lat_phase(s.vm)   # the next message's latency phase: no rate
+                    ended = True
         if at_edge:
-            apply_faults()
+            if faults is not None:
+                apply_faults()
+            while later and later[0] <= now:
+                later.pop(0)
+                for g in range(len(groups)):
+                    start_group(g)
             ended = True
         if ended and active:
             solve()

@@ -19,7 +19,7 @@ import os
 import time
 from dataclasses import dataclass
 
-from .cluster import batch_groups, draw_host, fault_plan
+from .cluster import batch_groups, batch_latencies, draw_host, fault_plan
 from .fluid import run_fluid
 
 __all__ = ["batch_row", "run_rollout", "RolloutResult", "summarize", "RolloutError"]
@@ -55,11 +55,12 @@ def batch_row(cluster, seed, batch):
         if attempt and plan is not None:
             now = plan.clear_at(now, {i for g in groups for v in g.vms for i in v.route},
                                 {v.name for g in groups for v in g.vms})
+        lats = batch_latencies(cluster, len(todo))
         if plan is None:  # each pass on its own clock (the passes meet no faults)
-            run = run_fluid(groups, caps)
+            run = run_fluid(groups, caps, sharing=cluster.sharing, latencies=lats)
             now += run.end_s
         else:
-            run = run_fluid(groups, caps, plan, now)
+            run = run_fluid(groups, caps, plan, now, cluster.sharing, lats)
             now = max(now, run.end_s)
         passes += 1
         if attempt:

@@ -299,7 +299,7 @@ def _migrate(env, fabric, spec, backend, clock, runs, slot=None, faults=None):
 
 
 def run_batch(specs, links, concurrency=0, backend="auto", faults=(), random_faults=(), retries=0,
-              retry_delay=0.0, postcopy_recover=False, mss=1448):
+              retry_delay=0.0, postcopy_recover=False, mss=1448, sharing="equal"):
     """Run the migrations ``specs`` (MigrationSpec, in start order) over the shared ``links`` (a
     sequence of (name, bandwidth bytes/s) or (name, bandwidth, latency s)), at most ``concurrency``
     at once (0: all at once), and return the BatchRun.
@@ -309,14 +309,16 @@ def run_batch(specs, links, concurrency=0, backend="auto", faults=(), random_fau
     up, its destination back and ``retry_delay`` s), ``postcopy_recover`` whether a post-copy whose
     link drops recovers, ``mss`` the TCP segment payload that loss bounds. Raises ValueError for
     migrations whose clocks differ or a route or fault naming an unknown link (the host config's
-    checks refuse these first)."""
+    checks refuse these first). ``sharing``: how a link is shared between streams, 'equal' (max-min
+    per connection) or 'simgrid' (SimGrid's LV08 rule, sim/interconnect.py `shared_rates`)."""
     specs = list(specs)
     links = [tuple(ln) for ln in links]
     if not specs:
         return BatchRun([], 0.0, 0, links)
     clock = _clock(specs)
     env = simpy.Environment()
-    fabric = Fabric(env, [(ln[0], ln[1]) for ln in links], clock)
+    fabric = Fabric(env, [(ln[0], ln[1]) for ln in links], clock, sharing,
+                    [ln[2] if len(ln) > 2 else 0.0 for ln in links])
     for s in specs:
         for name in s.route:
             if name not in fabric.names:
