@@ -187,6 +187,7 @@ def test_the_monte_carlo_is_the_same_in_process_and_on_a_local_cluster(tmp_path)
     ([{"kind": "reset", "vm": "nobody", "at": "1s", "duration": "1s"}], [], "faults[0].vm: unknown VM 'nobody'"),
     ([{"kind": "loss", "link": "nic", "at": "1s", "duration": "1s"}], [], "faults[0].loss"),
     ([{"kind": "flap", "link": "nic", "at": "1s", "duration": "1s"}], [], "faults[0].kind"),
+    ([{"kind": "pause", "vm": "g", "at": "1s", "duration": "1s"}], [], "faults[0].kind: a pause fault needs"),
     ([], [{"kind": "drop", "link": "wan", "mtbf": "1h", "duration": "1s"}], "random_faults[0].link"),
     ([], [{"kind": "drop", "link": "nic", "mtbf": "0s", "duration": "1s"}], "random_faults[0].mtbf"),
 ])

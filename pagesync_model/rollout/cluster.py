@@ -134,9 +134,15 @@ def cluster_from_dict(data, source="<dict>"):
         draw = {"count": ndraw, "sizes": [int(x) for x in h.draw.sizes], "working_set": h.draw.working_set,
                 "dirty_range": rng, "vm": _fluid_vm(tmpl, tmpl.route)}
     vm_names = [v.name for v in host.vms]
+    if any(f.kind == "pause" for f in host.faults):
+        raise ConfigError("rollout.host", f"{r.host}: a pause fault needs the page-level stop (pagesync-sim "
+                                          "evacuate); the fluid model has none", source)
     faults = list(host.faults)
     for i, f in enumerate(c.faults):
         where = f"faults[{i}]"
+        if f.kind == "pause":
+            raise ConfigError(f"{where}.kind", "a pause fault needs the page-level stop (pagesync-sim evacuate); "
+                                               "the fluid model has none", source)
         if f.kind == "reset":
             if f.vm not in vm_names:
                 raise ConfigError(f"{where}.vm", f"unknown VM '{f.vm}' (the host's VMs: {', '.join(vm_names)})",
