@@ -240,3 +240,20 @@ def test_a_vm_stopped_early_as_steady_keeps_its_share_until_its_projected_end():
     assert all(r == pytest.approx(1e9 / 8 / 2) for _, r in held[:-1]) and len(held) >= 2
     assert max(r for t, r in q.rates if t >= 20.0 - 1e-6) == pytest.approx(1e9 / 8)
     assert max(r for t, r in q.rates if b.total_time_s <= t < 20.0 - 1e-6) == pytest.approx(1e9 / 8 / 2)
+
+
+def test_simgrid_sharing_divides_the_nic_by_route_penalty():
+    # host.sharing: simgrid (SimGrid LV08): two streams, one over the NIC alone (10 us), one over the
+    # NIC and a slow 1 Gbit/s uplink (10 us more): shares of 0.97 x NIC / 1.05 in inverse proportion
+    # to latency + 20537 B / bandwidth summed over each route
+    links = [{"name": "nic", "bandwidth": "2Gbit/s", "latency": "10us"},
+             {"name": "up", "bandwidth": "10Gbit/s", "latency": "10us"}]
+    vms = [vm("a", "256MiB", "32MiB", **{"workload.rate": "1/s", "cpus.count": 1}),
+           dict(vm("b", "256MiB", "32MiB", **{"workload.rate": "1/s", "cpus.count": 1}), route=["nic", "up"])]
+    r = run_host(host_from_dict(dict(host(vms, links=links, sharing="simgrid"), route=["nic"])))
+    nic, up = 2e9 / 8, 10e9 / 8
+    pa, pb = 10e-6 + 20537 / nic, 20e-6 + 20537 / nic + 20537 / up
+    total = 0.97 * nic / 1.05
+    a, b = r.vms
+    assert a.rates[0][1] == pytest.approx(total * (1 / pa) / (1 / pa + 1 / pb), rel=1e-12)
+    assert b.rates[0][1] == pytest.approx(total * (1 / pb) / (1 / pa + 1 / pb), rel=1e-12)

@@ -111,3 +111,69 @@ def test_the_fabric_solver_shares_links_as_simgrid_does():
             checked += 1
     assert checked >= 15
     assert worst < 1e-3
+
+
+def _fluid_case(c, sharing):
+    """The case's migrations through the rollout's fluid model (pagesync_model/rollout/fluid.py), each
+    VM a group of its own starting at its offset, over the case's links with ``sharing``."""
+    from pagesync_model.rollout import FluidGroup, FluidVm, run_fluid
+    names = sorted(c["links"])
+    index = {n: i for i, n in enumerate(names)}
+    table = {}
+    for src, dst, route in c["routes"]:
+        table[(src, dst)] = table[(dst, src)] = route
+    groups = []
+    for v in c["vms"]:
+        route = table[(v["src"], v["dst"])]
+        lat = sum(c["links"][n][1] for n in route)
+        fv = FluidVm(v["name"], v["ram"], 0.0, [index[n] for n in route], 1.0, lat)
+        groups.append(FluidGroup([fv], 0, v["offset"] or 0.0))
+    run = run_fluid(groups, [c["links"][n][0] for n in names], sharing=sharing,
+                    latencies=[c["links"][n][1] for n in names])
+    return {o.name: o for o in run.outcomes}
+
+
+def test_the_fluid_model_with_simgrid_sharing_gives_simgrids_times():
+    # every idle case (one to three migrations; same and different destinations, unequal sizes, a late
+    # start, disjoint routes) through the fluid migration model with sharing 'simgrid' against
+    # SimGrid's own output: total time and downtime within 0.1% (the single runs' tolerance)
+    sys.path.insert(0, str(HERE))
+    try:
+        import run_concurrent
+    finally:
+        sys.path.remove(str(HERE))
+    cases = {c["name"]: c for c in run_concurrent.cases()}
+    worst, checked = 0.0, 0
+    for rec in DATA:
+        c = cases[rec["case"]]
+        if any(v["intensity"] for v in c["vms"]):
+            continue
+        got = _fluid_case(c, "simgrid")
+        for v in rec["vms"]:
+            o = got[v["name"]]
+            assert o.converged
+            total = o.end_s - o.start_s
+            worst = max(worst, abs(total / v["total_time"] - 1), abs(o.downtime_s / v["downtime"] - 1))
+            assert total == pytest.approx(v["total_time"], rel=1e-3), (rec["case"], v["name"])
+            assert o.downtime_s == pytest.approx(v["downtime"], rel=1e-3), (rec["case"], v["name"])
+            assert o.start_s == (v["offset"] or 0.0)
+            checked += 1
+    assert checked >= 20 and worst < 1e-3
+    # equal sharing misses the cases that latency-weighted sharing decides (216.5 s to Bourassa)
+    eq = _fluid_case(cases["tesh_two_diff_dest"], "equal")
+    assert abs(eq["VM1"].end_s / vm("tesh_two_diff_dest", "VM1")["total_time"] - 1) > 0.05
+
+
+def test_simgrid_sharing_by_hand():
+    # two flows on one 100 MB/s link, routes of penalties p = latency + 20537 / bandwidth: shares in
+    # inverse proportion to p of 0.97 x 100 MB/s / 1.05 (crosstraffic); a 10 ms route also bounded by
+    # TCP-gamma 4194304 B / (2 x 10 ms) x 0.97
+    from pagesync_model.sim.interconnect import shared_rates
+    c = 0.97 * 1e8 / 1.05
+    p1, p2 = 20537 / 1e8 + 1e-4, 20537 / 1e8 + 20537 / 1e9 + 2e-4
+    rates = shared_rates("simgrid", [1e8, 1e9], [[0], [0, 1]], latencies=[1e-4, 1e-4])
+    assert rates[0] == pytest.approx(c * (1 / p1) / (1 / p1 + 1 / p2), rel=1e-12)
+    assert rates[1] == pytest.approx(c * (1 / p2) / (1 / p1 + 1 / p2), rel=1e-12)
+    (lone,) = shared_rates("simgrid", [1e9], [[0]], latencies=[1e-2])
+    assert lone == pytest.approx(0.97 * 4194304 / 2e-2, rel=1e-12)
+    assert shared_rates("equal", [1e8], [[0], [0]]) == [5e7, 5e7]

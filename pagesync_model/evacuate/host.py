@@ -122,6 +122,10 @@ HOST_SCHEMA.section(
                                         "(QEMU postcopy-recover); false: the guest is lost."),
     mss=Field(SIZE, "1448B", "TCP segment payload, for the throughput a lossy link leaves (Mathis).", gt=0,
               le=65536),
+    sharing=Field(CHOICE, "equal", "How a link is shared between the streams crossing it: equal (max-min fair per "
+                                   "connection) or simgrid (SimGrid's LV08: shares in inverse proportion to each "
+                                   "route's latency + 20537 B / bandwidth per link, crosstraffic, bandwidth factor "
+                                   "0.97, TCP-gamma bound; docs/evacuate.md).", choices=["equal", "simgrid"]),
     operator=Field(CHOICE, "platform", "platform: a qemu VM whose config runs no operator gets the platform's "
                                        "monitor (operator.kind = the platform); config: each VM keeps its own.",
                    choices=["platform", "config"]),
@@ -150,12 +154,13 @@ _VM = Section("A VM (or several alike) on the host.", dict(
 ))
 HOST_SCHEMA.extend("", vms=SectionList(_VM, "The listed VMs.", item_name="vm"))
 _FAULT = Section("A fault at a stated time (pagesync_model/sim/faults.py).", dict(
-    kind=Field(CHOICE, REQUIRED, "stall, drop, loss (links) or reset (a VM's destination).",
+    kind=Field(CHOICE, REQUIRED, "stall, drop, loss (links), reset (a VM's destination) or pause (a VM's source "
+                                 "cannot stop its vCPUs in time).",
                choices=list(FAULT_KINDS)),
     at=Field(DURATION, REQUIRED, "When it starts, from the drain's start.", ge=0, le=1e7),
     duration=Field(DURATION, REQUIRED, "How long it lasts (reset: until the destination is back).", ge=0, le=1e7),
     link=Field(STR, "", "The link (stall, drop, loss)."),
-    vm=Field(STR, "", "The VM whose destination resets (reset)."),
+    vm=Field(STR, "", "The VM whose destination resets (reset) or whose vCPUs do not stop (pause)."),
     loss=Field(FRACTION, 0.0, "Packet loss probability (loss).", ge=0, lt=1),
 ))
 _RANDOM = Section("Faults at seeded random times on one link.", dict(
@@ -217,6 +222,7 @@ class Host:
     retry_delay: float = 0.0
     postcopy_recover: bool = False
     mss: int = 1448
+    sharing: str = "equal"
 
     def with_(self, concurrency=None, order=None):
         """The same host with another concurrency limit or order (for planning)."""
@@ -376,6 +382,14 @@ def host_from_dict(data: Any, source: str = "<dict>") -> Host:
             if f.vm not in names:
                 raise ConfigError(f"{where}.vm", f"unknown VM '{f.vm}' (a reset names the VM whose destination "
                                                  "resets)", source)
+        elif f.kind == "pause":
+            if f.vm not in names:
+                raise ConfigError(f"{where}.vm", f"unknown VM '{f.vm}' (a pause names the VM whose source cannot "
+                                                 "pause in time)", source)
+            cfg = next(v.cfg for v in vms if v.name == f.vm)
+            if cfg.policy != "qemu" or cfg.qemu.rules != "current":
+                raise ConfigError(f"{where}.vm", f"'{f.vm}' runs {cfg.policy}: a pause fault is modelled for qemu "
+                                                 "(rules current) only", source)
         elif f.link not in by_name:
             raise ConfigError(f"{where}.link", f"unknown link '{f.link}' (the host's links: {', '.join(by_name)})",
                               source)
@@ -392,7 +406,7 @@ def host_from_dict(data: Any, source: str = "<dict>") -> Host:
         randoms.append(RandomFaults(f.kind, f.link, f.mtbf, f.duration, f.loss, f.seed))
     return Host(h.host.name, h.host.platform, effective_concurrency(h.host), h.host.order, h.host.max_downtime,
                 links, vms, h.host.seed, source, faults, randoms, h.host.retries, h.host.retry_delay,
-                h.host.postcopy_recover, int(h.host.mss))
+                h.host.postcopy_recover, int(h.host.mss), h.host.sharing)
 
 
 def load_host(path) -> Host:

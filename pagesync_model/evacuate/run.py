@@ -89,7 +89,7 @@ def run_host(host, seed=None, backend="auto", fault_seed=None):
         randoms = [dataclasses.replace(rf, seed=int(fault_seed) + i) for i, rf in enumerate(randoms)]
     batch = run_batch(specs, host.links, host.concurrency, backend, faults=host.faults, random_faults=randoms,
                       retries=host.retries, retry_delay=host.retry_delay, postcopy_recover=host.postcopy_recover,
-                      mss=host.mss)
+                      mss=host.mss, sharing=host.sharing)
     wall = time.perf_counter() - wall0
     out = []
     for run, vm in zip(batch.runs, vms):

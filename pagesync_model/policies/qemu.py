@@ -721,6 +721,9 @@ def complete(e, mig, rec, found, setup_s, exact):
     mig.precopy_bytes = e.bytes_sent
     rec = e.open_pass("blackout")
     clock = StopClock(e, mig.paused_at)
+    late = e.pause_hold() if mig.paused_at is None and e.pause_hold is not None else 0.0
+    if late > 0:  # a vCPU that does not exit in time (sim/faults.py): the guest runs until it does
+        yield from clock.wait("vm_stop_hold", late)
     e.pause()
     mig.last_stage = True
     e.throttle(0.0)
@@ -755,6 +758,9 @@ def postcopy(e, mig, rec, found, setup_s, why, exact=0):
     mig.precopy_bytes = e.bytes_sent
     rec = e.open_pass("blackout")
     clock = StopClock(e)
+    late = e.pause_hold() if e.pause_hold is not None else 0.0
+    if late > 0:  # a vCPU that does not exit in time (sim/faults.py): the guest runs until it does
+        yield from clock.wait("vm_stop_hold", late)
     e.pause()
     e.throttle(0.0)
     mig.last_stage = True

@@ -32,9 +32,15 @@ def format_rollout(r):
              f"{'-' * 22}  {'-' * 12}  {'-' * 12}  {'-' * 12}"]
     labels = {"duration_s": "rollout duration", "failed": "failed migrations", "retried": "retried migrations",
               "max_downtime_s": "worst downtime"}
+    if "fault_failed" in r.distribution:
+        labels["fault_failed"] = "failed by a fault"
     for f, label in labels.items():
         d = r.distribution[f]
         lines.append(f"{label:<22}  {_fmt(f, d['median']):>12}  {_fmt(f, d['p90']):>12}  {_fmt(f, d['max']):>12}")
+    ff = r.distribution.get("fault_failure")
+    if ff and ff["p_run"] is not None:
+        lines += ["", f"faults ({len(c.faults)} stated, {len(c.random_faults)} from rates): a migration failed by a "
+                      f"fault in {ff['p_run']:.1%} of the runs; {ff['p_attempt']:.2%} of the migration attempts"]
     return "\n".join(lines) + "\n"
 
 

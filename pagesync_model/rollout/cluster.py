@@ -8,24 +8,33 @@ per VM its memory, dirty rate, route, link efficiency and latency, downtime limi
 downtime_limit`` for a qemu VM, else ``analytic.downtime_limit``), ``analytic.max_rounds``, cap and
 channels; a drawn VM's size and dirty rate are drawn again for every host and seed
 (``draw_host``). Problems are ConfigErrors naming the cluster file or the host file and where.
+
+Faults: the ``faults`` and ``random_faults`` of CLUSTER.yaml (the same entries as HOST.yaml's, which
+are taken too), each batch's drawn by `fault_plan`: times count from the batch's start; a fault on a
+shared link is one for the batch, on a host's own link one for each host of the batch (a random one
+drawn for each host), a reset one for the VM of that name on each host; random faults are drawn
+with a generator seeded by (the fault's seed, the run's seed, the batch, the host).
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
 import os
 import random
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from pagesync_model.config import ConfigError, parse_yaml, read_config_text
 from pagesync_model.dirtyrate import parse_dirty_rate
-from pagesync_model.schema import DURATION, INT, REQUIRED, STR, Field, Schema
+from pagesync_model.schema import DURATION, INT, REQUIRED, STR, Field, Schema, SectionList
 
-from ..evacuate.host import HOST_SCHEMA, NAMES, host_from_dict, order_vms
-from .fluid import FluidGroup, FluidVm
+from ..evacuate.host import _FAULT, _RANDOM, HOST_SCHEMA, NAMES, host_from_dict, order_vms
+from ..sim.faults import Fault, RandomFaults
+from .fluid import FaultPlan, FluidGroup, FluidVm, Outage
 
-__all__ = ["CLUSTER_SCHEMA", "Cluster", "load_cluster", "cluster_from_dict", "draw_host", "batch_groups"]
+__all__ = ["CLUSTER_SCHEMA", "Cluster", "load_cluster", "cluster_from_dict", "draw_host", "batch_groups",
+           "fault_plan"]
 
 MAX_HOSTS = 100_000
 
@@ -46,6 +55,12 @@ CLUSTER_SCHEMA.section(
 )
 CLUSTER_SCHEMA.extend("", shared=Field(NAMES, [], "The host's links that the hosts of a batch share (e.g. "
                                                   "[fabric]); the others are each host's own."))
+CLUSTER_SCHEMA.extend("", faults=SectionList(_FAULT, "Faults at stated times from each batch's start (with the "
+                                                     "host file's): on a shared link once per batch, on a "
+                                                     "host's own link or VM on each host.", item_name="fault"))
+CLUSTER_SCHEMA.extend("", random_faults=SectionList(_RANDOM, "Faults from rates (MTBF per link), drawn for each "
+                                                             "(seed, batch, host) (with the host file's).",
+                                                    item_name="fault rate"))
 
 
 @dataclass
@@ -68,6 +83,11 @@ class Cluster:
     concurrency: int
     order: str
     source: str = "<dict>"
+    faults: list = field(default_factory=list)          # sim/faults.py Fault
+    random_faults: list = field(default_factory=list)   # sim/faults.py RandomFaults
+    mss: int = 1448
+    sharing: str = "equal"                              # host.sharing
+    latencies: list = field(default_factory=list)       # each link's latency (s), as ``links``
 
     @property
     def batches(self):
@@ -113,9 +133,38 @@ def cluster_from_dict(data, source="<dict>"):
             rng = [float(parse_dirty_rate(x, 4096)) for x in h.draw.dirty_rate]
         draw = {"count": ndraw, "sizes": [int(x) for x in h.draw.sizes], "working_set": h.draw.working_set,
                 "dirty_range": rng, "vm": _fluid_vm(tmpl, tmpl.route)}
+    vm_names = [v.name for v in host.vms]
+    if any(f.kind == "pause" for f in host.faults):
+        raise ConfigError("rollout.host", f"{r.host}: a pause fault needs the page-level stop (pagesync-sim "
+                                          "evacuate); the fluid model has none", source)
+    faults = list(host.faults)
+    for i, f in enumerate(c.faults):
+        where = f"faults[{i}]"
+        if f.kind == "pause":
+            raise ConfigError(f"{where}.kind", "a pause fault needs the page-level stop (pagesync-sim evacuate); "
+                                               "the fluid model has none", source)
+        if f.kind == "reset":
+            if f.vm not in vm_names:
+                raise ConfigError(f"{where}.vm", f"unknown VM '{f.vm}' (the host's VMs: {', '.join(vm_names)})",
+                                  source)
+        elif f.link not in names:
+            raise ConfigError(f"{where}.link", f"unknown link '{f.link}' (the host's links: {', '.join(names)})",
+                              source)
+        if f.kind == "loss" and not f.loss > 0:
+            raise ConfigError(f"{where}.loss", "a loss fault needs a loss probability > 0", source)
+        faults.append(Fault(f.kind, float(f.at), float(f.duration), link=f.link or None, vm=f.vm or None,
+                            loss=float(f.loss)))
+    randoms = list(host.random_faults)
+    for i, f in enumerate(c.random_faults):
+        if f.link not in names:
+            raise ConfigError(f"random_faults[{i}].link", f"unknown link '{f.link}' (the host's links: "
+                                                          f"{', '.join(names)})", source)
+        if f.kind == "loss" and not f.loss > 0:
+            raise ConfigError(f"random_faults[{i}].loss", "a loss fault needs a loss probability > 0", source)
+        randoms.append(RandomFaults(f.kind, f.link, float(f.mtbf), float(f.duration), float(f.loss), f.seed))
     return Cluster(r.name, r.hosts, min(r.batch, r.hosts), float(r.maintenance), r.retries, r.seeds, r.seed,
                    [(n, bw) for n, bw, _ in host.links], list(c.shared), listed, draw, host.concurrency, host.order,
-                   source)
+                   source, faults, randoms, int(host.mss), host.sharing, [lat for _, _, lat in host.links])
 
 
 def load_cluster(path):
@@ -152,20 +201,39 @@ def draw_host(cluster, seed, host):
     return [o.vm for o in order_vms(vms, cluster.order)]
 
 
-def batch_groups(cluster, hosts_vms, first_host):
-    """The FluidGroups of the hosts of a batch (``hosts_vms[i]``: host ``first_host + i``'s VMs) and
-    the batch's link capacities: each shared link once, every other link once per host."""
+def _link_index(cluster, count):
+    """{(None, name): index} for the shared links and {(host i, name): index} for each host's own, in
+    the batch's order of link instances (the shared links once, then each host's others), and their
+    capacities."""
     caps, index = [], {}
     for name, bw in cluster.links:
         if name in cluster.shared:
             index[(None, name)] = len(caps)
             caps.append(bw)
-    groups = []
-    for i, vms in enumerate(hosts_vms):
+    for i in range(count):
         for name, bw in cluster.links:
             if name not in cluster.shared:
                 index[(i, name)] = len(caps)
                 caps.append(bw)
+    return index, caps
+
+
+def batch_latencies(cluster, count):
+    """The latency (s) of each link instance of a batch of ``count`` hosts, as `batch_groups` orders them."""
+    index, caps = _link_index(cluster, count)
+    lat = dict(zip([n for n, _ in cluster.links], cluster.latencies or [0.0] * len(cluster.links)))
+    out = [0.0] * len(caps)
+    for (_h, name), i in index.items():
+        out[i] = lat[name]
+    return out
+
+
+def batch_groups(cluster, hosts_vms, first_host):
+    """The FluidGroups of the hosts of a batch (``hosts_vms[i]``: host ``first_host + i``'s VMs) and
+    the batch's link capacities: each shared link once, every other link once per host."""
+    index, caps = _link_index(cluster, len(hosts_vms))
+    groups = []
+    for i, vms in enumerate(hosts_vms):
         routed = []
         for v in vms:
             route = [index[(None, n)] if n in cluster.shared else index[(i, n)] for n in v.route]
@@ -173,3 +241,33 @@ def batch_groups(cluster, hosts_vms, first_host):
                                   v.downtime_limit, v.max_rounds, v.cap, v.channels))
         groups.append(FluidGroup(routed, cluster.concurrency))
     return groups, caps
+
+
+def _seed(*parts):
+    return int(hashlib.sha256(":".join(str(p) for p in parts).encode()).hexdigest()[:15], 16)
+
+
+def fault_plan(cluster, seed, batch, count):
+    """The FaultPlan of batch ``batch`` of run ``seed`` with ``count`` hosts (None without faults),
+    on the link instances of `batch_groups`."""
+    if not cluster.faults and not cluster.random_faults:
+        return None
+    first = batch * cluster.batch
+    index, _ = _link_index(cluster, count)
+
+    def instances(name):
+        if name in cluster.shared:
+            return [(None, index[(None, name)])]
+        return [(first + i, index[(i, name)]) for i in range(count)]
+
+    fixed, randoms = [], []
+    for f in cluster.faults:
+        if f.kind == "reset":
+            fixed += [Outage("reset", f.at, f.at + f.duration, None, f"h{first + i}/{f.vm}") for i in range(count)]
+        else:
+            fixed += [Outage(f.kind, f.at, f.at + f.duration, idx, None, f.loss) for _h, idx in instances(f.link)]
+    for k, rf in enumerate(cluster.random_faults):
+        for h, idx in instances(rf.link):
+            randoms.append((dataclasses.replace(rf, seed=_seed("rollout-fault", rf.seed, k, seed, batch,
+                                                               "shared" if h is None else h)), idx))
+    return FaultPlan(fixed, randoms, cluster.mss)

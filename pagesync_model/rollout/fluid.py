@@ -12,15 +12,27 @@ stop-and-copy is sent at the stream's share too; the downtime is its duration pl
 latency. No pages, no per-copy costs, no operator layer: for idle guests it gives the page-level
 drain times within the per-copy overheads (tests/test_rollout.py checks 1%).
 
-`run_fluid(groups, links)` is the entry point; a group is one host's migrations, started in order,
-at most its ``concurrency`` at once (0: all).
+`run_fluid(groups, links, faults, start)` is the entry point; a group is one host's migrations,
+started in order, at most its ``concurrency`` at once (0: all).
+
+Faults (a `FaultPlan`: the batch's outages on its link instances, pagesync_model/sim/faults.py for
+what each kind is): a ``stall`` or ``drop`` makes its link's capacity 0 while it lasts (a stalled
+stream gets no rate and its guest goes on dirtying, so its round grows); a ``drop`` also ends every
+migration crossing the link when it starts, and a ``reset`` the migration of the VM it names: a
+pre-copy migration (the only kind the fluid model has, the stop-and-copy included) fails and its
+source keeps running (outcome ``fault`` set); one that would start while its route is down or its
+destination reset fails at once (the connection is refused). ``loss`` caps each connection crossing
+the link at `mathis_rate` of the route's combined loss and twice its latency (times the
+migration's channels, at most its own cap).
 """
+import math
 from dataclasses import dataclass, field
 from typing import Optional
 
-from ..sim.interconnect import max_min_rates
+from ..sim.faults import mathis_rate, scheduled
+from ..sim.interconnect import Lv08, shared_rates
 
-__all__ = ["FluidVm", "FluidGroup", "FluidOutcome", "run_fluid"]
+__all__ = ["FluidVm", "FluidGroup", "FluidOutcome", "Outage", "FaultPlan", "run_fluid"]
 
 
 @dataclass
@@ -42,9 +54,11 @@ class FluidVm:
 
 @dataclass
 class FluidGroup:
-    """One host's migrations in start order, at most ``concurrency`` at once (0: no limit)."""
+    """One host's migrations in start order, at most ``concurrency`` at once (0: no limit), the first
+    not before ``start`` s."""
     vms: list
     concurrency: int = 0
+    start: float = 0.0
 
 
 @dataclass
@@ -60,6 +74,76 @@ class FluidOutcome:
     downtime_s: Optional[float]
     rounds: int
     bytes: float
+    fault: Optional[str] = None    # 'drop' or 'reset' when a fault ended it
+
+
+@dataclass(frozen=True)
+class Outage:
+    """One fault of a batch: ``kind`` (stall, drop, loss, reset) from ``start`` to ``end`` s on link
+    instance ``link`` (stall, drop, loss) or the destination of migration ``target`` (reset, the
+    FluidVm's name); ``loss`` for kind loss."""
+    kind: str
+    start: float
+    end: float
+    link: Optional[int] = None
+    target: Optional[str] = None
+    loss: float = 0.0
+
+
+class FaultPlan:
+    """A batch's faults: ``fixed`` Outages and ``randoms`` [(sim.faults.RandomFaults, link index)],
+    whose outages are drawn (`scheduled`) as far as the run goes (the draw up to a later horizon
+    begins with the draw up to an earlier one, so it does not matter how far); ``mss`` the TCP
+    segment payload for loss."""
+
+    def __init__(self, fixed=(), randoms=(), mss=1448, horizon=600.0):
+        self.fixed = list(fixed)
+        self.randoms = list(randoms)
+        self.mss = float(mss)
+        self.horizon = 0.0
+        self.outages = []
+        self._draw(horizon if self.randoms else math.inf)
+
+    def _draw(self, horizon):
+        drawn = [Outage(f.kind, f.at, f.at + f.duration, idx, None, f.loss)
+                 for rf, idx in self.randoms for f in scheduled(rf, horizon)]
+        self.outages = sorted(self.fixed + drawn, key=lambda o: (o.start, o.end, o.kind, o.link or -1,
+                                                                 o.target or ""))
+        self.horizon = horizon
+
+    def cover(self, t):
+        """Draw the random outages at least up to ``t``."""
+        while t >= self.horizon:
+            self._draw(self.horizon * 2)
+
+    def in_force(self, t):
+        """The outages in force at ``t`` (start <= t < end)."""
+        self.cover(t)
+        return [o for o in self.outages if o.start <= t < o.end]
+
+    def next_edge(self, t):
+        """The first instant after ``t`` at which an outage starts or ends (or the draw's horizon)."""
+        self.cover(t)
+        nxt = self.horizon
+        for o in self.outages:
+            if o.start > t:
+                nxt = min(nxt, o.start)
+                break  # sorted by start: later ones start later still
+        for o in self.outages:
+            if o.start <= t < o.end:
+                nxt = min(nxt, o.end)
+        return nxt
+
+    def clear_at(self, t, links, targets):
+        """The first instant from ``t`` at which no drop is in force on ``links`` and no reset on
+        ``targets`` (when a failed migration can be started again)."""
+        links, targets = set(links), set(targets)
+        while True:
+            block = [o.end for o in self.in_force(t) if (o.kind == "drop" and o.link in links)
+                     or (o.kind == "reset" and o.target in targets)]
+            if not block:
+                return t
+            t = max(block)
 
 
 @dataclass
@@ -76,6 +160,9 @@ class _Stream:
     stop_start: float = 0.0
     sent: float = 0.0
     rate: float = 0.0           # wire bytes/s
+    wait_until: float = -math.inf   # sharing 'simgrid': in a message's latency phase until then
+    acking: bool = False        # sharing 'simgrid': resumed, the acknowledgement on its way
+    resume: float = 0.0
 
 
 @dataclass
@@ -85,39 +172,121 @@ class FluidRun:
     solves: int = 0
 
 
-def run_fluid(groups, links):
+def run_fluid(groups, links, faults=None, start=0.0, sharing="equal", latencies=None):
     """Run the groups' migrations over ``links`` (wire bytes/s of each link; routes index them) from
-    time 0 until every one ended. Returns a FluidRun (outcomes in end order, ``end_s`` the last end)."""
-    caps = [float(c) for c in links]
+    time ``start`` until every one ended, through the outages of ``faults`` (a FaultPlan or None).
+    ``sharing``: 'equal' (`max_min_rates`) or 'simgrid' (SimGrid's LV08, `shared_rates`, over the
+    links' ``latencies``), in which each message (round 0, every live round, the stop-and-copy) also
+    starts with SimGrid's latency phase, latency_factor x the route's latency at no rate, the
+    downtime is the stop-and-copy's message (latency phase included) and the migration ends one
+    more latency phase later (the destination's acknowledgement), as SimGrid's migration plugin
+    sends them (VmLiveMigration.cpp). Returns a FluidRun (outcomes in end order, ``end_s`` the last
+    end)."""
+    lv08 = sharing == "simgrid"
+    lat_phase = (lambda vm: Lv08.latency_factor * vm.latency) if lv08 else (lambda vm: 0.0)
+    nominal = [float(c) for c in links]
+    caps = list(nominal)
     queues = [list(g.vms) for g in groups]
     nexts = [0] * len(groups)
     running = [0] * len(groups)
     active = []
     out = FluidRun()
-    now = 0.0
+    now = float(start)
     eps = 1e-9
+    down, losses, resets = set(), {}, set()   # link instances down, loss per link, targets reset
 
-    def start(g):
+    def broken(vm):
+        return any(i in down_hard for i in vm.route) or vm.name in resets
+
+    def fail(s, why):
+        active.remove(s)
+        running[s.group] -= 1
+        out.outcomes.append(FluidOutcome(s.group, s.index, s.vm.name, s.start, now, False, None, s.rounds, s.sent,
+                                         why))
+
+    def start_group(g):
+        if now < groups[g].start:
+            return
         while nexts[g] < len(queues[g]) and (not groups[g].concurrency or running[g] < groups[g].concurrency):
             vm = queues[g][nexts[g]]
-            active.append(_Stream(vm, g, nexts[g], now, float(vm.memory), now))
+            s = _Stream(vm, g, nexts[g], now, float(vm.memory), now)
+            if lv08:
+                s.wait_until = now + lat_phase(vm)
             nexts[g] += 1
             running[g] += 1
+            active.append(s)
+            if faults is not None and broken(vm):  # the connection is refused: it fails at once
+                fail(s, "drop" if vm.name not in resets else "reset")
+
+    def cap_of(vm):
+        if not losses:
+            return vm.cap
+        keep = 1.0
+        for i in vm.route:
+            keep *= losses.get(i, 1.0)
+        tcp = mathis_rate(1.0 - keep, 2 * vm.latency, faults.mss)
+        if tcp is None:
+            return vm.cap
+        tcp *= vm.channels
+        return tcp if vm.cap is None else min(vm.cap, tcp)
 
     def solve():
-        rates = max_min_rates(caps, [s.vm.route for s in active], [s.vm.channels for s in active],
-                              [s.vm.cap for s in active])
-        for s, r in zip(active, rates):
+        moving = [s for s in active if s.wait_until <= now]
+        rates = shared_rates(sharing, caps, [s.vm.route for s in moving], [s.vm.channels for s in moving],
+                             [cap_of(s.vm) for s in moving], latencies, nominal) if moving else []
+        for s in active:
+            s.rate = 0.0
+        for s, r in zip(moving, rates):
             s.rate = r
         out.solves += 1
 
-    for g in range(len(groups)):
-        start(g)
+    down_hard = set()   # links dropped (their connections break), a subset of ``down``
+
+    def apply_faults():
+        """Bring the fault state to ``now``; fail the migrations a drop or reset starting now ends."""
+        nonlocal down, down_hard, losses, resets
+        force = faults.in_force(now)
+        new_down = {o.link for o in force if o.kind in ("stall", "drop")}
+        new_hard = {o.link for o in force if o.kind == "drop"}
+        new_resets = {o.target for o in force if o.kind == "reset"}
+        new_losses = {}
+        for o in force:
+            if o.kind == "loss":
+                new_losses[o.link] = new_losses.get(o.link, 1.0) * (1.0 - o.loss)
+        hit_links, hit_targets = new_hard - down_hard, new_resets - resets
+        down, down_hard, losses, resets = new_down, new_hard, new_losses, new_resets
+        for i, c in enumerate(nominal):
+            caps[i] = 0.0 if i in down else c
+        for s in list(active):
+            if s.vm.name in hit_targets:
+                fail(s, "reset")
+            elif any(i in hit_links for i in s.vm.route):
+                fail(s, "drop")
+        for g in range(len(groups)):
+            start_group(g)
+
+    if faults is not None:
+        apply_faults()
+    else:
+        for g in range(len(groups)):
+            start_group(g)
+    later = sorted({g.start for g in groups if g.start > now})
     if active:
         solve()
-    while active:
-        dt = min(s.left / (s.rate * s.vm.efficiency) for s in active)
-        now += dt
+    while active or later:
+        dt = min([s.left / (s.rate * s.vm.efficiency) for s in active
+                  if s.rate > 0 and s.left > 0 and s.wait_until <= now] or [math.inf])
+        edge = math.inf if faults is None else faults.next_edge(now)
+        if lv08:  # a latency phase's end is an edge too (kept exact: a step is never below a float's grain)
+            edge = min([edge] + [s.wait_until for s in active if s.wait_until > now])
+        if later:  # a group's start
+            edge = min(edge, later[0])
+        at_edge = edge <= now + dt
+        if at_edge:
+            dt = edge - now
+        if dt == math.inf:
+            raise RuntimeError("fluid model: no stream can move and no fault will end")
+        now = edge if at_edge else now + dt
         ended = False
         for s in list(active):
             payload = s.rate * s.vm.efficiency
@@ -127,15 +296,22 @@ def run_fluid(groups, links):
             if s.left > eps * max(1.0, s.vm.memory):
                 continue
             s.left = 0.0
-            while s.left == 0.0 and s in active:
+            if s.wait_until > now:  # a latency phase still running
+                continue
+            while s.left == 0.0 and s in active and s.wait_until <= now:
+                if s.stop and lv08 and not s.acking and s.converged:
+                    # resumed on the destination; its acknowledgement comes back a latency phase later
+                    s.acking, s.resume, s.wait_until = True, now, now + lat_phase(s.vm)
+                    ended = True
+                    break
                 if s.stop:
                     active.remove(s)
                     running[s.group] -= 1
-                    down = now - s.stop_start + s.vm.latency
+                    down_s = (s.resume - s.stop_start) if lv08 else now - s.stop_start + s.vm.latency
                     out.outcomes.append(FluidOutcome(s.group, s.index, s.vm.name, s.start, now, s.converged,
-                                                     down if s.converged else None, s.rounds, s.sent))
+                                                     down_s if s.converged else None, s.rounds, s.sent))
                     ended = True
-                    start(s.group)
+                    start_group(s.group)
                     break
                 s.rounds += 1
                 nxt = min(float(s.vm.memory), s.vm.dirty * (now - s.round_start))
@@ -146,6 +322,17 @@ def run_fluid(groups, links):
                     s.stop, s.converged, s.stop_start, s.left = True, False, now, 0.0
                 else:
                     s.left, s.round_start = nxt, now
+                if lv08 and not (s.stop and not s.converged):
+                    s.wait_until = now + lat_phase(s.vm)   # the next message's latency phase: no rate
+                    ended = True
+        if at_edge:
+            if faults is not None:
+                apply_faults()
+            while later and later[0] <= now:
+                later.pop(0)
+                for g in range(len(groups)):
+                    start_group(g)
+            ended = True
         if ended and active:
             solve()
     out.end_s = now

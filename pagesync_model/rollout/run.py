@@ -19,7 +19,7 @@ import os
 import time
 from dataclasses import dataclass
 
-from .cluster import batch_groups, draw_host
+from .cluster import batch_groups, batch_latencies, draw_host, fault_plan
 from .fluid import run_fluid
 
 __all__ = ["batch_row", "run_rollout", "RolloutResult", "summarize", "RolloutError"]
@@ -34,13 +34,16 @@ class RolloutError(ValueError):
 def batch_row(cluster, seed, batch):
     """Drain batch ``batch`` of run ``seed`` and return its row: run_id, seed, batch, hosts, vms,
     drain_s (all passes), duration_s (drain + maintenance), migrated, failed, retried,
-    max_downtime_s (None if no VM cut over), passes, wall_s."""
+    fault_failed (attempts a fault ended), max_downtime_s (None if no VM cut over), passes, wall_s.
+    With faults (cluster.fault_plan) the passes run on the batch's one time line: a retry pass
+    starts when the previous one has ended and the routes of the VMs it retries are up."""
     t0 = time.perf_counter()
     first = batch * cluster.batch
     count = min(cluster.batch, cluster.hosts - first)
     hosts = [draw_host(cluster, seed, first + i) for i in range(count)]
-    drain = 0.0
-    migrated = retried = 0
+    plan = fault_plan(cluster, seed, batch, count)
+    now = 0.0
+    migrated = retried = fault_failed = 0
     downs = []
     todo = hosts
     passes = 0
@@ -49,9 +52,17 @@ def batch_row(cluster, seed, batch):
         if not any(todo):
             break
         groups, caps = batch_groups(cluster, todo, first)
-        run = run_fluid(groups, caps)
+        if attempt and plan is not None:
+            now = plan.clear_at(now, {i for g in groups for v in g.vms for i in v.route},
+                                {v.name for g in groups for v in g.vms})
+        lats = batch_latencies(cluster, len(todo))
+        if plan is None:  # each pass on its own clock (the passes meet no faults)
+            run = run_fluid(groups, caps, sharing=cluster.sharing, latencies=lats)
+            now += run.end_s
+        else:
+            run = run_fluid(groups, caps, plan, now, cluster.sharing, lats)
+            now = max(now, run.end_s)
         passes += 1
-        drain += run.end_s
         if attempt:
             retried += sum(len(vms) for vms in todo)
         again = [[] for _ in todo]
@@ -60,12 +71,13 @@ def batch_row(cluster, seed, batch):
                 migrated += 1
                 downs.append(o.downtime_s)
             else:
+                fault_failed += o.fault is not None
                 again[o.group].append(todo[o.group][o.index])
         failed = sum(len(vms) for vms in again)
         todo = again
     return {"run_id": f"s{seed}-b{batch}", "seed": seed, "batch": batch, "hosts": count,
-            "vms": sum(len(h) for h in hosts), "drain_s": drain, "duration_s": drain + cluster.maintenance,
-            "migrated": migrated, "failed": failed, "retried": retried,
+            "vms": sum(len(h) for h in hosts), "drain_s": now, "duration_s": now + cluster.maintenance,
+            "migrated": migrated, "failed": failed, "retried": retried, "fault_failed": fault_failed,
             "max_downtime_s": max(downs) if downs else None, "passes": passes,
             "wall_s": time.perf_counter() - t0}
 
@@ -80,8 +92,11 @@ def _quantiles(values):
 
 
 def summarize(cluster, rows):
-    """Per seed: its figures over its batches ({seed, duration_s, failed, retried, max_downtime_s,
-    migrated}), and the distribution of each over the seeds with all their batches done."""
+    """Per seed: its figures over its batches ({seed, duration_s, vms, migrated, failed, retried,
+    fault_failed, max_downtime_s}), and the distribution of each over the seeds with all their
+    batches done; with faults, ``distribution['fault_failure']``: ``p_run`` the share of runs in
+    which a fault made at least one migration fail, ``p_attempt`` the share of migration attempts
+    (VMs + retries) a fault ended, over all the runs."""
     by_seed = {}
     for r in rows:
         by_seed.setdefault(r["seed"], []).append(r)
@@ -91,10 +106,19 @@ def summarize(cluster, rows):
         if len({r["batch"] for r in rs}) != cluster.batches:
             continue
         downs = [r["max_downtime_s"] for r in rs if r["max_downtime_s"] is not None]
-        runs.append({"seed": seed, "duration_s": sum(r["duration_s"] for r in rs),
+        runs.append({"seed": seed, "duration_s": sum(r["duration_s"] for r in rs), "vms": sum(r["vms"] for r in rs),
                      "migrated": sum(r["migrated"] for r in rs), "failed": sum(r["failed"] for r in rs),
-                     "retried": sum(r["retried"] for r in rs), "max_downtime_s": max(downs) if downs else None})
-    return runs, {f: _quantiles([r[f] for r in runs]) for f in FIELDS}
+                     "retried": sum(r["retried"] for r in rs),
+                     "fault_failed": sum(r.get("fault_failed", 0) for r in rs),
+                     "max_downtime_s": max(downs) if downs else None})
+    dist = {f: _quantiles([r[f] for r in runs]) for f in FIELDS}
+    if cluster.faults or cluster.random_faults:
+        dist["fault_failed"] = _quantiles([r["fault_failed"] for r in runs])
+        attempts = sum(r["vms"] + r["retried"] for r in runs)
+        dist["fault_failure"] = {
+            "p_run": sum(r["fault_failed"] > 0 for r in runs) / len(runs) if runs else None,
+            "p_attempt": sum(r["fault_failed"] for r in runs) / attempts if attempts else None}
+    return runs, dist
 
 
 @dataclass

@@ -16,6 +16,14 @@ destinations (mirror partners) that reset, from a schedule or from seeded rates.
 - ``reset``: the destination of the named VM's migration (the mirror partner) resets at ``at`` and is
   back ``duration`` later: pre-copy fails (and may be retried), post-copy loses the guest (it ran on
   the destination), the stratus resync starts over.
+- ``pause``: the named VM's source cannot pause in time: from ``at`` for ``duration`` one of its
+  vCPUs does not exit, so a stop of its vCPUs that begins then completes only when the fault ends.
+  QEMU (``qemu``, rules current) waits without bound: ``pause_all_vcpus`` loops on
+  ``qemu_cond_wait`` until every vCPU has stopped (system/cpus.c in QEMU's tree) and
+  ``migration_stop_vm`` takes ``downtime_start`` before ``vm_stop_force_state`` (migration/
+  migration.c), so the downtime grows by the wait and the migration does not fail; the guest's CPUs
+  go on writing until the stop completes (the model stops a VM's CPUs together) and the last sync
+  comes after it, so no write is lost (`hold`).
 
 A completed migration still has the lost-write oracle of its last attempt (a new attempt starts from a
 fresh destination); a lost post-copy guest is reported with verdict 'lost', never as complete.
@@ -25,16 +33,17 @@ import random
 from dataclasses import dataclass
 from typing import Optional
 
-__all__ = ["Fault", "RandomFaults", "KINDS", "mathis_rate", "scheduled"]
+__all__ = ["Fault", "RandomFaults", "KINDS", "mathis_rate", "scheduled", "hold"]
 
-KINDS = ("stall", "drop", "loss", "reset")
+KINDS = ("stall", "drop", "loss", "reset", "pause")
 MATHIS_C = math.sqrt(1.5)
 
 
 @dataclass(frozen=True)
 class Fault:
     """One fault: ``kind`` (KINDS), at ``at`` s from the batch's start, lasting ``duration`` s, on the
-    link ``link`` (stall, drop, loss) or the destination of VM ``vm`` (reset); ``loss`` for kind loss."""
+    link ``link`` (stall, drop, loss), the destination of VM ``vm`` (reset) or VM ``vm``'s source
+    (pause); ``loss`` for kind loss."""
     kind: str
     at: float
     duration: float
@@ -74,3 +83,11 @@ def mathis_rate(loss, rtt, mss):
     if loss <= 0 or rtt <= 0:
         return None
     return mss / rtt * MATHIS_C / math.sqrt(loss)
+
+
+def hold(windows, now):
+    """How long a stop of a VM's vCPUs that begins at ``now`` waits for them beyond its usual time,
+    under its ``pause`` faults ``windows`` [(start, end)] (any unit): until the last one in force ends
+    (0 when none is)."""
+    ends = [end for start, end in windows if start <= now < end]
+    return max(ends) - now if ends else 0

@@ -273,6 +273,62 @@ def max_min_rates(capacities, routes, weights=None, caps=None):
     return rates
 
 
+SHARINGS = ("equal", "simgrid")
+
+
+class Lv08:
+    """SimGrid's LV08 network model, as read in SimGrid's source (simgrid/simgrid,
+    src/kernel/resource/models/network_cm02.cpp and src/kernel/resource/NetworkModel.cpp):
+    ``latency_factor`` 13.01 and ``bandwidth_factor`` 0.97 (the LV08 model's defaults of
+    network/latency-factor and network/bandwidth-factor), ``weight_s`` 20537 (network/weight-S),
+    ``crosstraffic`` 0.05 (each flow also loads the links of its back route with 0.05 of its rate,
+    network/crosstraffic on by default), ``tcp_gamma`` 4194304 bytes (network/TCP-gamma's default)."""
+    latency_factor = 13.01
+    bandwidth_factor = 0.97
+    weight_s = 20537.0
+    crosstraffic = 0.05
+    tcp_gamma = 4194304.0
+
+
+def shared_rates(sharing, capacities, routes, weights=None, caps=None, latencies=None, nominal=None):
+    """The rates (bytes/s) flows get on shared links under ``sharing``:
+
+    - ``equal``: `max_min_rates` (each connection an equal share);
+    - ``simgrid``: SimGrid's LV08 (`Lv08`): a weighted max-min in which a flow's share is in inverse
+      proportion to its sharing penalty, its route's latency plus weight_S / bandwidth for every link
+      of the route (NetworkCm02Model::communicate; the lmm solver, src/kernel/lmm/maxmin.cpp, gives a
+      variable min_usage / penalty); each flow consumes 1 + crosstraffic of its rate on its links (a
+      symmetrical route's back route is the same links; comm_action_expand_constraints); the solver's
+      rate is bounded by TCP-gamma / (2 x the route's latency) (comm_action_set_variable) and the
+      flow's own cap; the rate the flow gets is the solver's times bandwidth_factor (set_rate_factor
+      in comm_action_set_bounds). ``weights`` (channels) multiply a flow's share as in `equal`.
+
+    ``latencies[l]`` is link l's latency (s), ``nominal[l]`` its bandwidth for the penalty (default
+    ``capacities``; a stalled link keeps its penalty)."""
+    if sharing == "equal":
+        return max_min_rates(capacities, routes, weights, caps)
+    if sharing != "simgrid":
+        raise ValueError(f"unknown sharing '{sharing}' (one of {', '.join(SHARINGS)})")
+    m = Lv08
+    n = len(routes)
+    weights = [1.0] * n if weights is None else [float(w) for w in weights]
+    caps = [None] * n if caps is None else list(caps)
+    latencies = [0.0] * len(capacities) if latencies is None else list(latencies)
+    nominal = capacities if nominal is None else nominal
+    scaled = [float(c) * m.bandwidth_factor / (1.0 + m.crosstraffic) for c in capacities]
+    ws, bounds = [], []
+    for f, route in enumerate(routes):
+        lat = sum(latencies[link] for link in route)
+        penalty = lat + sum(m.weight_s / nominal[link] for link in route)
+        ws.append(weights[f] / penalty)
+        bound = caps[f]
+        if lat > 0 and m.tcp_gamma > 0:
+            gamma = m.bandwidth_factor * m.tcp_gamma / (2.0 * lat)
+            bound = gamma if bound is None else min(bound, gamma)
+        bounds.append(bound)
+    return max_min_rates(scaled, routes, ws, bounds)
+
+
 class Stream:
     """One migration's flow on the fabric: the work (in cycles at its own, unshared rate) handed to it
     and not yet done, each piece with the event that fires when it has left. ``nominal`` is the rate
@@ -324,18 +380,22 @@ class Fabric:
     """Links shared by the migrations of one SimPy environment, timed in cycles at ``clock``.
 
     ``links`` is a sequence of (name, bandwidth bytes/s). Each active stream (one with work queued)
-    gets its max-min fair rate over its route (`max_min_rates`), re-solved whenever a stream starts,
+    gets its max-min fair rate over its route (`max_min_rates`; with ``sharing`` 'simgrid', SimGrid's
+    LV08 sharing, `shared_rates`, over the links' ``latencies``), re-solved whenever a stream starts,
     runs dry, closes or changes its cap. The re-solve waits until every event of the current
     instant has run (a stream that finishes a piece and queues the next at the same instant does
     not count as stopping). A stream alone on its links at its nominal rate finishes each piece at
     exactly the cycle the single-link `Interconnect` would.
     """
 
-    def __init__(self, env, links, clock):
+    def __init__(self, env, links, clock, sharing="equal", latencies=None):
         self.env = env
         self.clock = float(clock)
         self.names = [name for name, _ in links]
         self.capacity = [float(bw) for _, bw in links]
+        self.nominal = list(self.capacity)
+        self.sharing = sharing
+        self.latencies = [0.0] * len(self.capacity) if latencies is None else [float(x) for x in latencies]
         self.streams = []
         self._pending = False
         self._wake_gen = 0
@@ -401,8 +461,8 @@ class Fabric:
             return
         self._last_key = key
         if active:
-            rates = max_min_rates(self.capacity, [s.route for s in active], [s.channels for s in active],
-                                  [s.cap for s in active])
+            rates = shared_rates(self.sharing, self.capacity, [s.route for s in active], [s.channels for s in active],
+                                 [s.cap for s in active], self.latencies, self.nominal)
         else:
             rates = []
         self.solves += 1

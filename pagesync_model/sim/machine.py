@@ -53,6 +53,10 @@ class Machine:
     Raises ValueError for a memory that does not fit (the config's checks refuse it first).
     """
 
+    # seconds a stop of the vCPUs waits beyond its usual time (a ``pause`` fault, sim/faults.py; set
+    # by sim/multi.py), or None
+    pause_hold = None
+
     def __init__(self, cfg, kernels, variant, seed, link_options, quantum=None, env=None, link_factory=None):
         self.cfg = cfg
         self.kernels = kernels

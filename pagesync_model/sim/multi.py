@@ -17,7 +17,7 @@ from typing import Optional
 import simpy
 
 from .engine import Engine
-from .faults import mathis_rate, scheduled
+from .faults import hold, mathis_rate, scheduled
 from .interconnect import Fabric, SharedInterconnect
 
 __all__ = ["MigrationSpec", "MigrationRun", "BatchRun", "VmEnv", "run_batch"]
@@ -146,6 +146,7 @@ class _Faults:
         self.mss, self.retries, self.retry_delay, self.recover = mss, retries, retry_delay, postcopy_recover
         self.running = {}                            # vm name -> (route indices, break event)
         self.streams = {}                            # vm name -> (stream, own cap, channels, route names)
+        self.pauses = {}                             # vm name -> [(start, end) cycles] of its pause faults
         self.log = []                                # [(time s, kind, target, what)]
 
     def apply(self, fault):
@@ -156,6 +157,10 @@ class _Faults:
             yield env.timeout(wait)
         end = env.now + int(round(f.duration * self.clock))
         self.log.append((env.now / self.clock, f.kind, f.link or f.vm, "start"))
+        if f.kind == "pause":  # read by the VM's stop (`hold_s`)
+            yield env.timeout(end - env.now)
+            self.log.append((env.now / self.clock, f.kind, f.vm, "end"))
+            return
         if f.kind == "reset":
             self.reset_until[f.vm] = max(self.reset_until.get(f.vm, 0), end)
             self._break(lambda name, route: name == f.vm, "reset", f"destination of {f.vm} reset")
@@ -180,6 +185,10 @@ class _Faults:
             if not self.down[idx]:
                 self.fabric.set_capacity(idx, self.nominal[idx])
         self.log.append((env.now / self.clock, f.kind, f.link, "end"))
+
+    def hold_s(self, name):
+        """Seconds a stop of VM ``name``'s vCPUs beginning now waits for them (its pause faults)."""
+        return hold(self.pauses.get(name, ()), self.env.now) / self.clock
 
     def _break(self, hit, kind, why):
         for name, (route, ev) in list(self.running.items()):
@@ -230,6 +239,8 @@ def _attempt(env, fabric, spec, backend, clock, faults):
                            name=spec.name)
     factory = partial(SharedInterconnect.from_config, stream=stream, origin=origin)
     engine = Engine(spec.cfg, backend=backend, seed=spec.seed, env=venv, link_factory=factory)
+    if faults is not None and spec.name in faults.pauses:
+        engine.machine.pause_hold = partial(faults.hold_s, spec.name)
     done = engine.launch()
     outcome, stopped = "done", None
     if faults is None:
@@ -299,7 +310,7 @@ def _migrate(env, fabric, spec, backend, clock, runs, slot=None, faults=None):
 
 
 def run_batch(specs, links, concurrency=0, backend="auto", faults=(), random_faults=(), retries=0,
-              retry_delay=0.0, postcopy_recover=False, mss=1448):
+              retry_delay=0.0, postcopy_recover=False, mss=1448, sharing="equal"):
     """Run the migrations ``specs`` (MigrationSpec, in start order) over the shared ``links`` (a
     sequence of (name, bandwidth bytes/s) or (name, bandwidth, latency s)), at most ``concurrency``
     at once (0: all at once), and return the BatchRun.
@@ -309,14 +320,16 @@ def run_batch(specs, links, concurrency=0, backend="auto", faults=(), random_fau
     up, its destination back and ``retry_delay`` s), ``postcopy_recover`` whether a post-copy whose
     link drops recovers, ``mss`` the TCP segment payload that loss bounds. Raises ValueError for
     migrations whose clocks differ or a route or fault naming an unknown link (the host config's
-    checks refuse these first)."""
+    checks refuse these first). ``sharing``: how a link is shared between streams, 'equal' (max-min
+    per connection) or 'simgrid' (SimGrid's LV08 rule, sim/interconnect.py `shared_rates`)."""
     specs = list(specs)
     links = [tuple(ln) for ln in links]
     if not specs:
         return BatchRun([], 0.0, 0, links)
     clock = _clock(specs)
     env = simpy.Environment()
-    fabric = Fabric(env, [(ln[0], ln[1]) for ln in links], clock)
+    fabric = Fabric(env, [(ln[0], ln[1]) for ln in links], clock, sharing,
+                    [ln[2] if len(ln) > 2 else 0.0 for ln in links])
     for s in specs:
         for name in s.route:
             if name not in fabric.names:
@@ -328,6 +341,9 @@ def run_batch(specs, links, concurrency=0, backend="auto", faults=(), random_fau
         horizon = sum(s.cfg.sim.time_limit for s in specs) * (retries + 1) + 1.0
         every = list(faults) + [f for rf in random_faults for f in scheduled(rf, horizon)]
         for f in every:
+            if f.kind == "pause":
+                fault_state.pauses.setdefault(f.vm, []).append((int(round(f.at * clock)),
+                                                                int(round((f.at + f.duration) * clock))))
             if f.link is not None and f.link not in fabric.names:
                 raise ValueError(f"a {f.kind} fault names the unknown link '{f.link}'")
             env.process(fault_state.apply(f))
