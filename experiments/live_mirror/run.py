@@ -1,10 +1,19 @@
 """Live mirror vs the simulator: run real targets under ``pagesync-sim live mirror``, record each
 target's write trace with ``pagesync-sim trace record`` (a separate run of the same command), and
-replay that trace in the simulator's ``stratus`` policy with the copy and stop costs measured on
-this machine. Writes results/<name>.json (live, sim and comparison per target), results.md and
-mirror.png.
+replay that trace in the simulator's ``stratus`` policy with the copy costs measured in the live run's
+passes and a blackout cost model whose constants are fitted on separate calibration runs (a page
+writer at several sizes, never one of the judged targets). Each target is mirrored with both stop
+rules (``--stop at-once`` and ``--stop after-copy``). Writes results/calibration.json,
+results/<name>.json and results/<name>@after-copy.json (live, sim and comparison per target),
+results.md and mirror.png.
 
-    nice python experiments/live_mirror/run.py [NAME ...]
+    python experiments/live_mirror/run.py [NAME ...]
+    PAGESYNC_LIVE_EXP_TMP=DIR python experiments/live_mirror/run.py --measure [NAME ...]
+    PAGESYNC_LIVE_EXP_TMP=DIR nice python experiments/live_mirror/run.py --analyze [NAME ...]
+
+$PAGESYNC_LIVE_EXP_TMP keeps the measurements; ``--measure`` only measures (the simulations of a busy
+host's runs take longer than the runs), ``--analyze`` redoes the analysis of the runs kept there
+without measuring anything (a campaign cut short keeps its first runs of each target).
 
 Needs root (or ptrace access), Linux 6.7+, gcc, sqlite3, redis-server and redis-benchmark.
 """
@@ -23,13 +32,22 @@ HERE = Path(__file__).resolve().parent
 OUT = HERE / "results"
 PASSES, THRESHOLD, DELAY = 5, 256, 0.5
 TRACE_INTERVAL = 0.002
-TRACE_TAIL = 0.25  # share of the live mirror's time kept past its end (the simulated mirror may run longer);
-                   # no more: every page of the trimmed trace is memory the simulated full copy copies
+TRACE_TAIL = 1.0   # share of the live mirror's time kept past its end: the simulated mirror may run longer,
+                   # and on a busy host its passes vary more (a trace that ends before the simulated mirror
+                   # leaves a target that stopped writing); every page of the trimmed trace is memory the
+                   # simulated full copy copies, so a program that grows is mirrored a little larger
 REPS = 5           # live runs (and separately recorded traces) per target
 REDIS_PORT = 6391
+STOPS = ("at-once", "after-copy")  # the live controller's stop rules (stratus.stop)
+# the blackout's calibration: the C writer alone, mirrored at several sizes (the pages mirrored so far),
+# slow enough that each blackout copies a few dozen pages; no judged target is among these runs
+CALIBRATION = {"sizes_mib": [4, 16, 48, 128], "rate": 2000, "seconds": 3, "reps": 3}
 
+# how long the running targets live: well past the mirror's end even on a busy host, where its passes
+# take ten times as long as on an idle one (--then kill ends them at the cut-over)
+TARGET_S = 8
 PY_DICT = ("import time\nd = {}\nt = time.time()\ni = 0\n"
-           "while time.time() - t < 3:\n    d[i % 300000] = str(i) * 4\n    i += 1\n")
+           f"while time.time() - t < {TARGET_S}:\n    d[i % 300000] = str(i) * 4\n    i += 1\n")
 SQLITE_SQL = ("CREATE TABLE t(a INTEGER PRIMARY KEY, b BLOB);\n"
               "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c LIMIT 3000000) "
               "INSERT INTO t SELECT x, randomblob(64) FROM c;\n")
@@ -38,9 +56,12 @@ SQLITE_SQL = ("CREATE TABLE t(a INTEGER PRIMARY KEY, b BLOB);\n"
 def targets(bindir):
     w = f"{bindir}/writer"
     return {
-        "writer-5k": {"cmd": [w, "64", "5000", "3"], "what": "C writer, 64 MiB, sequential sweep at 5k pages/s"},
-        "writer-40k": {"cmd": [w, "64", "40000", "3"], "what": "C writer, 64 MiB, sequential sweep at 40k pages/s"},
-        "writer-200k": {"cmd": [w, "64", "200000", "3"], "what": "C writer, 64 MiB, sequential sweep at 200k pages/s"},
+        "writer-5k": {"cmd": [w, "64", "5000", str(TARGET_S)],
+                      "what": "C writer, 64 MiB, sequential sweep at 5k pages/s"},
+        "writer-40k": {"cmd": [w, "64", "40000", str(TARGET_S)],
+                       "what": "C writer, 64 MiB, sequential sweep at 40k pages/s"},
+        "writer-200k": {"cmd": [w, "64", "200000", str(TARGET_S)],
+                        "what": "C writer, 64 MiB, sequential sweep at 200k pages/s"},
         "python-dict": {"cmd": [sys.executable, "-c", PY_DICT], "what": "CPython dict of 300k strings rewritten"},
         "sqlite3": {"cmd": ["sqlite3", ":memory:"], "stdin": SQLITE_SQL, "what": "sqlite3 :memory: 3M inserts",
                     "fixed_work": True},
@@ -71,7 +92,7 @@ def record_trace(name, t, tmp):
     stopper = None
     if bench:  # redis runs until told: shut it down cleanly so the tracer writes its log
         import threading
-        stopper = threading.Timer(3.0, lambda: subprocess.run(["redis-cli", "-p", str(REDIS_PORT), "shutdown",
+        stopper = threading.Timer(TARGET_S, lambda: subprocess.run(["redis-cli", "-p", str(REDIS_PORT), "shutdown",
                                                                "nosave"], capture_output=True))
         stopper.start()
     try:
@@ -97,7 +118,18 @@ def start_bench_async():
     return box["p"]
 
 
-def live_run(name, t, tmp):
+def cpu_times():
+    """(busy, total) jiffies of every CPU of the host, from /proc/stat."""
+    f = [int(x) for x in open("/proc/stat").readline().split()[1:]]
+    idle = f[3] + (f[4] if len(f) > 4 else 0)
+    return sum(f) - idle, sum(f)
+
+
+def live_run(name, t, tmp, stop="at-once"):
+    """One live mirror of target ``t`` to a loopback receiver; the result, with the host's load: the
+    1-minute load average before the run and the share of the host's CPU time busy during it (the
+    mirror, its receiver and the target included, and whatever else runs: a QEMU lab shares it)."""
+    load0, (b0, t0) = os.getloadavg()[0], cpu_times()
     # a loopback receiver for this run only: no shared secret
     recv = subprocess.Popen([sys.executable, "-m", "pagesync_model", "live", "receive", "--listen", "127.0.0.1:0",
                              "--no-token", "--quiet"], stderr=subprocess.PIPE, text=True)
@@ -107,6 +139,7 @@ def live_run(name, t, tmp):
     try:
         p = subprocess.run([sys.executable, "-m", "pagesync_model", "live", "mirror", "--passes", str(PASSES),
                             "--threshold", str(THRESHOLD), "--delay", f"{DELAY}s", "--then", "kill", "--quiet",
+                            "--stop", stop,
                             "--to", f"127.0.0.1:{port}", "--json", str(out), "--", *t["cmd"]],
                            stdin=stdin_file(t, tmp), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                            timeout=120)
@@ -117,7 +150,12 @@ def live_run(name, t, tmp):
         recv.wait(timeout=30)
     if p.returncode != 0:
         raise SystemExit(f"{name}: live mirror failed: {p.stderr.strip()}")
-    return json.loads(out.read_text())
+    b1, t1 = cpu_times()
+    d = json.loads(out.read_text())
+    d["host_load"] = {"loadavg_1min_before": load0, "cpu_busy_share": (b1 - b0) / max(1, t1 - t0),
+                      "cpus": os.cpu_count()}
+    out.write_text(json.dumps(d))
+    return d
 
 
 def measure_library(tmp, runs=3):
@@ -289,18 +327,24 @@ def trim_trace(path, start_s, end_s, out):
 
 
 def fitted_costs(live):
-    """This run's own costs, from its passes. The time from one scan to the next is a fixed cost
-    (the scans, reading the maps, bookkeeping, the acknowledgement) plus a cost per page copied:
+    """This run's copy costs, from its passes before the blackout (the blackout's own times are not
+    used: its cost is the calibrated model of ``blackout_model``). The time from one scan to the next
+    is a fixed cost (the scans, reading the maps, bookkeeping, the acknowledgement) plus a cost per
+    page copied:
     - per pass and per page re-copied: a least-squares line through the re-copy passes' scan-to-scan
       times against their pages (the receiver already holds these pages);
     - the full pass: whatever its scan-to-scan time has beyond that line, per page, is the cost of
       a page the receiver gets for the first time (allocating and faulting in its copy);
-    - the stop: the blackout's downtime less its pages' copy time.
-    With fewer than two re-copy passes the send times measured inside the passes stand in."""
+    - the deciding scan: the time of the scan that decided the blackout, taken before the target was
+      stopped (the blackout's final scans walk the same mappings).
+    With fewer than two re-copy passes, or re-copy passes all within 20% of the same size, the send times
+    measured inside the passes stand in."""
     recs, lp = live["per_pass"], live["live"]["per_pass"]
     starts = [r["start_s"] for r in recs]
     re = [k for k in range(1, len(recs) - 1) if recs[k]["kind"] == "pass" and recs[k]["pages_copied"] > 0]
-    if len(re) >= 2 and len({recs[k]["pages_copied"] for k in re}) > 1:
+    # the line needs passes of different sizes: where every re-copy pass copies about the same pages (a
+    # writer that rewrites its whole buffer between scans) its slope is noise, and the send times stand in
+    if len(re) >= 2 and max(recs[k]["pages_copied"] for k in re) > 1.2 * min(recs[k]["pages_copied"] for k in re):
         per_page, fixed = np.polyfit([recs[k]["pages_copied"] for k in re], [starts[k + 1] - starts[k] for k in re], 1)
     elif re:
         per_page = sum(lp[k]["send_s"] for k in re) / sum(recs[k]["pages_copied"] for k in re)
@@ -311,9 +355,136 @@ def fitted_costs(live):
     per_page, fixed = max(float(per_page), 1e-9), max(0.0, float(fixed))
     full = starts[1] - starts[0] if len(starts) > 1 else recs[0]["duration_s"]
     first = max(0.0, (full - fixed) / max(1, recs[0]["pages_copied"]) - per_page)
-    stop = live["downtime_s"] - recs[-1]["pages_copied"] * per_page
     return {"bandwidth_Bps": 4096 / per_page, "pass_overhead_s": fixed, "first_copy_s": first,
-            "stop_overhead_s": max(1e-6, float(stop))}
+            "deciding_scan_s": deciding_scan(live)}
+
+
+def deciding_scan(live):
+    """Seconds the scan that decided the blackout took (before the stop: the last scan with a time;
+    with ``--stop after-copy`` that is the deciding pass's, the blackout's own scan being its final one)."""
+    return [p["scan_s"] for p in live["live"]["per_pass"][1:] if p["scan_s"] > 0][-1]
+
+
+def stretch(live):
+    """The host's CPU contention as the live controller met it in its passes, before the stop: how much
+    longer its CPU work took than its CPU time, (on a CPU + waiting for one) / on a CPU, from the
+    kernel's scheduler accounting of the controller (``live.sched``). The blackout's CPU-bound steps
+    (the controller's and the receiver's, sharing the host's 2 cores with whatever else runs there)
+    are taken to stretch as much."""
+    sc = live["live"]["sched"]["passes"]
+    return (sc["cpu_s"] + sc["runqueue_s"]) / sc["cpu_s"] if sc["cpu_s"] > 0 else 1.0
+
+
+def sched_wait(live):
+    """The host's CPU contention as the live controller met it in its passes, before the stop: its mean
+    wait for a CPU each time it was put on one, run-queue seconds / times scheduled, from the kernel's
+    scheduler accounting of the controller (``live.sched``)."""
+    sc = live["live"]["sched"]["passes"]
+    return sc["runqueue_s"] / sc["slices"] if sc.get("slices") else 0.0
+
+
+def blackout_parts(live):
+    """The live blackout's measured parts: (pages mirrored so far, pages it copied, the deciding scan's
+    seconds, the final scans' seconds, the acknowledgement's seconds, the downtime, the contention
+    stretch of its passes, the mean wait for a CPU in its passes)."""
+    lp = live["live"]["per_pass"][-1]
+    return (lp["mirrored_pages"], live["per_pass"][-1]["pages_copied"], deciding_scan(live), lp["final_scan_s"],
+            lp["ack_s"], live["downtime_s"], stretch(live), sched_wait(live))
+
+
+def _fit_stretch(a):
+    """The stretch model's constants (see ``blackout_model``) from the rows ``a`` of ``blackout_parts``
+    plus the copy cost per page."""
+    mirrored, n, scan, final, ack, down, st, wait, per_copy = a.T
+    handshake = float(np.median(ack / st))
+    ratio = float(np.median(final / scan))
+    rest = (down - n * per_copy - ratio * scan) / st - handshake
+    per_page, stop = np.polyfit(mirrored, rest, 1)
+    return {"stop_s": max(1e-6, float(stop)), "per_page_mirrored_s": max(0.0, float(per_page)),
+            "scan_ratio": ratio, "handshake_s": handshake}
+
+
+def _fit_waits(a):
+    """The waits model's constants (see ``blackout_model``)."""
+    mirrored, n, scan, final, ack, down, st, wait, per_copy = a.T
+    ratio = float(np.median(final / scan))
+    return {"scan_ratio": ratio, "waits": float(np.median((down - n * per_copy - ratio * scan) / wait))}
+
+
+def _blackout_formula(kind, m, row):
+    """The blackout a model gives one row of ``blackout_parts`` (plus its copy cost per page): what the
+    simulator charges, without its copy-time rounding (used for the calibration's cross-validation)."""
+    mirrored, n, scan, final, ack, down, st, wait, per_copy = row
+    if kind == "waits":
+        return n * per_copy + m["scan_ratio"] * scan + m["waits"] * wait
+    return n * per_copy + m["scan_ratio"] * scan + st * (m["stop_s"] + m["per_page_mirrored_s"] * mirrored
+                                                         + m["handshake_s"])
+
+
+def blackout_model(cal_runs):
+    """The blackout's cost, fitted on the calibration runs only (never on a judged target). Two forms,
+    each fitted on the same runs; the simulations use the first (the better of the two on the calibration
+    runs' leave-one-out errors, both recorded here), the second is kept for comparison:
+
+    waits: downtime = the blackout's pages x the run's copy cost + scan_ratio x the deciding scan
+                      + waits x the controller's mean wait for a CPU in the run's passes
+    - the copy cost and the deciding scan are the run's own, measured in its passes (``fitted_costs``);
+    - scan_ratio: the final scans against the scan that decided the blackout (median ratio);
+    - waits: the blackout's fixed work (SIGSTOP, waiting for the threads, the bookkeeping, the receiver's
+      acknowledgement) in units of the wait for a CPU the controller met each time it was scheduled in its
+      passes (``sched_wait``): on a host whose CPUs are busy with other work, those handoffs between the
+      target, the controller and the receiver, each waiting for a CPU, are what the blackout is made of
+      (median over the runs: robust to the single long waits of a busy host);
+
+    stretch: downtime = the blackout's pages x the run's copy cost + scan_ratio x the deciding scan
+                        + stretch x (stop + per_page x pages mirrored so far + handshake)
+    - stretch: (on a CPU + waiting) / on a CPU of the controller in its passes (``stretch``);
+    - handshake: the receiver's acknowledgement (median, unstretched); stop and per_page: a
+      least-squares line through what is left of each blackout, unstretched, against its pages mirrored."""
+    a = np.array([blackout_parts(r["live"]) + (4096 / r["costs"]["bandwidth_Bps"],) for r in cal_runs], dtype=float)
+    loo = {}
+    for kind, fit in (("waits", _fit_waits), ("stretch", _fit_stretch)):
+        errs = []
+        for i in range(len(a)):
+            m = fit(np.delete(a, i, axis=0))
+            errs.append(_blackout_formula(kind, m, a[i]) / a[i][5] - 1)
+        loo[kind] = float(np.median(np.abs(errs)))
+    mirrored, st, wait = a[:, 0], a[:, 6], a[:, 7]
+    out = _fit_waits(a)
+    out.update({"runs": len(a), "mirrored_pages": [int(min(mirrored)), int(max(mirrored))],
+                "wait_s": [float(min(wait)), float(max(wait))], "stretch": [float(min(st)), float(max(st))],
+                "stretch_model": _fit_stretch(a), "loo_median_abs_error": loo})
+    return out
+
+
+def predicted_blackout_costs(live, c, bm, model="waits"):
+    """The simulated blackout's inputs for one live run: (stop and final scans, per page mirrored,
+    handshake) in seconds, from its passes' measurements and the calibrated model ``bm`` (its ``waits``
+    form, or the ``stretch`` form kept for comparison)."""
+    if model == "waits":
+        return bm["scan_ratio"] * c["deciding_scan_s"] + bm["waits"] * sched_wait(live), 0.0, 0.0
+    m, st = bm["stretch_model"], stretch(live)
+    return (m["scan_ratio"] * c["deciding_scan_s"] + st * m["stop_s"], st * m["per_page_mirrored_s"],
+            st * m["handshake_s"])
+
+
+def calibrate(tmp, measure=True):
+    """The calibration runs: the writer alone at each size, mirrored ``reps`` times (at-once)."""
+    runs = []
+    for mib in CALIBRATION["sizes_mib"]:
+        t = {"cmd": [f"{tmp}/writer", str(mib), str(CALIBRATION["rate"]), str(CALIBRATION["seconds"])]}
+        for i in range(CALIBRATION["reps"]):
+            tag = f"calib-{mib}M__r{i}"
+            cached = Path(tmp) / f"{tag}.live.json"
+            if not cached.exists():
+                if not measure:
+                    raise SystemExit(f"--analyze: the calibration run {tag} is not in the kept measurements")
+                print(f"{tag}: live mirror (calibration)", file=sys.stderr)
+                live_run(tag, t, tmp)
+            live = json.loads(cached.read_text())
+            runs.append({"size_mib": mib, "run": i, "live": slim_live(live), "costs": fitted_costs(live)})
+    return {"what": f"C writer alone, {CALIBRATION['rate']} pages/s, mirrored at each size (--stop at-once)",
+            "setup": CALIBRATION, "model": blackout_model(runs), "runs": runs}
 
 
 LIBRARY_BURST = 50e-6  # s: a wake's writes (maps read, registrations) take this long, all on its few pages
@@ -332,10 +503,11 @@ def library_writer(pages, interval_s, t_start, ticks=()):
         {"duration": f"{max(1e-6, interval_s - LIBRARY_BURST - phase) * 1e6:.1f}us", "rate": f"{idle}/s"}]}
 
 
-def sim_config(live, trace_file, n_trace_pages, c, library, time_scale=1.0):
-    """The simulator config replaying a trimmed trace against one live run's measured costs (and its
-    passes and threshold)."""
+def sim_config(live, trace_file, n_trace_pages, c, library, bm, time_scale=1.0, model="waits"):
+    """The simulator config replaying a trimmed trace against one live run's copy costs (and its
+    passes, threshold and stop rule) and the calibrated blackout model ``bm``."""
     from pagesync_model.memory import memory_regions
+    stop_s, per_page_s, handshake_s = predicted_blackout_costs(live, c, bm, model)
     full = live["per_pass"][0]["pages_copied"]
     lib = max(1, round(library["pages_per_wake"]))
     ws = max(full - lib, n_trace_pages)
@@ -358,26 +530,35 @@ def sim_config(live, trace_file, n_trace_pages, c, library, time_scale=1.0):
         # maps, bookkeeping) passes with the target writing, and only the blackout stops it
         "tracking": {"rendezvous": f"{c['pass_overhead_s'] * 1e6:.1f}us", "pte_scan": "0cycles",
                      "pte_harvest": "0cycles", "tlb_flush": "0us", "stop_cpus": False,
-                     # the blackout's stop, wait and final scan: the measured stop cost, not a pass's
-                     "stop_scan": f"{max(1e-6, c['stop_overhead_s']) * 1e6:.1f}us"},
+                     # the blackout's stop, wait and final scans: the final scans as the calibrated multiple
+                     # of this run's deciding scan, the rest as the calibrated number of waits for a CPU
+                     "stop_scan": f"{stop_s * 1e6:.1f}us"},
         "link": {"bandwidth": f"{c['bandwidth_Bps']:.0f}B/s", "latency": "0us", "per_copy": "0us",
                  "first_copy": f"{c['first_copy_s'] * 1e9:.0f}ns"},
         # the target's page tables live in the kernel and the controller is another process: the
         # blackout copies the pages found written, nothing pinned, in as many ranges as it takes
+        # the calibrated bookkeeping per page mirrored, and the receiver's acknowledgement as the cut-over
         "stratus": {"passes": live["config"]["stratus"]["passes"], "threshold": live["config"]["stratus"]["threshold"],
-                    "cutover": "0us", "tracking_outside": True,
-                    "max_copyrange": 1000000, "nearby": 0},
+                    "cutover": f"{handshake_s * 1e6:.1f}us", "tracking_outside": True,
+                    "max_copyrange": 1000000, "nearby": 0, "stop": stop_of(live),
+                    "stop_per_page": f"{per_page_s * 1e9:.3f}ns"},
         "sim": {"quantum": "100us"},
     }
 
 
-def simulate_run(run, library, folder=OUT):
-    """Simulate one committed run (its trimmed trace, its costs): the result dict."""
+def stop_of(live):
+    return live["config"]["stratus"].get("stop", "at-once")
+
+
+def simulate_run(run, library, bm, folder=None, model="waits"):
+    """Simulate one committed run (its trimmed trace, its costs, the blackout model ``bm``): the
+    result dict."""
     from pagesync_model.config import config_from_dict
     from pagesync_model.sim.engine import simulate
     from pagesync_model.trace.format import read_trace
-    trace = folder / run["trace"]
-    cfg = sim_config(run["live"], trace, read_trace(trace).n_distinct, run["costs"], library, run.get("time_scale", 1.0))
+    trace = (folder or OUT) / run["trace"]
+    cfg = sim_config(run["live"], trace, read_trace(trace).n_distinct, run["costs"], library, bm,
+                     run.get("time_scale", 1.0), model)
     return simulate(config_from_dict(cfg)).to_dict()
 
 
@@ -387,8 +568,13 @@ def slim_live(d):
     out = {k: d[k] for k in keep}
     out["live"] = {k: d["live"][k] for k in ("kernel", "stopped_s", "mirror_start_from_target_start_s",
                                              "library_ticks_s", "full_pass_throughput_Bps", "copy_throughput_Bps",
-                                             "per_pass")}
-    out["command"] = d["config"]["live"]["command"]
+                                             "per_pass", "sched")}
+    # the interpreter by its name: its path is this machine's
+    out["config"] = json.loads(json.dumps(d["config"]))
+    cmd = out["config"]["live"]["command"]
+    cmd[:1] = [os.path.basename(c) if c == sys.executable else c for c in cmd[:1]]
+    out["command"] = cmd
+    out["host_load"] = d["host_load"]
     return out
 
 
@@ -420,7 +606,10 @@ def summarize(runs):
             "downtime_sim_s": sorted(d["downtime_s"] for d in sim)}
 
 
-def main(argv):
+def main(argv, measure=True, analyze=True):
+    """Measure (what the cache in $PAGESYNC_LIVE_EXP_TMP does not hold yet) and analyse; with
+    ``measure`` false, analyse only the runs the cache holds (each target's first runs that have a
+    trace and a live run with every stop rule), measuring nothing."""
     OUT.mkdir(exist_ok=True)
     (OUT / "traces").mkdir(exist_ok=True)
     tmp = os.environ.get("PAGESYNC_LIVE_EXP_TMP") or tempfile.mkdtemp(prefix="pagesync-live-exp-")
@@ -430,6 +619,8 @@ def main(argv):
         ts = targets(tmp)
         names = argv or list(ts)
         libfile = Path(tmp) / "library.json"
+        if not measure and not (libfile.exists() and os.environ.get("PAGESYNC_LIVE_EXP_TMP")):
+            raise SystemExit("--analyze needs the measurements kept by a run with PAGESYNC_LIVE_EXP_TMP=DIR")
         if libfile.exists():
             library = json.loads(libfile.read_text())
         else:
@@ -438,8 +629,12 @@ def main(argv):
             libfile.write_text(json.dumps(library))
         (OUT / "library.json").write_text(json.dumps(library, indent=1) + "\n")
         print(f"library: {library}", file=sys.stderr)
+        cal = calibrate(tmp, measure)
+        (OUT / "calibration.json").write_text(json.dumps(cal, indent=1) + "\n")
+        bm = cal["model"]
+        print(f"blackout model (calibration runs): {bm}", file=sys.stderr)
         for name in names:
-            runs = []
+            runs = {stop: [] for stop in STOPS}
             # The recorder's scans and write-protect faults slow the program it traces. A program that
             # runs for a fixed time (the paced writers, the dict loop, redis under its benchmark) just
             # does less in that time; one with fixed work (sqlite3's inserts) takes longer, and its
@@ -451,34 +646,44 @@ def main(argv):
                 if not progfile.exists():
                     progfile.write_text(json.dumps(library_progress(ts[name], tmp)))
                 progress = json.loads(progfile.read_text())
-            for i in range(REPS):  # a live run and a separately recorded trace, REPS times
+            for i in range(REPS):  # a separately recorded trace and a live run with each stop rule, REPS times
                 tag = f"{name}__r{i}"
-                cached = Path(tmp) / f"{tag}.live.json"
-                if not (cached.exists() and (Path(tmp) / f"{tag}.npz").exists()):
+                if not measure and not all((Path(tmp) / f"{tag}{suffix(stop)}.live.json").exists() for stop in STOPS):
+                    break
+                if not (Path(tmp) / f"{tag}.npz").exists():
                     print(f"{tag}: recording the trace", file=sys.stderr)
-                    trace, _ = record_trace(tag, ts[name], tmp)
-                    print(f"{tag}: live mirror", file=sys.stderr)
-                    live_run(tag, ts[name], tmp)
-                live = json.loads(cached.read_text())
-                scale, start = 1.0, live["live"]["mirror_start_from_target_start_s"]
-                if progress:
-                    scale, start = time_map(Path(tmp) / f"{tag}.npz", progress, start, live["total_time_s"])
-                end = start + live["total_time_s"] * (1 + TRACE_TAIL) / scale
-                t_live = live["live"]["mirror_start_from_target_start_s"]
-                ticks = [start + (t - t_live) / scale for t in live["live"].get("library_ticks_s", [])]
-                seen = live_view(Path(tmp) / f"{tag}.npz", library["interval_s"], scale, Path(tmp) / f"{tag}.live.npz",
-                                 ticks)
-                trim_trace(seen, start, end, OUT / "traces" / f"{tag}.npz")
-                run = {"run": i, "trace": f"traces/{tag}.npz", "time_scale": scale, "live": slim_live(live),
-                       "costs": fitted_costs(live)}
-                run["sim"] = slim_sim(simulate_run(run, library))
-                runs.append(run)
-                print(f"{tag}: live {dirty(run['live'])} {live['downtime_s'] * 1e3:.2f} ms {live['converged']} | "
-                      f"sim {dirty(run['sim'])} {run['sim']['downtime_s'] * 1e3:.2f} ms {run['sim']['converged']}",
-                      file=sys.stderr)
-            res = {"name": name, "what": ts[name]["what"], "library": library, "summary": summarize(runs),
-                   "runs": runs}
-            (OUT / f"{name}.json").write_text(json.dumps(res, indent=1) + "\n")
+                    record_trace(tag, ts[name], tmp)
+                for stop in STOPS:
+                    ltag = tag + suffix(stop)
+                    cached = Path(tmp) / f"{ltag}.live.json"
+                    if not cached.exists():
+                        print(f"{ltag}: live mirror", file=sys.stderr)
+                        live_run(ltag, ts[name], tmp, stop)
+                    if not analyze:
+                        continue
+                    live = json.loads(cached.read_text())
+                    scale, start = 1.0, live["live"]["mirror_start_from_target_start_s"]
+                    if progress:
+                        scale, start = time_map(Path(tmp) / f"{tag}.npz", progress, start, live["total_time_s"])
+                    end = start + live["total_time_s"] * (1 + TRACE_TAIL) / scale
+                    t_live = live["live"]["mirror_start_from_target_start_s"]
+                    ticks = [start + (t - t_live) / scale for t in live["live"].get("library_ticks_s", [])]
+                    seen = live_view(Path(tmp) / f"{tag}.npz", library["interval_s"], scale,
+                                     Path(tmp) / f"{ltag}.live.npz", ticks)
+                    trim_trace(seen, start, end, OUT / "traces" / f"{ltag}.npz")
+                    run = {"run": i, "trace": f"traces/{ltag}.npz", "time_scale": scale, "live": slim_live(live),
+                           "costs": fitted_costs(live)}
+                    run["sim"] = slim_sim(simulate_run(run, library, bm))
+                    runs[stop].append(run)
+                    print(f"{ltag}: live {dirty(run['live'])} {live['downtime_s'] * 1e3:.2f} ms {live['converged']} | "
+                          f"sim {dirty(run['sim'])} {run['sim']['downtime_s'] * 1e3:.2f} ms {run['sim']['converged']}",
+                          file=sys.stderr)
+            if not runs[STOPS[0]]:  # nothing kept (--analyze), or measuring only (--measure)
+                continue
+            for stop in STOPS:
+                res = {"name": name, "stop": stop, "what": ts[name]["what"], "library": library,
+                       "blackout_model": bm, "summary": summarize(runs[stop]), "runs": runs[stop]}
+                (OUT / f"{name}{suffix(stop)}.json").write_text(json.dumps(res, indent=1) + "\n")
     finally:
         if not os.environ.get("PAGESYNC_LIVE_EXP_TMP"):
             shutil.rmtree(tmp, ignore_errors=True)
@@ -488,17 +693,52 @@ def main(argv):
 ORDER = ["writer-5k", "writer-40k", "writer-200k", "python-dict", "sqlite3", "redis"]
 
 
-def load_results(folder=OUT):
-    rows = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json")) if p.name != "library.json"]
-    rows.sort(key=lambda r: ORDER.index(r["name"]) if r["name"] in ORDER else 99)
+def suffix(stop):
+    """The results' file-name suffix of a stop rule: none for the published at-once."""
+    return "" if stop == "at-once" else f"@{stop}"
+
+
+def load_results(folder=None, stop=None):
+    """The targets' results (of one stop rule, or all), in table order."""
+    rows = [json.loads(p.read_text()) for p in sorted((folder or OUT).glob("*.json"))
+            if p.name not in ("library.json", "calibration.json")]
+    rows = [r for r in rows if stop is None or r.get("stop", "at-once") == stop]
+    rows.sort(key=lambda r: (ORDER.index(r["name"]) if r["name"] in ORDER else 99, STOPS.index(r.get("stop", "at-once"))))
     return rows
+
+
+def load_calibration(folder=None):
+    return json.loads(((folder or OUT) / "calibration.json").read_text())
+
+
+def blackout_errors(rows):
+    """Each judged run's blackout error, simulated against live, relative."""
+    return [(x["sim"]["downtime_s"] - x["live"]["downtime_s"]) / x["live"]["downtime_s"] for r in rows for x in r["runs"]]
+
+
+def blackout_line(rows):
+    e = np.array(blackout_errors(rows))
+    return (f"Over all {len(e)} judged runs, the single run's blackout error: median {np.median(np.abs(e)) * 100:.0f}%, "
+            f"spread {np.percentile(e, 10) * 100:+.0f}% to {np.percentile(e, 90) * 100:+.0f}% (10th to 90th percentile).")
 
 
 def table():
     rows = load_results()
-    lines = ["| target | converged live / sim | dirty pages per pass: live median (runs) | simulated median | "
-             "worst pass error (median over runs) | blackout ms live / sim median (error) | verified |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+    bm = load_calibration()["model"]
+    sm, loo = bm["stretch_model"], bm["loo_median_abs_error"]
+    lines = [f"Blackout model, fitted on {bm['runs']} calibration runs (the C writer alone, "
+             f"{bm['mirrored_pages'][0]}-{bm['mirrored_pages'][-1]} pages mirrored; "
+             "[`results/calibration.json`](results/calibration.json)): final scans "
+             f"{bm['scan_ratio']:.2f} x the deciding scan, and {bm['waits']:.2f} x the controller's mean wait for a "
+             f"CPU in the run's passes ({bm['wait_s'][0] * 1e3:.1f}-{bm['wait_s'][-1] * 1e3:.1f} ms in these runs) "
+             f"for the stop, bookkeeping and handshake (waits form, leave-one-out error on the calibration runs "
+             f"{loo['waits'] * 100:.0f}%). Its stretch form, fitted on the same runs (stop {sm['stop_s'] * 1e3:.3f} ms, "
+             f"{sm['per_page_mirrored_s'] * 1e9:.1f} ns per page mirrored, handshake {sm['handshake_s'] * 1e3:.3f} ms, "
+             f"times the passes' stretch {bm['stretch'][0]:.1f}-{bm['stretch'][-1]:.1f}), leaves {loo['stretch'] * 100:.0f}% "
+             "out of one and is shown for comparison only.", "",
+             "| target | stop | converged live / sim | dirty pages per pass: live median (runs) | simulated median | "
+             "worst pass error (median over runs) | blackout ms live / sim median (error) | host CPU busy | verified |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         s = r["summary"]
         errs = []
@@ -513,9 +753,12 @@ def table():
         sm = ", ".join(f"{p['sim_median']:.0f}" + (f" ({len(p['sim'])})" if len(p["sim"]) < s["runs"] else "")
                        for p in s["per_pass"] if p["sim"])
         verified = all(x["live"]["verified"] for x in r["runs"])
-        lines.append(f"| {r['name']} | {s['converged_live']}/{s['runs']} / {s['converged_sim']}/{s['runs']} | {lv} | "
-                     f"{sm} | {max(errs) * 100:.0f}% | {dl * 1e3:.2f} / {ds * 1e3:.2f} ({(ds - dl) / dl * 100:+.0f}%) | "
-                     f"{'yes' if verified else 'NO'} |")
+        busy = [x["live"]["host_load"]["cpu_busy_share"] for x in r["runs"]]
+        lines.append(f"| {r['name']} | {r.get('stop', 'at-once')} | {s['converged_live']}/{s['runs']} / "
+                     f"{s['converged_sim']}/{s['runs']} | {lv} | "
+                     f"{sm} | {max(errs, default=0) * 100:.0f}% | {dl * 1e3:.2f} / {ds * 1e3:.2f} ({(ds - dl) / dl * 100:+.0f}%) | "
+                     f"{min(busy) * 100:.0f}-{max(busy) * 100:.0f}% | {'yes' if verified else 'NO'} |")
+    lines += ["", blackout_line(rows)]
     (HERE / "results.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     try:
@@ -524,8 +767,9 @@ def table():
         import matplotlib.pyplot as plt
     except ImportError:
         return
-    fig, axes = plt.subplots(1, len(rows), figsize=(3 * len(rows), 3.2), squeeze=False)
-    for ax, r in zip(axes[0], rows):
+    ncol = len({r["name"] for r in rows})
+    fig, axes = plt.subplots(len(STOPS), ncol, figsize=(3 * ncol, 3.2 * len(STOPS)), squeeze=False)
+    for ax, r in zip([ax for row in axes for ax in row], sorted(rows, key=lambda r: STOPS.index(r["stop"]))):
         for j, run in enumerate(r["runs"]):
             lv, sm = dirty(run["live"]), dirty(run["sim"])
             ax.semilogy(range(1, len(lv) + 1), [max(1, x) for x in lv], "o-", color="C0", alpha=0.5, ms=3,
@@ -533,9 +777,10 @@ def table():
             ax.semilogy(range(1, len(sm) + 1), [max(1, x) for x in sm], "s--", color="C1", alpha=0.5, ms=3,
                         label="simulated" if j == 0 else None)
         ax.axhline(THRESHOLD, color="grey", lw=0.8, ls=":")
-        ax.set_title(r["name"], fontsize=9)
+        ax.set_title(f"{r['name']} ({r['stop']})", fontsize=9)
         ax.set_xlabel("pass")
-    axes[0][0].set_ylabel("dirty pages")
+    for row in axes:
+        row[0].set_ylabel("dirty pages")
     axes[0][0].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(HERE / "mirror.png", dpi=90)
@@ -544,5 +789,9 @@ def table():
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--table"]:
         table()
+    elif sys.argv[1:2] == ["--analyze"]:
+        main(sys.argv[2:], measure=False)
+    elif sys.argv[1:2] == ["--measure"]:
+        main(sys.argv[2:], analyze=False)
     else:
         main(sys.argv[1:])
