@@ -151,18 +151,32 @@ def _run_inprocess(cluster, todo, on_row):
         on_row(batch_row(cluster, seed, b))
 
 
+# tasks go to Dask in about this many chunks (a (seed, batch) of the fluid model takes tens of ms, less
+# than Dask's own cost of scheduling a task and returning its result), each chunk's rows journalled together
+CHUNKS = 64
+
+
+def batch_rows(cluster, pairs):
+    """`batch_row` for each (seed, batch) of ``pairs``, in order: one Dask task's share."""
+    return [batch_row(cluster, seed, b) for seed, b in pairs]
+
+
 def _run_dask(cluster, todo, on_row, scheduler, workers):
     from dask.distributed import as_completed
 
     from ..sweep.runner import dask_client
+    size = -(-len(todo) // CHUNKS)
+    chunks = [todo[i:i + size] for i in range(0, len(todo), size)]
     with dask_client(scheduler, workers) as client:
         futures = []
         try:
             spec = client.scatter(cluster, broadcast=True)
-            futures = [client.submit(batch_row, spec, seed, b, key=f"pagesync-rollout-s{seed}-b{b}", pure=False)
-                       for seed, b in todo]
+            futures = [client.submit(batch_rows, spec, chunk, pure=False,
+                                     key=f"pagesync-rollout-s{chunk[0][0]}-b{chunk[0][1]}-n{len(chunk)}")
+                       for chunk in chunks]
             for future in as_completed(futures, loop=client.loop):
-                on_row(future.result())
+                for row in future.result():
+                    on_row(row)
                 future.release()
         finally:
             if futures:
