@@ -396,17 +396,24 @@ def host_from_dict(data: Any, source: str = "<dict>") -> Host:
         if f.kind == "loss" and not f.loss > 0:
             raise ConfigError(f"{where}.loss", "a loss fault needs a loss probability > 0", source)
         faults.append(Fault(f.kind, f.at, f.duration, link=f.link or None, vm=f.vm or None, loss=f.loss))
-    randoms = []
-    for i, f in enumerate(h.random_faults):
-        if f.link not in by_name:
-            raise ConfigError(f"random_faults[{i}].link", f"unknown link '{f.link}' (the host's links: "
-                                                          f"{', '.join(by_name)})", source)
-        if f.kind == "loss" and not f.loss > 0:
-            raise ConfigError(f"random_faults[{i}].loss", "a loss fault needs a loss probability > 0", source)
-        randoms.append(RandomFaults(f.kind, f.link, f.mtbf, f.duration, f.loss, f.seed))
+    randoms = random_faults(h.random_faults, by_name, source)
     return Host(h.host.name, h.host.platform, effective_concurrency(h.host), h.host.order, h.host.max_downtime,
                 links, vms, h.host.seed, source, faults, randoms, h.host.retries, h.host.retry_delay,
                 h.host.postcopy_recover, int(h.host.mss), h.host.sharing)
+
+
+def random_faults(items, links, source) -> list:
+    """The RandomFaults of a file's ``random_faults`` list (HOST.yaml's or CLUSTER.yaml's), each on one of
+    the host's ``links`` (names); ConfigError naming the item at fault."""
+    out = []
+    for i, f in enumerate(items):
+        if f.link not in links:
+            raise ConfigError(f"random_faults[{i}].link", f"unknown link '{f.link}' (the host's links: "
+                                                          f"{', '.join(links)})", source)
+        if f.kind == "loss" and not f.loss > 0:
+            raise ConfigError(f"random_faults[{i}].loss", "a loss fault needs a loss probability > 0", source)
+        out.append(RandomFaults(f.kind, f.link, float(f.mtbf), float(f.duration), float(f.loss), f.seed))
+    return out
 
 
 def load_host(path) -> Host:

@@ -29,8 +29,8 @@ from pagesync_model.config import ConfigError, parse_yaml, read_config_text
 from pagesync_model.dirtyrate import parse_dirty_rate
 from pagesync_model.schema import DURATION, INT, REQUIRED, STR, Field, Schema, SectionList
 
-from ..evacuate.host import _FAULT, _RANDOM, HOST_SCHEMA, NAMES, host_from_dict, order_vms
-from ..sim.faults import Fault, RandomFaults
+from ..evacuate.host import _FAULT, _RANDOM, HOST_SCHEMA, NAMES, host_from_dict, order_vms, random_faults
+from ..sim.faults import Fault
 from .fluid import FaultPlan, FluidGroup, FluidVm, Outage
 
 __all__ = ["CLUSTER_SCHEMA", "Cluster", "load_cluster", "cluster_from_dict", "draw_host", "batch_groups",
@@ -154,14 +154,7 @@ def cluster_from_dict(data, source="<dict>"):
             raise ConfigError(f"{where}.loss", "a loss fault needs a loss probability > 0", source)
         faults.append(Fault(f.kind, float(f.at), float(f.duration), link=f.link or None, vm=f.vm or None,
                             loss=float(f.loss)))
-    randoms = list(host.random_faults)
-    for i, f in enumerate(c.random_faults):
-        if f.link not in names:
-            raise ConfigError(f"random_faults[{i}].link", f"unknown link '{f.link}' (the host's links: "
-                                                          f"{', '.join(names)})", source)
-        if f.kind == "loss" and not f.loss > 0:
-            raise ConfigError(f"random_faults[{i}].loss", "a loss fault needs a loss probability > 0", source)
-        randoms.append(RandomFaults(f.kind, f.link, float(f.mtbf), float(f.duration), float(f.loss), f.seed))
+    randoms = list(host.random_faults) + random_faults(c.random_faults, names, source)
     return Cluster(r.name, r.hosts, min(r.batch, r.hosts), float(r.maintenance), r.retries, r.seeds, r.seed,
                    [(n, bw) for n, bw, _ in host.links], list(c.shared), listed, draw, host.concurrency, host.order,
                    source, faults, randoms, int(host.mss), host.sharing, [lat for _, _, lat in host.links])
