@@ -151,9 +151,10 @@ def _run_inprocess(cluster, todo, on_row):
         on_row(batch_row(cluster, seed, b))
 
 
-# tasks go to Dask in about this many chunks (a (seed, batch) of the fluid model takes tens of ms, less
-# than Dask's own cost of scheduling a task and returning its result), each chunk's rows journalled together
-CHUNKS = 64
+# tasks go to Dask in about this many chunks per worker thread (a (seed, batch) of the fluid model takes
+# tens of ms, less than Dask's own cost of scheduling a task and returning its result), each chunk's rows
+# journalled together
+CHUNKS_PER_WORKER = 8
 
 
 def batch_rows(cluster, pairs):
@@ -165,11 +166,12 @@ def _run_dask(cluster, todo, on_row, scheduler, workers):
     from dask.distributed import as_completed
 
     from ..sweep.runner import dask_client
-    size = -(-len(todo) // CHUNKS)
-    chunks = [todo[i:i + size] for i in range(0, len(todo), size)]
     with dask_client(scheduler, workers) as client:
         futures = []
         try:
+            threads = max(1, sum(client.nthreads().values()))
+            size = -(-len(todo) // (CHUNKS_PER_WORKER * threads))
+            chunks = [todo[i:i + size] for i in range(0, len(todo), size)]
             spec = client.scatter(cluster, broadcast=True)
             futures = [client.submit(batch_rows, spec, chunk, pure=False,
                                      key=f"pagesync-rollout-s{chunk[0][0]}-b{chunk[0][1]}-n{len(chunk)}")
