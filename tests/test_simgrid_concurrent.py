@@ -86,23 +86,40 @@ def test_latency_weighted_sharing_favours_the_short_route():
     assert 1.5 * alone_b < bourassa["total_time"] < 2 * alone_b
 
 
+def _experiment(name):
+    """A module of experiments/simgrid_agreement."""
+    import importlib
+    sys.path.insert(0, str(HERE))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(HERE))
+
+
+def _cases():
+    """{case name: case} as run_concurrent.py defines them."""
+    return {c["name"]: c for c in _experiment("run_concurrent").cases()}
+
+
+def _idle_cases():
+    """(SimGrid's record, its case) for every recorded case whose VMs write nothing."""
+    cases = _cases()
+    for rec in DATA:
+        c = cases[rec["case"]]
+        if not any(v["intensity"] for v in c["vms"]):
+            yield rec, c
+
+
 def test_the_fabric_solver_shares_links_as_simgrid_does():
     # pagesync_model.sim.interconnect.max_min_rates (the several-migration fabric's weighted max-min),
     # given SimGrid's LV08 penalties as weights and its crosstraffic folded into the capacities, gives
     # SimGrid's recorded times for every idle concurrent case within 0.1% (the tolerance of the single
     # runs): same-destination halving, latency-weighted sharing, unequal sizes, late starts
     from pagesync_model.sim.interconnect import max_min_rates
-    sys.path.insert(0, str(HERE))
-    try:
-        from reference_concurrent import predict
-        import run_concurrent
-    finally:
-        sys.path.remove(str(HERE))
-    cases = {c["name"]: c for c in run_concurrent.cases()}
+    predict = _experiment("reference_concurrent").predict
     worst, checked = 0.0, 0
-    for rec in DATA:
-        c = cases[rec["case"]]
-        if any(v["intensity"] for v in c["vms"]) or len(c["vms"]) < 2:
+    for rec, c in _idle_cases():
+        if len(c["vms"]) < 2:
             continue
         got = predict(c["links"], c["routes"], c["vms"], solver=max_min_rates)
         for v in rec["vms"]:
@@ -137,17 +154,8 @@ def test_the_fluid_model_with_simgrid_sharing_gives_simgrids_times():
     # every idle case (one to three migrations; same and different destinations, unequal sizes, a late
     # start, disjoint routes) through the fluid migration model with sharing 'simgrid' against
     # SimGrid's own output: total time and downtime within 0.1% (the single runs' tolerance)
-    sys.path.insert(0, str(HERE))
-    try:
-        import run_concurrent
-    finally:
-        sys.path.remove(str(HERE))
-    cases = {c["name"]: c for c in run_concurrent.cases()}
     worst, checked = 0.0, 0
-    for rec in DATA:
-        c = cases[rec["case"]]
-        if any(v["intensity"] for v in c["vms"]):
-            continue
+    for rec, c in _idle_cases():
         got = _fluid_case(c, "simgrid")
         for v in rec["vms"]:
             o = got[v["name"]]
@@ -160,7 +168,7 @@ def test_the_fluid_model_with_simgrid_sharing_gives_simgrids_times():
             checked += 1
     assert checked >= 20 and worst < 1e-3
     # equal sharing misses the cases that latency-weighted sharing decides (216.5 s to Bourassa)
-    eq = _fluid_case(cases["tesh_two_diff_dest"], "equal")
+    eq = _fluid_case(_cases()["tesh_two_diff_dest"], "equal")
     assert abs(eq["VM1"].end_s / vm("tesh_two_diff_dest", "VM1")["total_time"] - 1) > 0.05
 
 
