@@ -18,7 +18,7 @@ from pagesync_model.memory import memory_regions, placeable_user_pages
 from pagesync_model.policies.base import VARIANTS
 from pagesync_model.schema import (
     BANDWIDTH, BOOL, CHOICE, DURATION, FRACTION, FREQUENCY, INT, RATE, REQUIRED, SIZE, STR,
-    ConfigError, Field, Kind, Schema, Section, SectionList,
+    ConfigError, Field, Kind, RawValues, Schema, Section, SectionList,
 )
 from pagesync_model.trace.format import TraceError
 from pagesync_model import units
@@ -243,7 +243,7 @@ CORE.section(
 
 
 @CORE.cross_check
-def _link_route(v: dict[str, Any], raw: Mapping[str, Any]) -> None:
+def _link_route(v: dict[str, Any], raw: RawValues) -> None:
     """Reduce link.route to the one link the models read: ``v['link.bandwidth']`` becomes the
     bottleneck (slowest link) and ``v['link.latency']`` the summed latency. This check writes those two
     values, so it runs first of the checks that read the link."""
@@ -258,7 +258,7 @@ def _link_route(v: dict[str, Any], raw: Mapping[str, Any]) -> None:
         raise ConfigError("link.bandwidth", f"{raw['link.bandwidth']} given beside link.route: give one "
                                             "or the other (the route's bottleneck is the link's bandwidth)")
     # a latency the config gave, even one equal to the default, would be silently replaced by the route's
-    if "link.latency" in getattr(raw, "given", ()) and v["link.latency"] is not None:
+    if "link.latency" in raw.given and v["link.latency"] is not None:
         raise ConfigError("link.latency", f"{raw['link.latency']} given beside link.route: the route's "
                                           "latency is the sum of its links' latencies")
     raw["link.latency"] = ROUTE_DERIVED  # the effective config (to_dict) says where it came from
