@@ -230,6 +230,17 @@ def find_limit(tree, key, backend, lo, expected=None, needed=None):
     return hi, runs
 
 
+def cost_drivers(cfg):
+    """What a refused question should change, in ask's own options (for `cost.check`), naming the page
+    writes the dirty rate takes on this working set and pattern: a dirty rate near what the working
+    set holds in a window takes many writes for each distinct page."""
+    from .cost import write_rate
+    per = f" ({write_rate(cfg):.3g} page writes/s dirty that rate on that working set)"
+    return {"writes": f"--dirty-rate, --working-set{per} and --time-limit",
+            "quanta": "--quantum and --time-limit",
+            "state_bytes": "--memory"}
+
+
 def main(argv):
     from .config import ConfigError, config_from_dict
     from .kernels import BACKEND_NAMES, BackendError
@@ -244,7 +255,7 @@ def main(argv):
         cfg = config_from_dict(tree, source=f"ask --preset {args.preset}", notices=notices)
     except ConfigError as exc:
         raise UsageError(f"ask: {_option_of(exc)}{exc}") from None
-    admit(cfg, notices, args.force, "ask")
+    admit(cfg, notices, args.force, "ask", cost_drivers(cfg))
     text = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
     if args.write_config:
         write_output(args.write_config, f"# written by: {PROG} ask {' '.join(argv)}\n" + text)

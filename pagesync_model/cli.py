@@ -62,15 +62,16 @@ def build_parser():
     return p
 
 
-def admit(cfg, notices, force, where):
+def admit(cfg, notices, force, where, drivers=None):
     """Before a loaded config runs: print the loader's notices (one line each on stderr) and, unless
-    ``force``, refuse a run whose estimated cost is beyond this machine (UsageError naming ``where``)."""
+    ``force``, refuse a run whose estimated cost is beyond this machine (UsageError naming ``where``;
+    ``drivers`` as `cost.check` takes it)."""
     from .cost import CostError, check
     for line in notices:
         print(f"{PROG}: notice: {line}", file=sys.stderr)
     if not force:
         try:
-            check(cfg)
+            check(cfg, drivers)
         except CostError as exc:
             raise UsageError(f"{where}: {exc}") from None
 

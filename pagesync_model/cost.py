@@ -143,15 +143,18 @@ def _frame_state(cfg, pages) -> float:
             + BITMAPS * pages / 8)
 
 
-def check(cfg) -> Estimate:
-    """The estimate of ``cfg``'s cost; raises CostError when it is beyond LIMITS."""
+def check(cfg, drivers=None) -> Estimate:
+    """The estimate of ``cfg``'s cost; raises CostError when it is beyond LIMITS, naming what drives each
+    estimate over its limit (``drivers``: LIMITS name -> text, for callers whose users give options
+    rather than config fields; default the config fields)."""
+    drivers_of = {**_DRIVERS, **(drivers or {})}
     est = estimate(cfg)
     over = est.over()
     if over:
         limits = ", ".join(f"{name.replace('_', ' ')} limit "
                            f"{format_bytes(LIMITS[name]) if name == 'state_bytes' else f'{LIMITS[name]:.3g}'}"
                            for name in over)
-        drivers = "; ".join(_DRIVERS[name] for name in over)
+        drivers = "; ".join(drivers_of[name] for name in over)
         raise CostError(f"this run would take {est.describe()}, beyond what this machine does in about an "
                         f"hour ({limits}); see {drivers}, or run it anyway with --force")
     return est
