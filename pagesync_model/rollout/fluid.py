@@ -32,7 +32,7 @@ from typing import Optional
 from ..sim.faults import mathis_rate, scheduled
 from ..sim.interconnect import Lv08, shared_rates
 
-__all__ = ["FluidVm", "FluidGroup", "FluidOutcome", "Outage", "FaultPlan", "run_fluid"]
+__all__ = ["FluidVm", "SimgridRule", "FluidGroup", "FluidOutcome", "Outage", "FaultPlan", "run_fluid"]
 
 
 @dataclass
@@ -50,6 +50,33 @@ class FluidVm:
     max_rounds: int = 30
     cap: Optional[float] = None
     channels: int = 1
+    simgrid: Optional["SimgridRule"] = None
+
+
+@dataclass(frozen=True)
+class SimgridRule:
+    """A FluidVm migrated by SimGrid's rules instead of the analytic ones (SimGrid 3.32, as read in
+    simgrid/simgrid's tree; experiments/simgrid_agreement/README.md):
+
+    - its dirtying follows its share of its host's CPU: the VM's ``dirty`` is what it dirties with a
+      whole core (intensity x mig_speed: MigrationTx's dp_rate = mig_speed x intensity / host speed
+      per flop computed, src/plugins/vm/VmLiveMigration.cpp, the flops read by
+      sg_vm_lookup_computed_flops, src/plugins/vm/dirty_page_tracking.cpp); the ``busy`` VMs (one
+      running task each) of a host of ``cores`` cores share it max-min, each bounded by one core
+      (VirtualMachineImpl::update_action_weight: penalty 1 / min(tasks, vCPUs), bound that many
+      cores; VMModel::next_occurring_event hands the share to the VM's vCPU;
+      src/kernel/resource/VirtualMachineImpl.cpp); a suspended VM takes none (suspend() suspends
+      its action); it is on ``host`` until its stop-and-copy and on ``dst`` (if given) after it;
+    - its stop rule is stage 2's: after each message of N bytes that took d s (its latency phase
+      included), threshold = trunc(N / d x ``max_downtime``) and the next message is what it dirtied
+      during that one, trunc(flops x dp_rate) at most ``working_set`` (dp_cap); it stops when the
+      threshold is not below that. ``max_rounds`` stage-2 messages without stopping: not converged.
+    """
+    host: str
+    dst: Optional[str] = None
+    busy: bool = True
+    working_set: float = math.inf
+    max_downtime: float = 0.03
 
 
 @dataclass
@@ -163,6 +190,8 @@ class _Stream:
     wait_until: float = -math.inf   # sharing 'simgrid': in a message's latency phase until then
     acking: bool = False        # sharing 'simgrid': resumed, the acknowledgement on its way
     resume: float = 0.0
+    msg: float = 0.0            # SimgridRule: this message's bytes
+    core_s: float = 0.0         # SimgridRule: core-seconds the guest computed since the last lookup
 
 
 @dataclass
@@ -172,7 +201,7 @@ class FluidRun:
     solves: int = 0
 
 
-def run_fluid(groups, links, faults=None, start=0.0, sharing="equal", latencies=None):
+def run_fluid(groups, links, faults=None, start=0.0, sharing="equal", latencies=None, host_cores=None):
     """Run the groups' migrations over ``links`` (wire bytes/s of each link; routes index them) from
     time ``start`` until every one ended, through the outages of ``faults`` (a FaultPlan or None).
     ``sharing``: 'equal' (`max_min_rates`) or 'simgrid' (SimGrid's LV08, `shared_rates`, over the
@@ -180,8 +209,9 @@ def run_fluid(groups, links, faults=None, start=0.0, sharing="equal", latencies=
     starts with SimGrid's latency phase, latency_factor x the route's latency at no rate, the
     downtime is the stop-and-copy's message (latency phase included) and the migration ends one
     more latency phase later (the destination's acknowledgement), as SimGrid's migration plugin
-    sends them (VmLiveMigration.cpp). Returns a FluidRun (outcomes in end order, ``end_s`` the last
-    end)."""
+    sends them (VmLiveMigration.cpp). A VM with a ``simgrid`` rule (`SimgridRule`) dirties at its
+    share of its host's CPU (``host_cores``: cores per host name, 1 when not given) and stops by
+    SimGrid's stage-2 rule. Returns a FluidRun (outcomes in end order, ``end_s`` the last end)."""
     lv08 = sharing == "simgrid"
     lat_phase = (lambda vm: Lv08.latency_factor * vm.latency) if lv08 else (lambda vm: 0.0)
     nominal = [float(c) for c in links]
@@ -194,6 +224,30 @@ def run_fluid(groups, links, faults=None, start=0.0, sharing="equal", latencies=
     now = float(start)
     eps = 1e-9
     down, losses, resets = set(), {}, set()   # link instances down, loss per link, targets reset
+    # SimgridRule: where each busy VM computes ((group, index) -> host name; None while suspended)
+    where = {(g, i): vm.simgrid.host for g, grp in enumerate(groups) for i, vm in enumerate(grp.vms)
+             if vm.simgrid is not None and vm.simgrid.busy}
+    cores = dict(host_cores or {})
+    shares = {}
+
+    def reshare():
+        """Each busy VM's share of a core: its host's cores split max-min, at most one each."""
+        count = {}
+        for h in where.values():
+            if h is not None:
+                count[h] = count.get(h, 0) + 1
+        shares.clear()
+        for key, h in where.items():
+            if h is not None:
+                shares[key] = min(1.0, cores.get(h, 1) / count[h])
+
+    def relocate(s, host):
+        key = (s.group, s.index)
+        if key in where:
+            where[key] = host
+            reshare()
+
+    reshare()
 
     def broken(vm):
         return any(i in down_hard for i in vm.route) or vm.name in resets
@@ -209,7 +263,7 @@ def run_fluid(groups, links, faults=None, start=0.0, sharing="equal", latencies=
             return
         while nexts[g] < len(queues[g]) and (not groups[g].concurrency or running[g] < groups[g].concurrency):
             vm = queues[g][nexts[g]]
-            s = _Stream(vm, g, nexts[g], now, float(vm.memory), now)
+            s = _Stream(vm, g, nexts[g], now, float(vm.memory), now, msg=float(vm.memory))
             if lv08:
                 s.wait_until = now + lat_phase(vm)
             nexts[g] += 1
@@ -288,6 +342,10 @@ def run_fluid(groups, links, faults=None, start=0.0, sharing="equal", latencies=
             raise RuntimeError("fluid model: no stream can move and no fault will end")
         now = edge if at_edge else now + dt
         ended = False
+        if shares:
+            for s in active:
+                if s.vm.simgrid is not None:
+                    s.core_s += shares.get((s.group, s.index), 0.0) * dt
         for s in list(active):
             payload = s.rate * s.vm.efficiency
             moved = min(s.left, payload * dt)
@@ -302,9 +360,13 @@ def run_fluid(groups, links, faults=None, start=0.0, sharing="equal", latencies=
                 if s.stop and lv08 and not s.acking and s.converged:
                     # resumed on the destination; its acknowledgement comes back a latency phase later
                     s.acking, s.resume, s.wait_until = True, now, now + lat_phase(s.vm)
+                    if s.vm.simgrid is not None:
+                        relocate(s, s.vm.simgrid.dst)
                     ended = True
                     break
                 if s.stop:
+                    if s.vm.simgrid is not None and s.converged and not lv08:
+                        relocate(s, s.vm.simgrid.dst)
                     active.remove(s)
                     running[s.group] -= 1
                     down_s = (s.resume - s.stop_start) if lv08 else now - s.stop_start + s.vm.latency
@@ -314,14 +376,27 @@ def run_fluid(groups, links, faults=None, start=0.0, sharing="equal", latencies=
                     start_group(s.group)
                     break
                 s.rounds += 1
-                nxt = min(float(s.vm.memory), s.vm.dirty * (now - s.round_start))
-                payload = s.rate * s.vm.efficiency
-                if s.vm.dirty < payload and nxt <= payload * s.vm.downtime_limit:
+                rule = s.vm.simgrid
+                if rule is not None:
+                    # SimGrid's stage 2: the threshold from this message's bandwidth, the next
+                    # message what the guest dirtied while it ran (VmLiveMigration.cpp)
+                    took = now - s.round_start
+                    threshold = math.floor(s.msg / took * rule.max_downtime) if took > 0 else math.inf
+                    nxt = float(min(math.floor(s.core_s * s.vm.dirty), rule.working_set))
+                    s.core_s = 0.0
+                    stop = not threshold < nxt
+                else:
+                    nxt = min(float(s.vm.memory), s.vm.dirty * (now - s.round_start))
+                    payload = s.rate * s.vm.efficiency
+                    stop = s.vm.dirty < payload and nxt <= payload * s.vm.downtime_limit
+                if stop:
                     s.stop, s.converged, s.stop_start, s.left = True, True, now, nxt
+                    if rule is not None:
+                        relocate(s, None)   # suspended: its guest computes nothing
                 elif s.rounds >= s.vm.max_rounds:  # no cut-over: it ends here, failed
                     s.stop, s.converged, s.stop_start, s.left = True, False, now, 0.0
                 else:
-                    s.left, s.round_start = nxt, now
+                    s.left, s.round_start, s.msg = nxt, now, nxt
                 if lv08 and not (s.stop and not s.converged):
                     s.wait_until = now + lat_phase(s.vm)   # the next message's latency phase: no rate
                     ended = True
