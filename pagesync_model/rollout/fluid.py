@@ -51,6 +51,9 @@ class FluidVm:
     cap: Optional[float] = None
     channels: int = 1
     simgrid: Optional["SimgridRule"] = None
+    postcopy_at: Optional[float] = None     # s after its start: the switch to post-copy (None: none)
+    postcopy_round: Optional[int] = None    # or at the end of this pre-copy round (0: the first pass)
+    postcopy_recover: bool = False          # a drop in post-copy waits for the link (postcopy-recover)
 
 
 @dataclass(frozen=True)
@@ -102,6 +105,8 @@ class FluidOutcome:
     rounds: int
     bytes: float
     fault: Optional[str] = None    # 'drop' or 'reset' when a fault ended it
+    postcopy: bool = False         # it switched to post-copy
+    lost: bool = False             # a fault in post-copy lost the guest (never reported as converged)
 
 
 @dataclass(frozen=True)
@@ -191,6 +196,7 @@ class _Stream:
     acking: bool = False        # sharing 'simgrid': resumed, the acknowledgement on its way
     resume: float = 0.0
     msg: float = 0.0            # SimgridRule: this message's bytes
+    post: bool = False          # in post-copy: the guest runs on the destination, the rest is pushed
     core_s: float = 0.0         # SimgridRule: core-seconds the guest computed since the last lookup
 
 
@@ -256,7 +262,19 @@ def run_fluid(groups, links, faults=None, start=0.0, sharing="equal", latencies=
         active.remove(s)
         running[s.group] -= 1
         out.outcomes.append(FluidOutcome(s.group, s.index, s.vm.name, s.start, now, False, None, s.rounds, s.sent,
-                                         why))
+                                         why, s.post, s.post))
+
+    def switch(s, left):
+        """The switch to post-copy: the source stops (the downtime: the route's latency, as a
+        stop-and-copy with nothing to send), the guest runs on the destination from now and the
+        ``left`` bytes it still lacks are pushed at the stream's rate."""
+        s.post, s.stop_start, s.left, s.round_start = True, now, min(float(s.vm.memory), left), now
+        s.wait_until = -math.inf
+
+    def switch_pending(s):
+        vm = s.vm
+        return ((vm.postcopy_at is not None and now < s.start + vm.postcopy_at)
+                or (vm.postcopy_round is not None and s.rounds - 1 < vm.postcopy_round))
 
     def start_group(g):
         if now < groups[g].start:
@@ -313,8 +331,10 @@ def run_fluid(groups, links, faults=None, start=0.0, sharing="equal", latencies=
             caps[i] = 0.0 if i in down else c
         for s in list(active):
             if s.vm.name in hit_targets:
-                fail(s, "reset")
+                fail(s, "reset")     # in post-copy the guest was on the destination: lost
             elif any(i in hit_links for i in s.vm.route):
+                if s.post and s.vm.postcopy_recover:
+                    continue         # the guest waits for its pages until the link is back
                 fail(s, "drop")
         for g in range(len(groups)):
             start_group(g)
@@ -335,6 +355,8 @@ def run_fluid(groups, links, faults=None, start=0.0, sharing="equal", latencies=
             edge = min([edge] + [s.wait_until for s in active if s.wait_until > now])
         if later:  # a group's start
             edge = min(edge, later[0])
+        edge = min([edge] + [s.start + s.vm.postcopy_at for s in active if s.vm.postcopy_at is not None
+                             and not s.stop and not s.post and s.start + s.vm.postcopy_at > now])
         at_edge = edge <= now + dt
         if at_edge:
             dt = edge - now
@@ -357,6 +379,14 @@ def run_fluid(groups, links, faults=None, start=0.0, sharing="equal", latencies=
             if s.wait_until > now:  # a latency phase still running
                 continue
             while s.left == 0.0 and s in active and s.wait_until <= now:
+                if s.post:   # every page is on the destination
+                    active.remove(s)
+                    running[s.group] -= 1
+                    out.outcomes.append(FluidOutcome(s.group, s.index, s.vm.name, s.start, now, True, s.vm.latency,
+                                                     s.rounds, s.sent, None, True))
+                    ended = True
+                    start_group(s.group)
+                    break
                 if s.stop and lv08 and not s.acking and s.converged:
                     # resumed on the destination; its acknowledgement comes back a latency phase later
                     s.acking, s.resume, s.wait_until = True, now, now + lat_phase(s.vm)
@@ -393,13 +423,22 @@ def run_fluid(groups, links, faults=None, start=0.0, sharing="equal", latencies=
                     s.stop, s.converged, s.stop_start, s.left = True, True, now, nxt
                     if rule is not None:
                         relocate(s, None)   # suspended: its guest computes nothing
-                elif s.rounds >= s.vm.max_rounds:  # no cut-over: it ends here, failed
+                elif s.vm.postcopy_round is not None and s.rounds - 1 >= s.vm.postcopy_round and not s.post:
+                    switch(s, nxt)
+                    ended = True
+                    continue
+                elif s.rounds >= s.vm.max_rounds and not switch_pending(s):  # no cut-over: it ends here, failed
                     s.stop, s.converged, s.stop_start, s.left = True, False, now, 0.0
                 else:
                     s.left, s.round_start, s.msg = nxt, now, nxt
                 if lv08 and not (s.stop and not s.converged):
                     s.wait_until = now + lat_phase(s.vm)   # the next message's latency phase: no rate
                     ended = True
+        for s in active:   # a switch to post-copy at its time, in pre-copy (its round's rest and dirt)
+            if (s.vm.postcopy_at is not None and not s.stop and not s.post
+                    and s.start + s.vm.postcopy_at <= now):
+                switch(s, s.left + s.vm.dirty * (now - s.round_start))
+                ended = True
         if at_edge:
             if faults is not None:
                 apply_faults()
