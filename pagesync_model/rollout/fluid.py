@@ -7,8 +7,8 @@ at the rate its stream gets on the shared links (`max_min_rates`, payload = wire
 efficiency), which is solved again whenever a stream starts or ends. When a round ends, the next is
 the stop-and-copy if D is below the payload rate and the next round fits ``downtime_limit`` at the
 current payload rate (the analytic stop rule); a VM whose rounds reach ``max_rounds`` first did not
-converge and ends there, failed (an operator's timeout would abort it), without a cut-over. The
-stop-and-copy is sent at the stream's share too; the downtime is its duration plus the route's
+converge and ends there, failed (an operator's timeout would abort it), without a cut-over (unless a
+switch to post-copy is still to come, below). The stop-and-copy is sent at the stream's share too; the downtime is its duration plus the route's
 latency. No pages, no per-copy costs, no operator layer: for idle guests it gives the page-level
 drain times within the per-copy overheads (tests/test_rollout.py checks 1%).
 
@@ -19,9 +19,17 @@ Faults (a `FaultPlan`: the batch's outages on its link instances, pagesync_model
 what each kind is): a ``stall`` or ``drop`` makes its link's capacity 0 while it lasts (a stalled
 stream gets no rate and its guest goes on dirtying, so its round grows); a ``drop`` also ends every
 migration crossing the link when it starts, and a ``reset`` the migration of the VM it names: a
-pre-copy migration (the only kind the fluid model has, the stop-and-copy included) fails and its
-source keeps running (outcome ``fault`` set); one that would start while its route is down or its
-destination reset fails at once (the connection is refused). ``loss`` caps each connection crossing
+pre-copy migration (the stop-and-copy included) fails and its source keeps running (outcome
+``fault`` set); one that would start while its route is down or its destination reset fails at once
+(the connection is refused).
+
+Post-copy: a VM with ``postcopy_round`` switches at the end of that pre-copy round (unless the stop
+rule completed it first), one with ``postcopy_at`` at that time after its start; the source stops (the
+downtime: the route's latency), the guest runs on the destination and what it lacks (the round's
+dirt, or at a time the round's rest and its dirt so far, at most its memory) is pushed at the
+stream's rate. A drop on its route then loses the guest (``lost``), or with ``postcopy_recover`` the
+push waits for the link; a reset of its destination loses it. A switch still to come keeps the
+rounds going past ``max_rounds``. ``loss`` caps each connection crossing
 the link at `mathis_rate` of the route's combined loss and twice its latency (times the
 migration's channels, at most its own cap).
 """
