@@ -4,6 +4,7 @@ published cloud-migration example output (its .tesh) and a fluid reference model
 SimGrid's source (reference_concurrent.py): the committed data must be SimGrid's behaviour, so that the
 simulator's several-migration runs can be held to it."""
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -130,10 +131,14 @@ def test_the_fabric_solver_shares_links_as_simgrid_does():
     assert worst < 1e-3
 
 
-def _fluid_case(c, sharing):
+def _fluid_case(c, sharing, hosts=None):
     """The case's migrations through the rollout's fluid model (pagesync_model/rollout/fluid.py), each
-    VM a group of its own starting at its offset, over the case's links with ``sharing``."""
-    from pagesync_model.rollout import FluidGroup, FluidVm, run_fluid
+    VM a group of its own starting at its offset, over the case's links with ``sharing``. A busy VM
+    (given a migration speed, as migrate_many.cpp makes it with sg_vm_create_migratable) gets SimGrid's
+    rules (`SimgridRule`): it dirties intensity x mig_speed bytes/s per core it gets of its source host,
+    its working set 90% of its RAM as that function sets it (from the RAM in whole MiB), its stream
+    capped at mig_speed; ``hosts`` maps a VM to another source host name (default: its own)."""
+    from pagesync_model.rollout.fluid import FluidGroup, FluidVm, SimgridRule, run_fluid
     names = sorted(c["links"])
     index = {n: i for i, n in enumerate(names)}
     table = {}
@@ -143,7 +148,13 @@ def _fluid_case(c, sharing):
     for v in c["vms"]:
         route = table[(v["src"], v["dst"])]
         lat = sum(c["links"][n][1] for n in route)
-        fv = FluidVm(v["name"], v["ram"], 0.0, [index[n] for n in route], 1.0, lat)
+        rule, dirty, cap = None, 0.0, None
+        if v["mig_speed"] is not None:
+            ws = int(int(v["ram"] / 2**20) * 2**20 * 0.9)
+            rule = SimgridRule((hosts or {}).get(v["name"], v["src"]), v["dst"], True, ws, 0.03)
+            dirty, cap = v["mig_speed"] * v["intensity"], v["mig_speed"]
+        fv = FluidVm(v["name"], v["ram"], dirty, [index[n] for n in route], 1.0, lat, cap=cap, simgrid=rule,
+                     max_rounds=10_000)
         groups.append(FluidGroup([fv], 0, v["offset"] or 0.0))
     run = run_fluid(groups, [c["links"][n][0] for n in names], sharing=sharing,
                     latencies=[c["links"][n][1] for n in names])
@@ -185,3 +196,73 @@ def test_simgrid_sharing_by_hand():
     (lone,) = shared_rates("simgrid", [1e9], [[0]], latencies=[1e-2])
     assert lone == pytest.approx(0.97 * 4194304 / 2e-2, rel=1e-12)
     assert shared_rates("equal", [1e8], [[0], [0]]) == [5e7, 5e7]
+
+
+def _busy_cases():
+    """(SimGrid's record, its case) for every recorded case with a guest that writes (intensity 0.3)."""
+    cases = _cases()
+    for rec in DATA:
+        c = cases[rec["case"]]
+        if any(v["intensity"] for v in c["vms"]):
+            yield rec, c
+
+
+def test_simgrid_dirties_at_the_guests_share_of_its_host():
+    # hand-computed from SimGrid's rule (dp_rate x flops computed, flops at the VM's share of its host):
+    # the first stage-2 message is trunc(share x intensity x mig_speed x stage 1's duration)
+    for case, share in (("lan_single_busy_i0.3", 1.0), ("lan_two_same_link_busy_i0.3", 0.5),
+                        ("lan_two_hosts_one_link_busy_i0.3", 1.0), ("lan_two_links_busy_i0.3", 0.5)):
+        for v in BY_CASE[case]["vms"]:
+            stage1, first = v["sends"][0], v["sends"][1]
+            assert first["stage"] == 2
+            expect = share * 0.3 * 125e6 * (first["t"] - stage1["t"])
+            assert first["bytes"] == pytest.approx(expect, abs=3), (case, v["name"])
+
+
+def test_the_fluid_model_with_simgrids_rules_gives_simgrids_busy_cases():
+    # the busy cases (intensity 0.3: one VM alone, two on one link from one host or from two hosts,
+    # two on separate links from one host) through the fluid model with sharing 'simgrid' and each
+    # VM's SimgridRule (dirtying at its share of its host's CPU, stage 2's stop rule) against
+    # SimGrid's own output: the same stage-2 rounds, total time and downtime within 0.1%
+    worst, checked = 0.0, 0
+    for rec, c in _busy_cases():
+        got = _fluid_case(c, "simgrid")
+        for v in rec["vms"]:
+            o = got[v["name"]]
+            assert o.converged
+            assert o.rounds - 1 == v["rounds"], (rec["case"], v["name"])   # o.rounds counts stage 1 too
+            total = o.end_s - o.start_s
+            worst = max(worst, abs(total / v["total_time"] - 1), abs(o.downtime_s / v["downtime"] - 1))
+            assert total == pytest.approx(v["total_time"], rel=1e-3), (rec["case"], v["name"])
+            assert o.downtime_s == pytest.approx(v["downtime"], rel=1e-3), (rec["case"], v["name"])
+            checked += 1
+    assert checked == 7 and worst < 1e-3
+    # without the host's CPU shared (each VM on a host of its own), two VMs of one host on separate
+    # links dirty at full rate and need more rounds than SimGrid's 3
+    c = _cases()["lan_two_links_busy_i0.3"]
+    apart = _fluid_case(c, "simgrid", hosts={"VM0": "a", "VM1": "b"})
+    assert apart["VM0"].rounds - 1 == vm("lan_single_busy_i0.3", "VM0")["rounds"] == 5
+    assert apart["VM0"].end_s > 1.2 * vm("lan_two_links_busy_i0.3", "VM0")["total_time"]
+
+
+def test_simgrid_rule_shares_a_hosts_cores_by_hand():
+    # two busy VMs on a 2-core host get a core each; three share two cores (2/3 each); the guest's
+    # first stage-2 message is what it dirtied during stage 1: share x dirty x stage 1's duration,
+    # stage 1 alone on a 100 MB/s link without latency taking 1e9 / (0.97 x 1e8 / 1.05) s
+    from pagesync_model.rollout.fluid import FluidGroup, FluidVm, SimgridRule, run_fluid
+    rate = 0.97 * 1e8 / 1.05
+    for n, cores, share in ((2, 2, 1.0), (3, 2, 2 / 3), (2, 1, 0.5)):
+        vms = [FluidVm(f"v{i}", 1e9, 1e7, [i], simgrid=SimgridRule("h", working_set=9e8), max_rounds=1)
+               for i in range(n)]
+        run = run_fluid([FluidGroup([v]) for v in vms], [1e8] * n, sharing="simgrid", latencies=[0.0] * n,
+                        host_cores={"h": cores})
+        for o in run.outcomes:
+            assert not o.converged   # max_rounds 1: it stops after stage 1, its bytes tell the dirt
+            assert o.bytes == pytest.approx(1e9, rel=1e-12)
+        # with max_rounds 2 the second message is exactly the stage-1 dirt
+        vms = [FluidVm(f"v{i}", 1e9, 1e7, [i], simgrid=SimgridRule("h", working_set=9e8), max_rounds=2)
+               for i in range(n)]
+        run = run_fluid([FluidGroup([v]) for v in vms], [1e8] * n, sharing="simgrid", latencies=[0.0] * n,
+                        host_cores={"h": cores})
+        for o in run.outcomes:
+            assert o.bytes - 1e9 == pytest.approx(math.floor(share * 1e7 * 1e9 / rate), abs=2), (n, cores)

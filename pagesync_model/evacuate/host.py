@@ -46,6 +46,8 @@ PLATFORMS = {
     "ovirt": (3, 0, 32 * 2**20),
 }
 ORDERS = ["as-listed", "largest-first", "smallest-first", "least-dirty-first"]
+# policies whose source's stop is modelled under a pause fault (sim/faults.py)
+PAUSE_POLICIES = ("qemu", "xen-legacy", "xen-v2", "stratus")
 MAX_VMS = 4096
 
 
@@ -387,9 +389,10 @@ def host_from_dict(data: Any, source: str = "<dict>") -> Host:
                 raise ConfigError(f"{where}.vm", f"unknown VM '{f.vm}' (a pause names the VM whose source cannot "
                                                  "pause in time)", source)
             cfg = next(v.cfg for v in vms if v.name == f.vm)
-            if cfg.policy != "qemu" or cfg.qemu.rules != "current":
-                raise ConfigError(f"{where}.vm", f"'{f.vm}' runs {cfg.policy}: a pause fault is modelled for qemu "
-                                                 "(rules current) only", source)
+            if cfg.policy not in PAUSE_POLICIES or (cfg.policy == "qemu" and cfg.qemu.rules != "current"):
+                what = f"{cfg.policy} (rules {cfg.qemu.rules})" if cfg.policy == "qemu" else cfg.policy
+                raise ConfigError(f"{where}.vm", f"'{f.vm}' runs {what}: a pause fault is modelled for qemu "
+                                                 f"(rules current), {', '.join(PAUSE_POLICIES[1:])} only", source)
         elif f.link not in by_name:
             raise ConfigError(f"{where}.link", f"unknown link '{f.link}' (the host's links: {', '.join(by_name)})",
                               source)

@@ -108,6 +108,8 @@ def scanner(e):
         yield from stop_and_copy_all(e)
         return
     rec = e.open_pass("full")
+    if e.cfg.tracking.stop_cpus and (yield from stuck(e)):
+        return
     h = yield from e.brownout(zero_bitmap=True)
     e.end_brownout(h)
     if p.tracking_outside:  # the tracker's tables and structures are not part of what is mirrored
@@ -121,6 +123,8 @@ def scanner(e):
         rec = e.open_pass("pass")
         t_stop = e.now
         running = not e.cfg.tracking.stop_cpus
+        if not running and (yield from stuck(e)):
+            return
         # a scan that runs with the CPUs writing decides on its count at once; its cost (and the
         # rest of the pass's fixed work) is spent only when the pass goes on to copy
         h = yield from e.brownout(clear=not read_first, wait=not running)
@@ -132,6 +136,8 @@ def scanner(e):
             yield from copy_pass(e, rec, h, count, running, read_first)
             rec = e.open_pass("blackout")
             t_stop = e.now
+            if (yield from stuck(e)):
+                return
             if running:
                 h = yield from e.stop_and_scan(clear=not read_first)
             else:
@@ -143,11 +149,24 @@ def scanner(e):
                 # The scan ran with the CPUs writing: stop them now (the downtime starts) and scan what
                 # was written since. The record keeps the deciding scan's count; it copies both.
                 t_stop = e.now
+                if (yield from stuck(e)):
+                    return
                 yield from e.stop_and_scan(clear=not read_first)
             rec.kind = "blackout"
             yield from blackout(e, rec, count, converged, t_stop)
             return
         yield from copy_pass(e, rec, h, count, running, read_first)
+
+
+def stuck(e):
+    """Process step: whether a stop of the CPUs beginning now cannot complete (a ``pause`` fault,
+    sim/faults.py: a vCPU that does not exit). The resync is abandoned and starts over once the
+    fault has ended, as after a drop (sim/multi.py); no bound is published for how long the
+    rendezvous waits, and none is needed: the new resync cannot start before the fault ends anyway."""
+    if e.pause_hold is None or e.pause_hold() <= 0:
+        return False
+    yield e.stop_failed("the CPUs did not stop in time")
+    return True
 
 
 def copy_pass(e, rec, h, count, running, read_first):
@@ -215,6 +234,8 @@ def stop_and_copy_all(e):
     m = e.memory
     rec = e.open_pass("blackout")
     t_stop = e.now
+    if (yield from stuck(e)):
+        return
     if e.cfg.tracking.stop_cpus:
         yield from e.brownout(zero_bitmap=True)
     else:

@@ -58,6 +58,10 @@ V2_BATCH_HEADER = 16           # bytes: xc_sr_rhdr {type, length} + page_data_he
 RATE_TO_BTU = 781250           # us x Mbit/s: one burst slot lasts RATE_TO_BTU / mbit_rate us
 BURST_BUDGET = 100 * 1024      # bytes granted per burst slot (ratewrite)
 RATE_STEP_MBIT = 50            # print_stats: new limit = dirty rate + 50 Mbit/s
+# libxl waits 60 s for the guest to suspend (tools/libs/light/libxl_dom_suspend.c: guest_timeout,
+# libxl__ev_time_register_rel(..., 60*1000)), then fails the save with ERROR_GUEST_TIMEDOUT; xl migrate
+# then ends "Migration failed, failed to suspend at sender." without resuming (the guest never stopped)
+SUSPEND_TIMEOUT_S = 60.0
 
 SECTION = Section("Xen pre-copy live migration (libxc xc_domain_save.c legacy, xc_sr_save.c v2).", dict(
     max_iters=Field(INT, 29, "legacy DEF_MAX_ITERS: live rounds (pages) after which the next round is the "
@@ -351,8 +355,10 @@ def save_legacy(e):
         if reason:
             last_iter = True
             rec = e.open_pass("blackout")
-            e.pause()                                # suspend_and_state(): downtime starts
             t_stop = e.now
+            if not (yield from suspend_wait(e)):
+                return
+            e.pause()                                # suspend_and_state(): downtime starts
             h, dirty_in = yield from st.clean(live=False)
             brown = 0
         else:
@@ -429,8 +435,10 @@ def save_v2(e):
         h, dirty_count = yield from st.clean(live=True)
         brown = h.cycles
     rec = e.open_pass("blackout")
-    e.pause()                                        # suspend_domain(): downtime starts
     t_stop = e.now
+    if not (yield from suspend_wait(e)):
+        return
+    e.pause()                                        # suspend_domain(): downtime starts
     _h, dirty_final = yield from st.clean(live=False)
     sent, _ = yield from st.send_round(peek=False)
     sent_hist.append(sent)
@@ -438,6 +446,21 @@ def save_v2(e):
     e.close_pass(rec, dirty_final, 0)
     e.finish(reason == "v2-threshold", reason, t_stop, rounds=len(sent_hist), skipped_pages=0,
              sent_per_round=sent_hist, dirty_sync_count=st.clean_count, batches=st.batches)
+
+
+def suspend_wait(e):
+    """Process step: the suspend request, before the domain stops. A guest that cannot suspend in time
+    (a ``pause`` fault, sim/faults.py) runs until it does, its downtime counted from the request;
+    after SUSPEND_TIMEOUT_S libxl gives up and the migration fails, the guest running on at the source
+    (``stop_failed``). Returns whether the domain suspends."""
+    late = e.pause_hold() if e.pause_hold is not None else 0.0
+    if late >= SUSPEND_TIMEOUT_S:
+        yield e.wait(e.cycles(SUSPEND_TIMEOUT_S))
+        yield e.stop_failed(f"guest did not suspend, timed out after {SUSPEND_TIMEOUT_S:g} s")
+        return False
+    if late > 0:
+        yield e.wait(e.cycles(late))
+    return True
 
 
 def _tail(e, x):

@@ -34,6 +34,8 @@ def format_rollout(r):
               "max_downtime_s": "worst downtime"}
     if "fault_failed" in r.distribution:
         labels["fault_failed"] = "failed by a fault"
+    if (r.distribution.get("lost") or {}).get("max"):
+        labels["lost"] = "lost in post-copy"
     for f, label in labels.items():
         d = r.distribution[f]
         lines.append(f"{label:<22}  {_fmt(f, d['median']):>12}  {_fmt(f, d['p90']):>12}  {_fmt(f, d['max']):>12}")

@@ -6,7 +6,7 @@
 the others each host's own. Each host is reduced to what the fluid model needs (rollout/fluid.py):
 per VM its memory, dirty rate, route, link efficiency and latency, downtime limit (``qemu.
 downtime_limit`` for a qemu VM, else ``analytic.downtime_limit``), ``analytic.max_rounds``, cap and
-channels; a drawn VM's size and dirty rate are drawn again for every host and seed
+channels, its switch to post-copy (`postcopy_switch`) and the host's ``postcopy_recover``; a drawn VM's size and dirty rate are drawn again for every host and seed
 (``draw_host``). Problems are ConfigErrors naming the cluster file or the host file and where.
 
 Faults: the ``faults`` and ``random_faults`` of CLUSTER.yaml (the same entries as HOST.yaml's, which
@@ -100,11 +100,55 @@ class Cluster:
         return hashlib.sha256(json.dumps([d, __version__], sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _fluid_vm(v, route_names):
+def postcopy_rule(cfg):
+    """What decides a qemu VM's switch to post-copy, as plain data (None: it never switches):
+    {round: the pre-copy round at whose end ``qemu.postcopy_switch`` after-precopy or sync N switches
+    (the dirty-sync-count is 2 at the end of the first pass, round 0), at: ``postcopy_switch_time``,
+    monitor: (operator.kind, completion_timeout, monitor_period) when the operator's completion
+    timeout switches (``operator.on_timeout: postcopy``)}."""
+    if cfg.policy != "qemu":
+        return None
+    q, o = cfg.qemu, cfg.operator
+    rule = {}
+    if q.postcopy_switch == "after-precopy":
+        rule["round"] = 0
+    elif q.postcopy_switch == "sync":
+        rule["round"] = max(int(q.postcopy_switch_sync) - 2, 0)
+    elif q.postcopy_switch == "time":
+        rule["at"] = float(q.postcopy_switch_time)
+    if o.kind in ("nova", "kubevirt") and o.on_timeout == "postcopy" and o.completion_timeout > 0:
+        rule["monitor"] = (o.kind, float(o.completion_timeout), float(o.monitor_period))
+    return rule or None
+
+
+def postcopy_switch(rule, memory):
+    """(postcopy_at s, postcopy_round) of a VM of ``memory`` bytes under ``rule`` (`postcopy_rule`).
+    The operator's deadline is its monitor's (policies/operators.py `Monitor`: completion_timeout x
+    the migration's GiB, nova max(GiB, 2) truncated to whole seconds, kubevirt ceil(bytes / 1e9)); it
+    is seen at the first tick (every monitor_period from the start) past it, and nova acts on it at
+    the tick after that."""
+    if not rule:
+        return None, None
+    at = rule.get("at")
+    if "monitor" in rule:
+        kind, per_gib, period = rule["monitor"]
+        if kind == "kubevirt":
+            deadline = per_gib * math.ceil(memory / 1e9)
+        else:
+            deadline = int(per_gib * max(memory / 2**30, 2.0))
+        seen = (math.floor(deadline / period) + 1) * period
+        when = seen + period if kind == "nova" else seen
+        at = when if at is None else min(at, when)
+    return at, rule.get("round")
+
+
+def _fluid_vm(v, route_names, recover=False):
     cfg = v.cfg
     limit = cfg.qemu.downtime_limit if cfg.policy == "qemu" else cfg.analytic.downtime_limit
+    at, rnd = postcopy_switch(postcopy_rule(cfg), float(v.memory))
     return FluidVm(v.name, float(v.memory), float(v.dirty_bytes_s), list(route_names), float(cfg.link.efficiency),
-                   float(cfg.link.latency), float(limit), int(cfg.analytic.max_rounds), v.cap, int(v.channels))
+                   float(cfg.link.latency), float(limit), int(cfg.analytic.max_rounds), v.cap, int(v.channels),
+                   postcopy_at=at, postcopy_round=rnd, postcopy_recover=bool(recover))
 
 
 def cluster_from_dict(data, source="<dict>"):
@@ -124,7 +168,7 @@ def cluster_from_dict(data, source="<dict>"):
         if s not in names:
             raise ConfigError("shared", f"unknown link '{s}' (the host's links: {', '.join(names)})", source)
     ndraw = h.draw.count
-    listed = [_fluid_vm(v, v.route) for v in host.vms[:len(host.vms) - ndraw]]
+    listed = [_fluid_vm(v, v.route, host.postcopy_recover) for v in host.vms[:len(host.vms) - ndraw]]
     draw = None
     if ndraw:
         tmpl = host.vms[len(host.vms) - ndraw]
@@ -132,7 +176,8 @@ def cluster_from_dict(data, source="<dict>"):
         if h.draw.dirty_rate:
             rng = [float(parse_dirty_rate(x, 4096)) for x in h.draw.dirty_rate]
         draw = {"count": ndraw, "sizes": [int(x) for x in h.draw.sizes], "working_set": h.draw.working_set,
-                "dirty_range": rng, "vm": _fluid_vm(tmpl, tmpl.route)}
+                "dirty_range": rng, "vm": _fluid_vm(tmpl, tmpl.route, host.postcopy_recover),
+                "postcopy": postcopy_rule(tmpl.cfg)}
     vm_names = [v.name for v in host.vms]
     if any(f.kind == "pause" for f in host.faults):
         raise ConfigError("rollout.host", f"{r.host}: a pause fault needs the page-level stop (pagesync-sim "
@@ -188,8 +233,9 @@ def draw_host(cluster, seed, host):
             if d["dirty_range"]:
                 lo, hi = d["dirty_range"]
                 dirty = math.exp(rng.uniform(math.log(lo), math.log(hi)))
-            vm = FluidVm(f"drawn-{k + 1}", float(size), dirty, t.route, t.efficiency, t.latency, t.downtime_limit,
-                         t.max_rounds, t.cap, t.channels)
+            at, rnd = postcopy_switch(d.get("postcopy"), float(size))
+            vm = dataclasses.replace(t, name=f"drawn-{k + 1}", memory=float(size), dirty=dirty, postcopy_at=at,
+                                     postcopy_round=rnd)
             vms.append(_Ordered(vm, vm.memory, vm.dirty))
     return [o.vm for o in order_vms(vms, cluster.order)]
 
@@ -230,8 +276,7 @@ def batch_groups(cluster, hosts_vms, first_host):
         routed = []
         for v in vms:
             route = [index[(None, n)] if n in cluster.shared else index[(i, n)] for n in v.route]
-            routed.append(FluidVm(f"h{first_host + i}/{v.name}", v.memory, v.dirty, route, v.efficiency, v.latency,
-                                  v.downtime_limit, v.max_rounds, v.cap, v.channels))
+            routed.append(dataclasses.replace(v, name=f"h{first_host + i}/{v.name}", route=route))
         groups.append(FluidGroup(routed, cluster.concurrency))
     return groups, caps
 

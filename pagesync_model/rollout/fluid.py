@@ -7,8 +7,8 @@ at the rate its stream gets on the shared links (`max_min_rates`, payload = wire
 efficiency), which is solved again whenever a stream starts or ends. When a round ends, the next is
 the stop-and-copy if D is below the payload rate and the next round fits ``downtime_limit`` at the
 current payload rate (the analytic stop rule); a VM whose rounds reach ``max_rounds`` first did not
-converge and ends there, failed (an operator's timeout would abort it), without a cut-over. The
-stop-and-copy is sent at the stream's share too; the downtime is its duration plus the route's
+converge and ends there, failed (an operator's timeout would abort it), without a cut-over (unless a
+switch to post-copy is still to come, below). The stop-and-copy is sent at the stream's share too; the downtime is its duration plus the route's
 latency. No pages, no per-copy costs, no operator layer: for idle guests it gives the page-level
 drain times within the per-copy overheads (tests/test_rollout.py checks 1%).
 
@@ -19,9 +19,17 @@ Faults (a `FaultPlan`: the batch's outages on its link instances, pagesync_model
 what each kind is): a ``stall`` or ``drop`` makes its link's capacity 0 while it lasts (a stalled
 stream gets no rate and its guest goes on dirtying, so its round grows); a ``drop`` also ends every
 migration crossing the link when it starts, and a ``reset`` the migration of the VM it names: a
-pre-copy migration (the only kind the fluid model has, the stop-and-copy included) fails and its
-source keeps running (outcome ``fault`` set); one that would start while its route is down or its
-destination reset fails at once (the connection is refused). ``loss`` caps each connection crossing
+pre-copy migration (the stop-and-copy included) fails and its source keeps running (outcome
+``fault`` set); one that would start while its route is down or its destination reset fails at once
+(the connection is refused).
+
+Post-copy: a VM with ``postcopy_round`` switches at the end of that pre-copy round (unless the stop
+rule completed it first), one with ``postcopy_at`` at that time after its start; the source stops (the
+downtime: the route's latency), the guest runs on the destination and what it lacks (the round's
+dirt, or at a time the round's rest and its dirt so far, at most its memory) is pushed at the
+stream's rate. A drop on its route then loses the guest (``lost``), or with ``postcopy_recover`` the
+push waits for the link; a reset of its destination loses it. A switch still to come keeps the
+rounds going past ``max_rounds``. ``loss`` caps each connection crossing
 the link at `mathis_rate` of the route's combined loss and twice its latency (times the
 migration's channels, at most its own cap).
 """
@@ -32,7 +40,7 @@ from typing import Optional
 from ..sim.faults import mathis_rate, scheduled
 from ..sim.interconnect import Lv08, shared_rates
 
-__all__ = ["FluidVm", "FluidGroup", "FluidOutcome", "Outage", "FaultPlan", "run_fluid"]
+__all__ = ["FluidVm", "SimgridRule", "FluidGroup", "FluidOutcome", "Outage", "FaultPlan", "run_fluid"]
 
 
 @dataclass
@@ -50,6 +58,36 @@ class FluidVm:
     max_rounds: int = 30
     cap: Optional[float] = None
     channels: int = 1
+    simgrid: Optional["SimgridRule"] = None
+    postcopy_at: Optional[float] = None     # s after its start: the switch to post-copy (None: none)
+    postcopy_round: Optional[int] = None    # or at the end of this pre-copy round (0: the first pass)
+    postcopy_recover: bool = False          # a drop in post-copy waits for the link (postcopy-recover)
+
+
+@dataclass(frozen=True)
+class SimgridRule:
+    """A FluidVm migrated by SimGrid's rules instead of the analytic ones (SimGrid 3.32, as read in
+    simgrid/simgrid's tree; experiments/simgrid_agreement/README.md):
+
+    - its dirtying follows its share of its host's CPU: the VM's ``dirty`` is what it dirties with a
+      whole core (intensity x mig_speed: MigrationTx's dp_rate = mig_speed x intensity / host speed
+      per flop computed, src/plugins/vm/VmLiveMigration.cpp, the flops read by
+      sg_vm_lookup_computed_flops, src/plugins/vm/dirty_page_tracking.cpp); the ``busy`` VMs (one
+      running task each) of a host of ``cores`` cores share it max-min, each bounded by one core
+      (VirtualMachineImpl::update_action_weight: penalty 1 / min(tasks, vCPUs), bound that many
+      cores; VMModel::next_occurring_event hands the share to the VM's vCPU;
+      src/kernel/resource/VirtualMachineImpl.cpp); a suspended VM takes none (suspend() suspends
+      its action); it is on ``host`` until its stop-and-copy and on ``dst`` (if given) after it;
+    - its stop rule is stage 2's: after each message of N bytes that took d s (its latency phase
+      included), threshold = trunc(N / d x ``max_downtime``) and the next message is what it dirtied
+      during that one, trunc(flops x dp_rate) at most ``working_set`` (dp_cap); it stops when the
+      threshold is not below that. ``max_rounds`` stage-2 messages without stopping: not converged.
+    """
+    host: str
+    dst: Optional[str] = None
+    busy: bool = True
+    working_set: float = math.inf
+    max_downtime: float = 0.03
 
 
 @dataclass
@@ -75,6 +113,8 @@ class FluidOutcome:
     rounds: int
     bytes: float
     fault: Optional[str] = None    # 'drop' or 'reset' when a fault ended it
+    postcopy: bool = False         # it switched to post-copy
+    lost: bool = False             # a fault in post-copy lost the guest (never reported as converged)
 
 
 @dataclass(frozen=True)
@@ -163,6 +203,9 @@ class _Stream:
     wait_until: float = -math.inf   # sharing 'simgrid': in a message's latency phase until then
     acking: bool = False        # sharing 'simgrid': resumed, the acknowledgement on its way
     resume: float = 0.0
+    msg: float = 0.0            # SimgridRule: this message's bytes
+    post: bool = False          # in post-copy: the guest runs on the destination, the rest is pushed
+    core_s: float = 0.0         # SimgridRule: core-seconds the guest computed since the last lookup
 
 
 @dataclass
@@ -172,7 +215,7 @@ class FluidRun:
     solves: int = 0
 
 
-def run_fluid(groups, links, faults=None, start=0.0, sharing="equal", latencies=None):
+def run_fluid(groups, links, faults=None, start=0.0, sharing="equal", latencies=None, host_cores=None):
     """Run the groups' migrations over ``links`` (wire bytes/s of each link; routes index them) from
     time ``start`` until every one ended, through the outages of ``faults`` (a FaultPlan or None).
     ``sharing``: 'equal' (`max_min_rates`) or 'simgrid' (SimGrid's LV08, `shared_rates`, over the
@@ -180,8 +223,9 @@ def run_fluid(groups, links, faults=None, start=0.0, sharing="equal", latencies=
     starts with SimGrid's latency phase, latency_factor x the route's latency at no rate, the
     downtime is the stop-and-copy's message (latency phase included) and the migration ends one
     more latency phase later (the destination's acknowledgement), as SimGrid's migration plugin
-    sends them (VmLiveMigration.cpp). Returns a FluidRun (outcomes in end order, ``end_s`` the last
-    end)."""
+    sends them (VmLiveMigration.cpp). A VM with a ``simgrid`` rule (`SimgridRule`) dirties at its
+    share of its host's CPU (``host_cores``: cores per host name, 1 when not given) and stops by
+    SimGrid's stage-2 rule. Returns a FluidRun (outcomes in end order, ``end_s`` the last end)."""
     lv08 = sharing == "simgrid"
     lat_phase = (lambda vm: Lv08.latency_factor * vm.latency) if lv08 else (lambda vm: 0.0)
     nominal = [float(c) for c in links]
@@ -194,6 +238,30 @@ def run_fluid(groups, links, faults=None, start=0.0, sharing="equal", latencies=
     now = float(start)
     eps = 1e-9
     down, losses, resets = set(), {}, set()   # link instances down, loss per link, targets reset
+    # SimgridRule: where each busy VM computes ((group, index) -> host name; None while suspended)
+    where = {(g, i): vm.simgrid.host for g, grp in enumerate(groups) for i, vm in enumerate(grp.vms)
+             if vm.simgrid is not None and vm.simgrid.busy}
+    cores = dict(host_cores or {})
+    shares = {}
+
+    def reshare():
+        """Each busy VM's share of a core: its host's cores split max-min, at most one each."""
+        count = {}
+        for h in where.values():
+            if h is not None:
+                count[h] = count.get(h, 0) + 1
+        shares.clear()
+        for key, h in where.items():
+            if h is not None:
+                shares[key] = min(1.0, cores.get(h, 1) / count[h])
+
+    def relocate(s, host):
+        key = (s.group, s.index)
+        if key in where:
+            where[key] = host
+            reshare()
+
+    reshare()
 
     def broken(vm):
         return any(i in down_hard for i in vm.route) or vm.name in resets
@@ -202,14 +270,26 @@ def run_fluid(groups, links, faults=None, start=0.0, sharing="equal", latencies=
         active.remove(s)
         running[s.group] -= 1
         out.outcomes.append(FluidOutcome(s.group, s.index, s.vm.name, s.start, now, False, None, s.rounds, s.sent,
-                                         why))
+                                         why, s.post, s.post))
+
+    def switch(s, left):
+        """The switch to post-copy: the source stops (the downtime: the route's latency, as a
+        stop-and-copy with nothing to send), the guest runs on the destination from now and the
+        ``left`` bytes it still lacks are pushed at the stream's rate."""
+        s.post, s.stop_start, s.left, s.round_start = True, now, min(float(s.vm.memory), left), now
+        s.wait_until = -math.inf
+
+    def switch_pending(s):
+        vm = s.vm
+        return ((vm.postcopy_at is not None and now < s.start + vm.postcopy_at)
+                or (vm.postcopy_round is not None and s.rounds - 1 < vm.postcopy_round))
 
     def start_group(g):
         if now < groups[g].start:
             return
         while nexts[g] < len(queues[g]) and (not groups[g].concurrency or running[g] < groups[g].concurrency):
             vm = queues[g][nexts[g]]
-            s = _Stream(vm, g, nexts[g], now, float(vm.memory), now)
+            s = _Stream(vm, g, nexts[g], now, float(vm.memory), now, msg=float(vm.memory))
             if lv08:
                 s.wait_until = now + lat_phase(vm)
             nexts[g] += 1
@@ -259,8 +339,10 @@ def run_fluid(groups, links, faults=None, start=0.0, sharing="equal", latencies=
             caps[i] = 0.0 if i in down else c
         for s in list(active):
             if s.vm.name in hit_targets:
-                fail(s, "reset")
+                fail(s, "reset")     # in post-copy the guest was on the destination: lost
             elif any(i in hit_links for i in s.vm.route):
+                if s.post and s.vm.postcopy_recover:
+                    continue         # the guest waits for its pages until the link is back
                 fail(s, "drop")
         for g in range(len(groups)):
             start_group(g)
@@ -281,6 +363,8 @@ def run_fluid(groups, links, faults=None, start=0.0, sharing="equal", latencies=
             edge = min([edge] + [s.wait_until for s in active if s.wait_until > now])
         if later:  # a group's start
             edge = min(edge, later[0])
+        edge = min([edge] + [s.start + s.vm.postcopy_at for s in active if s.vm.postcopy_at is not None
+                             and not s.stop and not s.post and s.start + s.vm.postcopy_at > now])
         at_edge = edge <= now + dt
         if at_edge:
             dt = edge - now
@@ -288,6 +372,10 @@ def run_fluid(groups, links, faults=None, start=0.0, sharing="equal", latencies=
             raise RuntimeError("fluid model: no stream can move and no fault will end")
         now = edge if at_edge else now + dt
         ended = False
+        if shares:
+            for s in active:
+                if s.vm.simgrid is not None:
+                    s.core_s += shares.get((s.group, s.index), 0.0) * dt
         for s in list(active):
             payload = s.rate * s.vm.efficiency
             moved = min(s.left, payload * dt)
@@ -299,12 +387,24 @@ def run_fluid(groups, links, faults=None, start=0.0, sharing="equal", latencies=
             if s.wait_until > now:  # a latency phase still running
                 continue
             while s.left == 0.0 and s in active and s.wait_until <= now:
+                if s.post:   # every page is on the destination
+                    active.remove(s)
+                    running[s.group] -= 1
+                    out.outcomes.append(FluidOutcome(s.group, s.index, s.vm.name, s.start, now, True, s.vm.latency,
+                                                     s.rounds, s.sent, None, True))
+                    ended = True
+                    start_group(s.group)
+                    break
                 if s.stop and lv08 and not s.acking and s.converged:
                     # resumed on the destination; its acknowledgement comes back a latency phase later
                     s.acking, s.resume, s.wait_until = True, now, now + lat_phase(s.vm)
+                    if s.vm.simgrid is not None:
+                        relocate(s, s.vm.simgrid.dst)
                     ended = True
                     break
                 if s.stop:
+                    if s.vm.simgrid is not None and s.converged and not lv08:
+                        relocate(s, s.vm.simgrid.dst)
                     active.remove(s)
                     running[s.group] -= 1
                     down_s = (s.resume - s.stop_start) if lv08 else now - s.stop_start + s.vm.latency
@@ -314,17 +414,39 @@ def run_fluid(groups, links, faults=None, start=0.0, sharing="equal", latencies=
                     start_group(s.group)
                     break
                 s.rounds += 1
-                nxt = min(float(s.vm.memory), s.vm.dirty * (now - s.round_start))
-                payload = s.rate * s.vm.efficiency
-                if s.vm.dirty < payload and nxt <= payload * s.vm.downtime_limit:
+                rule = s.vm.simgrid
+                if rule is not None:
+                    # SimGrid's stage 2: the threshold from this message's bandwidth, the next
+                    # message what the guest dirtied while it ran (VmLiveMigration.cpp)
+                    took = now - s.round_start
+                    threshold = math.floor(s.msg / took * rule.max_downtime) if took > 0 else math.inf
+                    nxt = float(min(math.floor(s.core_s * s.vm.dirty), rule.working_set))
+                    s.core_s = 0.0
+                    stop = not threshold < nxt
+                else:
+                    nxt = min(float(s.vm.memory), s.vm.dirty * (now - s.round_start))
+                    payload = s.rate * s.vm.efficiency
+                    stop = s.vm.dirty < payload and nxt <= payload * s.vm.downtime_limit
+                if stop:
                     s.stop, s.converged, s.stop_start, s.left = True, True, now, nxt
-                elif s.rounds >= s.vm.max_rounds:  # no cut-over: it ends here, failed
+                    if rule is not None:
+                        relocate(s, None)   # suspended: its guest computes nothing
+                elif s.vm.postcopy_round is not None and s.rounds - 1 >= s.vm.postcopy_round and not s.post:
+                    switch(s, nxt)
+                    ended = True
+                    continue
+                elif s.rounds >= s.vm.max_rounds and not switch_pending(s):  # no cut-over: it ends here, failed
                     s.stop, s.converged, s.stop_start, s.left = True, False, now, 0.0
                 else:
-                    s.left, s.round_start = nxt, now
+                    s.left, s.round_start, s.msg = nxt, now, nxt
                 if lv08 and not (s.stop and not s.converged):
                     s.wait_until = now + lat_phase(s.vm)   # the next message's latency phase: no rate
                     ended = True
+        for s in active:   # a switch to post-copy at its time, in pre-copy (its round's rest and dirt)
+            if (s.vm.postcopy_at is not None and not s.stop and not s.post
+                    and s.start + s.vm.postcopy_at <= now):
+                switch(s, s.left + s.vm.dirty * (now - s.round_start))
+                ended = True
         if at_edge:
             if faults is not None:
                 apply_faults()

@@ -24,7 +24,7 @@ from .fluid import run_fluid
 
 __all__ = ["batch_row", "run_rollout", "RolloutResult", "summarize", "RolloutError"]
 
-FIELDS = ("duration_s", "failed", "retried", "max_downtime_s")
+FIELDS = ("duration_s", "failed", "retried", "lost", "max_downtime_s")
 
 
 class RolloutError(ValueError):
@@ -34,7 +34,8 @@ class RolloutError(ValueError):
 def batch_row(cluster, seed, batch):
     """Drain batch ``batch`` of run ``seed`` and return its row: run_id, seed, batch, hosts, vms,
     drain_s (all passes), duration_s (drain + maintenance), migrated, failed, retried,
-    fault_failed (attempts a fault ended), max_downtime_s (None if no VM cut over), passes, wall_s.
+    fault_failed (attempts a fault ended), lost (guests a fault lost in post-copy: not retried, never
+    counted as migrated), max_downtime_s (None if no VM cut over), passes, wall_s.
     With faults (cluster.fault_plan) the passes run on the batch's one time line: a retry pass
     starts when the previous one has ended and the routes of the VMs it retries are up."""
     t0 = time.perf_counter()
@@ -43,7 +44,7 @@ def batch_row(cluster, seed, batch):
     hosts = [draw_host(cluster, seed, first + i) for i in range(count)]
     plan = fault_plan(cluster, seed, batch, count)
     now = 0.0
-    migrated = retried = fault_failed = 0
+    migrated = retried = fault_failed = lost = 0
     downs = []
     todo = hosts
     passes = 0
@@ -70,6 +71,9 @@ def batch_row(cluster, seed, batch):
             if o.converged:
                 migrated += 1
                 downs.append(o.downtime_s)
+            elif o.lost:
+                lost += 1
+                fault_failed += 1
             else:
                 fault_failed += o.fault is not None
                 again[o.group].append(todo[o.group][o.index])
@@ -77,7 +81,7 @@ def batch_row(cluster, seed, batch):
         todo = again
     return {"run_id": f"s{seed}-b{batch}", "seed": seed, "batch": batch, "hosts": count,
             "vms": sum(len(h) for h in hosts), "drain_s": now, "duration_s": now + cluster.maintenance,
-            "migrated": migrated, "failed": failed, "retried": retried, "fault_failed": fault_failed,
+            "migrated": migrated, "failed": failed, "retried": retried, "fault_failed": fault_failed, "lost": lost,
             "max_downtime_s": max(downs) if downs else None, "passes": passes,
             "wall_s": time.perf_counter() - t0}
 
@@ -93,7 +97,7 @@ def _quantiles(values):
 
 def summarize(cluster, rows):
     """Per seed: its figures over its batches ({seed, duration_s, vms, migrated, failed, retried,
-    fault_failed, max_downtime_s}), and the distribution of each over the seeds with all their
+    fault_failed, lost, max_downtime_s}), and the distribution of each over the seeds with all their
     batches done; with faults, ``distribution['fault_failure']``: ``p_run`` the share of runs in
     which a fault made at least one migration fail, ``p_attempt`` the share of migration attempts
     (VMs + retries) a fault ended, over all the runs."""
@@ -110,6 +114,7 @@ def summarize(cluster, rows):
                      "migrated": sum(r["migrated"] for r in rs), "failed": sum(r["failed"] for r in rs),
                      "retried": sum(r["retried"] for r in rs),
                      "fault_failed": sum(r.get("fault_failed", 0) for r in rs),
+                     "lost": sum(r.get("lost", 0) for r in rs),
                      "max_downtime_s": max(downs) if downs else None})
     dist = {f: _quantiles([r[f] for r in runs]) for f in FIELDS}
     if cluster.faults or cluster.random_faults:

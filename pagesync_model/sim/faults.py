@@ -23,7 +23,14 @@ destinations (mirror partners) that reset, from a schedule or from seeded rates.
   ``migration_stop_vm`` takes ``downtime_start`` before ``vm_stop_force_state`` (migration/
   migration.c), so the downtime grows by the wait and the migration does not fail; the guest's CPUs
   go on writing until the stop completes (the model stops a VM's CPUs together) and the last sync
-  comes after it, so no write is lost (`hold`).
+  comes after it, so no write is lost (`hold`). Xen (``xen-legacy``, ``xen-v2``) asks the guest to
+  suspend and libxl waits 60 s for it (tools/libs/light/libxl_dom_suspend.c in Xen's tree): a guest
+  that suspends within that writes until it does, its downtime counted from the request; past it
+  the save fails with ERROR_GUEST_TIMEDOUT and ``xl migrate`` gives up with the guest running on
+  the source (tools/xl/xl_migrate.c: "Migration failed, failed to suspend at sender."), a failed
+  attempt the operator may retry. A ``stratus`` resync whose CPUs cannot stop (the rendezvous of
+  each harvest with ``tracking.stop_cpus``, the blackout's stop) starts over once the fault ends,
+  as after a drop. A retry after a pause waits for the fault's end.
 
 A completed migration still has the lost-write oracle of its last attempt (a new attempt starts from a
 fresh destination); a lost post-copy guest is reported with verdict 'lost', never as complete.

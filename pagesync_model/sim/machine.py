@@ -56,6 +56,10 @@ class Machine:
     # seconds a stop of the vCPUs waits beyond its usual time (a ``pause`` fault, sim/faults.py; set
     # by sim/multi.py), or None
     pause_hold = None
+    # called by a policy whose source could not stop in time (its system gives up: sim/faults.py) with
+    # why; returns an event that never fires, the migration's attempt ending as failed (set by
+    # sim/multi.py), or None
+    stop_failed = None
 
     def __init__(self, cfg, kernels, variant, seed, link_options, quantum=None, env=None, link_factory=None):
         self.cfg = cfg

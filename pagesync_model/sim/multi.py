@@ -190,6 +190,13 @@ class _Faults:
         """Seconds a stop of VM ``name``'s vCPUs beginning now waits for them (its pause faults)."""
         return hold(self.pauses.get(name, ()), self.env.now) / self.clock
 
+    def stop_failed(self, name, why):
+        """VM ``name``'s policy gave up stopping its source (a pause fault beyond its system's bound):
+        its attempt fails now; returns an event that never fires, for the policy to wait on until the
+        attempt stops it."""
+        self._break(lambda n, route: n == name, "pause", f"source of {name} could not stop: {why}")
+        return self.env.event()
+
     def _break(self, hit, kind, why):
         for name, (route, ev) in list(self.running.items()):
             if hit(name, route) and not ev.triggered:
@@ -215,9 +222,12 @@ class _Faults:
             if cap != stream.cap:
                 stream.set_cap(cap)
 
-    def clear_at(self, name, route_names):
-        """The fabric time at which the route's links are up and the VM's destination is back."""
+    def clear_at(self, name, route_names, paused=False):
+        """The fabric time at which the route's links are up and the VM's destination is back (and,
+        ``paused``: its source can stop its vCPUs again)."""
         t = self.reset_until.get(name, 0)
+        if paused:
+            t = max(t, self.env.now + hold(self.pauses.get(name, ()), self.env.now))
         for n in route_names:
             i = self.fabric.index(n)
             if self.down[i]:
@@ -231,7 +241,8 @@ def _in_postcopy(engine):
 
 def _attempt(env, fabric, spec, backend, clock, faults):
     """Process step: one attempt at the migration, from now until it ends or a fault ends it; returns
-    (engine result, end kind: 'done', 'failed' or 'lost', rate steps)."""
+    (engine result, end kind: 'done', 'failed' or 'lost', rate steps, the fault that ended it: None,
+    'drop', 'reset' or 'pause')."""
     origin = env.now
     venv = VmEnv(env, origin)
     cap = spec.cap if faults is None else faults.cap(spec.route, spec.cap, spec.channels)
@@ -241,8 +252,9 @@ def _attempt(env, fabric, spec, backend, clock, faults):
     engine = Engine(spec.cfg, backend=backend, seed=spec.seed, env=venv, link_factory=factory)
     if faults is not None and spec.name in faults.pauses:
         engine.machine.pause_hold = partial(faults.hold_s, spec.name)
+        engine.machine.stop_failed = partial(faults.stop_failed, spec.name)
     done = engine.launch()
-    outcome, stopped = "done", None
+    outcome, stopped, cause = "done", None, None
     if faults is None:
         yield done
     else:
@@ -262,7 +274,7 @@ def _attempt(env, fabric, spec, backend, clock, faults):
             post = _in_postcopy(engine)
             if post and kind == "drop" and faults.recover:
                 continue  # postcopy-recover: the guest waits on the destination until the link is back
-            outcome = "lost" if post else "failed"
+            outcome, cause = ("lost" if post else "failed"), kind
             stopped = f"{'lost' if post else 'failed'} ({why}{' in post-copy' if post else ''})"
             break
         faults.running.pop(spec.name, None)
@@ -283,7 +295,7 @@ def _attempt(env, fabric, spec, backend, clock, faults):
             stream.push(end - env.now + 1)
             yield env.timeout(end - env.now)
     fabric.close(stream)
-    return result, outcome, stream.history
+    return result, outcome, stream.history, cause
 
 
 def _migrate(env, fabric, spec, backend, clock, runs, slot=None, faults=None):
@@ -294,12 +306,13 @@ def _migrate(env, fabric, spec, backend, clock, runs, slot=None, faults=None):
     while True:
         attempts += 1
         start = env.now
-        result, outcome, history = yield from _attempt(env, fabric, spec, backend, clock, faults)
+        result, outcome, history, cause = yield from _attempt(env, fabric, spec, backend, clock, faults)
         rates += history
         if outcome != "failed":
             break
         again = spec.cfg.policy == "stratus" or attempts <= faults.retries
-        ready = max(faults.clear_at(spec.name, spec.route), env.now) + int(round(faults.retry_delay * clock))
+        ready = max(faults.clear_at(spec.name, spec.route, cause == "pause"), env.now) \
+            + int(round(faults.retry_delay * clock))
         if not again or ready - first >= spec.cfg.sim.time_limit * clock:
             break
         yield env.timeout(ready - env.now)
