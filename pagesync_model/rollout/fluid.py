@@ -8,8 +8,8 @@ efficiency), which is solved again whenever a stream starts or ends. When a roun
 the stop-and-copy if D is below the payload rate and the next round fits ``downtime_limit`` at the
 current payload rate (the analytic stop rule); a VM whose rounds reach ``max_rounds`` first did not
 converge and ends there, failed (an operator's timeout would abort it), without a cut-over (unless a
-switch to post-copy is still to come, below). The stop-and-copy is sent at the stream's share too; the downtime is its duration plus the route's
-latency. No pages, no per-copy costs, no operator layer: for idle guests it gives the page-level
+switch to post-copy is still to come, below). The stop-and-copy is sent at the stream's share too;
+the downtime is its duration plus the route's latency. No pages, no per-copy costs, no operator layer: for idle guests it gives the page-level
 drain times within the per-copy overheads (tests/test_rollout.py checks 1%).
 
 `run_fluid(groups, links, faults, start)` is the entry point; a group is one host's migrations,
