@@ -92,7 +92,8 @@ def test_a_drop_in_pre_copy_fails_and_does_not_lose():
 def test_a_lost_guest_frees_its_slot():
     # one at a time: a is lost at 12 s, b starts then and has the link: 12 + 15 s
     plan = FaultPlan([Outage("reset", 12.0, 13.0, None, "a")])
-    run = run_fluid([FluidGroup([vm("a", postcopy_round=0), vm("b", postcopy_round=0)], concurrency=1)], [1e8], plan)
+    pair = [vm("a", postcopy_round=0), vm("b", postcopy_round=0)]
+    run = run_fluid([FluidGroup(pair, concurrency=1)], [1e8], plan)
     by = {o.name: o for o in run.outcomes}
     assert by["a"].lost and by["b"].start_s == 12.0 and by["b"].end_s == pytest.approx(27.0, rel=1e-12)
 

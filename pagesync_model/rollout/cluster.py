@@ -6,7 +6,8 @@
 the others each host's own. Each host is reduced to what the fluid model needs (rollout/fluid.py):
 per VM its memory, dirty rate, route, link efficiency and latency, downtime limit (``qemu.
 downtime_limit`` for a qemu VM, else ``analytic.downtime_limit``), ``analytic.max_rounds``, cap and
-channels, its switch to post-copy (`postcopy_switch`) and the host's ``postcopy_recover``; a drawn VM's size and dirty rate are drawn again for every host and seed
+channels, its switch to post-copy (`postcopy_switch`) and the host's ``postcopy_recover``; a drawn
+VM's size and dirty rate are drawn again for every host and seed
 (``draw_host``). Problems are ConfigErrors naming the cluster file or the host file and where.
 
 Faults: the ``faults`` and ``random_faults`` of CLUSTER.yaml (the same entries as HOST.yaml's, which

@@ -8,8 +8,8 @@ efficiency), which is solved again whenever a stream starts or ends. When a roun
 the stop-and-copy if D is below the payload rate and the next round fits ``downtime_limit`` at the
 current payload rate (the analytic stop rule); a VM whose rounds reach ``max_rounds`` first did not
 converge and ends there, failed (an operator's timeout would abort it), without a cut-over (unless a
-switch to post-copy is still to come, below). The stop-and-copy is sent at the stream's share too; the downtime is its duration plus the route's
-latency. No pages, no per-copy costs, no operator layer: for idle guests it gives the page-level
+switch to post-copy is still to come, below). The stop-and-copy is sent at the stream's share too;
+the downtime is its duration plus the route's latency. No pages, no per-copy costs, no operator layer: for idle guests it gives the page-level
 drain times within the per-copy overheads (tests/test_rollout.py checks 1%).
 
 `run_fluid(groups, links, faults, start)` is the entry point; a group is one host's migrations,
@@ -243,6 +243,7 @@ def run_fluid(groups, links, faults=None, start=0.0, sharing="equal", latencies=
              if vm.simgrid is not None and vm.simgrid.busy}
     cores = dict(host_cores or {})
     shares = {}
+    timed = any(vm.postcopy_at is not None for g in groups for vm in g.vms)   # a switch at a time
 
     def reshare():
         """Each busy VM's share of a core: its host's cores split max-min, at most one each."""
@@ -363,8 +364,9 @@ def run_fluid(groups, links, faults=None, start=0.0, sharing="equal", latencies=
             edge = min([edge] + [s.wait_until for s in active if s.wait_until > now])
         if later:  # a group's start
             edge = min(edge, later[0])
-        edge = min([edge] + [s.start + s.vm.postcopy_at for s in active if s.vm.postcopy_at is not None
-                             and not s.stop and not s.post and s.start + s.vm.postcopy_at > now])
+        if timed:
+            edge = min([edge] + [s.start + s.vm.postcopy_at for s in active if s.vm.postcopy_at is not None
+                                 and not s.stop and not s.post and s.start + s.vm.postcopy_at > now])
         at_edge = edge <= now + dt
         if at_edge:
             dt = edge - now
@@ -442,7 +444,7 @@ def run_fluid(groups, links, faults=None, start=0.0, sharing="equal", latencies=
                 if lv08 and not (s.stop and not s.converged):
                     s.wait_until = now + lat_phase(s.vm)   # the next message's latency phase: no rate
                     ended = True
-        for s in active:   # a switch to post-copy at its time, in pre-copy (its round's rest and dirt)
+        for s in active if timed else ():   # a switch at its time, in pre-copy: the round's rest and dirt
             if (s.vm.postcopy_at is not None and not s.stop and not s.post
                     and s.start + s.vm.postcopy_at <= now):
                 switch(s, s.left + s.vm.dirty * (now - s.round_start))
