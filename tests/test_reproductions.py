@@ -166,3 +166,20 @@ def test_clark_2005_rerun_matches_committed(name):
     else:
         # total data within 5% of the published 88 MB
         assert d["bytes_sent"] / 2 ** 20 == pytest.approx(88.0, rel=0.05)
+
+
+def test_clark_2005_cpu_bound_sender():
+    # the CPU-bound sender (clark_2005/README.md): the daemon's 9.6 ms of CPU per MiB (6.2's 12% CPU at
+    # 100 x 2^20 bit/s) at half of the one CPU. Its rounds 6-8 send at the rates Figure 9 draws (the bars'
+    # heights, figure_bars.json: 357.3, 375.8, 366.6) within 5%, as the README says; the stop is not
+    # reproduced (the committed run: the 29-round cap, not the paper's 9 rounds)
+    bars = json.loads((REPRO / "clark_2005" / "figure_bars.json").read_text())["specweb"]["rounds"]
+    committed_run = json.loads((REPRO / "clark_2005" / "results.json").read_text())["runs"]["specweb_cpu_bound"]
+    d = run("clark_2005", "specweb.yaml", committed_run["overrides"])
+    assert committed_run["overrides"] == ["xen.sender_cpu=9.6ms", "xen.sender_cpu_share=0.5"]
+    assert (d["rounds"], d["stop_reason"], d["bytes_sent"]) == (committed_run["rounds"], committed_run["stop_reason"],
+                                                                committed_run["bytes_sent"])
+    for p, fig in zip(d["per_pass"][5:8], bars[5:8]):
+        rate = p["pages_copied"] * 4096 * 8 / 2 ** 20 / p["duration_s"]
+        assert rate == pytest.approx(fig["sent_rate"], rel=0.05), (p, fig)
+    assert d["rounds"] != len(bars)
