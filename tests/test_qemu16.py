@@ -66,3 +66,26 @@ def test_what_1_6_does_not_have_is_refused(over, path):
     with pytest.raises(ConfigError) as err:
         config_from_dict(IDLE, over)
     assert err.value.path == path, str(err.value)
+
+
+def test_zero_page_test_costs_the_thread_its_time_per_zero_page():
+    # half of the 16,384 pages are zero; with no binding rate limit the thread tests each zero page it
+    # sends for qemu.zero_page_test, sending nothing meanwhile: the first pass takes 8,192 x 10 us longer,
+    # plus one sync (16,384 pages x 2 cycles at 3 GHz + the 2 us TLB flush) for each extra sync the slower
+    # pass runs; the stop (nothing left to send) is unchanged
+    guest = {**IDLE, "memory": {**IDLE["memory"], "zero_fraction": 0.5},
+             "qemu": {**IDLE["qemu"], "max_bandwidth": "10GiB/s"}}
+    free = simulate(config_from_dict(guest)).to_dict()
+    paid = simulate(config_from_dict(guest, ["qemu.zero_page_test=10us"])).to_dict()
+    assert free["zero_pages"] == paid["zero_pages"] == 8192
+    syncs = paid["dirty_sync_count"] - free["dirty_sync_count"]
+    assert 0 <= syncs <= 1
+    expected = 8192 * 10e-6 + syncs * (16384 * 2 / 3e9 + 2e-6)
+    assert paid["per_pass"][0]["duration_s"] - free["per_pass"][0]["duration_s"] == pytest.approx(expected, abs=1e-7)
+    assert paid["downtime_s"] == free["downtime_s"]
+
+
+def test_zero_page_test_is_refused_under_the_current_rules():
+    with pytest.raises(ConfigError) as err:
+        config_from_dict(IDLE, ["qemu.rules=current", "qemu.zero_page_test=1us"])
+    assert err.value.path == "qemu.zero_page_test"

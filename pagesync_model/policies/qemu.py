@@ -86,6 +86,10 @@ SECTION = Section("QEMU/KVM pre-copy migration (QEMU 10.0 migration thread).", d
                                          "rate-limit sleep. QEMU's clock counts whole ms, so a late wake-up makes "
                                          "a 101 ms period: ~5% of periods on the measuring host.", ge=0,
                        le=MAX_LATENCY),
+    zero_page_test=Field(DURATION, "0us", "qemu.rules 1.6 only: migration-thread time per all-zero page it sends "
+                                          "(is_zero_page reads the whole page before sending a header and one "
+                                          "byte; a page that is not zero is told after its first 128 bytes, not "
+                                          "charged). 0: free.", ge=0, le=MAX_LATENCY),
     auto_converge=Field(BOOL, False, "auto-converge capability: throttle the vCPUs when the guest dirties "
                                      "faster than the link sends."),
     throttle_initial=Field(INT, 20, "cpu-throttle-initial (percent).", ge=1, le=99),
@@ -167,6 +171,13 @@ def _rules_check(v, raw):
         rules[0](v, raw)
 
 
+def _zero_test_check(v, raw):
+    """Cross-field check: the zero-test cost is modelled only under QEMU 1.6's rules (qemu16.py)."""
+    if v["qemu.zero_page_test"] > 0 and v.get("qemu.rules") != "1.6":
+        raise ConfigError("qemu.zero_page_test", f"{raw['qemu.zero_page_test']} is modelled only under qemu.rules "
+                                                 "\"1.6\"")
+
+
 def _postcopy_check(v, raw):
     """Cross-field check of the post-copy settings: QEMU 1.6 had no post-copy (2.5 added it), and
     ``qemu.vcpus`` cannot exceed the CPUs it groups."""
@@ -186,7 +197,7 @@ class Qemu(PagePolicy):
     # not-dirty state ("physmem: Fix migration dirty bitmap coherency with TCG memory access", 9.0).
     variants = ("correct", "no-tlb-flush")
     sections = {"operator": OPERATOR_SECTION, "qemu": SECTION}
-    checks = (operator_runs_over_qemu, _rules_check, _postcopy_check)
+    checks = (operator_runs_over_qemu, _rules_check, _postcopy_check, _zero_test_check)
 
     def tracking_outside(self, cfg):
         """KVM tracks writes in its EPT (or shadow) entries and a log bitmap: hypervisor memory, not

@@ -27,6 +27,13 @@ default rules (qemu.py, QEMU 10):
   The vCPUs therefore sleep 30 ms of every 41 while pages are being sent, and not at all while the
   thread syncs or sleeps out a window.
 - Completion: stop, one last sync, send the rest and the device state without rate limit.
+- Costs of the thread's own work (optional, default free): ``qemu.zero_page_test`` per all-zero page
+  sent (is_zero_page reads the whole page); the sync's walk of every page of RAM under the big lock
+  (migration_bitmap_sync: memory_region_test_and_clear_dirty per page) is the machine's log-sync cost,
+  ``tracking.pte_scan`` per page. The thread holds the big lock only in the sync and the completion,
+  not while it sends (migration_thread calls qemu_savevm_state_iterate without it); a vCPU releases it
+  for its 30 ms sleep (mig_sleep_cpu) and a KVM vCPU does not hold it while it runs guest code, so the
+  lock adds no wait the model lacks.
 
 Not modelled under these rules (refused by the config check): XBZRLE, the operator layer, the
 cpu-throttle percentages of later QEMU (``throttle_*``), which 1.6 does not have.
@@ -198,11 +205,22 @@ def iterate(e, mig):
         starts, lens = mig.next_pages(budget)
         if len(starts) == 0:
             break
+        zeros = e.zero_pages_sent
         yield from mig.send(starts, lens)
+        yield from zero_test(e, mig, e.zero_pages_sent - zeros)
         mig.check_throttling()
         if int((e.now - t0) // mig.ms) > MAX_WAIT_MS:
             break
     yield from e.send_bytes(EOS_BYTES)
+
+
+def zero_test(e, mig, zeros):
+    """Process step: the migration thread's zero test of the ``zeros`` all-zero pages it just sent
+    (ram_save_block -> is_zero_page -> buffer_find_nonzero_offset reads each whole page), at
+    ``qemu.zero_page_test`` per page; the thread does it itself, so nothing else moves meanwhile."""
+    cost = mig.q.zero_page_test
+    if cost > 0 and zeros > 0:
+        yield e.wait(e.cycles(zeros * cost))
 
 
 def complete(e, mig, rec, found, setup_s, exact):
@@ -222,7 +240,9 @@ def complete(e, mig, rec, found, setup_s, exact):
     clock.mark("last_sync")
     starts, lens = e.all_runs(mig.bitmap)
     if len(starts):
+        zeros = e.zero_pages_sent
         yield from mig.send(starts, lens)
+        yield from zero_test(e, mig, e.zero_pages_sent - zeros)
     clock.mark("pages")
     yield from e.send_bytes(q.device_state)
     yield from e.drain()

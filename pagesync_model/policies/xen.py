@@ -44,8 +44,8 @@ p2m_size / 8 bytes of bitmap: microseconds; its domain pause is not modelled). T
 """
 import numpy as np
 
-from ..bounds import MAX_BANDWIDTH, MAX_BYTES, MAX_FRAMES, MAX_ROUNDS
-from ..schema import BANDWIDTH, BOOL, INT, SIZE, ConfigError, Field, Section
+from ..bounds import MAX_BANDWIDTH, MAX_BYTES, MAX_FRAMES, MAX_LATENCY, MAX_ROUNDS
+from ..schema import BANDWIDTH, BOOL, DURATION, FRACTION, INT, SIZE, ConfigError, Field, Section
 from .base import PagePolicy, register
 from .steady import Sample, SteadyState
 
@@ -78,6 +78,13 @@ SECTION = Section("Xen pre-copy live migration (libxc xc_domain_save.c legacy, x
                      gt=0, le=MAX_BANDWIDTH),
     max_rate=Field(BANDWIDTH, "500Mbit/s", "legacy MAX_MBIT_RATE: ceiling of the rate limit (whole Mbit/s).",
                    gt=0, le=MAX_BANDWIDTH),
+    sender_cpu=Field(DURATION, "0us", "legacy with rate_limit: CPU time the sending daemon spends per MiB it "
+                                      "sends, on a CPU it shares with the guest (Clark et al. 2005, 6.2: 12% CPU "
+                                      "at 100 Mbit/s). Its writes wait for that CPU at sender_cpu_share. 0: free.",
+                     ge=0, le=MAX_LATENCY),
+    sender_cpu_share=Field(FRACTION, 1.0, "legacy with sender_cpu: the share of the shared CPU the daemon gets "
+                                          "while the guest runs (the guest suspended, it gets all of it).", gt=0,
+                           le=1),
     tail=Field(SIZE, "256KiB", "Bytes sent after the last page batch, domain suspended: vcpu contexts, shared "
                                "info, p2m frame list, unmapped-PFN list.", ge=0, le=MAX_BYTES),
     v2_max_iterations=Field(INT, 5, "v2 SPP_MAX_ITERATIONS: live rounds (the full one included) before the "
@@ -97,6 +104,9 @@ def check_rates(v, raw):
     for key in ("xen.start_rate", "xen.max_rate"):
         if _mbit(v[key]) < 1:
             raise ConfigError(key, f"must be at least 1Mbit/s (libxc counts whole Mbit/s), got '{raw[key]}'")
+    if v["xen.sender_cpu"] > 0 and not v["xen.rate_limit"]:
+        raise ConfigError("xen.sender_cpu", f"{raw['xen.sender_cpu']} is read at the rate limiter: it needs "
+                                            "xen.rate_limit: true")
     if _mbit(v["xen.max_rate"]) < _mbit(v["xen.start_rate"]):
         raise ConfigError("xen.max_rate", f"must be >= xen.start_rate ({raw['xen.start_rate']}), "
                                           f"got '{raw['xen.max_rate']}'")
@@ -152,12 +162,16 @@ class RateLimiter:
     that rate exceeds it, capped at ``max_mbit``.
     """
 
-    def __init__(self, e, start_mbit, max_mbit):
+    def __init__(self, e, start_mbit, max_mbit, cpu_per_mib=0.0, cpu_share=1.0):
         self.e = e
         self.mbit_rate = int(start_mbit)
         self.max_mbit = int(max_mbit)
         self.budget = 0
         self.last_put = None
+        self.cpu_per_byte = cpu_per_mib / 2 ** 20  # s of the shared CPU per byte sent (xen.sender_cpu)
+        self.cpu_share = cpu_share
+        self.cpu_free_at = 0                    # cycles: when the daemon's CPU work so far is done
+        self.cpu_from = None                    # cycles: the last write's release in this round (or None)
         self.history = [self.mbit_rate]
         self.dirty_history = []
 
@@ -167,7 +181,24 @@ class RateLimiter:
         return self.mbit_rate == self.max_mbit
 
     def write(self, nbytes):
-        """Process step: ratewrite(nbytes) - wait until the bucket allows ``nbytes`` more."""
+        """Process step: ratewrite(nbytes) - wait until the bucket allows ``nbytes`` more. With
+        ``xen.sender_cpu`` the daemon first does its CPU work for them, ``nbytes x sender_cpu`` of CPU at
+        ``sender_cpu_share`` of the shared CPU (all of it while the guest is suspended), after the work
+        for the bytes before, from the last write's release (it overlaps that batch's time on the link;
+        the first write of a round starts it now), then the bucket: a sender slower than its limit falls
+        behind it."""
+        e = self.e
+        if self.cpu_per_byte > 0:
+            share = 1.0 if e.cpus.stopped else self.cpu_share
+            start = e.now if self.cpu_from is None else max(self.cpu_free_at, self.cpu_from)
+            self.cpu_free_at = start + e.cycles(int(nbytes) * self.cpu_per_byte / share)
+            if self.cpu_free_at > e.now:
+                yield e.wait(self.cpu_free_at - e.now)
+        yield from self._bucket(nbytes)
+        self.cpu_from = e.now
+
+    def _bucket(self, nbytes):
+        """Process step: ratewrite's token bucket."""
         e = self.e
         self.budget -= int(nbytes)
         if self.budget >= 0:
@@ -194,6 +225,7 @@ class RateLimiter:
         wall_ms = max(1, int(e.seconds(wall_cycles) * 1000))
         dirty_mbps = (int(dirty_count) * e.memory.page_size) // (wall_ms * (1000 // 8))
         self.dirty_history.append(dirty_mbps)
+        self.cpu_from = None  # a CLEAN came between: the next round's first batch starts its CPU work then
         if dirty_mbps > self.mbit_rate:
             self.mbit_rate = min(dirty_mbps + RATE_STEP_MBIT, self.max_mbit)
         self.history.append(self.mbit_rate)
@@ -314,7 +346,8 @@ def save_legacy(e):
     """Process step: xc_domain_save()'s live loop, last round and tail."""
     x = e.cfg.xen
     n = e.memory.n_frames
-    limiter = RateLimiter(e, _mbit(x.start_rate), _mbit(x.max_rate)) if x.rate_limit else None
+    limiter = RateLimiter(e, _mbit(x.start_rate), _mbit(x.max_rate), x.sender_cpu, x.sender_cpu_share) \
+        if x.rate_limit else None
     st = Save(e, LEGACY_BATCH_HEADER, limiter)
 
     rec = e.open_pass("full")
