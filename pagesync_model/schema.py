@@ -271,6 +271,8 @@ class Field:
         """Parse and validate one raw value; returns the typed value (a `Cycles` marker for a duration
         in cycles, checked for sign only) or raises ConfigError at ``path``."""
         if self.choices is not None:
+            if isinstance(raw, (int, float)) and not isinstance(raw, bool) and str(raw) in self.choices:
+                return str(raw)     # a choice that reads as a number, as YAML reads `rules: 1.6`
             if not isinstance(raw, str) or raw not in self.choices:
                 options = ", ".join(str(c) for c in self.choices)
                 close = _suggest(raw, [str(c) for c in self.choices])

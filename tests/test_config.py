@@ -304,6 +304,16 @@ def test_unknown_choice_lists_the_choices():
     assert str(bad(memory={"layout": 1})).startswith("memory.layout: unknown choice '1'")
 
 
+def test_a_choice_that_reads_as_a_number_is_taken_as_written():
+    # YAML reads `rules: 1.6` as the float 1.6; the choice is the string "1.6": the same config either way,
+    # from a file and from --set, while a number that is no choice is still refused
+    assert make(policy="qemu", qemu={"rules": 1.6}).qemu.rules == "1.6"
+    written = make(policy="qemu", qemu={"rules": 1.6}).to_dict()    # as given, and read back the same
+    assert config_from_dict(yaml.safe_load(yaml.safe_dump(written))).qemu.rules == "1.6"
+    assert str(bad(policy="qemu", qemu={"rules": 1.7})).startswith("qemu.rules: unknown choice '1.7'")
+    assert str(bad(policy="qemu", qemu={"rules": True})).startswith("qemu.rules: unknown choice")
+
+
 @pytest.mark.parametrize("section, key, value", [
     ("link", "bandwidth", "1e400Gbit/s"), ("cpus", "clock", "1e400GHz"), ("workload", "rate", "1e400/s"),
     ("sim", "quantum", "1e400s"), ("memory", "size", "1" + "0" * 5000 + "GiB"),
