@@ -172,6 +172,7 @@ class RateLimiter:
         self.cpu_share = cpu_share
         self.cpu_free_at = 0                    # cycles: when the daemon's CPU work so far is done
         self.cpu_from = None                    # cycles: the last write's release in this round (or None)
+        self.guest_running = True               # false once the domain is suspended for the last round
         self.history = [self.mbit_rate]
         self.dirty_history = []
 
@@ -189,7 +190,7 @@ class RateLimiter:
         behind it."""
         e = self.e
         if self.cpu_per_byte > 0:
-            share = 1.0 if e.cpus.stopped else self.cpu_share
+            share = self.cpu_share if self.guest_running else 1.0
             start = e.now if self.cpu_from is None else max(self.cpu_free_at, self.cpu_from)
             self.cpu_free_at = start + e.cycles(int(nbytes) * self.cpu_per_byte / share)
             if self.cpu_free_at > e.now:
@@ -392,6 +393,8 @@ def save_legacy(e):
             if not (yield from suspend_wait(e)):
                 return
             e.pause()                                # suspend_and_state(): downtime starts
+            if limiter is not None:
+                limiter.guest_running = False        # the daemon has the CPU to itself (xen.sender_cpu)
             h, dirty_in = yield from st.clean(live=False)
             brown = 0
         else:
