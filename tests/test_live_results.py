@@ -30,8 +30,9 @@ ROOT = Path(__file__).resolve().parent.parent
 HERE = ROOT / "experiments" / "live_mirror"
 R = load_experiment("live_mirror", "run")
 
-RESULTS = {(r["name"], r["stop"]): r for r in R.load_results()}
-CALIBRATION = R.load_calibration()
+FOLDER = R.LOADED
+RESULTS = {(r["name"], r["stop"]): r for r in R.load_results(FOLDER)}
+CALIBRATION = R.load_calibration(FOLDER)
 # the targets measured in the committed campaign (experiments/live_mirror/README.md says which of the
 # experiment's targets were not, and why)
 NAMES = [n for n in R.ORDER if (n, "at-once") in RESULTS]
@@ -48,7 +49,7 @@ def simulated(case):
 @functools.lru_cache(maxsize=None)
 def resimulated(case, i):
     r = RESULTS[case]
-    return R.simulate_run(r["runs"][i], r["library"], r["blackout_model"])
+    return R.simulate_run(r["runs"][i], r["library"], r["blackout_model"], FOLDER)
 
 
 def live(case):

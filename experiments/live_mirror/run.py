@@ -30,6 +30,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "results"
+LOADED = OUT / "loaded"  # the campaign measured under load (3 December 2026, 13:45-14:00 UTC), kept as it was
 PASSES, THRESHOLD, DELAY = 5, 256, 0.5
 TRACE_INTERVAL = 0.002
 TRACE_TAIL = 1.0   # share of the live mirror's time kept past its end: the simulated mirror may run longer,
@@ -125,10 +126,102 @@ def cpu_times():
     return sum(f) - idle, sum(f)
 
 
+SAMPLE_S = 0.01  # how often the measured processes' scheduler accounting is read during a live run
+
+
+def read_schedstat(pid):
+    """{thread id: (seconds on a CPU, seconds runnable but waiting for one, times put on a CPU)} of every
+    thread of process ``pid`` now (/proc/PID/task/*/schedstat), and (its nice value, its autogroup's nice
+    or None); ({}, None) once it is gone."""
+    out, nice = {}, None
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+        with open(f"/proc/{pid}/stat") as f:
+            nice = int(f.read().rsplit(")", 1)[1].split()[16])
+    except (OSError, ValueError, IndexError):
+        return {}, None
+    try:  # with autogroup scheduling on, the nice value acts inside the session's group: its own nice
+        with open(f"/proc/{pid}/autogroup") as f:  # ("/autogroup-N nice K") is what other sessions meet
+            nice = (nice, int(f.read().split()[-1]))
+    except (OSError, ValueError, IndexError):
+        nice = (nice, None)
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                cpu, wait, slices = f.read().split()[:3]
+            out[int(tid)] = (int(cpu) / 1e9, int(wait) / 1e9, int(slices))
+        except (OSError, ValueError):
+            pass
+    return out, nice
+
+
+def children(pid):
+    """The child processes of ``pid`` (its main thread's, /proc/PID/task/PID/children)."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(x) for x in f.read().split()]
+    except (OSError, ValueError):
+        return []
+
+
+class SchedSampler:
+    """Reads, every ``SAMPLE_S`` while a live run goes on, the scheduler accounting of its measured
+    processes: the controller (the mirror), its receiver and the target (the controller's child), each
+    thread's last reading kept (a thread that exits keeps what it had at the last sample before). The
+    result, per process: CPU seconds, run-queue seconds (runnable, waiting for a CPU), times scheduled,
+    the run-queue wait as a share of the CPU time, and the nice values seen; the readings miss at most
+    the last ``SAMPLE_S`` of each process."""
+
+    def __init__(self, controller, receiver):
+        import threading
+        self.pids = {"controller": controller, "receiver": receiver}
+        self.last = {"controller": {}, "receiver": {}, "target": {}}
+        self.nice = {"controller": set(), "receiver": set(), "target": set()}
+        self.target_pid = None
+        self.done = threading.Event()
+        self.th = threading.Thread(target=self.loop, daemon=True)
+        self.th.start()
+
+    def sample(self):
+        kids = children(self.pids["controller"])
+        if kids and self.target_pid is None:
+            self.target_pid = kids[0]
+        for role, pid in (*self.pids.items(), ("target", self.target_pid)):
+            if pid is None:
+                continue
+            st, nice = read_schedstat(pid)
+            self.last[role].update(st)
+            if nice is not None:
+                self.nice[role].add(nice)
+
+    def loop(self):
+        while not self.done.is_set():
+            self.sample()
+            self.done.wait(SAMPLE_S)
+
+    def stop(self):
+        self.done.set()
+        self.th.join()
+        out = {}
+        for role, threads in self.last.items():
+            cpu, wait, slices = (sum(v[i] for v in threads.values()) for i in range(3))
+            out[role] = {"cpu_s": cpu, "runqueue_s": wait, "slices": int(slices), "threads": len(threads),
+                         "wait_share": wait / cpu if cpu > 0 else 0.0,
+                         "nice": [list(n) for n in sorted(self.nice[role], key=str)]}
+        cpu = sum(v["cpu_s"] for v in out.values())
+        out["all"] = {"cpu_s": cpu, "runqueue_s": sum(v["runqueue_s"] for v in out.values()),
+                      "wait_share": sum(v["runqueue_s"] for v in out.values()) / cpu if cpu > 0 else 0.0,
+                      "sample_s": SAMPLE_S}
+        return out
+
+
 def live_run(name, t, tmp, stop="at-once"):
     """One live mirror of target ``t`` to a loopback receiver; the result, with the host's load: the
-    1-minute load average before the run and the share of the host's CPU time busy during it (the
-    mirror, its receiver and the target included, and whatever else runs: a QEMU lab shares it)."""
+    1-minute load average before the run, the share of the host's CPU time busy during it (the
+    mirror, its receiver and the target included, and whatever else runs: a QEMU lab shares it), and
+    how much CPU the measured processes were denied (``SchedSampler``: their run-queue wait as a share
+    of their CPU time; the load average counts niced work queued behind them, the wait share shows
+    whether they waited)."""
     load0, (b0, t0) = os.getloadavg()[0], cpu_times()
     # a loopback receiver for this run only: no shared secret
     recv = subprocess.Popen([sys.executable, "-m", "pagesync_model", "live", "receive", "--listen", "127.0.0.1:0",
@@ -136,24 +229,31 @@ def live_run(name, t, tmp, stop="at-once"):
     port = int(recv.stderr.readline().strip().rsplit(":", 1)[1])
     out = Path(tmp) / f"{name}.live.json"
     bench = start_bench_async() if t.get("bench") else None
+    sampler = None
     try:
-        p = subprocess.run([sys.executable, "-m", "pagesync_model", "live", "mirror", "--passes", str(PASSES),
-                            "--threshold", str(THRESHOLD), "--delay", f"{DELAY}s", "--then", "kill", "--quiet",
-                            "--stop", stop,
-                            "--to", f"127.0.0.1:{port}", "--json", str(out), "--", *t["cmd"]],
-                           stdin=stdin_file(t, tmp), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                           timeout=120)
+        p = subprocess.Popen([sys.executable, "-m", "pagesync_model", "live", "mirror", "--passes", str(PASSES),
+                              "--threshold", str(THRESHOLD), "--delay", f"{DELAY}s", "--then", "kill", "--quiet",
+                              "--stop", stop,
+                              "--to", f"127.0.0.1:{port}", "--json", str(out), "--", *t["cmd"]],
+                             stdin=stdin_file(t, tmp), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        sampler = SchedSampler(p.pid, recv.pid)
+        try:
+            _, err = p.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            _, err = p.communicate()
     finally:
         if bench:
             bench.kill()
             bench.wait()
         recv.wait(timeout=30)
+    waits = sampler.stop()
     if p.returncode != 0:
-        raise SystemExit(f"{name}: live mirror failed: {p.stderr.strip()}")
+        raise SystemExit(f"{name}: live mirror failed: {err.strip()}")
     b1, t1 = cpu_times()
     d = json.loads(out.read_text())
     d["host_load"] = {"loadavg_1min_before": load0, "cpu_busy_share": (b1 - b0) / max(1, t1 - t0),
-                      "cpus": os.cpu_count()}
+                      "cpus": os.cpu_count(), "measured": waits}
     out.write_text(json.dumps(d))
     return d
 
@@ -550,13 +650,42 @@ def stop_of(live):
     return live["config"]["stratus"].get("stop", "at-once")
 
 
+_PLAIN = {}
+
+
+def plain_trace(path):
+    """A committed trace as a file the simulator reads. The trimmed traces are stored xz-compressed
+    (``.npz.xz``): an npz's deflate leaves the repeats from one interval to the next, which xz finds
+    (a writer sweeping its whole buffer: 1.4 MB npz, 64 kB compressed); each is decompressed once per
+    process, into a temporary folder removed at exit."""
+    path = Path(path)
+    if path.suffix != ".xz":
+        return path
+    if path not in _PLAIN:
+        import atexit
+        import lzma
+        if "dir" not in _PLAIN:
+            _PLAIN["dir"] = Path(tempfile.mkdtemp(prefix="pagesync-live-traces-"))
+            atexit.register(shutil.rmtree, _PLAIN["dir"], True)
+        out = _PLAIN["dir"] / f"{len(_PLAIN)}-{path.name[:-3]}"
+        out.write_bytes(lzma.decompress(path.read_bytes()))
+        _PLAIN[path] = out
+    return _PLAIN[path]
+
+
+def store_trace(path, out):
+    """Write trace file ``path`` xz-compressed to ``out`` (see ``plain_trace``)."""
+    import lzma
+    Path(out).write_bytes(lzma.compress(Path(path).read_bytes(), preset=6))
+
+
 def simulate_run(run, library, bm, folder=None, model="waits"):
     """Simulate one committed run (its trimmed trace, its costs, the blackout model ``bm``): the
     result dict."""
     from pagesync_model.config import config_from_dict
     from pagesync_model.sim.engine import simulate
     from pagesync_model.trace.format import read_trace
-    trace = (folder or OUT) / run["trace"]
+    trace = plain_trace((folder or OUT) / run["trace"])
     cfg = sim_config(run["live"], trace, read_trace(trace).n_distinct, run["costs"], library, bm,
                      run.get("time_scale", 1.0), model)
     return simulate(config_from_dict(cfg)).to_dict()
@@ -617,7 +746,7 @@ def main(argv, measure=True, analyze=True):
     try:
         subprocess.run(["gcc", "-O2", "-o", f"{tmp}/writer", str(HERE / "writer.c")], check=True)
         ts = targets(tmp)
-        names = argv or list(ts)
+        names = [] if argv == ["calibration"] else (argv or list(ts))
         libfile = Path(tmp) / "library.json"
         if not measure and not (libfile.exists() and os.environ.get("PAGESYNC_LIVE_EXP_TMP")):
             raise SystemExit("--analyze needs the measurements kept by a run with PAGESYNC_LIVE_EXP_TMP=DIR")
@@ -627,10 +756,12 @@ def main(argv, measure=True, analyze=True):
             print("library: measuring its own writes", file=sys.stderr)
             library = measure_library(tmp)
             libfile.write_text(json.dumps(library))
-        (OUT / "library.json").write_text(json.dumps(library, indent=1) + "\n")
+        if analyze:  # measuring only leaves the committed results as they are
+            (OUT / "library.json").write_text(json.dumps(library, indent=1) + "\n")
         print(f"library: {library}", file=sys.stderr)
         cal = calibrate(tmp, measure)
-        (OUT / "calibration.json").write_text(json.dumps(cal, indent=1) + "\n")
+        if analyze:
+            (OUT / "calibration.json").write_text(json.dumps(cal, indent=1) + "\n")
         bm = cal["model"]
         print(f"blackout model (calibration runs): {bm}", file=sys.stderr)
         for name in names:
@@ -670,8 +801,9 @@ def main(argv, measure=True, analyze=True):
                     ticks = [start + (t - t_live) / scale for t in live["live"].get("library_ticks_s", [])]
                     seen = live_view(Path(tmp) / f"{tag}.npz", library["interval_s"], scale,
                                      Path(tmp) / f"{ltag}.live.npz", ticks)
-                    trim_trace(seen, start, end, OUT / "traces" / f"{ltag}.npz")
-                    run = {"run": i, "trace": f"traces/{ltag}.npz", "time_scale": scale, "live": slim_live(live),
+                    trim_trace(seen, start, end, Path(tmp) / f"{ltag}.trim.npz")
+                    store_trace(Path(tmp) / f"{ltag}.trim.npz", OUT / "traces" / f"{ltag}.npz.xz")
+                    run = {"run": i, "trace": f"traces/{ltag}.npz.xz", "time_scale": scale, "live": slim_live(live),
                            "costs": fitted_costs(live)}
                     run["sim"] = slim_sim(simulate_run(run, library, bm))
                     runs[stop].append(run)
@@ -687,7 +819,8 @@ def main(argv, measure=True, analyze=True):
     finally:
         if not os.environ.get("PAGESYNC_LIVE_EXP_TMP"):
             shutil.rmtree(tmp, ignore_errors=True)
-    table()
+    if analyze:
+        table()
 
 
 ORDER = ["writer-5k", "writer-40k", "writer-200k", "python-dict", "sqlite3", "redis"]
