@@ -318,7 +318,7 @@ def test_a_heap_grown_with_brk_is_copied_in_full_until_registered(bindir, tmp_pa
         cut = tmp_path / "cut.npz"
         R.trim_trace(path, start, start + d["total_time_s"] * 1.25, cut)
         cfg = R.sim_config(d, cut, read_trace(cut).n_distinct, R.fitted_costs(d), library,
-                           R.load_calibration(R.LOADED)["model"])
+                           R.load_calibration()["model"])
         return sum(R.dirty(simulate(config_from_dict(cfg)).to_dict())[1:])
 
     live = sum(R.dirty(d)[1:])
