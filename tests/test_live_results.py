@@ -346,3 +346,18 @@ def test_sched_sampler_sums_threads_and_survives_processes_that_vanish():
     assert out["receiver"] == {"cpu_s": 0, "runqueue_s": 0, "slices": 0, "threads": 0, "wait_share": 0.0, "nice": []}
     assert out["target"]["threads"] == 0
     assert R.read_schedstat(2 ** 22 + 7) == ({}, None)
+
+
+def test_the_stop_latency_measurement_is_whole_and_its_summaries_are_its_own():
+    """results/stop_latency.json (a separate measurement of how long a SIGSTOP takes each target, not
+    used by the model): every target and the calibration writer probed, each summary recomputed from
+    its raw probes."""
+    import json
+    d = json.loads((R.OUT / "stop_latency.json").read_text())
+    assert sorted(d["targets"]) == sorted(["calibration-writer", *NAMES])
+    for name, t in d["targets"].items():
+        lat = t["stop_s"]
+        assert len(lat) == d["probes"] and all(0 < x < 5 for x in lat)
+        assert t["median_s"] == pytest.approx(statistics.median(lat))
+        assert t["mean_s"] == pytest.approx(statistics.fmean(lat))
+        assert t["over_1_5ms"] == sum(x > 1.5e-3 for x in lat)

@@ -887,7 +887,7 @@ def suffix(stop):
 def load_results(folder=None, stop=None):
     """The targets' results (of one stop rule, or all), in table order."""
     rows = [json.loads(p.read_text()) for p in sorted((folder or OUT).glob("*.json"))
-            if p.name not in ("library.json", "calibration.json")]
+            if p.name not in ("library.json", "calibration.json", "stop_latency.json")]
     rows = [r for r in rows if stop is None or r.get("stop", "at-once") == stop]
     rows.sort(key=lambda r: (ORDER.index(r["name"]) if r["name"] in ORDER else 99, STOPS.index(r.get("stop", "at-once"))))
     return rows
@@ -1012,6 +1012,66 @@ def table():
     fig.savefig(HERE / "mirror.png", dpi=90)
 
 
+STOP_PROBES, STOP_GAP = 40, 0.05
+
+
+def stop_latency(names=(), tmp=None):
+    """A separate measurement of how long a SIGSTOP takes to stop every thread of each target (the
+    blackout's first step, ``stop_wait_s`` in a live run), without mirroring it: each target started
+    as the live mirror starts it (the live library loaded in register mode, its polling thread running),
+    stopped ``STOP_PROBES`` times ``STOP_GAP`` s apart with the live mirror's own wait
+    (``pagesync_model.live.mirror.wait_stopped``) and continued each time; the calibration writer too.
+    With each target, the 1-minute load before it and the target's run-queue wait as a share of its CPU
+    time over the probes. Writes results/stop_latency.json."""
+    import signal
+    from pagesync_model.live.mirror import wait_stopped
+    from pagesync_model.trace.record import library_path
+    tmp = tmp or tempfile.mkdtemp(prefix="pagesync-live-stop-")
+    subprocess.run(["gcc", "-O2", "-o", f"{tmp}/writer", str(HERE / "writer.c")], check=True)
+    ts = targets(tmp)
+    ts = {"calibration-writer": {"cmd": [f"{tmp}/writer", "16", str(CALIBRATION["rate"]), str(TARGET_S)]},
+          **{n: ts[n] for n in (names or ORDER)}}
+    out = {}
+    for name, t in ts.items():
+        d = Path(tempfile.mkdtemp(dir=tmp))
+        env = dict(os.environ, LD_PRELOAD=library_path(), PAGESYNC_TRACE_DIR=str(d), PAGESYNC_TRACE_MODE="register",
+                   PAGESYNC_TRACE_INTERVAL_NS="10000000")
+        load = os.getloadavg()[0]
+        p = subprocess.Popen(t["cmd"], stdin=stdin_file(t, tmp), env=env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+        bench = start_bench_async() if t.get("bench") else None
+        try:
+            time.sleep(DELAY)
+            s0, _ = read_schedstat(p.pid)
+            lat = []
+            for _ in range(STOP_PROBES):
+                t0 = time.perf_counter()
+                os.kill(p.pid, signal.SIGSTOP)
+                wait_stopped(p.pid, timeout=5.0)
+                lat.append(time.perf_counter() - t0)
+                os.kill(p.pid, signal.SIGCONT)
+                time.sleep(STOP_GAP)
+            s1, _ = read_schedstat(p.pid)
+        finally:
+            if bench:
+                bench.kill()
+                bench.wait()
+            p.kill()
+            p.wait()
+        cpu = sum(v[0] - s0.get(k, (0, 0, 0))[0] for k, v in s1.items())
+        wait = sum(v[1] - s0.get(k, (0, 0, 0))[1] for k, v in s1.items())
+        out[name] = {"stop_s": lat, "loadavg_1min_before": load, "threads": len(s1),
+                     "target_wait_share": wait / cpu if cpu > 0 else 0.0,
+                     "median_s": float(np.median(lat)), "mean_s": float(np.mean(lat)),
+                     "over_1_5ms": int(sum(x > 1.5e-3 for x in lat))}
+        print(f"{name}: stop {out[name]['median_s'] * 1e3:.2f} ms median, {out[name]['mean_s'] * 1e3:.2f} mean, "
+              f"{out[name]['over_1_5ms']}/{STOP_PROBES} over 1.5 ms, target wait {out[name]['target_wait_share']:.0%}",
+              file=sys.stderr)
+    (OUT / "stop_latency.json").write_text(json.dumps({"probes": STOP_PROBES, "gap_s": STOP_GAP, "targets": out},
+                                                      indent=1) + "\n")
+    return out
+
+
 def refit_loaded(names=()):
     """The loaded campaign's runs simulated again with the blackout model of the committed (quiet)
     calibration: ``sim_quiet_model`` in each of its runs (its own model's simulations, ``sim``, stay)."""
@@ -1030,6 +1090,8 @@ def refit_loaded(names=()):
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--table"]:
         table()
+    elif sys.argv[1:2] == ["--stop-latency"]:
+        stop_latency(sys.argv[2:])
     elif sys.argv[1:2] == ["--refit-loaded"]:
         refit_loaded(sys.argv[2:])
     elif sys.argv[1:2] == ["--analyze"]:
