@@ -30,6 +30,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "results"
+LOADED = OUT / "loaded"  # the campaign measured under load (3 December 2026, 13:45-14:00 UTC), kept as it was
 PASSES, THRESHOLD, DELAY = 5, 256, 0.5
 TRACE_INTERVAL = 0.002
 TRACE_TAIL = 1.0   # share of the live mirror's time kept past its end: the simulated mirror may run longer,
@@ -125,10 +126,102 @@ def cpu_times():
     return sum(f) - idle, sum(f)
 
 
+SAMPLE_S = 0.01  # how often the measured processes' scheduler accounting is read during a live run
+
+
+def read_schedstat(pid):
+    """{thread id: (seconds on a CPU, seconds runnable but waiting for one, times put on a CPU)} of every
+    thread of process ``pid`` now (/proc/PID/task/*/schedstat), and (its nice value, its autogroup's nice
+    or None); ({}, None) once it is gone."""
+    out, nice = {}, None
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+        with open(f"/proc/{pid}/stat") as f:
+            nice = int(f.read().rsplit(")", 1)[1].split()[16])
+    except (OSError, ValueError, IndexError):
+        return {}, None
+    try:  # with autogroup scheduling on, the nice value acts inside the session's group: its own nice
+        with open(f"/proc/{pid}/autogroup") as f:  # ("/autogroup-N nice K") is what other sessions meet
+            nice = (nice, int(f.read().split()[-1]))
+    except (OSError, ValueError, IndexError):
+        nice = (nice, None)
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                cpu, wait, slices = f.read().split()[:3]
+            out[int(tid)] = (int(cpu) / 1e9, int(wait) / 1e9, int(slices))
+        except (OSError, ValueError):
+            pass
+    return out, nice
+
+
+def children(pid):
+    """The child processes of ``pid`` (its main thread's, /proc/PID/task/PID/children)."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(x) for x in f.read().split()]
+    except (OSError, ValueError):
+        return []
+
+
+class SchedSampler:
+    """Reads, every ``SAMPLE_S`` while a live run goes on, the scheduler accounting of its measured
+    processes: the controller (the mirror), its receiver and the target (the controller's child), each
+    thread's last reading kept (a thread that exits keeps what it had at the last sample before). The
+    result, per process: CPU seconds, run-queue seconds (runnable, waiting for a CPU), times scheduled,
+    the run-queue wait as a share of the CPU time, and the nice values seen; the readings miss at most
+    the last ``SAMPLE_S`` of each process."""
+
+    def __init__(self, controller, receiver):
+        import threading
+        self.pids = {"controller": controller, "receiver": receiver}
+        self.last = {"controller": {}, "receiver": {}, "target": {}}
+        self.nice = {"controller": set(), "receiver": set(), "target": set()}
+        self.target_pid = None
+        self.done = threading.Event()
+        self.th = threading.Thread(target=self.loop, daemon=True)
+        self.th.start()
+
+    def sample(self):
+        kids = children(self.pids["controller"])
+        if kids and self.target_pid is None:
+            self.target_pid = kids[0]
+        for role, pid in (*self.pids.items(), ("target", self.target_pid)):
+            if pid is None:
+                continue
+            st, nice = read_schedstat(pid)
+            self.last[role].update(st)
+            if nice is not None:
+                self.nice[role].add(nice)
+
+    def loop(self):
+        while not self.done.is_set():
+            self.sample()
+            self.done.wait(SAMPLE_S)
+
+    def stop(self):
+        self.done.set()
+        self.th.join()
+        out = {}
+        for role, threads in self.last.items():
+            cpu, wait, slices = (sum(v[i] for v in threads.values()) for i in range(3))
+            out[role] = {"cpu_s": cpu, "runqueue_s": wait, "slices": int(slices), "threads": len(threads),
+                         "wait_share": wait / cpu if cpu > 0 else 0.0,
+                         "nice": [list(n) for n in sorted(self.nice[role], key=str)]}
+        cpu = sum(v["cpu_s"] for v in out.values())
+        out["all"] = {"cpu_s": cpu, "runqueue_s": sum(v["runqueue_s"] for v in out.values()),
+                      "wait_share": sum(v["runqueue_s"] for v in out.values()) / cpu if cpu > 0 else 0.0,
+                      "sample_s": SAMPLE_S}
+        return out
+
+
 def live_run(name, t, tmp, stop="at-once"):
     """One live mirror of target ``t`` to a loopback receiver; the result, with the host's load: the
-    1-minute load average before the run and the share of the host's CPU time busy during it (the
-    mirror, its receiver and the target included, and whatever else runs: a QEMU lab shares it)."""
+    1-minute load average before the run, the share of the host's CPU time busy during it (the
+    mirror, its receiver and the target included, and whatever else runs: a QEMU lab shares it), and
+    how much CPU the measured processes were denied (``SchedSampler``: their run-queue wait as a share
+    of their CPU time; the load average counts niced work queued behind them, the wait share shows
+    whether they waited)."""
     load0, (b0, t0) = os.getloadavg()[0], cpu_times()
     # a loopback receiver for this run only: no shared secret
     recv = subprocess.Popen([sys.executable, "-m", "pagesync_model", "live", "receive", "--listen", "127.0.0.1:0",
@@ -136,24 +229,31 @@ def live_run(name, t, tmp, stop="at-once"):
     port = int(recv.stderr.readline().strip().rsplit(":", 1)[1])
     out = Path(tmp) / f"{name}.live.json"
     bench = start_bench_async() if t.get("bench") else None
+    sampler = None
     try:
-        p = subprocess.run([sys.executable, "-m", "pagesync_model", "live", "mirror", "--passes", str(PASSES),
-                            "--threshold", str(THRESHOLD), "--delay", f"{DELAY}s", "--then", "kill", "--quiet",
-                            "--stop", stop,
-                            "--to", f"127.0.0.1:{port}", "--json", str(out), "--", *t["cmd"]],
-                           stdin=stdin_file(t, tmp), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                           timeout=120)
+        p = subprocess.Popen([sys.executable, "-m", "pagesync_model", "live", "mirror", "--passes", str(PASSES),
+                              "--threshold", str(THRESHOLD), "--delay", f"{DELAY}s", "--then", "kill", "--quiet",
+                              "--stop", stop,
+                              "--to", f"127.0.0.1:{port}", "--json", str(out), "--", *t["cmd"]],
+                             stdin=stdin_file(t, tmp), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        sampler = SchedSampler(p.pid, recv.pid)
+        try:
+            _, err = p.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            _, err = p.communicate()
     finally:
         if bench:
             bench.kill()
             bench.wait()
         recv.wait(timeout=30)
+    waits = sampler.stop()
     if p.returncode != 0:
-        raise SystemExit(f"{name}: live mirror failed: {p.stderr.strip()}")
+        raise SystemExit(f"{name}: live mirror failed: {err.strip()}")
     b1, t1 = cpu_times()
     d = json.loads(out.read_text())
     d["host_load"] = {"loadavg_1min_before": load0, "cpu_busy_share": (b1 - b0) / max(1, t1 - t0),
-                      "cpus": os.cpu_count()}
+                      "cpus": os.cpu_count(), "measured": waits}
     out.write_text(json.dumps(d))
     return d
 
@@ -411,70 +511,115 @@ def _fit_waits(a):
     return {"scan_ratio": ratio, "waits": float(np.median((down - n * per_copy - ratio * scan) / wait))}
 
 
+def _fit_mirrored(a):
+    """The mirrored model's constants (see ``blackout_model``)."""
+    mirrored, n, scan, final, ack, down, st, wait, per_copy = a.T
+    ratio = float(np.median(final / scan))
+    per_page, stop = np.polyfit(mirrored, down - n * per_copy - ratio * scan, 1)
+    return {"scan_ratio": ratio, "stop_s": max(1e-6, float(stop)), "per_page_mirrored_s": max(0.0, float(per_page))}
+
+
+FORMS = {"waits": _fit_waits, "stretch": _fit_stretch, "mirrored": _fit_mirrored}
+
+
 def _blackout_formula(kind, m, row):
     """The blackout a model gives one row of ``blackout_parts`` (plus its copy cost per page): what the
     simulator charges, without its copy-time rounding (used for the calibration's cross-validation)."""
     mirrored, n, scan, final, ack, down, st, wait, per_copy = row
     if kind == "waits":
         return n * per_copy + m["scan_ratio"] * scan + m["waits"] * wait
+    if kind == "mirrored":
+        return n * per_copy + m["scan_ratio"] * scan + m["stop_s"] + m["per_page_mirrored_s"] * mirrored
     return n * per_copy + m["scan_ratio"] * scan + st * (m["stop_s"] + m["per_page_mirrored_s"] * mirrored
                                                          + m["handshake_s"])
 
 
-def blackout_model(cal_runs):
-    """The blackout's cost, fitted on the calibration runs only (never on a judged target). Two forms,
-    each fitted on the same runs; the simulations use the first (the better of the two on the calibration
-    runs' leave-one-out errors, both recorded here), the second is kept for comparison:
+def _rows(runs):
+    return np.array([blackout_parts(r["live"]) + (4096 / r["costs"]["bandwidth_Bps"],) for r in runs], dtype=float)
 
-    waits: downtime = the blackout's pages x the run's copy cost + scan_ratio x the deciding scan
-                      + waits x the controller's mean wait for a CPU in the run's passes
-    - the copy cost and the deciding scan are the run's own, measured in its passes (``fitted_costs``);
-    - scan_ratio: the final scans against the scan that decided the blackout (median ratio);
-    - waits: the blackout's fixed work (SIGSTOP, waiting for the threads, the bookkeeping, the receiver's
-      acknowledgement) in units of the wait for a CPU the controller met each time it was scheduled in its
-      passes (``sched_wait``): on a host whose CPUs are busy with other work, those handoffs between the
-      target, the controller and the receiver, each waiting for a CPU, are what the blackout is made of
-      (median over the runs: robust to the single long waits of a busy host);
+
+def blackout_model(cal_runs, contended_runs=()):
+    """The blackout's cost, fitted on the calibration runs ``cal_runs`` only (never on a judged target).
+    Three forms, each fitted on the same runs; the simulations use the one with the smallest error on
+    calibration runs, the larger of (its leave-one-out error on ``cal_runs``, and its error on
+    ``contended_runs``, the same calibration runs measured with the host's CPUs contended, predicted by
+    the form fitted on ``cal_runs``: a form must also carry over to a busier host). The others are kept
+    for comparison. In each, the copy cost and the deciding scan are the run's own, measured in its
+    passes (``fitted_costs``), and scan_ratio is the final scans against the scan that decided the
+    blackout (median ratio):
+
+    mirrored: downtime = the blackout's pages x the run's copy cost + scan_ratio x the deciding scan
+                         + stop + per_page x pages mirrored so far
+    - stop (SIGSTOP, waiting for the threads, the receiver's acknowledgement) and per_page (the
+      controller's bookkeeping over the pages the partner holds: which are gone, the set held after the
+      copy): a least-squares line through what is left of each blackout against its pages mirrored;
 
     stretch: downtime = the blackout's pages x the run's copy cost + scan_ratio x the deciding scan
                         + stretch x (stop + per_page x pages mirrored so far + handshake)
-    - stretch: (on a CPU + waiting) / on a CPU of the controller in its passes (``stretch``);
+    - stretch: (on a CPU + waiting) / on a CPU of the controller in its passes (``stretch``): the
+      blackout's CPU work waits for a CPU as much as the passes' did;
     - handshake: the receiver's acknowledgement (median, unstretched); stop and per_page: a
-      least-squares line through what is left of each blackout, unstretched, against its pages mirrored."""
-    a = np.array([blackout_parts(r["live"]) + (4096 / r["costs"]["bandwidth_Bps"],) for r in cal_runs], dtype=float)
-    loo = {}
-    for kind, fit in (("waits", _fit_waits), ("stretch", _fit_stretch)):
+      least-squares line through what is left of each blackout, unstretched, against its pages mirrored;
+
+    waits: downtime = the blackout's pages x the run's copy cost + scan_ratio x the deciding scan
+                      + waits x the controller's mean wait for a CPU in the run's passes
+    - waits: the blackout's fixed work in units of the wait for a CPU the controller met each time it
+      was scheduled in its passes (``sched_wait``), median over the runs."""
+    a = _rows(cal_runs)
+    b = _rows(contended_runs) if len(contended_runs) else None
+    loo, contended, forms = {}, {}, {}
+    for kind, fit in FORMS.items():
         errs = []
         for i in range(len(a)):
             m = fit(np.delete(a, i, axis=0))
             errs.append(_blackout_formula(kind, m, a[i]) / a[i][5] - 1)
         loo[kind] = float(np.median(np.abs(errs)))
+        forms[kind] = fit(a)
+        if b is not None:
+            contended[kind] = float(np.median(np.abs([_blackout_formula(kind, forms[kind], r) / r[5] - 1 for r in b])))
+    form = min(FORMS, key=lambda k: (max(loo[k], contended.get(k, 0.0)), k))
     mirrored, st, wait = a[:, 0], a[:, 6], a[:, 7]
-    out = _fit_waits(a)
-    out.update({"runs": len(a), "mirrored_pages": [int(min(mirrored)), int(max(mirrored))],
-                "wait_s": [float(min(wait)), float(max(wait))], "stretch": [float(min(st)), float(max(st))],
-                "stretch_model": _fit_stretch(a), "loo_median_abs_error": loo})
-    return out
+    return {"form": form, "forms": forms, "runs": len(a), "mirrored_pages": [int(min(mirrored)), int(max(mirrored))],
+            "wait_s": [float(min(wait)), float(max(wait))], "stretch": [float(min(st)), float(max(st))],
+            "loo_median_abs_error": loo, "contended_runs": 0 if b is None else len(b),
+            "contended_stretch": [] if b is None else [float(min(b[:, 6])), float(max(b[:, 6]))],
+            "contended_median_abs_error": contended}
 
 
-def predicted_blackout_costs(live, c, bm, model="waits"):
+def form_constants(bm, form=None):
+    """(form, constants) of blackout model ``bm``: its chosen form, or ``form``. A model written before
+    the forms were kept by name (the loaded campaign's) holds the waits form's constants at its top level
+    and the stretch form's in ``stretch_model``, and uses the waits form."""
+    form = form or bm.get("form", "waits")
+    if "forms" in bm:
+        return form, bm["forms"][form]
+    return form, (bm if form == "waits" else bm["stretch_model"])
+
+
+def predicted_blackout_costs(live, c, bm, model=None):
     """The simulated blackout's inputs for one live run: (stop and final scans, per page mirrored,
-    handshake) in seconds, from its passes' measurements and the calibrated model ``bm`` (its ``waits``
-    form, or the ``stretch`` form kept for comparison)."""
+    handshake) in seconds, from its passes' measurements and the calibrated model ``bm`` (its chosen
+    form, or the form ``model``)."""
+    model, m = form_constants(bm, model)
     if model == "waits":
-        return bm["scan_ratio"] * c["deciding_scan_s"] + bm["waits"] * sched_wait(live), 0.0, 0.0
-    m, st = bm["stretch_model"], stretch(live)
+        return m["scan_ratio"] * c["deciding_scan_s"] + m["waits"] * sched_wait(live), 0.0, 0.0
+    if model == "mirrored":
+        return m["scan_ratio"] * c["deciding_scan_s"] + m["stop_s"], m["per_page_mirrored_s"], 0.0
+    st = stretch(live)
     return (m["scan_ratio"] * c["deciding_scan_s"] + st * m["stop_s"], st * m["per_page_mirrored_s"],
             st * m["handshake_s"])
 
 
-def calibrate(tmp, measure=True):
-    """The calibration runs: the writer alone at each size, mirrored ``reps`` times (at-once)."""
+def calibrate(tmp, measure=True, contended=False):
+    """The calibration runs: the writer alone at each size, mirrored ``reps`` times (at-once). With
+    ``contended``, the same runs under another tag (``calib-contended-...``): the campaign measures them
+    with the lab's session at no priority over the host's other work (see the README); without, the
+    model is fitted on the quiet ones and its form chosen with the contended ones too, where kept."""
     runs = []
     for mib in CALIBRATION["sizes_mib"]:
         t = {"cmd": [f"{tmp}/writer", str(mib), str(CALIBRATION["rate"]), str(CALIBRATION["seconds"])]}
         for i in range(CALIBRATION["reps"]):
-            tag = f"calib-{mib}M__r{i}"
+            tag = f"calib-{'contended-' if contended else ''}{mib}M__r{i}"
             cached = Path(tmp) / f"{tag}.live.json"
             if not cached.exists():
                 if not measure:
@@ -483,8 +628,13 @@ def calibrate(tmp, measure=True):
                 live_run(tag, t, tmp)
             live = json.loads(cached.read_text())
             runs.append({"size_mib": mib, "run": i, "live": slim_live(live), "costs": fitted_costs(live)})
+    if contended:
+        return runs
+    have = all((Path(tmp) / f"calib-contended-{mib}M__r{i}.live.json").exists()
+               for mib in CALIBRATION["sizes_mib"] for i in range(CALIBRATION["reps"]))
+    hot = calibrate(tmp, False, True) if have else []
     return {"what": f"C writer alone, {CALIBRATION['rate']} pages/s, mirrored at each size (--stop at-once)",
-            "setup": CALIBRATION, "model": blackout_model(runs), "runs": runs}
+            "setup": CALIBRATION, "model": blackout_model(runs, hot), "runs": runs, "contended_runs": hot}
 
 
 LIBRARY_BURST = 50e-6  # s: a wake's writes (maps read, registrations) take this long, all on its few pages
@@ -503,7 +653,7 @@ def library_writer(pages, interval_s, t_start, ticks=()):
         {"duration": f"{max(1e-6, interval_s - LIBRARY_BURST - phase) * 1e6:.1f}us", "rate": f"{idle}/s"}]}
 
 
-def sim_config(live, trace_file, n_trace_pages, c, library, bm, time_scale=1.0, model="waits"):
+def sim_config(live, trace_file, n_trace_pages, c, library, bm, time_scale=1.0, model=None):
     """The simulator config replaying a trimmed trace against one live run's copy costs (and its
     passes, threshold and stop rule) and the calibrated blackout model ``bm``."""
     from pagesync_model.memory import memory_regions
@@ -550,13 +700,42 @@ def stop_of(live):
     return live["config"]["stratus"].get("stop", "at-once")
 
 
-def simulate_run(run, library, bm, folder=None, model="waits"):
+_PLAIN = {}
+
+
+def plain_trace(path):
+    """A committed trace as a file the simulator reads. The trimmed traces are stored xz-compressed
+    (``.npz.xz``): an npz's deflate leaves the repeats from one interval to the next, which xz finds
+    (a writer sweeping its whole buffer: 1.4 MB npz, 64 kB compressed); each is decompressed once per
+    process, into a temporary folder removed at exit."""
+    path = Path(path)
+    if path.suffix != ".xz":
+        return path
+    if path not in _PLAIN:
+        import atexit
+        import lzma
+        if "dir" not in _PLAIN:
+            _PLAIN["dir"] = Path(tempfile.mkdtemp(prefix="pagesync-live-traces-"))
+            atexit.register(shutil.rmtree, _PLAIN["dir"], True)
+        out = _PLAIN["dir"] / f"{len(_PLAIN)}-{path.name[:-3]}"
+        out.write_bytes(lzma.decompress(path.read_bytes()))
+        _PLAIN[path] = out
+    return _PLAIN[path]
+
+
+def store_trace(path, out):
+    """Write trace file ``path`` xz-compressed to ``out`` (see ``plain_trace``)."""
+    import lzma
+    Path(out).write_bytes(lzma.compress(Path(path).read_bytes(), preset=6))
+
+
+def simulate_run(run, library, bm, folder=None, model=None):
     """Simulate one committed run (its trimmed trace, its costs, the blackout model ``bm``): the
     result dict."""
     from pagesync_model.config import config_from_dict
     from pagesync_model.sim.engine import simulate
     from pagesync_model.trace.format import read_trace
-    trace = (folder or OUT) / run["trace"]
+    trace = plain_trace((folder or OUT) / run["trace"])
     cfg = sim_config(run["live"], trace, read_trace(trace).n_distinct, run["costs"], library, bm,
                      run.get("time_scale", 1.0), model)
     return simulate(config_from_dict(cfg)).to_dict()
@@ -569,10 +748,11 @@ def slim_live(d):
     out["live"] = {k: d["live"][k] for k in ("kernel", "stopped_s", "mirror_start_from_target_start_s",
                                              "library_ticks_s", "full_pass_throughput_Bps", "copy_throughput_Bps",
                                              "per_pass", "sched")}
-    # the interpreter by its name: its path is this machine's
+    # the interpreter and the compiled writer by their names: their paths are this machine's
     out["config"] = json.loads(json.dumps(d["config"]))
     cmd = out["config"]["live"]["command"]
-    cmd[:1] = [os.path.basename(c) if c == sys.executable else c for c in cmd[:1]]
+    cmd[:1] = [os.path.basename(c) if c == sys.executable or c.startswith(tempfile.gettempdir() + os.sep)
+               or c.startswith(os.environ.get("PAGESYNC_LIVE_EXP_TMP") or "\0") else c for c in cmd[:1]]
     out["command"] = cmd
     out["host_load"] = d["host_load"]
     return out
@@ -617,7 +797,7 @@ def main(argv, measure=True, analyze=True):
     try:
         subprocess.run(["gcc", "-O2", "-o", f"{tmp}/writer", str(HERE / "writer.c")], check=True)
         ts = targets(tmp)
-        names = argv or list(ts)
+        names = [] if argv in (["calibration"], ["calibration-contended"]) else (argv or list(ts))
         libfile = Path(tmp) / "library.json"
         if not measure and not (libfile.exists() and os.environ.get("PAGESYNC_LIVE_EXP_TMP")):
             raise SystemExit("--analyze needs the measurements kept by a run with PAGESYNC_LIVE_EXP_TMP=DIR")
@@ -627,10 +807,14 @@ def main(argv, measure=True, analyze=True):
             print("library: measuring its own writes", file=sys.stderr)
             library = measure_library(tmp)
             libfile.write_text(json.dumps(library))
-        (OUT / "library.json").write_text(json.dumps(library, indent=1) + "\n")
+        if analyze:  # measuring only leaves the committed results as they are
+            (OUT / "library.json").write_text(json.dumps(library, indent=1) + "\n")
         print(f"library: {library}", file=sys.stderr)
+        if argv == ["calibration-contended"]:
+            calibrate(tmp, measure, contended=True)
         cal = calibrate(tmp, measure)
-        (OUT / "calibration.json").write_text(json.dumps(cal, indent=1) + "\n")
+        if analyze:
+            (OUT / "calibration.json").write_text(json.dumps(cal, indent=1) + "\n")
         bm = cal["model"]
         print(f"blackout model (calibration runs): {bm}", file=sys.stderr)
         for name in names:
@@ -670,8 +854,9 @@ def main(argv, measure=True, analyze=True):
                     ticks = [start + (t - t_live) / scale for t in live["live"].get("library_ticks_s", [])]
                     seen = live_view(Path(tmp) / f"{tag}.npz", library["interval_s"], scale,
                                      Path(tmp) / f"{ltag}.live.npz", ticks)
-                    trim_trace(seen, start, end, OUT / "traces" / f"{ltag}.npz")
-                    run = {"run": i, "trace": f"traces/{ltag}.npz", "time_scale": scale, "live": slim_live(live),
+                    trim_trace(seen, start, end, Path(tmp) / f"{ltag}.trim.npz")
+                    store_trace(Path(tmp) / f"{ltag}.trim.npz", OUT / "traces" / f"{ltag}.npz.xz")
+                    run = {"run": i, "trace": f"traces/{ltag}.npz.xz", "time_scale": scale, "live": slim_live(live),
                            "costs": fitted_costs(live)}
                     run["sim"] = slim_sim(simulate_run(run, library, bm))
                     runs[stop].append(run)
@@ -687,7 +872,8 @@ def main(argv, measure=True, analyze=True):
     finally:
         if not os.environ.get("PAGESYNC_LIVE_EXP_TMP"):
             shutil.rmtree(tmp, ignore_errors=True)
-    table()
+    if analyze:
+        table()
 
 
 ORDER = ["writer-5k", "writer-40k", "writer-200k", "python-dict", "sqlite3", "redis"]
@@ -701,7 +887,7 @@ def suffix(stop):
 def load_results(folder=None, stop=None):
     """The targets' results (of one stop rule, or all), in table order."""
     rows = [json.loads(p.read_text()) for p in sorted((folder or OUT).glob("*.json"))
-            if p.name not in ("library.json", "calibration.json")]
+            if p.name not in ("library.json", "calibration.json", "stop_latency.json")]
     rows = [r for r in rows if stop is None or r.get("stop", "at-once") == stop]
     rows.sort(key=lambda r: (ORDER.index(r["name"]) if r["name"] in ORDER else 99, STOPS.index(r.get("stop", "at-once"))))
     return rows
@@ -711,54 +897,94 @@ def load_calibration(folder=None):
     return json.loads(((folder or OUT) / "calibration.json").read_text())
 
 
-def blackout_errors(rows):
+def blackout_errors(rows, sim_key="sim"):
     """Each judged run's blackout error, simulated against live, relative."""
-    return [(x["sim"]["downtime_s"] - x["live"]["downtime_s"]) / x["live"]["downtime_s"] for r in rows for x in r["runs"]]
+    return [(x[sim_key]["downtime_s"] - x["live"]["downtime_s"]) / x["live"]["downtime_s"] for r in rows for x in r["runs"]]
 
 
-def blackout_line(rows):
-    e = np.array(blackout_errors(rows))
+def blackout_line(rows, sim_key="sim"):
+    e = np.array(blackout_errors(rows, sim_key))
     return (f"Over all {len(e)} judged runs, the single run's blackout error: median {np.median(np.abs(e)) * 100:.0f}%, "
             f"spread {np.percentile(e, 10) * 100:+.0f}% to {np.percentile(e, 90) * 100:+.0f}% (10th to 90th percentile).")
 
 
-def table():
-    rows = load_results()
-    bm = load_calibration()["model"]
-    sm, loo = bm["stretch_model"], bm["loo_median_abs_error"]
-    lines = [f"Blackout model, fitted on {bm['runs']} calibration runs (the C writer alone, "
-             f"{bm['mirrored_pages'][0]}-{bm['mirrored_pages'][-1]} pages mirrored; "
-             "[`results/calibration.json`](results/calibration.json)): final scans "
-             f"{bm['scan_ratio']:.2f} x the deciding scan, and {bm['waits']:.2f} x the controller's mean wait for a "
-             f"CPU in the run's passes ({bm['wait_s'][0] * 1e3:.1f}-{bm['wait_s'][-1] * 1e3:.1f} ms in these runs) "
-             f"for the stop, bookkeeping and handshake (waits form, leave-one-out error on the calibration runs "
-             f"{loo['waits'] * 100:.0f}%). Its stretch form, fitted on the same runs (stop {sm['stop_s'] * 1e3:.3f} ms, "
-             f"{sm['per_page_mirrored_s'] * 1e9:.1f} ns per page mirrored, handshake {sm['handshake_s'] * 1e3:.3f} ms, "
-             f"times the passes' stretch {bm['stretch'][0]:.1f}-{bm['stretch'][-1]:.1f}), leaves {loo['stretch'] * 100:.0f}% "
-             "out of one and is shown for comparison only.", "",
-             "| target | stop | converged live / sim | dirty pages per pass: live median (runs) | simulated median | "
-             "worst pass error (median over runs) | blackout ms live / sim median (error) | host CPU busy | verified |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+def model_line(cal):
+    """The calibrated blackout model in words, for results.md."""
+    bm = cal["model"]
+    loo, hot, f = bm["loo_median_abs_error"], bm["contended_median_abs_error"], bm["forms"]
+    m, st, w = f["mirrored"], f["stretch"], f["waits"]
+    shares = [r["live"]["host_load"]["measured"]["all"]["wait_share"] for r in cal["runs"]]
+    hshares = [r["live"]["host_load"]["measured"]["all"]["wait_share"] for r in cal["contended_runs"]]
+    name = {"mirrored": "mirrored-pages", "stretch": "stretch", "waits": "waits"}
+    return (f"Blackout model, fitted on {bm['runs']} quiet calibration runs (the C writer alone, "
+            f"{bm['mirrored_pages'][0]}-{bm['mirrored_pages'][-1]} pages mirrored, run-queue wait of the measured "
+            f"processes {min(shares) * 100:.0f}-{max(shares) * 100:.0f}% of their CPU time; "
+            "[`results/calibration.json`](results/calibration.json)), its form chosen on calibration runs only "
+            f"(leave-one-out on these; fitted on these, predicting {bm['contended_runs']} contended calibration runs, "
+            f"wait {min(hshares) * 100:.0f}-{max(hshares) * 100:.0f}%): the **{name[bm['form']]}** form. "
+            f"Mirrored-pages: final scans {m['scan_ratio']:.2f} x the deciding scan, plus {m['stop_s'] * 1e3:.2f} ms "
+            f"plus {m['per_page_mirrored_s'] * 1e9:.0f} ns per page mirrored so far (leave-one-out "
+            f"{loo['mirrored'] * 100:.0f}%, contended {hot['mirrored'] * 100:.0f}%). Stretch: the same terms "
+            f"({st['stop_s'] * 1e3:.2f} ms, {st['per_page_mirrored_s'] * 1e9:.0f} ns per page, handshake "
+            f"{st['handshake_s'] * 1e3:.2f} ms) times the controller's (on a CPU + waiting) / on a CPU in the passes "
+            f"({loo['stretch'] * 100:.0f}%, contended {hot['stretch'] * 100:.0f}%). Waits: {w['waits']:.2f} x the "
+            f"controller's mean wait per scheduling in the passes ({loo['waits'] * 100:.0f}%, contended "
+            f"{hot['waits'] * 100:.0f}%).")
+
+
+def _range(xs, fmt):
+    return f"{fmt(min(xs))}-{fmt(max(xs))}"
+
+
+def judged_rows(rows, sim_key="sim"):
+    """results.md's rows for a campaign's results (the simulations under ``sim_key``)."""
+    lines = []
     for r in rows:
         s = r["summary"]
+        sims = [x[sim_key] for x in r["runs"]]
         errs = []
         for k in range(len(s["per_pass"])):  # each simulated run against its own live run
-            pairs = [(lv[k], sv[k]) for lv, sv in ((dirty(x["live"]), dirty(x["sim"])) for x in r["runs"])
+            pairs = [(lv[k], sv[k]) for lv, sv in ((dirty(x["live"]), dirty(y)) for x, y in zip(r["runs"], sims))
                      if len(lv) > k and len(sv) > k]
             if len(pairs) >= 3:
                 errs.append(abs(float(np.median([(b - a) / a for a, b in pairs]))))
-        dl, ds = float(np.median(s["downtime_live_s"])), float(np.median(s["downtime_sim_s"]))
+        dl, ds = float(np.median(s["downtime_live_s"])), float(np.median([d["downtime_s"] for d in sims]))
         lv = ", ".join(f"{p['live_median']:.0f}" + (f" ({len(p['live'])})" if len(p["live"]) < s["runs"] else "")
                        for p in s["per_pass"] if p["live"])
-        sm = ", ".join(f"{p['sim_median']:.0f}" + (f" ({len(p['sim'])})" if len(p["sim"]) < s["runs"] else "")
-                       for p in s["per_pass"] if p["sim"])
+        per = [[dirty(d)[k] for d in sims if len(dirty(d)) > k] for k in range(max(len(dirty(d)) for d in sims))]
+        sm = ", ".join(f"{np.median(v):.0f}" + (f" ({len(v)})" if len(v) < s["runs"] else "") for v in per if v)
         verified = all(x["live"]["verified"] for x in r["runs"])
-        busy = [x["live"]["host_load"]["cpu_busy_share"] for x in r["runs"]]
+        hl = [x["live"]["host_load"] for x in r["runs"]]
+        load = _range([h["loadavg_1min_before"] for h in hl], lambda v: f"{v:.1f}")
+        if all("measured" in h for h in hl):
+            load += "; " + _range([h["measured"]["all"]["wait_share"] for h in hl], lambda v: f"{v * 100:.0f}") + "%"
+        else:
+            load += "; " + _range([stretch(x["live"]) - 1 for x in r["runs"]], lambda v: f"{v * 100:.0f}") + "% (ctl)"
+        conv = sum(d["converged"] for d in sims)
         lines.append(f"| {r['name']} | {r.get('stop', 'at-once')} | {s['converged_live']}/{s['runs']} / "
-                     f"{s['converged_sim']}/{s['runs']} | {lv} | "
+                     f"{conv}/{s['runs']} | {lv} | "
                      f"{sm} | {max(errs, default=0) * 100:.0f}% | {dl * 1e3:.2f} / {ds * 1e3:.2f} ({(ds - dl) / dl * 100:+.0f}%) | "
-                     f"{min(busy) * 100:.0f}-{max(busy) * 100:.0f}% | {'yes' if verified else 'NO'} |")
-    lines += ["", blackout_line(rows)]
+                     f"{load} | {'yes' if verified else 'NO'} |")
+    return lines
+
+
+HEADER = ["| target | stop | converged live / sim | dirty pages per pass: live median (runs) | simulated median | "
+          "worst pass error (median over runs) | blackout ms live / sim median (error) | 1-min load; run-queue wait "
+          "share | verified |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+
+
+def table():
+    rows = load_results()
+    cal = load_calibration()
+    lines = [model_line(cal), "", *HEADER, *judged_rows(rows), "", blackout_line(rows)]
+    loaded = [r for r in load_results(LOADED) if all("sim_quiet_model" in x for x in r["runs"])]
+    if loaded:
+        lines += ["", "The campaign measured under load ([`results/loaded/`](results/loaded/), its own model and "
+                  "simulations as committed then), simulated again with the model above (the contention test; the "
+                  "last column gives the controller's run-queue wait as a share of its CPU time in the passes, "
+                  "the receiver's and target's were not recorded then):", "", *HEADER,
+                  *judged_rows(loaded, "sim_quiet_model"), "",
+                  blackout_line(loaded, "sim_quiet_model").replace("judged runs", "loaded runs")]
     (HERE / "results.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     try:
@@ -786,9 +1012,88 @@ def table():
     fig.savefig(HERE / "mirror.png", dpi=90)
 
 
+STOP_PROBES, STOP_GAP = 40, 0.05
+
+
+def stop_latency(names=(), tmp=None):
+    """A separate measurement of how long a SIGSTOP takes to stop every thread of each target (the
+    blackout's first step, ``stop_wait_s`` in a live run), without mirroring it: each target started
+    as the live mirror starts it (the live library loaded in register mode, its polling thread running),
+    stopped ``STOP_PROBES`` times ``STOP_GAP`` s apart with the live mirror's own wait
+    (``pagesync_model.live.mirror.wait_stopped``) and continued each time; the calibration writer too.
+    With each target, the 1-minute load before it and the target's run-queue wait as a share of its CPU
+    time over the probes. Writes results/stop_latency.json."""
+    import signal
+    from pagesync_model.live.mirror import wait_stopped
+    from pagesync_model.trace.record import library_path
+    tmp = tmp or tempfile.mkdtemp(prefix="pagesync-live-stop-")
+    subprocess.run(["gcc", "-O2", "-o", f"{tmp}/writer", str(HERE / "writer.c")], check=True)
+    ts = targets(tmp)
+    ts = {"calibration-writer": {"cmd": [f"{tmp}/writer", "16", str(CALIBRATION["rate"]), str(TARGET_S)]},
+          **{n: ts[n] for n in (names or ORDER)}}
+    out = {}
+    for name, t in ts.items():
+        d = Path(tempfile.mkdtemp(dir=tmp))
+        env = dict(os.environ, LD_PRELOAD=library_path(), PAGESYNC_TRACE_DIR=str(d), PAGESYNC_TRACE_MODE="register",
+                   PAGESYNC_TRACE_INTERVAL_NS="10000000")
+        load = os.getloadavg()[0]
+        p = subprocess.Popen(t["cmd"], stdin=stdin_file(t, tmp), env=env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+        bench = start_bench_async() if t.get("bench") else None
+        try:
+            time.sleep(DELAY)
+            s0, _ = read_schedstat(p.pid)
+            lat = []
+            for _ in range(STOP_PROBES):
+                t0 = time.perf_counter()
+                os.kill(p.pid, signal.SIGSTOP)
+                wait_stopped(p.pid, timeout=5.0)
+                lat.append(time.perf_counter() - t0)
+                os.kill(p.pid, signal.SIGCONT)
+                time.sleep(STOP_GAP)
+            s1, _ = read_schedstat(p.pid)
+        finally:
+            if bench:
+                bench.kill()
+                bench.wait()
+            p.kill()
+            p.wait()
+        cpu = sum(v[0] - s0.get(k, (0, 0, 0))[0] for k, v in s1.items())
+        wait = sum(v[1] - s0.get(k, (0, 0, 0))[1] for k, v in s1.items())
+        out[name] = {"stop_s": lat, "loadavg_1min_before": load, "threads": len(s1),
+                     "target_wait_share": wait / cpu if cpu > 0 else 0.0,
+                     "median_s": float(np.median(lat)), "mean_s": float(np.mean(lat)),
+                     "over_1_5ms": int(sum(x > 1.5e-3 for x in lat))}
+        print(f"{name}: stop {out[name]['median_s'] * 1e3:.2f} ms median, {out[name]['mean_s'] * 1e3:.2f} mean, "
+              f"{out[name]['over_1_5ms']}/{STOP_PROBES} over 1.5 ms, target wait {out[name]['target_wait_share']:.0%}",
+              file=sys.stderr)
+    (OUT / "stop_latency.json").write_text(json.dumps({"probes": STOP_PROBES, "gap_s": STOP_GAP, "targets": out},
+                                                      indent=1) + "\n")
+    return out
+
+
+def refit_loaded(names=()):
+    """The loaded campaign's runs simulated again with the blackout model of the committed (quiet)
+    calibration: ``sim_quiet_model`` in each of its runs (its own model's simulations, ``sim``, stay)."""
+    bm = load_calibration()["model"]
+    for r in load_results(LOADED):
+        if names and r["name"] not in names:
+            continue
+        for run in r["runs"]:
+            run["sim_quiet_model"] = slim_sim(simulate_run(run, r["library"], bm, LOADED))
+            print(f"{r['name']}@{r['stop']} run {run['run']}: live {run['live']['downtime_s'] * 1e3:.2f} ms, "
+                  f"quiet model {run['sim_quiet_model']['downtime_s'] * 1e3:.2f} ms", file=sys.stderr)
+        (LOADED / f"{r['name']}{suffix(r['stop'])}.json").write_text(json.dumps(r, indent=1) + "\n")
+    table()
+
+
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--table"]:
         table()
+    elif sys.argv[1:2] == ["--stop-latency"]:
+        stop_latency(sys.argv[2:])
+    elif sys.argv[1:2] == ["--refit-loaded"]:
+        refit_loaded(sys.argv[2:])
     elif sys.argv[1:2] == ["--analyze"]:
         main(sys.argv[2:], measure=False)
     elif sys.argv[1:2] == ["--measure"]:
