@@ -1275,3 +1275,298 @@ def copy_loop(index_t[::1] state, double[::1] fstate, word_t[::1] bitmap, int64_
     state[CL_STATUS] = status
     fstate[0] = tracking
     return None
+
+
+# --------------------------------------------------------------------------------------------------
+# QEMU's migration-thread turn: ram_save_iterate's pieces against the window quota, with the CPUs' steps
+
+# indices of qemu_turn's ``state`` (pagesync_model/kernels/dtypes.py mirrors them: QEMU_TURN_FIELDS)
+cdef enum:
+    QT_NOW = 0          # the thread's time: in, now; out, when it next wakes
+    QT_T_DONE = 1       # Cpus.t_done
+    QT_BUSY = 2         # link.busy_until
+    QT_ARRIVAL = 3      # link.last_arrival
+    QT_BYTES = 4        # link.bytes_sent
+    QT_PAGES = 5        # link.pages_sent
+    QT_ZERO_SENT = 6    # link.zero_pages_sent
+    QT_CALLS = 7        # link.calls
+    QT_BUSY_CYCLES = 8  # link.busy_cycles
+    QT_TIMEOUTS = 9     # link.timeouts
+    QT_RUNNING = 10     # Cpus.running_cycles
+    QT_WRITES = 11      # Cpus.writes
+    QT_WALKS = 12       # Cpus.walks
+    QT_DIRTY_SETS = 13  # Cpus.dirty_sets
+    QT_REFILLS = 14     # Cpus.flush_refills
+    QT_METER_FILL = 15  # the dirty-rate meter's buffer fill
+    QT_PIECES = 16      # pieces sent by this call
+    QT_ADMIT = 17       # 1: the piece at QT_NOW may go (the thread is at that instant)
+    QT_STATUS = 18      # out: 0 turn over, 1 horizon reached, 2 a CPU step for Python, 3 a piece for Python
+    QT_NEXT_TICK = 19
+    QT_CURSOR = 20      # the migration bitmap's scan position (RAMState's last page)
+    QT_REMAINING = 21   # migration_dirty_pages
+    QT_NRUNS = 22       # runs of a piece taken and not sent yet (in runs_s/runs_l)
+    QT_WRAPPED = 23     # set to 1 when a take reached the end of RAM (XBZRLE starts)
+    QT_SIZE = 24
+
+cdef enum:
+    QT_TURN_OVER = 0
+    QT_HORIZON = 1
+    QT_PY_TICK = 2
+    QT_PY_PIECE = 3
+
+
+cdef int64_t _qt_take(uint64_t* bm, int64_t lo, int64_t hi, int64_t k, int64_t cap, index_t* out_starts,
+                      index_t* out_lens, int64_t* out_pages) noexcept nogil:
+    """``bitmap_take_pages(bitmap, lo, hi, k, True, out[:cap])``'s loop (k >= 1): returns nruns, sets
+    ``out_pages``; its ``end`` is returned through ``out_pages[1]``."""
+    cdef int64_t pos = lo, w, start, end, lim, wlim, nruns = 0, pages = 0, last_end = hi
+    cdef int64_t wend
+    cdef uint64_t m
+    if lo < hi:
+        wend = ((hi - 1) >> 6) + 1
+        while pos < hi:
+            w = pos >> 6
+            m = bm[w] & _mask_from(pos)
+            while m == 0:
+                w += 1
+                if w >= wend:
+                    break
+                m = bm[w]
+            if m == 0:
+                break
+            start = (w << 6) + ctz64(m)
+            if start >= hi:
+                break
+            lim = start + (k - pages)
+            if lim > hi:
+                lim = hi
+            wlim = ((lim - 1) >> 6) + 1
+            m = ~bm[w] & _mask_from(start)
+            while m == 0:
+                w += 1
+                if w >= wlim:
+                    break
+                m = ~bm[w]
+            if m == 0:
+                end = lim
+            else:
+                end = (w << 6) + ctz64(m)
+                if end > lim:
+                    end = lim
+            _clear_bits(bm, start, end)
+            out_starts[nruns] = start
+            out_lens[nruns] = end - start
+            nruns += 1
+            pages += end - start
+            pos = end
+            if pages >= k:
+                last_end = end
+                break
+            if nruns == cap:
+                break
+    out_pages[0] = pages
+    out_pages[1] = last_end
+    return nruns
+
+
+def qemu_turn(index_t[::1] state, double[::1] fstate, word_t[::1] bitmap, int64_t n_pages, int64_t cap,
+              index_t[::1] runs_s, index_t[::1] runs_l, const index_t[::1] link_i, const double[::1] link_f,
+              version_t[::1] partner, int64_t horizon, int64_t tick_limit, int64_t quantum, int64_t chunk, int64_t t0,
+              double max_wait, int64_t window_bytes, int64_t quota, int64_t per_page, bint xbzrle,
+              bint paced, double rate_per_cycle, double[::1] carry, double[::1] debt, double[::1] avail,
+              index_t[::1] counts, const uint64_t[::1] stream_keys, uint64_t[::1] counters, int64_t hot_span,
+              int64_t hot_threshold, int64_t span, int64_t base, int64_t mult, int64_t modulus, int64_t block,
+              index_t[::1] frames, index_t[::1] cpu_bounds, pte_t[::1] pte, version_t[::1] versions,
+              tlb_tag_t[:, ::1] tlb_tag, tlb_flag_t[:, ::1] tlb_flags, int64_t pt_base, int64_t ptes_per_pt,
+              index_t[:, ::1] step_counts, double walk_cycles, double dirty_cycles, double[::1] extra,
+              index_t[::1] meter_buf, bint meter_on):
+    """QEMU's ram_save_iterate while the CPUs write, in one call (CONTRACT.md, ``qemu_turn``).
+
+    Until the turn is over (the window's ``quota`` used: bytes_sent - ``window_bytes`` >= quota, nothing
+    remaining, ``max_wait`` cycles since ``t0``, or a take that found nothing): take the next
+    ``max(1, min(chunk, left // per_page))`` pages of ``bitmap`` from the cursor as Migration.next_pages
+    does (wrapping around RAM once), apply the CPU steps due by then (as ``copy_loop``), read the piece into
+    ``partner`` and time it on the link. Stops before a take at or after ``horizon`` (unless ADMIT), before a
+    CPU step it leaves to Python (STATUS 2), and with ``xbzrle`` after a take that wrapped (STATUS 3: the
+    piece is left in ``runs_s/runs_l[:NRUNS]`` for Python to send). ``fstate[0]`` is the tracking cycles.
+    Returns None.
+    """
+    cdef int64_t ncpu = stream_keys.shape[0], n = pte.shape[0], c
+    if state.shape[0] != QT_SIZE or fstate.shape[0] != 1 or link_i.shape[0] != 4 or link_f.shape[0] != 4:
+        raise ValueError("state, fstate, link_i, link_f must have 24, 1, 4, 4 elements")
+    if cap < 1 or runs_s.shape[0] != runs_l.shape[0] or runs_s.shape[0] < 2 * cap:
+        raise ValueError("runs_s and runs_l must have the same length >= 2 * cap, cap >= 1")
+    if state[QT_NRUNS] < 0 or state[QT_NRUNS] > runs_s.shape[0]:
+        raise ValueError("NRUNS must lie in [0, len(runs_s)]")
+    if partner.shape[0] != n or versions.shape[0] != n:
+        raise ValueError(f"partner and versions must have {n} elements")
+    if n_pages < 0 or n_pages > n or n_pages > bitmap.shape[0] * 64:
+        raise ValueError(f"n_pages = {n_pages} is outside the bitmap or the memory")
+    if state[QT_CURSOR] < 0 or state[QT_CURSOR] > n_pages:
+        raise ValueError(f"the cursor {state[QT_CURSOR]} is outside [0, {n_pages}]")
+    if quantum < 1 or chunk < 1 or per_page < 1:
+        raise ValueError("quantum, chunk and per_page must be >= 1")
+    for c in range(state[QT_NRUNS]):
+        if runs_l[c] < 1 or runs_s[c] < 0 or runs_s[c] > n - runs_l[c]:
+            raise ValueError(f"run {c} is empty or outside [0, {n})")
+    if ncpu != counts.shape[0] or carry.shape[0] != ncpu or debt.shape[0] != ncpu or avail.shape[0] != ncpu:
+        raise ValueError("counts, carry, debt, avail must have ncpu elements")
+    if counters.shape[0] != ncpu or extra.shape[0] != ncpu or cpu_bounds.shape[0] != ncpu + 1:
+        raise ValueError("counters, extra must have ncpu elements, cpu_bounds ncpu + 1")
+    if hot_threshold < 0 or hot_threshold > <int64_t>TWO32:
+        raise ValueError(f"hot_threshold must be in [0, 2**32], got {hot_threshold}")
+    if hot_span < 0 or hot_span > span:
+        raise ValueError(f"need 0 <= hot_span <= span, got hot_span={hot_span}, span={span}")
+    _check_generator_map(span, mult, modulus, block)
+    if base < 0 or base + modulus * block > n:
+        raise ValueError(f"generated frames [{base}, {base} + {modulus} * {block}) must lie inside [0, {n})")
+    if tlb_tag.shape[0] != ncpu or tlb_flags.shape[0] != ncpu or tlb_flags.shape[1] != tlb_tag.shape[1] \
+            or tlb_tag.shape[1] < 1:
+        raise ValueError("tlb_tag and tlb_flags must both be [ncpu, entries >= 1]")
+    if step_counts.shape[0] != ncpu or step_counts.shape[1] != 3:
+        raise ValueError(f"step_counts must be ({ncpu}, 3)")
+    _check_pt(n, pt_base, ptes_per_pt)
+    cdef int64_t ps = link_i[0], header = link_i[1], zpb = link_i[2], latency = link_i[3]
+    cdef double bandwidth = link_f[0], per_copy = link_f[1], first_copy = link_f[2], clock = link_f[3]
+    cdef int64_t s = state[QT_NOW], t_done = state[QT_T_DONE], t, dt, total, bound, i, k, f, e
+    cdef int64_t calls, first, zeros, pages, nbytes, start, cycles, nr, n1, budget, got, it, cursor, sent
+    cdef int64_t fill = state[QT_METER_FILL], status = QT_TURN_OVER
+    cdef int64_t[3] totals
+    cdef int64_t[2] took
+    cdef double tracking = fstate[0]
+    cdef int64_t wcap = frames.shape[0], mcap = meter_buf.shape[0] if meter_on else 0
+    cdef bint wrapped
+    cdef uint64_t* bm = &bitmap[0]
+    with nogil:
+        while True:
+            if state[QT_NRUNS] == 0:
+                # ram_save_iterate's loop condition, at s
+                sent = state[QT_BYTES] - window_bytes
+                if sent >= quota or state[QT_REMAINING] <= 0 or <double>(s - t0) >= max_wait:
+                    status = QT_TURN_OVER
+                    break
+                if not state[QT_ADMIT]:
+                    if s >= horizon:
+                        status = QT_HORIZON
+                        break
+                    state[QT_ADMIT] = 1
+                budget = (quota - sent) // per_page
+                if budget > chunk:
+                    budget = chunk
+                if budget < 1:
+                    budget = 1
+                # Migration.next_pages(budget): from the cursor, wrapping around RAM once
+                nr = 0
+                got = 0
+                wrapped = False
+                cursor = state[QT_CURSOR]
+                for it in range(2):
+                    n1 = _qt_take(bm, cursor, n_pages, budget - got, cap, &runs_s[nr], &runs_l[nr], took)
+                    if nr == 0 and took[1] < n_pages and n1 > 0:
+                        cursor = took[1]
+                        nr = n1
+                        got = took[0]
+                        break
+                    if n1 > 0:
+                        nr += n1
+                        got += took[0]
+                        if took[1] < n_pages:
+                            cursor = took[1]
+                        else:
+                            cursor = 0
+                            wrapped = True
+                        if got >= budget:
+                            break
+                    else:
+                        cursor = 0
+                        wrapped = True
+                    if got >= budget or state[QT_REMAINING] - got <= 0:
+                        break
+                state[QT_CURSOR] = cursor
+                if wrapped:
+                    state[QT_WRAPPED] = 1
+                state[QT_NRUNS] = nr
+                if nr == 0:
+                    status = QT_TURN_OVER
+                    break
+                if xbzrle and wrapped:
+                    status = QT_PY_PIECE
+                    break
+            # the CPU steps due by s: one a quantum after the last, then one to s
+            while t_done < s:
+                t = t_done + quantum
+                if t > s:
+                    t = s
+                dt = t - t_done
+                bound = ncpu * (<int64_t>(<double>dt * rate_per_cycle) + 2)
+                if t > tick_limit or bound > wcap or (meter_on and fill + bound > mcap):
+                    status = QT_PY_TICK
+                    state[QT_NEXT_TICK] = t
+                    break
+                t_done = t
+                state[QT_RUNNING] += dt
+                _debt_loop(<double>dt, debt, paced, avail)
+                total = _rate_loop(avail, rate_per_cycle, carry, counts)
+                if total == 0:
+                    continue
+                _gen_random_loop(stream_keys, counters, counts, hot_span, hot_threshold, span, base, mult, modulus,
+                                 frames, block)
+                cpu_bounds[0] = 0
+                for c in range(ncpu):
+                    cpu_bounds[c + 1] = cpu_bounds[c] + counts[c]
+                _write_loop(frames, NULL, cpu_bounds, pte, versions, tlb_tag, tlb_flags, pt_base, ptes_per_pt,
+                            step_counts)
+                _charge_loop(step_counts, walk_cycles, dirty_cycles, debt, extra, totals)
+                if meter_on:
+                    for k in range(total):
+                        meter_buf[fill + k] = frames[k]
+                    fill += total
+                tracking = tracking + (0.0 + _pairwise_sum(&extra[0], ncpu))
+                state[QT_WRITES] += total
+                state[QT_WALKS] += totals[0]
+                state[QT_DIRTY_SETS] += totals[1]
+                state[QT_REFILLS] += totals[2]
+            if status == QT_PY_TICK:
+                break
+            # the piece: every run taken, one copy call each, read at s (Interconnect.copy of one piece)
+            pages = 0
+            first = 0
+            zeros = 0
+            calls = state[QT_NRUNS]
+            for i in range(calls):
+                f = runs_s[i]
+                e = f + runs_l[i]
+                if first_copy > 0:
+                    for k in range(f, e):
+                        first += partner[k] == GARBAGE
+                for k in range(f, e):
+                    partner[k] = versions[k]
+                    zeros += versions[k] == 0
+                pages += e - f
+            state[QT_NRUNS] = 0
+            state[QT_REMAINING] -= pages
+            if zpb < 0:
+                nbytes = pages * ps
+            else:
+                nbytes = (pages - zeros) * ps + zeros * zpb
+            nbytes += pages * header
+            start = s if s > state[QT_BUSY] else state[QT_BUSY]
+            cycles = <int64_t>rint((<double>calls * per_copy + <double>nbytes / bandwidth + <double>first * first_copy)
+                                   * clock)
+            state[QT_BUSY] = start + cycles
+            state[QT_ARRIVAL] = state[QT_BUSY] + latency
+            state[QT_BYTES] += nbytes
+            state[QT_PAGES] += pages
+            state[QT_ZERO_SENT] += zeros
+            state[QT_CALLS] += calls
+            state[QT_BUSY_CYCLES] += cycles
+            state[QT_TIMEOUTS] += 1
+            state[QT_PIECES] += 1
+            state[QT_ADMIT] = 0
+            s = state[QT_BUSY]
+    state[QT_NOW] = s
+    state[QT_T_DONE] = t_done
+    state[QT_METER_FILL] = fill
+    state[QT_STATUS] = status
+    fstate[0] = tracking
+    return None

@@ -401,3 +401,129 @@ def copy_loop(state, fstate, bitmap, hi, use_bitmap, runs_s, runs_l, link_i, lin
     for i, name in enumerate(COPY_LOOP_FIELDS):
         state[i] = st[name]
     fstate[0] = tracking
+
+
+def qemu_turn(state, fstate, bitmap, n_pages, cap, runs_s, runs_l, link_i, link_f, partner, horizon, tick_limit, quantum,
+              chunk, t0, max_wait, window_bytes, quota, per_page, xbzrle, paced, rate_per_cycle, carry, debt, avail,
+              counts, stream_keys, counters, hot_span, hot_threshold, span, base, mult, modulus, block, frames,
+              cpu_bounds, pte, versions, tlb_tag, tlb_flags, pt_base, ptes_per_pt, step_counts, walk_cycles,
+              dirty_cycles, extra, meter_buf, meter_on):
+    # policies/qemu.py's iterate and Migration.next_pages as written there (lists of takes, then
+    # concatenated), each piece Interconnect.copy of one piece, the CPU steps as the cpus process's ticks
+    # and the catch-up before the piece is read; one frame at a time.
+    import numpy as np
+    from pagesync_model.kernels.dtypes import PARTNER_GARBAGE, QEMU_TURN_FIELDS
+    st = {name: int(state[i]) for i, name in enumerate(QEMU_TURN_FIELDS)}
+    ps, header, zpb, latency = (int(x) for x in link_i)
+    bandwidth, per_copy, first_copy, clock = (float(x) for x in link_f)
+    ncpu = len(stream_keys)
+    tracking = float(fstate[0])
+    status = 0
+
+    def tick(t):
+        dt = t - st["t_done"]
+        bound = ncpu * (int(float(dt) * rate_per_cycle) + 2)
+        if t > tick_limit or bound > len(frames) or (meter_on and st["meter_fill"] + bound > len(meter_buf)):
+            st["next_tick"] = t
+            return False
+        st["t_done"] = t
+        st["running_cycles"] += dt
+        total = cpu_rate_step(float(dt), debt, paced, rate_per_cycle, carry, avail, counts)
+        if total:
+            w = random_write_step(stream_keys, counters, counts, hot_span, hot_threshold, span, base, mult, modulus,
+                                  block, frames, cpu_bounds, pte, versions, tlb_tag, tlb_flags, pt_base, ptes_per_pt,
+                                  step_counts, walk_cycles, dirty_cycles, debt, extra)
+            if meter_on:
+                for j in range(total):
+                    meter_buf[st["meter_fill"] + j] = frames[j]
+                st["meter_fill"] += total
+            nonlocal tracking
+            tracking += float(np.add.reduce(extra))
+            st["writes"] += total
+            st["walks"] += w[0]
+            st["dirty_sets"] += w[1]
+            st["flush_refills"] += w[2]
+        return True
+
+    def next_pages(budget):
+        parts, got = [], 0
+        for _ in range(2):
+            out_s, out_l = [0] * cap, [0] * cap
+            nr, took, cut = bitmap_take_pages(bitmap, st["cursor"], n_pages, budget - got, True, out_s, out_l)
+            runs = list(zip(out_s[:nr], out_l[:nr]))
+            if not parts and cut < n_pages and runs:
+                st["cursor"] = cut
+                return runs
+            if runs:
+                parts += runs
+                got += took
+                st["cursor"] = cut if cut < n_pages else 0
+                if cut >= n_pages:
+                    st["wrapped"] = 1
+                if got >= budget:
+                    break
+            else:
+                st["cursor"] = 0
+                st["wrapped"] = 1
+            if got >= budget or st["remaining"] - got <= 0:
+                break
+        return parts
+
+    while True:
+        s = st["now"]
+        if st["nruns"] == 0:
+            if (st["bytes_sent"] - window_bytes >= quota or st["remaining"] <= 0
+                    or not (s - t0 < max_wait)):
+                break
+            if not st["admit"] and s >= horizon:
+                status = 1
+                break
+            st["admit"] = 1
+            left = quota - (st["bytes_sent"] - window_bytes)
+            before = st["wrapped"]
+            st["wrapped"] = 0
+            runs = next_pages(max(1, min(chunk, left // per_page)))
+            wrapped_now = st["wrapped"]
+            st["wrapped"] = 1 if (before or wrapped_now) else 0
+            for j, (f, ln) in enumerate(runs):
+                runs_s[j], runs_l[j] = f, ln
+            st["nruns"] = len(runs)
+            if not runs:
+                break
+            if xbzrle and wrapped_now:
+                status = 3
+                break
+        while st["t_done"] + quantum <= s and status == 0:
+            if not tick(st["t_done"] + quantum):
+                status = 2
+        if status == 0 and st["t_done"] < s and not tick(s):
+            status = 2
+        if status:
+            break
+        frames_in = [f for j in range(st["nruns"]) for f in range(int(runs_s[j]), int(runs_s[j]) + int(runs_l[j]))]
+        calls = st["nruns"]
+        first = sum(1 for f in frames_in if partner[f] == PARTNER_GARBAGE) if first_copy > 0 else 0
+        zeros = 0
+        for f in frames_in:
+            partner[f] = versions[f]
+            zeros += int(versions[f] == 0)
+        pages = len(frames_in)
+        st["nruns"] = 0
+        st["remaining"] -= pages
+        nbytes = (pages * ps if zpb < 0 else (pages - zeros) * ps + zeros * zpb) + pages * header
+        cycles = int(round((calls * per_copy + nbytes / bandwidth + first * first_copy) * clock))
+        st["busy_until"] = max(s, st["busy_until"]) + cycles
+        st["last_arrival"] = st["busy_until"] + latency
+        st["bytes_sent"] += nbytes
+        st["pages_sent"] += pages
+        st["zero_pages_sent"] += zeros
+        st["calls"] += calls
+        st["busy_cycles"] += cycles
+        st["timeouts"] += 1
+        st["pieces"] += 1
+        st["admit"] = 0
+        st["now"] = st["busy_until"]
+    st["status"] = status
+    for i, name in enumerate(QEMU_TURN_FIELDS):
+        state[i] = st[name]
+    fstate[0] = tracking

@@ -988,3 +988,141 @@ def test_copy_loop_by_hand(backend):
         assert st[9] == 10 and st[11] == 1 and st[13] == 3 and st[21] == 3 and st[23] == 0
         assert st[1] == 8600 and st[14] == 8500          # CPUs stepped up to the last piece's start
         np.testing.assert_array_equal(a[9][3:13], args[32][3:13])
+
+
+# --------------------------------------------------------------------------------------------------
+# QEMU's migration-thread turn: ram_save_iterate's pieces against the window quota, with the CPUs' steps
+
+def qemu_turn_args(rng):
+    """A turn of QEMU's migration thread on a small dense memory as fused.qemu_iterate starts it (or resumes
+    it after a CPU step it left to Python, a piece already taken), with a random-write workload and a small
+    take cap; one thing, drawn at random, may end it early (the window's quota, the 50 ms bound, a horizon,
+    the meter's window or buffers, XBZRLE's wrap, nothing remaining), else the bitmap or a long bound does."""
+    a = list(copy_loop_args(rng))
+    n, link_i, quantum = a[3], a[7], a[12]
+    end = str(rng.choice(["none", "none", "quota", "max_wait", "horizon", "tick", "buffers", "xbzrle", "remaining"]))
+    bitmap = rand_bitmap(rng, len(a[2]), density=float(rng.choice([0.05, 0.5, 0.95, 1.0])))
+    cap = int(rng.choice([1, 2, 3, 64]))
+    runs_s = np.full(2 * cap + int(rng.choice([0, 5])), -1, np.int64)
+    runs_l = np.full(len(runs_s), -1, np.int64)
+    state = np.zeros(24, np.int64)
+    old = a[0]
+    # now, t_done, busy_until, last_arrival, then the link's and the CPUs' counters, the meter's fill
+    state[0:4] = old[0:4]
+    state[4:15] = old[8:19]
+    state[17] = 1                                                      # admitted: the thread is at now
+    state[20] = int(rng.integers(0, n))                                # the cursor
+    pop = sum((int(bitmap[f >> 6]) >> (f & 63)) & 1 for f in range(n))
+    state[21] = int(rng.choice([0, max(0, pop - 3)])) if end == "remaining" else pop   # migration_dirty_pages
+    if rng.random() < 0.25:                                            # a piece taken before a CPU step for Python
+        k = int(rng.integers(1, min(cap, 4) + 1))
+        runs_s[:k] = np.sort(rng.choice(np.arange(0, n - 3, 4), size=k, replace=False))   # apart, as taken
+        runs_l[:k] = rng.integers(1, 4, k)
+        state[22] = k
+    per_page = int(link_i[1]) + 4096
+    chunk = int(rng.choice([1, 3, 7, 64]))
+    page_cycles = per_page / float(a[8][0]) * float(a[8][3])
+    quota = int(rng.choice([1, 3 * per_page, 40 * per_page])) if end == "quota" else 10**9
+    window = int(state[4]) - int(rng.integers(0, per_page))
+    t0 = int(state[0]) - int(rng.choice([0, 0, 5000]))
+    # the naive reference steps the CPUs one quantum at a time: a long turn only at coarse quanta
+    long_turn = 200.0 if quantum >= 5000 else 1.0
+    max_wait = float(rng.choice([1.0, 3.0, 12.0]) if end == "max_wait" else long_turn) * page_cycles * min(chunk, 7)
+    if quantum == 1:  # a CPU step per cycle: only the first piece
+        t0, max_wait = int(state[0]), 1.0
+    horizon = int(state[0]) + int(rng.choice([0, 10**5, 10**6]) if end == "horizon" else 1 << 62)
+    tick_limit = int(state[0]) + int(rng.choice([0, 10**6]) if end == "tick" else 1 << 61)
+    frames, meter_buf, meter_on = a[29], a[41], a[42]
+    if end != "buffers":
+        frames = np.full(8 * len(a[20]) * (int(float(quantum) * a[15]) + 2), -1, np.int64)
+        meter_buf = np.full(max(len(meter_buf), 10**5), -1, np.int64)
+    state[15] = int(rng.integers(0, len(meter_buf) // 2 + 1)) if meter_on else 0
+    return (state, a[1], bitmap, n, cap, runs_s, runs_l, link_i, a[8], a[9], horizon, tick_limit, quantum, chunk, t0,
+            max_wait, window, quota, per_page, end == "xbzrle" or bool(rng.integers(0, 4) == 0), *a[14:29], frames,
+            *a[30:41], meter_buf, meter_on)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_qemu_turn_random(backend, seed):
+    rng = np.random.default_rng(9100 + seed)
+    _, args = check(backend, "qemu_turn", *qemu_turn_args(rng))
+    assert args[0][18] in (0, 1, 2, 3)
+
+
+def _qemu_hand_args(**kw):
+    # frames 2-5 and 10-12 dirty (7 pages), cursor at 4, chunk 3; a 4096-byte page at 4096e3 B/s and 1e6 Hz
+    # takes 1000 cycles, a copy call 500 more; no CPU writes (rate 0), quantum 1000, the thread at 100
+    args = list(qemu_turn_args(np.random.default_rng(1)))
+    n = len(args[37])
+    args[0] = state = np.zeros(24, np.int64)
+    state[0], state[1], state[17], state[20], state[21] = 100, 100, 1, 4, 7
+    bitmap = np.zeros((n + 63) // 64, np.uint64)
+    bitmap[0] = np.uint64(sum(1 << f for f in (2, 3, 4, 5, 10, 11, 12)))
+    args[2], args[3], args[4] = bitmap, n, 64
+    args[5], args[6] = np.zeros(128, np.int64), np.zeros(128, np.int64)
+    args[7] = np.array([4096, 0, -1, 7], np.int64)
+    args[8] = np.array([4096e3, 500e-6, 0.0, 1e6])
+    args[10], args[11], args[12], args[13] = 1 << 62, 1 << 62, 1000, 3
+    args[14], args[15], args[16], args[17], args[18], args[19] = 100, 1e9, 0, 10**9, 4096, False
+    args[21] = 0.0
+    args[35], args[48] = np.zeros(1000, np.int64), False
+    for key, value in kw.items():
+        args[{"max_wait": 15, "quota": 17, "xbzrle": 19}[key]] = value
+    return args
+
+
+@pytest.mark.parametrize("case", ["bitmap", "quota", "max_wait", "xbzrle"])
+def test_qemu_turn_by_hand(backend, case):
+    # next_pages(3) from 4: frames 4-5 and 10 (2 runs, cursor 11); then 11-12 to the end of RAM, wrap, 2 (2 runs,
+    # cursor 3); then 3 to the end, wrap, and nothing remains (1 run, cursor 0). Pieces of 2 x 500 + 3000,
+    # 2 x 500 + 3000 and 500 + 1000 cycles end at 4100, 8100 and 9600.
+    kw = {"bitmap": {}, "quota": {"quota": 5 * 4096}, "max_wait": {"max_wait": 4000.0},
+          "xbzrle": {"xbzrle": True}}[case]
+    args = _qemu_hand_args(**kw)
+    for mod in (ref, backend):
+        a = list(args)
+        a[0], a[2], a[5], a[6], a[9] = args[0].copy(), args[2].copy(), args[5].copy(), args[6].copy(), args[9].copy()
+        mod.qemu_turn(*a)
+        st = a[0]
+        if case == "bitmap":  # the bitmap empties: 3 pieces, 7 pages, 5 copy calls
+            assert (st[0], st[2], st[3], st[5], st[7], st[16], st[18]) == (9600, 9600, 9607, 7, 5, 3, 0)
+            assert (st[20], st[21], st[23], int(a[2][0])) == (0, 0, 1, 0)
+            assert st[1] == 8100 and st[10] == 8000   # the CPUs stepped up to the last piece's start
+            np.testing.assert_array_equal(a[9][[2, 3, 4, 5, 10, 11, 12]], args[38][[2, 3, 4, 5, 10, 11, 12]])
+        elif case == "quota":  # 3 pages (12288 bytes), then (20480 - 12288) // 4096 = 2 pages (11-12, 500 + 2000
+            # cycles, no wrap): the quota is used
+            assert (st[0], st[4], st[5], st[16], st[18], st[20], st[21], st[23]) == (6600, 20480, 5, 2, 0, 13, 2, 0)
+            assert a[5][0] == 11 and a[6][0] == 2
+        elif case == "max_wait":  # 4100 - 100 cycles >= 4000: the turn is over after one piece
+            assert (st[0], st[5], st[16], st[18], st[20], st[21], st[23]) == (4100, 3, 1, 0, 11, 4, 0)
+        else:  # the second take wraps: its piece (11-12, 2) is left for Python to send through XBZRLE
+            assert (st[0], st[5], st[16], st[18], st[20], st[21], st[22], st[23]) == (4100, 3, 1, 3, 3, 4, 2, 1)
+            assert list(a[5][:2]) == [11, 2] and list(a[6][:2]) == [2, 1]
+            assert st[1] == 100   # no CPU step for a piece Python sends
+
+
+def test_qemu_turn_fields_match_the_compiled_enum():
+    text = (ROOT / "_ext" / "kernels.pyx").read_text()
+    text = "\n" + text[text.index("    QT_NOW = 0"):text.index("    QT_SIZE")] + text[text.index("    QT_SIZE"):][:20]
+    enum = dict((name, int(v)) for name, v in re.findall(r"\n    QT_([A-Z_]+) = (\d+)", text))
+    names = [k for k, _ in sorted(((k, v) for k, v in enum.items() if k != "SIZE"), key=lambda kv: kv[1])]
+    assert enum["SIZE"] == len(dtypes.QEMU_TURN_FIELDS) == len(names)
+    renamed = {"BYTES": "bytes_sent", "PAGES": "pages_sent", "ZERO_SENT": "zero_pages_sent", "BUSY": "busy_until",
+               "ARRIVAL": "last_arrival", "RUNNING": "running_cycles", "REFILLS": "flush_refills"}
+    assert [renamed.get(k, k.lower()) for k in names] == list(dtypes.QEMU_TURN_FIELDS)
+
+
+def test_qemu_turn_refuses_bad_buffers(backend):
+    args = _qemu_hand_args()
+    state = args[0].copy()
+    bad = list(args)
+    bad[0] = state
+    bad[5], bad[6] = np.zeros(100, np.int64), np.zeros(100, np.int64)   # fewer than 2 x cap = 128 runs
+    with pytest.raises(ValueError):
+        backend.qemu_turn(*bad)
+    bad = list(args)
+    bad[0] = state
+    state[20] = bad[3] + 1                                              # a cursor past the memory
+    with pytest.raises(ValueError):
+        backend.qemu_turn(*bad)
+

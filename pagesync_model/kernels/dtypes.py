@@ -36,3 +36,9 @@ COPY_LOOP_FIELDS = ("now", "t_done", "busy_until", "last_arrival", "pos", "run_i
                     "walks", "dirty_sets", "flush_refills", "meter_fill", "copy_zeros", "pieces", "admit", "status",
                     "next_tick")
 COPY_LOOP_DONE, COPY_LOOP_HORIZON, COPY_LOOP_PY_TICK = 0, 1, 2
+
+# The fields of ``qemu_turn``'s int64 state array, in order (_ext/kernels.pyx: the QT_* enum).
+QEMU_TURN_FIELDS = ("now", "t_done", "busy_until", "last_arrival", "bytes_sent", "pages_sent", "zero_pages_sent", "calls",
+                    "busy_cycles", "timeouts", "running_cycles", "writes", "walks", "dirty_sets", "flush_refills",
+                    "meter_fill", "pieces", "admit", "status", "next_tick", "cursor", "remaining", "nruns", "wrapped")
+QEMU_TURN_OVER, QEMU_TURN_HORIZON, QEMU_TURN_PY_TICK, QEMU_TURN_PY_PIECE = 0, 1, 2, 3

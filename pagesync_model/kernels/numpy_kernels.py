@@ -18,6 +18,7 @@ import numpy as np
 
 from pagesync_model.kernels.dtypes import (
     COPY_LOOP_DONE, COPY_LOOP_FIELDS, COPY_LOOP_HORIZON, COPY_LOOP_PY_TICK, PARTNER_GARBAGE,
+    QEMU_TURN_FIELDS, QEMU_TURN_HORIZON, QEMU_TURN_OVER, QEMU_TURN_PY_PIECE, QEMU_TURN_PY_TICK,
     INDEX_DTYPE, PTE_ACCESSED, PTE_DIRTY, PTE_DTYPE, PTE_SOFT_DIRTY, SPLITMIX_GAMMA, SPLITMIX_M1, SPLITMIX_M2,
     TLB_DIRTY, TLB_FLAG_DTYPE, TLB_TAG_DTYPE, TLB_VALID, VERSION_DTYPE, WORD_DTYPE,
 )
@@ -1105,6 +1106,148 @@ def copy_loop(state, fstate, bitmap, hi, use_bitmap, runs_s, runs_l, link_i, lin
         if st["nruns"] == 0 and not use_bitmap:
             status = COPY_LOOP_DONE
             break
+    st["now"], st["t_done"], st["meter_fill"], st["status"] = s, t_done, fill, status
+    for name, i in F.items():
+        state[i] = st[name]
+    fstate[0] = tracking
+    return None
+
+
+def qemu_turn(state, fstate, bitmap, n_pages, cap, runs_s, runs_l, link_i, link_f, partner, horizon, tick_limit, quantum,
+              chunk, t0, max_wait, window_bytes, quota, per_page, xbzrle, paced, rate_per_cycle, carry, debt, avail,
+              counts, stream_keys, counters, hot_span, hot_threshold, span, base, mult, modulus, block, frames,
+              cpu_bounds, pte, versions, tlb_tag, tlb_flags, pt_base, ptes_per_pt, step_counts, walk_cycles,
+              dirty_cycles, extra, meter_buf, meter_on):
+    """QEMU's ram_save_iterate while the CPUs write, in one call; the same effects and ``state`` as the
+    compiled kernel (CONTRACT.md, ``qemu_turn``). Returns None."""
+    _buf("state", state, INDEX_DTYPE, writable=True)
+    _buf("fstate", fstate, np.float64, writable=True)
+    _buf("bitmap", bitmap, WORD_DTYPE, writable=True)
+    _buf("partner", partner, VERSION_DTYPE, writable=True)
+    _buf("runs_s", runs_s, INDEX_DTYPE, writable=True)
+    _buf("runs_l", runs_l, INDEX_DTYPE, writable=True)
+    n = len(pte)
+    ncpu = len(stream_keys)
+    F = {name: i for i, name in enumerate(QEMU_TURN_FIELDS)}
+    if len(state) != len(QEMU_TURN_FIELDS) or len(fstate) != 1 or len(link_i) != 4 or len(link_f) != 4:
+        raise ValueError("state, fstate, link_i, link_f must have 24, 1, 4, 4 elements")
+    if cap < 1 or len(runs_s) != len(runs_l) or len(runs_s) < 2 * cap:
+        raise ValueError("runs_s and runs_l must have the same length >= 2 * cap, cap >= 1")
+    if not 0 <= state[F["nruns"]] <= len(runs_s):
+        raise ValueError("NRUNS must lie in [0, len(runs_s)]")
+    if len(partner) != n or len(versions) != n:
+        raise ValueError(f"partner and versions must have {n} elements")
+    if not 0 <= n_pages <= min(n, len(bitmap) * 64):
+        raise ValueError(f"n_pages = {n_pages} is outside the bitmap or the memory")
+    if not 0 <= state[F["cursor"]] <= n_pages:
+        raise ValueError(f"the cursor {state[F['cursor']]} is outside [0, {n_pages}]")
+    if quantum < 1 or chunk < 1 or per_page < 1:
+        raise ValueError("quantum, chunk and per_page must be >= 1")
+    for c in range(int(state[F["nruns"]])):
+        if runs_l[c] < 1 or runs_s[c] < 0 or runs_s[c] > n - runs_l[c]:
+            raise ValueError(f"run {c} is empty or outside [0, {n})")
+    ps, header, zpb, latency = (int(x) for x in link_i)
+    bandwidth, per_copy, first_copy, clock = (float(x) for x in link_f)
+    st = {name: int(state[i]) for name, i in F.items()}
+    s, t_done = st["now"], st["t_done"]
+    status = QEMU_TURN_OVER
+    tracking = float(fstate[0])
+    fill = st["meter_fill"]
+    wcap, mcap = len(frames), (len(meter_buf) if meter_on else 0)
+    while True:
+        if st["nruns"] == 0:
+            sent = st["bytes_sent"] - window_bytes      # ram_save_iterate's loop condition, at s
+            if sent >= quota or st["remaining"] <= 0 or float(s - t0) >= max_wait:
+                status = QEMU_TURN_OVER
+                break
+            if not st["admit"]:
+                if s >= horizon:
+                    status = QEMU_TURN_HORIZON
+                    break
+                st["admit"] = 1
+            budget = max(1, min(chunk, (quota - sent) // per_page))
+            nr = got = 0                                # Migration.next_pages(budget)
+            wrapped = False
+            cursor = st["cursor"]
+            for _ in range(2):
+                n1, took, cut = bitmap_take_pages(bitmap, cursor, n_pages, budget - got, True, runs_s[nr:nr + cap],
+                                                  runs_l[nr:nr + cap])
+                if nr == 0 and cut < n_pages and n1:
+                    cursor, nr, got = cut, n1, took
+                    break
+                if n1:
+                    nr, got = nr + n1, got + took
+                    cursor = cut if cut < n_pages else 0
+                    wrapped = wrapped or cut >= n_pages
+                    if got >= budget:
+                        break
+                else:
+                    cursor, wrapped = 0, True
+                if got >= budget or st["remaining"] - got <= 0:
+                    break
+            st["cursor"], st["nruns"] = cursor, nr
+            if wrapped:
+                st["wrapped"] = 1
+            if nr == 0:
+                status = QEMU_TURN_OVER
+                break
+            if xbzrle and wrapped:
+                status = QEMU_TURN_PY_PIECE
+                break
+        while t_done < s:                       # the CPU steps due by s, as copy_loop
+            t = min(t_done + quantum, s)
+            dt = t - t_done
+            bound = ncpu * (int(float(dt) * rate_per_cycle) + 2)
+            if t > tick_limit or bound > wcap or (meter_on and fill + bound > mcap):
+                status = QEMU_TURN_PY_TICK
+                st["next_tick"] = t
+                break
+            t_done = t
+            st["running_cycles"] += dt
+            total = cpu_rate_step(float(dt), debt, paced, rate_per_cycle, carry, avail, counts)
+            if total == 0:
+                continue
+            walks, dirty_sets, refills = random_write_step(
+                stream_keys, counters, counts, hot_span, hot_threshold, span, base, mult, modulus, block,
+                frames[:total], cpu_bounds, pte, versions, tlb_tag, tlb_flags, pt_base, ptes_per_pt, step_counts,
+                walk_cycles, dirty_cycles, debt, extra)
+            if meter_on:
+                meter_buf[fill:fill + total] = frames[:total]
+                fill += total
+            tracking += float(np.add.reduce(extra))
+            st["writes"] += total
+            st["walks"] += walks
+            st["dirty_sets"] += dirty_sets
+            st["flush_refills"] += refills
+        if status == QEMU_TURN_PY_TICK:
+            break
+        # the piece: every run taken, one copy call each, read at s
+        calls = st["nruns"]
+        pages = first = zeros = 0
+        for i in range(calls):
+            f, take = int(runs_s[i]), int(runs_l[i])
+            if first_copy > 0:
+                first += int(np.count_nonzero(partner[f:f + take] == PARTNER_GARBAGE))
+            v = versions[f:f + take]
+            partner[f:f + take] = v
+            zeros += int(np.count_nonzero(v == 0))
+            pages += take
+        st["nruns"] = 0
+        st["remaining"] -= pages
+        nbytes = (pages * ps if zpb < 0 else (pages - zeros) * ps + zeros * zpb) + pages * header
+        start = max(s, st["busy_until"])
+        cycles = int(round((calls * per_copy + nbytes / bandwidth + first * first_copy) * clock))
+        st["busy_until"] = start + cycles
+        st["last_arrival"] = st["busy_until"] + latency
+        st["bytes_sent"] += nbytes
+        st["pages_sent"] += pages
+        st["zero_pages_sent"] += zeros
+        st["calls"] += calls
+        st["busy_cycles"] += cycles
+        st["timeouts"] += 1
+        st["pieces"] += 1
+        st["admit"] = 0
+        s = st["busy_until"]
     st["now"], st["t_done"], st["meter_fill"], st["status"] = s, t_done, fill, status
     for name, i in F.items():
         state[i] = st[name]

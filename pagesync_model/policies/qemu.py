@@ -31,6 +31,7 @@ from ..kernels.dtypes import INDEX_DTYPE
 from ..bounds import MAX_BANDWIDTH, MAX_BYTES, MAX_DOWNTIME, MAX_LATENCY, MAX_SIM_TIME, MAX_STEP
 from ..schema import BANDWIDTH, BOOL, CHOICE, DURATION, FRACTION, INT, SIZE, ConfigError, Field, Section
 from ..memory import run_frames
+from ..sim import fused
 from .base import PagePolicy, register
 from .operators import SECTION as OPERATOR_SECTION, Monitor, operator_runs_over_qemu
 from .operators import time_scales as operator_time_scales
@@ -677,6 +678,9 @@ def iterate(e, mig):
     """Process step: ram_save_iterate: send until the quota is used, 50 ms pass or the bitmap empties."""
     t0 = e.now
     per_page = PAGE_HEADER + mig.ps
+    # the turn's pieces and the CPUs' steps between them in compiled calls (sim/fused.py), same results
+    if fused.qemu_fusable(e, mig) and (yield from fused.qemu_iterate(e, mig, t0, per_page, MAX_WAIT * e.clock)):
+        return
     while not mig.rate_exceeded() and mig.remaining > 0 and e.now - t0 < MAX_WAIT * e.clock:
         left = mig.quota() - (e.bytes_sent - mig.window_bytes)
         budget = max(1, min(e.chunk_pages, int(left) // per_page))

@@ -19,7 +19,8 @@ import math
 import numpy as np
 import simpy
 
-from ..kernels.dtypes import (COPY_LOOP_DONE, COPY_LOOP_FIELDS, COPY_LOOP_PY_TICK, INDEX_DTYPE)
+from ..kernels.dtypes import (COPY_LOOP_DONE, COPY_LOOP_FIELDS, COPY_LOOP_PY_TICK, INDEX_DTYPE, QEMU_TURN_FIELDS,
+                              QEMU_TURN_OVER, QEMU_TURN_PY_PIECE, QEMU_TURN_PY_TICK)
 from ..memory import Partner
 from .interconnect import Interconnect
 
@@ -194,3 +195,114 @@ def _python_pieces(m, loop, bitmap, hi, use_bitmap):
     zeros = link.partner.receive(link.kernels, link.memory, p_s, p_l)
     yield link._send(pages, zeros, len(p_s) - (1 if split else 0), None, first)
     return (st[_F["nruns"]] == 0 and not use_bitmap), zeros
+
+
+# -- QEMU's migration-thread turn (policies/qemu.py ``iterate``) in ``qemu_turn`` calls ----------------------
+
+_T = {name: i for i, name in enumerate(QEMU_TURN_FIELDS)}
+_T_COUNTERS = np.array([_T[name] for name in _LINK + _CPUS])
+_T_LINK_AT = [(name, _T[name]) for name in _LINK]
+_T_CPUS_AT = [(name, _T[name]) for name in _CPUS]
+
+
+def qemu_fusable(m, mig):
+    """Whether the pre-copy turn of QEMU's migration thread ``mig`` (policies/qemu.py ``Migration``) on
+    machine ``m`` can run in ``qemu_turn`` now: the copy loop's conditions, before XBZRLE's first wrap,
+    outside post-copy."""
+    return (fusable(m) and hasattr(m.kernels, "qemu_turn") and not mig.in_postcopy
+            and (mig.xbzrle is None or not mig.xbzrle.started) and mig.n == m.memory.n_frames
+            and mig.bitmap.shape == m.memory.bitmap.shape)
+
+
+class _Turn(_Loop):
+    """The arrays one machine's ``qemu_turn`` calls keep between calls."""
+
+    def __init__(self, m):  # not _Loop's: the copy loop's run buffers are not needed here
+        c = m.cpus
+        self.state = np.zeros(len(QEMU_TURN_FIELDS), dtype=INDEX_DTYPE)
+        self.fstate = np.zeros(1)
+        self.cap = len(m._run_starts)  # Machine.take_pages's buffer: a take stops at this many runs
+        self.runs_s = np.empty(2 * self.cap, dtype=INDEX_DTYPE)
+        self.runs_l = np.empty(2 * self.cap, dtype=INDEX_DTYPE)
+        self.link_i = np.zeros(4, dtype=INDEX_DTYPE)
+        self.link_f = np.zeros(4)
+        self.frames_bound = c.ncpu * (int(float(m.quantum) * c._fast.rate_per_cycle) + 2)
+
+
+def qemu_iterate(m, mig, t0, per_page, max_wait):
+    """Process step: ram_save_iterate's turn (policies/qemu.py ``iterate``, which checked ``qemu_fusable``)
+    from now, begun at cycle ``t0``, in ``qemu_turn`` calls: the pieces and the CPU steps between them run
+    in the kernel until the turn is over or the next piece would start at or after another process's
+    next event (then the thread waits for its last piece and goes on). Reads and updates ``mig.cursor``,
+    ``mig.remaining`` and ``mig.xbzrle.started``. Returns True when the turn is over; False when the rest
+    of it must go piece by piece from now (the CPUs were stopped or throttled meanwhile, or XBZRLE started
+    with the piece just sent)."""
+    turn = m.__dict__.get("_qemu_turn")
+    if turn is None:
+        turn = m._qemu_turn = _Turn(m)
+    turn.read_link(m)
+    st, k, link, c, env = turn.state, m.kernels, m.link, m.cpus, m.env
+    st[:] = 0
+    st[_T["cursor"]], st[_T["remaining"]] = mig.cursor, mig.remaining
+    quota, window = int(mig.quota()), int(mig.window_bytes)
+    chunk = link.chunk_pages
+    checked = True  # the caller checked qemu_fusable; after a wait it is checked again
+    while True:
+        if not checked and not qemu_fusable(m, mig):
+            return False
+        checked = False
+        wl, mem, meter = c._fast, m.memory, c.meter
+        st[_T["now"]], st[_T["admit"]], st[_T["pieces"]] = env.now, 1, 0
+        _load_into(st, turn.fstate, link, c, _T_COUNTERS)
+        frames = wl._buffer(turn.frames_bound)
+        h = horizon(env, c.pending)
+        while True:
+            meter_on = meter is not None and meter._on
+            mbuf = meter._buf if meter_on and meter._buf is not None else _EMPTY
+            st[_T["meter_fill"]] = meter._fill if meter_on else 0
+            k.qemu_turn(st, turn.fstate, mig.bitmap, mig.n, turn.cap, turn.runs_s, turn.runs_l, turn.link_i,
+                        turn.link_f, m.partner.versions, h, meter._end if meter is not None else (1 << 62), m.quantum,
+                        chunk, t0, max_wait, window, quota, per_page, mig.xbzrle is not None, c.paced,
+                        wl.rate_per_cycle, wl.carry, c.debt, c._avail, c._writes, wl.keys, wl.counters, wl.hot_span,
+                        wl.hot_threshold, wl.span, mem.user_base, mem.mult, mem.blocks, mem.block, frames, c._bounds,
+                        mem.pte, mem.versions, c.tlb_tag, c.tlb_flags, mem.pt_base, mem.ptes_per_pt, c._counts,
+                        c.walk_cycles, c.dirty_cycles, c._extra, mbuf, meter_on)
+            _store_from(st, turn.fstate, link, c, _T_LINK_AT, _T_CPUS_AT)
+            if meter_on:
+                meter._fill = int(st[_T["meter_fill"]])
+            if st[_T["status"]] != QEMU_TURN_PY_TICK:
+                break
+            # a CPU step the kernel leaves to Python (the meter's window or buffer), then on
+            c.advance_to(int(st[_T["next_tick"]]))
+            _load_into(st, turn.fstate, link, c, _T_COUNTERS)
+        mig.cursor, mig.remaining = int(st[_T["cursor"]]), int(st[_T["remaining"]])
+        if st[_T["wrapped"]] and mig.xbzrle is not None:
+            mig.xbzrle.started = True  # Migration.next_pages: the first wrap starts XBZRLE
+        status, wake = int(st[_T["status"]]), int(st[_T["now"]])
+        if status == QEMU_TURN_PY_PIECE:  # the wrap's piece goes through XBZRLE: Migration.send at its time
+            nr = int(st[_T["nruns"]])
+            starts, lens = turn.runs_s[:nr].copy(), turn.runs_l[:nr].copy()
+            if wake > env.now:
+                yield env.timeout(wake - env.now)
+            yield from mig.send(starts, lens)
+            return False
+        if st[_T["pieces"]]:
+            yield env.timeout(wake - env.now)
+        if status == QEMU_TURN_OVER:
+            return True
+
+
+def _load_into(st, fstate, link, c, at):
+    """Copy the link's and the CPUs' counters into a kernel's state (field indices ``at``)."""
+    st[at] = [getattr(link, name) for name in _LINK] + [getattr(c, name) for name in _CPUS]
+    fstate[0] = c.tracking_cycles
+
+
+def _store_from(st, fstate, link, c, link_at, cpus_at):
+    """Write a kernel's counters back to the link and the CPUs."""
+    v = st.tolist()
+    for name, i in link_at:
+        setattr(link, name, v[i])
+    for name, i in cpus_at:
+        setattr(c, name, v[i])
+    c.tracking_cycles = float(fstate[0])
