@@ -46,6 +46,7 @@ import numpy as np
 
 from ..bounds import MAX_BANDWIDTH, MAX_BYTES, MAX_FRAMES, MAX_ROUNDS
 from ..schema import BANDWIDTH, BOOL, INT, SIZE, ConfigError, Field, Section
+from ..sim import fused
 from .base import PagePolicy, register
 from .steady import Sample, SteadyState
 
@@ -278,6 +279,12 @@ class Save:
         e = self.e
         pos = sent = skipped = 0
         while pos < self.n:
+            if self.limiter is None and fused.fusable(e):
+                # many batches per kernel call, as below (sim/fused.py)
+                pos, k, skip = yield from fused.xen_batches(e, self, pos, peek)
+                sent += k
+                skipped += skip
+                continue
             starts, lens, pos, skip = self.next_batch(pos, peek)
             skipped += skip
             k = int(lens.sum())
