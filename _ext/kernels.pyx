@@ -1286,8 +1286,25 @@ cdef enum:
     XB_SENT = 1         # pages of the batches done by this call's round so far
     XB_SKIPPED = 2      # to_send pages passed over as re-dirtied (the peek's to_skip)
     XB_BATCHES = 3      # batches done
-    XB_WAITS = 4        # wake points passed (the header's and each piece's end)
-    XB_SIZE = 5
+    XB_WAITS = 4        # wake points passed (the limiter's sleep, the header's and each piece's end)
+    XB_HEADER_DUE = 5   # 1: the current batch's header is still to be sent (after the limiter's sleep)
+    XB_SLOT = 6         # the rate limiter's burst slot in cycles (0: no limiter)
+    XB_BUDGET = 7       # its byte budget
+    XB_LAST_PUT = 8     # the cycle of its last grant
+    XB_HAS_PUT = 9      # 0 until its first overdraw started the clock
+    XB_LIMITER_WAITS = 10  # its sleeps (Machine.wait calls)
+    XB_SIZE = 11
+
+cdef enum:
+    BURST_BUDGET = 102400  # bytes granted per burst slot (policies/xen.py, ratewrite)
+
+
+cdef inline int64_t _floordiv(int64_t a, int64_t b) noexcept nogil:
+    # Python's a // b for b > 0
+    cdef int64_t q = a // b
+    if (a % b) < 0:
+        q -= 1
+    return q
 
 
 cdef int64_t _xb_take(uint64_t* bm, int64_t lo, int64_t hi, int64_t k, index_t[::1] out_starts,
@@ -1365,7 +1382,9 @@ def xen_batches(index_t[::1] state, double[::1] fstate, index_t[::1] xstate, wor
     cdef int64_t n_words = to_send.shape[0]
     if state.shape[0] != CL_SIZE or fstate.shape[0] != 1 or xstate.shape[0] != XB_SIZE or link_i.shape[0] != 4 \
             or link_f.shape[0] != 4:
-        raise ValueError("state, fstate, xstate, link_i, link_f must have 25, 1, 5, 4, 4 elements")
+        raise ValueError("state, fstate, xstate, link_i, link_f must have 25, 1, 11, 4, 4 elements")
+    if xstate[XB_SLOT] < 0:
+        raise ValueError("the rate limiter's slot must be >= 0")
     if n_words != (n + 63) // 64 or to_skip.shape[0] != n_words or cand.shape[0] != n_words \
             or skipped.shape[0] != n_words:
         raise ValueError(f"to_send, to_skip, cand and skipped must have {(n + 63) // 64} words")
@@ -1428,7 +1447,7 @@ def xen_batches(index_t[::1] state, double[::1] fstate, index_t[::1] xstate, wor
                     break
                 steps = peek
             else:
-                steps = True
+                steps = not xstate[XB_HEADER_DUE]
             # the CPU steps due by s: one a quantum after the last, then one to s
             while steps and t_done < s:
                 t = t_done + quantum
@@ -1518,7 +1537,36 @@ def xen_batches(index_t[::1] state, double[::1] fstate, index_t[::1] xstate, wor
                 state[CL_POS] = nxt
                 if npages == 0:
                     continue
+                state[CL_NRUNS] = nr
+                state[CL_RUN_I] = 0
+                state[CL_RUN_OFF] = 0
+                xstate[XB_PENDING] = npages
+                xstate[XB_HEADER_DUE] = 1
+                if xstate[XB_SLOT] > 0:
+                    # the rate limiter (RateLimiter.write of the batch's page bytes)
+                    xstate[XB_BUDGET] -= npages * ps
+                    if xstate[XB_BUDGET] < 0:
+                        if not xstate[XB_HAS_PUT]:
+                            xstate[XB_BUDGET] += BURST_BUDGET
+                            xstate[XB_LAST_PUT] = s
+                            xstate[XB_HAS_PUT] = 1
+                        else:
+                            k = _floordiv(s - xstate[XB_LAST_PUT], xstate[XB_SLOT])
+                            xstate[XB_BUDGET] += k * BURST_BUDGET
+                            xstate[XB_LAST_PUT] += k * xstate[XB_SLOT]
+                            if xstate[XB_BUDGET] <= 0:
+                                k = _floordiv(-xstate[XB_BUDGET], BURST_BUDGET) + 1
+                                xstate[XB_BUDGET] += k * BURST_BUDGET
+                                xstate[XB_LAST_PUT] += k * xstate[XB_SLOT]
+                                if xstate[XB_LAST_PUT] > s:
+                                    s = xstate[XB_LAST_PUT]
+                                state[CL_ADMIT] = 0
+                                xstate[XB_WAITS] += 1
+                                xstate[XB_LIMITER_WAITS] += 1
+                                continue
+            if xstate[XB_HEADER_DUE]:
                 # the batch header (Interconnect.send_bytes), then the pieces
+                xstate[XB_HEADER_DUE] = 0
                 if header_bytes > 0:
                     start = s if s > state[CL_BUSY] else state[CL_BUSY]
                     cycles = <int64_t>rint((0.0 * per_copy + <double>header_bytes / bandwidth + 0.0 * first_copy)
@@ -1531,10 +1579,6 @@ def xen_batches(index_t[::1] state, double[::1] fstate, index_t[::1] xstate, wor
                     state[CL_ADMIT] = 0
                     xstate[XB_WAITS] += 1
                     s = state[CL_BUSY]
-                state[CL_NRUNS] = nr
-                state[CL_RUN_I] = 0
-                state[CL_RUN_OFF] = 0
-                xstate[XB_PENDING] = npages
                 continue
             # one piece of at most chunk pages, read at s
             i = state[CL_RUN_I]

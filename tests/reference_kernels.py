@@ -451,7 +451,7 @@ def xen_batches(state, fstate, xstate, to_send, to_skip, cand, skipped, batch, h
                 state[F["status"]] = 1
                 return
             state[F["admit"]] = 1
-        if state[F["nruns"]]:
+        if state[F["nruns"]] and not xstate[X["header_due"]]:
             pieces = int(state[F["pieces"]])
             copy_loop(state, fstate, np.zeros(1, np.uint64), 0, False, runs_s, runs_l, link_i, link_f, partner,
                       horizon, tick_limit, quantum, chunk, paced, rate_per_cycle, carry, debt, avail, counts,
@@ -462,45 +462,70 @@ def xen_batches(state, fstate, xstate, to_send, to_skip, cand, skipped, batch, h
             if state[F["status"]]:
                 return
             continue
-        if xstate[X["pending"]]:
-            xstate[X["sent"]] += xstate[X["pending"]]
-            xstate[X["batches"]] += 1
-            xstate[X["pending"]] = 0
-        pos = int(state[F["pos"]])
-        if pos >= n:
-            state[F["status"]] = 0
-            return
-        if peek:
-            while state[F["t_done"]] + quantum <= s:
-                if not tick(int(state[F["t_done"]]) + quantum):
+        if not state[F["nruns"]]:
+            if xstate[X["pending"]]:
+                xstate[X["sent"]] += xstate[X["pending"]]
+                xstate[X["batches"]] += 1
+                xstate[X["pending"]] = 0
+            pos = int(state[F["pos"]])
+            if pos >= n:
+                state[F["status"]] = 0
+                return
+            if peek:
+                while state[F["t_done"]] + quantum <= s:
+                    if not tick(int(state[F["t_done"]]) + quantum):
+                        state[F["status"]] = 2
+                        return
+                if state[F["t_done"]] < s and not tick(s):
                     state[F["status"]] = 2
                     return
-            if state[F["t_done"]] < s and not tick(s):
-                state[F["status"]] = 2
-                return
-            # the peek: windows of 2 x batch pages (in words), doubling until one holds a batch
-            lo_w = hi_w = pos // 64
-            width = max(1, math.ceil(2 * batch / 64))
-            while True:
-                new_hi = min(n_words, hi_w + width)
-                for w in range(hi_w, new_hi):
-                    to_skip[w] = 0
-                    for f in range(w * 64, min(n, w * 64 + 64)):
-                        if int(pte[f]) & PTE_DIRTY:
-                            _set_bit(to_skip, f)
-                    cand[w] = to_send[w] & ~to_skip[w]
-                    skipped[w] = to_send[w] & to_skip[w]
-                hi_w = new_hi
-                nr, pages, nxt = bitmap_take_pages(cand, pos, min(n, hi_w * 64), batch, False, runs_s, runs_l)
-                if pages >= batch or hi_w == n_words:
-                    break
-                width *= 2
-            xstate[X["skipped"]] += bitmap_popcount(skipped, pos, nxt)
-        else:
-            nr, pages, nxt = bitmap_take_pages(to_send, pos, n, batch, False, runs_s, runs_l)
-        state[F["pos"]] = nxt
-        if pages == 0:
-            continue
+                # the peek: windows of 2 x batch pages (in words), doubling until one holds a batch
+                lo_w = hi_w = pos // 64
+                width = max(1, math.ceil(2 * batch / 64))
+                while True:
+                    new_hi = min(n_words, hi_w + width)
+                    for w in range(hi_w, new_hi):
+                        to_skip[w] = 0
+                        for f in range(w * 64, min(n, w * 64 + 64)):
+                            if int(pte[f]) & PTE_DIRTY:
+                                _set_bit(to_skip, f)
+                        cand[w] = to_send[w] & ~to_skip[w]
+                        skipped[w] = to_send[w] & to_skip[w]
+                    hi_w = new_hi
+                    nr, pages, nxt = bitmap_take_pages(cand, pos, min(n, hi_w * 64), batch, False, runs_s, runs_l)
+                    if pages >= batch or hi_w == n_words:
+                        break
+                    width *= 2
+                xstate[X["skipped"]] += bitmap_popcount(skipped, pos, nxt)
+            else:
+                nr, pages, nxt = bitmap_take_pages(to_send, pos, n, batch, False, runs_s, runs_l)
+            state[F["pos"]] = nxt
+            if pages == 0:
+                continue
+            state[F["nruns"]], state[F["run_i"]], state[F["run_off"]] = nr, 0, 0
+            xstate[X["pending"]], xstate[X["header_due"]] = pages, 1
+            slot = int(xstate[X["slot"]])
+            if slot:
+                # the rate limiter's token bucket, a slot at a time: each whole slot since the last grant
+                # grants 100 KiB when a write overdraws; still overdrawn, sleep to the ends of the next slots
+                xstate[X["budget"]] -= pages * int(link_i[0])
+                if xstate[X["budget"]] < 0 and not xstate[X["has_put"]]:
+                    xstate[X["budget"]] += 100 * 1024
+                    xstate[X["last_put"]], xstate[X["has_put"]] = s, 1
+                elif xstate[X["budget"]] < 0:
+                    while xstate[X["last_put"]] + slot <= s:
+                        xstate[X["budget"]] += 100 * 1024
+                        xstate[X["last_put"]] += slot
+                    if xstate[X["budget"]] <= 0:
+                        while xstate[X["budget"]] <= 0:
+                            xstate[X["budget"]] += 100 * 1024
+                            xstate[X["last_put"]] += slot
+                        state[F["now"]] = int(xstate[X["last_put"]])
+                        state[F["admit"]] = 0
+                        xstate[X["waits"]] += 1
+                        xstate[X["limiter_waits"]] += 1
+                        continue
+        xstate[X["header_due"]] = 0
         if header_bytes > 0:
             cycles = int(round((0 * per_copy + header_bytes / bandwidth + 0 * first_copy) * clock))
             state[F["busy_until"]] = max(s, int(state[F["busy_until"]])) + cycles
@@ -511,5 +536,3 @@ def xen_batches(state, fstate, xstate, to_send, to_skip, cand, skipped, batch, h
             state[F["admit"]] = 0
             state[F["now"]] = state[F["busy_until"]]
             xstate[X["waits"]] += 1
-        state[F["nruns"]], state[F["run_i"]], state[F["run_off"]] = nr, 0, 0
-        xstate[X["pending"]] = pages

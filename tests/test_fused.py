@@ -28,9 +28,11 @@ CASES = {
     "stratus-hotcold-outside": ("stratus.yaml", SMALL + ["workload.kind=hotcold", "stratus.tracking_outside=true",
                                                          "stratus.stop=after-copy"]),
     "stratus-auto": ("stratus.yaml", SMALL + ["sim.quantum=auto", "link.per_copy=3us"]),
-    # a round of xen batches (1024 pages each, several link pieces) goes through xen_batches
+    # a round of xen batches (1024 pages each, several link pieces) goes through xen_batches, with the
+    # rate limiter (xen-2005.yaml's) and without
     "xen-legacy": ("xen-2005.yaml", XEN),
     "xen-legacy-short": ("xen-2005.yaml", XEN[:2] + ["sim.time_limit=1.5s", "workload.working_set=32MiB"] + XEN[4:]),
+    "xen-legacy-no-limiter": ("xen-2005.yaml", XEN + ["xen.rate_limit=false", "workload.kind=hotcold"]),
     "xen-v2-windows": ("xen-2005.yaml", XEN + ["policy=xen-v2", "workload.dirty_rate_window=0.05s"]),
 }
 
@@ -72,7 +74,7 @@ def test_copy_loop_same_result_numpy(name, monkeypatch):
     assert calls > 0 and new == old
 
 
-@pytest.mark.parametrize("name", ["stratus-windows", "xen-legacy"])
+@pytest.mark.parametrize("name", ["stratus-windows", "xen-legacy", "xen-legacy-no-limiter"])
 def test_piece_by_piece_fallback_mid_copy(name, monkeypatch):
     # When the loop cannot go on after a wait (another process stopped or throttled the CPUs), the copy
     # continues a piece at a time (fused._python_pieces): forced here on every other check.

@@ -38,4 +38,5 @@ COPY_LOOP_FIELDS = ("now", "t_done", "busy_until", "last_arrival", "pos", "run_i
 COPY_LOOP_DONE, COPY_LOOP_HORIZON, COPY_LOOP_PY_TICK = 0, 1, 2
 
 # The fields of ``xen_batches``' int64 ``xstate`` array, in order (_ext/kernels.pyx: the XB_* enum).
-XEN_BATCH_FIELDS = ("pending", "sent", "skipped", "batches", "waits")
+XEN_BATCH_FIELDS = ("pending", "sent", "skipped", "batches", "waits", "header_due", "slot", "budget", "last_put",
+                    "has_put", "limiter_waits")

@@ -1129,7 +1129,7 @@ def xen_batches(state, fstate, xstate, to_send, to_skip, cand, skipped, batch, h
     n_words = len(to_send)
     if len(state) != len(COPY_LOOP_FIELDS) or len(fstate) != 1 or len(xstate) != len(XEN_BATCH_FIELDS) \
             or len(link_i) != 4 or len(link_f) != 4:
-        raise ValueError("state, fstate, xstate, link_i, link_f must have 25, 1, 5, 4, 4 elements")
+        raise ValueError("state, fstate, xstate, link_i, link_f must have 25, 1, 11, 4, 4 elements")
     if n_words != (n + 63) // 64 or not len(to_skip) == len(cand) == len(skipped) == n_words:
         raise ValueError(f"to_send, to_skip, cand and skipped must have {(n + 63) // 64} words")
     F = {name: i for i, name in enumerate(COPY_LOOP_FIELDS)}
@@ -1159,7 +1159,6 @@ def xen_batches(state, fstate, xstate, to_send, to_skip, cand, skipped, batch, h
                  rate_per_cycle, carry, debt, avail, counts, stream_keys, counters, hot_span, hot_threshold, span,
                  base, mult, modulus, block, frames, cpu_bounds, pte, versions, tlb_tag, tlb_flags, pt_base,
                  ptes_per_pt, step_counts, walk_cycles, dirty_cycles, extra, meter_buf, meter_on)
-    dirty = np.uint64(PTE_DIRTY)
     while True:
         s = int(state[F["now"]])
         if not state[F["admit"]]:
@@ -1167,7 +1166,7 @@ def xen_batches(state, fstate, xstate, to_send, to_skip, cand, skipped, batch, h
                 state[F["status"]] = COPY_LOOP_HORIZON
                 return None
             state[F["admit"]] = 1
-        if state[F["nruns"]]:
+        if state[F["nruns"]] and not xstate[X["header_due"]]:
             # the batch's pieces: copy_loop over its run list, to its end or a stop
             pieces = int(state[F["pieces"]])
             copy_loop(state, fstate, np.zeros(1, WORD_DTYPE), *loop_args[1:])
@@ -1175,38 +1174,33 @@ def xen_batches(state, fstate, xstate, to_send, to_skip, cand, skipped, batch, h
             if state[F["status"]] != COPY_LOOP_DONE:
                 return None
             continue
-        if xstate[X["pending"]]:
-            xstate[X["sent"]] += xstate[X["pending"]]
-            xstate[X["batches"]] += 1
-            xstate[X["pending"]] = 0
-        pos = int(state[F["pos"]])
-        if pos >= n:
-            state[F["status"]] = COPY_LOOP_DONE
-            return None
-        if peek and not _xb_steps(state, fstate, s, *loop_args[9:]):
-            return None
-        if not peek:
-            nr, pages, nxt = bitmap_take_pages(to_send, pos, n, batch, False, runs_s, runs_l)
-        else:
-            lo_w = hi_w = pos >> 6
-            width = max(1, -(-2 * batch // 64))
-            while True:
-                new_hi = min(n_words, hi_w + width)
-                f0, f1 = hi_w * 64, min(n, new_hi * 64)
-                tk = _pack_bits((pte[f0:f1] & dirty) != 0, 0, new_hi - hi_w)
-                ts = to_send[hi_w:new_hi]
-                to_skip[hi_w:new_hi] = tk
-                cand[hi_w:new_hi] = ts & ~tk
-                skipped[hi_w:new_hi] = ts & tk
-                hi_w = new_hi
-                nr, pages, nxt = bitmap_take_pages(cand, pos, min(n, hi_w * 64), batch, False, runs_s, runs_l)
-                if pages >= batch or hi_w == n_words:
-                    break
-                width *= 2
-            xstate[X["skipped"]] += bitmap_popcount(skipped, pos, nxt)
-        state[F["pos"]] = nxt
-        if pages == 0:
-            continue
+        if not state[F["nruns"]]:
+            # a batch's start: the last batch is done; the CPU steps, the peek and the choice
+            if xstate[X["pending"]]:
+                xstate[X["sent"]] += xstate[X["pending"]]
+                xstate[X["batches"]] += 1
+                xstate[X["pending"]] = 0
+            pos = int(state[F["pos"]])
+            if pos >= n:
+                state[F["status"]] = COPY_LOOP_DONE
+                return None
+            if peek and not _xb_steps(state, fstate, s, *loop_args[9:]):
+                return None
+            if not peek:
+                nr, pages, nxt = bitmap_take_pages(to_send, pos, n, batch, False, runs_s, runs_l)
+            else:
+                nr, pages, nxt = _xb_peek(pos, n, batch, to_send, to_skip, cand, skipped, pte, runs_s, runs_l)
+                xstate[X["skipped"]] += bitmap_popcount(skipped, pos, nxt)
+            state[F["pos"]] = nxt
+            if pages == 0:
+                continue
+            state[F["nruns"]], state[F["run_i"]], state[F["run_off"]] = nr, 0, 0
+            xstate[X["pending"]], xstate[X["header_due"]] = pages, 1
+            if xstate[X["slot"]] and _xb_limiter(xstate, X, s, pages * int(link_i[0])):
+                state[F["now"]] = max(s, int(xstate[X["last_put"]]))
+                state[F["admit"]] = 0
+                continue
+        xstate[X["header_due"]] = 0
         if header_bytes > 0:     # the batch header (Interconnect.send_bytes)
             busy = max(s, int(state[F["busy_until"]]))
             busy += int(round((0 * per_copy + header_bytes / bandwidth + 0 * first_copy) * clock))
@@ -1217,8 +1211,54 @@ def xen_batches(state, fstate, xstate, to_send, to_skip, cand, skipped, batch, h
             state[F["admit"]] = 0
             state[F["now"]] = busy
             xstate[X["waits"]] += 1
-        state[F["nruns"]], state[F["run_i"]], state[F["run_off"]] = nr, 0, 0
-        xstate[X["pending"]] = pages
+
+
+def _xb_peek(pos, n, batch, to_send, to_skip, cand, skipped, pte, runs_s, runs_l):
+    """xen_batches' peek and choice from ``pos``: windows of PTE dirty bits doubling until one holds a batch;
+    returns bitmap_take_pages' (nruns, pages, end) over ``cand``."""
+    n_words = len(to_send)
+    hi_w = pos >> 6
+    width = max(1, -(-2 * batch // 64))
+    while True:
+        new_hi = min(n_words, hi_w + width)
+        f0, f1 = hi_w * 64, min(n, new_hi * 64)
+        tk = _pack_bits((pte[f0:f1] & _DIRTY) != 0, 0, new_hi - hi_w)
+        ts = to_send[hi_w:new_hi]
+        to_skip[hi_w:new_hi] = tk
+        cand[hi_w:new_hi] = ts & ~tk
+        skipped[hi_w:new_hi] = ts & tk
+        hi_w = new_hi
+        nr, pages, nxt = bitmap_take_pages(cand, pos, min(n, hi_w * 64), batch, False, runs_s, runs_l)
+        if pages >= batch or hi_w == n_words:
+            return nr, pages, nxt
+        width *= 2
+
+
+def _xb_limiter(xstate, X, s, nbytes):
+    """xen_batches' rate limiter (RateLimiter.write of ``nbytes`` at cycle ``s``); True when it sleeps to
+    ``last_put``."""
+    xstate[X["budget"]] -= nbytes
+    if xstate[X["budget"]] >= 0:
+        return False
+    if not xstate[X["has_put"]]:
+        xstate[X["budget"]] += _BURST_BUDGET
+        xstate[X["last_put"]], xstate[X["has_put"]] = s, 1
+        return False
+    slot = int(xstate[X["slot"]])
+    elapsed = (s - int(xstate[X["last_put"]])) // slot
+    xstate[X["budget"]] += elapsed * _BURST_BUDGET
+    xstate[X["last_put"]] += elapsed * slot
+    if xstate[X["budget"]] > 0:
+        return False
+    more = (-int(xstate[X["budget"]])) // _BURST_BUDGET + 1
+    xstate[X["budget"]] += more * _BURST_BUDGET
+    xstate[X["last_put"]] += more * slot
+    xstate[X["waits"]] += 1
+    xstate[X["limiter_waits"]] += 1
+    return True
+
+
+_BURST_BUDGET = 100 * 1024   # bytes granted per burst slot (policies/xen.py BURST_BUDGET, ratewrite)
 
 
 def _xb_steps(state, fstate, s, tick_limit, quantum, chunk, paced, rate_per_cycle, carry, debt, avail, counts,

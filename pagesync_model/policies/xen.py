@@ -174,7 +174,7 @@ class RateLimiter:
             self.budget += BURST_BUDGET
             self.last_put = now
             return
-        slot = max(1, e.cycles((RATE_TO_BTU // self.mbit_rate) * 1e-6))
+        slot = self.slot_cycles()
         elapsed = (now - self.last_put) // slot
         self.budget += elapsed * BURST_BUDGET
         self.last_put += elapsed * slot
@@ -184,6 +184,10 @@ class RateLimiter:
         self.budget += more * BURST_BUDGET
         self.last_put += more * slot
         yield e.wait(self.last_put - now)
+
+    def slot_cycles(self):
+        """The burst slot at the current limit, in cycles."""
+        return max(1, self.e.cycles((RATE_TO_BTU // self.mbit_rate) * 1e-6))
 
     def update(self, dirty_count, wall_cycles):
         """print_stats(): dirty_Mbps from the CLEAN's dirty count over the ms since the last call."""
@@ -279,7 +283,7 @@ class Save:
         e = self.e
         pos = sent = skipped = 0
         while pos < self.n:
-            if self.limiter is None and fused.fusable(e):
+            if fused.fusable(e):
                 # many batches per kernel call, as below (sim/fused.py)
                 pos, k, skip = yield from fused.xen_batches(e, self, pos, peek)
                 sent += k

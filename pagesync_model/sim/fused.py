@@ -201,9 +201,10 @@ _X = {name: i for i, name in enumerate(XEN_BATCH_FIELDS)}
 
 
 def xen_batches(m, save, pos, peek):
-    """Process step: ``Save.send_round``'s batches from PFN ``pos`` (policies/xen.py, no rate limiter), many
-    per ``xen_batches`` kernel call: each batch's start (with ``peek`` the scanner's catch-up and the to_skip
-    peek), its choice, its header on the link and its pieces, as the batch-by-batch path does them. Returns
+    """Process step: ``Save.send_round``'s batches from PFN ``pos`` (policies/xen.py), many per ``xen_batches``
+    kernel call: each batch's start (with ``peek`` the scanner's catch-up and the to_skip peek), its choice,
+    the rate limiter's sleep (``save.limiter``, whose state is kept in step), its header on the link and its
+    pieces, as the batch-by-batch path does them. Returns
     (pos, sent, skipped) when the round is over (pos = n) or, at a batch's start, when the loop cannot go on
     (``fusable`` turned false after a wait: the caller goes on batch by batch); a batch under way then is
     finished piece by piece. ``save.batches`` counts the batches done. The caller checked ``fusable``."""
@@ -215,11 +216,17 @@ def xen_batches(m, save, pos, peek):
     xs[:] = 0
     st[_F["pos"]] = pos
     n = m.memory.n_frames
+    lim = save.limiter
+    if lim is not None:
+        xs[_X["slot"]] = lim.slot_cycles()
     sent = skipped = 0
     checked = True
     while True:
         if not checked and not fusable(m):
-            while st[_F["nruns"]]:  # the batch under way, a piece at a time
+            if xs[_X["header_due"]]:  # the batch under way: its header (after the limiter's sleep), its pieces
+                xs[_X["header_due"]] = 0
+                yield from m.send_bytes(save.header_bytes)
+            while st[_F["nruns"]]:
                 yield from _python_pieces(m, loop, None, 0, False)
             if xs[_X["pending"]]:
                 save.batches += 1
@@ -231,6 +238,9 @@ def xen_batches(m, save, pos, peek):
         st[_START] = (env.now, 1, 0, 0)
         xs[_X["waits"]] = 0
         _load(st, loop.fstate, m.link, c)
+        if lim is not None:
+            xs[_X["budget"]], xs[_X["last_put"]] = lim.budget, lim.last_put or 0
+            xs[_X["has_put"]] = lim.last_put is not None
         frames = wl._buffer(loop.frames_bound)
         h = horizon(env, c.pending)
         while True:
@@ -255,7 +265,11 @@ def xen_batches(m, save, pos, peek):
         save.batches += int(xs[_X["batches"]])
         sent += int(xs[_X["sent"]])
         skipped += int(xs[_X["skipped"]])
-        xs[_X["batches"]] = xs[_X["sent"]] = xs[_X["skipped"]] = 0
+        m.waits += int(xs[_X["limiter_waits"]])       # the limiter's sleeps are Machine.wait calls
+        xs[_X["batches"]] = xs[_X["sent"]] = xs[_X["skipped"]] = xs[_X["limiter_waits"]] = 0
+        if lim is not None:
+            lim.budget = int(xs[_X["budget"]])
+            lim.last_put = int(xs[_X["last_put"]]) if xs[_X["has_put"]] else None
         if xs[_X["waits"]]:
             yield env.timeout(int(st[_F["now"]]) - env.now)
         if st[_F["status"]] == COPY_LOOP_DONE:
