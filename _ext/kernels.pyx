@@ -106,14 +106,18 @@ cdef inline void _clear_bits(uint64_t* words, int64_t lo, int64_t hi) noexcept n
 # harvest
 
 cdef inline int64_t _harvest_one(pte_t* pte, uint64_t* bitmap, version_t* versions, int64_t f,
-                                 int64_t pt_base, int64_t ptes_per_pt, bint clear) noexcept nogil:
-    # the PTE of frame f is dirty: record it; returns 1 if its bitmap bit was 0
+                                 int64_t pt_base, int64_t ptes_per_pt, int64_t pt_shift, bint clear) noexcept nogil:
+    # the PTE of frame f is dirty: record it; returns 1 if its bitmap bit was 0. ``pt_shift`` is
+    # log2(ptes_per_pt) when that is a power of two (the page-table page by a shift, not a division), else -1
     cdef uint64_t bit = (<uint64_t>1) << (f & 63)
     cdef int64_t was_clear = (bitmap[f >> 6] & bit) == 0
     bitmap[f >> 6] |= bit
     if clear:
         pte[f] = (pte[f] & ~(<pte_t>PTE_DIRTY)) | (<pte_t>PTE_SOFT_DIRTY)
-        versions[pt_base + f // ptes_per_pt] += 1
+        if pt_shift >= 0:
+            versions[pt_base + (f >> pt_shift)] += 1
+        else:
+            versions[pt_base + f // ptes_per_pt] += 1
     return was_clear
 
 
@@ -156,6 +160,11 @@ def harvest(pte_t[::1] pte, const index_t[::1] bounds, word_t[::1] bitmap, versi
     cdef version_t* ver = &versions[0]
     cdef int64_t f, g, end, cnt, new_bits = 0
     cdef uint64_t acc, dirty = PTE_DIRTY
+    cdef int64_t pt_shift = -1
+    if ptes_per_pt & (ptes_per_pt - 1) == 0:
+        pt_shift = 0
+        while (<int64_t>1 << pt_shift) < ptes_per_pt:
+            pt_shift += 1
     with nogil:
         for s in range(nseg):
             f = bounds[s]
@@ -169,12 +178,12 @@ def harvest(pte_t[::1] pte, const index_t[::1] bounds, word_t[::1] bitmap, versi
                     for g in range(f, f + 8):
                         if p[g] & dirty:
                             cnt += 1
-                            new_bits += _harvest_one(p, bm, ver, g, pt_base, ptes_per_pt, clear)
+                            new_bits += _harvest_one(p, bm, ver, g, pt_base, ptes_per_pt, pt_shift, clear)
                 f += 8
             while f < end:
                 if p[f] & dirty:
                     cnt += 1
-                    new_bits += _harvest_one(p, bm, ver, f, pt_base, ptes_per_pt, clear)
+                    new_bits += _harvest_one(p, bm, ver, f, pt_base, ptes_per_pt, pt_shift, clear)
                 f += 1
             out_dirty[s] = cnt
     return new_bits
