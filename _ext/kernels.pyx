@@ -106,14 +106,18 @@ cdef inline void _clear_bits(uint64_t* words, int64_t lo, int64_t hi) noexcept n
 # harvest
 
 cdef inline int64_t _harvest_one(pte_t* pte, uint64_t* bitmap, version_t* versions, int64_t f,
-                                 int64_t pt_base, int64_t ptes_per_pt, bint clear) noexcept nogil:
-    # the PTE of frame f is dirty: record it; returns 1 if its bitmap bit was 0
+                                 int64_t pt_base, int64_t ptes_per_pt, int64_t pt_shift, bint clear) noexcept nogil:
+    # the PTE of frame f is dirty: record it; returns 1 if its bitmap bit was 0. ``pt_shift`` is
+    # log2(ptes_per_pt) when that is a power of two (the page-table page by a shift, not a division), else -1
     cdef uint64_t bit = (<uint64_t>1) << (f & 63)
     cdef int64_t was_clear = (bitmap[f >> 6] & bit) == 0
     bitmap[f >> 6] |= bit
     if clear:
         pte[f] = (pte[f] & ~(<pte_t>PTE_DIRTY)) | (<pte_t>PTE_SOFT_DIRTY)
-        versions[pt_base + f // ptes_per_pt] += 1
+        if pt_shift >= 0:
+            versions[pt_base + (f >> pt_shift)] += 1
+        else:
+            versions[pt_base + f // ptes_per_pt] += 1
     return was_clear
 
 
@@ -156,6 +160,11 @@ def harvest(pte_t[::1] pte, const index_t[::1] bounds, word_t[::1] bitmap, versi
     cdef version_t* ver = &versions[0]
     cdef int64_t f, g, end, cnt, new_bits = 0
     cdef uint64_t acc, dirty = PTE_DIRTY
+    cdef int64_t pt_shift = -1
+    if ptes_per_pt & (ptes_per_pt - 1) == 0:
+        pt_shift = 0
+        while (<int64_t>1 << pt_shift) < ptes_per_pt:
+            pt_shift += 1
     with nogil:
         for s in range(nseg):
             f = bounds[s]
@@ -169,12 +178,12 @@ def harvest(pte_t[::1] pte, const index_t[::1] bounds, word_t[::1] bitmap, versi
                     for g in range(f, f + 8):
                         if p[g] & dirty:
                             cnt += 1
-                            new_bits += _harvest_one(p, bm, ver, g, pt_base, ptes_per_pt, clear)
+                            new_bits += _harvest_one(p, bm, ver, g, pt_base, ptes_per_pt, pt_shift, clear)
                 f += 8
             while f < end:
                 if p[f] & dirty:
                     cnt += 1
-                    new_bits += _harvest_one(p, bm, ver, f, pt_base, ptes_per_pt, clear)
+                    new_bits += _harvest_one(p, bm, ver, f, pt_base, ptes_per_pt, pt_shift, clear)
                 f += 1
             out_dirty[s] = cnt
     return new_bits
@@ -1568,5 +1577,369 @@ def qemu_turn(index_t[::1] state, double[::1] fstate, word_t[::1] bitmap, int64_
     state[QT_T_DONE] = t_done
     state[QT_METER_FILL] = fill
     state[QT_STATUS] = status
+    fstate[0] = tracking
+    return None
+
+
+# --------------------------------------------------------------------------------------------------
+# xen batches: a round of xc_domain_save()'s batches (peek, choose, header, pieces) in one call
+
+# indices of xen_batches' ``xstate`` (pagesync_model/kernels/dtypes.py mirrors them: XEN_BATCH_FIELDS)
+cdef enum:
+    XB_PENDING = 0      # pages of the batch whose pieces are under way (counted once its last piece is done)
+    XB_SENT = 1         # pages of the batches done by this call's round so far
+    XB_SKIPPED = 2      # to_send pages passed over as re-dirtied (the peek's to_skip)
+    XB_BATCHES = 3      # batches done
+    XB_WAITS = 4        # wake points passed (the limiter's sleep, the header's and each piece's end)
+    XB_HEADER_DUE = 5   # 1: the current batch's header is still to be sent (after the limiter's sleep)
+    XB_SLOT = 6         # the rate limiter's burst slot in cycles (0: no limiter)
+    XB_BUDGET = 7       # its byte budget
+    XB_LAST_PUT = 8     # the cycle of its last grant
+    XB_HAS_PUT = 9      # 0 until its first overdraw started the clock
+    XB_LIMITER_WAITS = 10  # its sleeps (Machine.wait calls)
+    XB_SIZE = 11
+
+cdef enum:
+    BURST_BUDGET = 102400  # bytes granted per burst slot (policies/xen.py, ratewrite)
+
+
+cdef inline int64_t _floordiv(int64_t a, int64_t b) noexcept nogil:
+    # Python's a // b for b > 0
+    cdef int64_t q = a // b
+    if (a % b) < 0:
+        q -= 1
+    return q
+
+
+cdef int64_t _xb_take(uint64_t* bm, int64_t lo, int64_t hi, int64_t k, index_t[::1] out_starts,
+                      index_t[::1] out_lens, int64_t* out_pages, int64_t* out_end) noexcept nogil:
+    """``bitmap_take_pages`` without clearing (lo < hi, k >= 1, cap >= 1): returns nruns."""
+    cdef int64_t cap = out_starts.shape[0]
+    cdef int64_t pos = lo, w, start, end, lim, wlim, nruns = 0, pages = 0, last_end = hi
+    cdef int64_t wend = ((hi - 1) >> 6) + 1
+    cdef uint64_t m
+    while pos < hi:
+        w = pos >> 6
+        m = bm[w] & _mask_from(pos)
+        while m == 0:
+            w += 1
+            if w >= wend:
+                break
+            m = bm[w]
+        if m == 0:
+            break
+        start = (w << 6) + ctz64(m)
+        if start >= hi:
+            break
+        lim = start + (k - pages)
+        if lim > hi:
+            lim = hi
+        wlim = ((lim - 1) >> 6) + 1
+        m = ~bm[w] & _mask_from(start)
+        while m == 0:
+            w += 1
+            if w >= wlim:
+                break
+            m = ~bm[w]
+        if m == 0:
+            end = lim
+        else:
+            end = (w << 6) + ctz64(m)
+            if end > lim:
+                end = lim
+        out_starts[nruns] = start
+        out_lens[nruns] = end - start
+        nruns += 1
+        pages += end - start
+        pos = end
+        if pages >= k:
+            last_end = end
+            break
+        if nruns == cap:
+            break
+    out_pages[0] = pages
+    out_end[0] = last_end
+    return nruns
+
+
+def xen_batches(index_t[::1] state, double[::1] fstate, index_t[::1] xstate, word_t[::1] to_send,
+                word_t[::1] to_skip, word_t[::1] cand, word_t[::1] skipped, int64_t batch, int64_t header_bytes,
+                bint peek, index_t[::1] runs_s, index_t[::1] runs_l, const index_t[::1] link_i,
+                const double[::1] link_f, version_t[::1] partner, int64_t horizon, int64_t tick_limit,
+                int64_t quantum, int64_t chunk, bint paced, double rate_per_cycle, double[::1] carry,
+                double[::1] debt, double[::1] avail, index_t[::1] counts, const uint64_t[::1] stream_keys,
+                uint64_t[::1] counters, int64_t hot_span, int64_t hot_threshold, int64_t span, int64_t base,
+                int64_t mult, int64_t modulus, int64_t block, index_t[::1] frames, index_t[::1] cpu_bounds,
+                pte_t[::1] pte, version_t[::1] versions, tlb_tag_t[:, ::1] tlb_tag, tlb_flag_t[:, ::1] tlb_flags,
+                int64_t pt_base, int64_t ptes_per_pt, index_t[:, ::1] step_counts, double walk_cycles,
+                double dirty_cycles, double[::1] extra, index_t[::1] meter_buf, bint meter_on):
+    """A round of xen batches while the CPUs write, many batches in one call (CONTRACT.md, ``xen_batches``).
+
+    From PFN POS: at each batch's start the CPU steps due by then (with ``peek``), the to_skip peek of the
+    PTEs' dirty bits in a window that doubles until it holds a batch, the batch (the first ``batch`` pages
+    of to_send & ~to_skip, or of to_send without ``peek``), its header timed on the link, then its pieces
+    as ``copy_loop``'s (CPU steps due by each piece's start, ``chunk`` pages read into ``partner``). Stops
+    at a wake point at or after ``horizon`` (unless ADMIT), before a CPU step for Python (STATUS 2), or when
+    the round is over (STATUS 0). ``state`` is copy_loop's, ``xstate`` XB_*. Returns None.
+    """
+    cdef int64_t ncpu = stream_keys.shape[0], n = pte.shape[0], c
+    cdef int64_t n_words = to_send.shape[0]
+    if state.shape[0] != CL_SIZE or fstate.shape[0] != 1 or xstate.shape[0] != XB_SIZE or link_i.shape[0] != 4 \
+            or link_f.shape[0] != 4:
+        raise ValueError("state, fstate, xstate, link_i, link_f must have 25, 1, 11, 4, 4 elements")
+    if xstate[XB_SLOT] < 0:
+        raise ValueError("the rate limiter's slot must be >= 0")
+    if n_words != (n + 63) // 64 or to_skip.shape[0] != n_words or cand.shape[0] != n_words \
+            or skipped.shape[0] != n_words:
+        raise ValueError(f"to_send, to_skip, cand and skipped must have {(n + 63) // 64} words")
+    if runs_s.shape[0] != runs_l.shape[0] or runs_s.shape[0] < 1 or state[CL_NRUNS] > runs_s.shape[0]:
+        raise ValueError("runs_s and runs_l must have the same length >= 1, at least NRUNS")
+    if partner.shape[0] != n or versions.shape[0] != n:
+        raise ValueError(f"partner and versions must have {n} elements")
+    if state[CL_POS] < 0 or state[CL_POS] > n:
+        raise ValueError(f"pos = {state[CL_POS]} is outside [0, {n}]")
+    if quantum < 1 or chunk < 1 or batch < 1:
+        raise ValueError("quantum, chunk and batch must be >= 1")
+    for c in range(state[CL_RUN_I], state[CL_NRUNS]):
+        if runs_l[c] < 1 or runs_s[c] < 0 or runs_s[c] > n - runs_l[c]:
+            raise ValueError(f"run {c} is empty or outside [0, {n})")
+    if ncpu != counts.shape[0] or carry.shape[0] != ncpu or debt.shape[0] != ncpu or avail.shape[0] != ncpu:
+        raise ValueError("counts, carry, debt, avail must have ncpu elements")
+    if counters.shape[0] != ncpu or extra.shape[0] != ncpu or cpu_bounds.shape[0] != ncpu + 1:
+        raise ValueError("counters, extra must have ncpu elements, cpu_bounds ncpu + 1")
+    if hot_threshold < 0 or hot_threshold > <int64_t>TWO32:
+        raise ValueError(f"hot_threshold must be in [0, 2**32], got {hot_threshold}")
+    if hot_span < 0 or hot_span > span:
+        raise ValueError(f"need 0 <= hot_span <= span, got hot_span={hot_span}, span={span}")
+    _check_generator_map(span, mult, modulus, block)
+    if base < 0 or base + modulus * block > n:
+        raise ValueError(f"generated frames [{base}, {base} + {modulus} * {block}) must lie inside [0, {n})")
+    if tlb_tag.shape[0] != ncpu or tlb_flags.shape[0] != ncpu or tlb_flags.shape[1] != tlb_tag.shape[1] \
+            or tlb_tag.shape[1] < 1:
+        raise ValueError("tlb_tag and tlb_flags must both be [ncpu, entries >= 1]")
+    if step_counts.shape[0] != ncpu or step_counts.shape[1] != 3:
+        raise ValueError(f"step_counts must be ({ncpu}, 3)")
+    _check_pt(n, pt_base, ptes_per_pt)
+    cdef int64_t ps = link_i[0], header = link_i[1], zpb = link_i[2], latency = link_i[3]
+    cdef double bandwidth = link_f[0], per_copy = link_f[1], first_copy = link_f[2], clock = link_f[3]
+    cdef int64_t s = state[CL_NOW], t_done = state[CL_T_DONE], t, dt, total, bound, i, off, take, k, f, e
+    cdef int64_t calls, first, zeros, pages, nbytes, start, cycles, nr, npages, nxt, pos
+    cdef int64_t lo_w, hi_w, new_hi, width, w, f0, f1, lim
+    cdef int64_t fill = state[CL_METER_FILL], status = CL_DONE
+    cdef int64_t[3] totals
+    cdef double tracking = fstate[0]
+    cdef int64_t wcap = frames.shape[0], mcap = meter_buf.shape[0] if meter_on else 0
+    cdef uint64_t tk, ts
+    cdef uint64_t* bm_send = &to_send[0]
+    cdef uint64_t* bm_cand = &cand[0]
+    cdef bint split, steps
+    with nogil:
+        while True:
+            if not state[CL_ADMIT]:
+                if s >= horizon:
+                    status = CL_HORIZON
+                    break
+                state[CL_ADMIT] = 1
+            if state[CL_NRUNS] == 0:
+                # a batch's start: the last batch is done
+                if xstate[XB_PENDING]:
+                    xstate[XB_SENT] += xstate[XB_PENDING]
+                    xstate[XB_BATCHES] += 1
+                    xstate[XB_PENDING] = 0
+                if state[CL_POS] >= n:
+                    status = CL_DONE
+                    break
+                steps = peek
+            else:
+                steps = not xstate[XB_HEADER_DUE]
+            # the CPU steps due by s: one a quantum after the last, then one to s
+            while steps and t_done < s:
+                t = t_done + quantum
+                if t > s:
+                    t = s
+                dt = t - t_done
+                bound = ncpu * (<int64_t>(<double>dt * rate_per_cycle) + 2)
+                if t > tick_limit or bound > wcap or (meter_on and fill + bound > mcap):
+                    status = CL_PY_TICK
+                    state[CL_NEXT_TICK] = t
+                    break
+                t_done = t
+                state[CL_RUNNING] += dt
+                _debt_loop(<double>dt, debt, paced, avail)
+                total = _rate_loop(avail, rate_per_cycle, carry, counts)
+                if total == 0:
+                    continue
+                _gen_random_loop(stream_keys, counters, counts, hot_span, hot_threshold, span, base, mult, modulus,
+                                 frames, block)
+                cpu_bounds[0] = 0
+                for c in range(ncpu):
+                    cpu_bounds[c + 1] = cpu_bounds[c] + counts[c]
+                _write_loop(frames, NULL, cpu_bounds, pte, versions, tlb_tag, tlb_flags, pt_base, ptes_per_pt,
+                            step_counts)
+                _charge_loop(step_counts, walk_cycles, dirty_cycles, debt, extra, totals)
+                if meter_on:
+                    for k in range(total):
+                        meter_buf[fill + k] = frames[k]
+                    fill += total
+                tracking = tracking + (0.0 + _pairwise_sum(&extra[0], ncpu))
+                state[CL_WRITES] += total
+                state[CL_WALKS] += totals[0]
+                state[CL_DIRTY_SETS] += totals[1]
+                state[CL_REFILLS] += totals[2]
+            if status == CL_PY_TICK:
+                break
+            if state[CL_NRUNS] == 0:
+                # choose the batch (Save.next_batch)
+                pos = state[CL_POS]
+                if not peek:
+                    nr = _xb_take(bm_send, pos, n, batch, runs_s, runs_l, &npages, &nxt)
+                else:
+                    lo_w = pos >> 6
+                    hi_w = lo_w
+                    width = (2 * batch + 63) // 64
+                    if width < 1:
+                        width = 1
+                    while True:
+                        new_hi = hi_w + width
+                        if new_hi > n_words:
+                            new_hi = n_words
+                        for w in range(hi_w, new_hi):
+                            f0 = w << 6
+                            f1 = f0 + 64
+                            if f1 > n:
+                                f1 = n
+                            tk = 0
+                            for f in range(f0, f1):
+                                if pte[f] & PTE_DIRTY:
+                                    tk |= (<uint64_t>1) << (f - f0)
+                            ts = to_send[w]
+                            to_skip[w] = tk
+                            cand[w] = ts & ~tk
+                            skipped[w] = ts & tk
+                        hi_w = new_hi
+                        lim = hi_w << 6
+                        if lim > n:
+                            lim = n
+                        if pos < lim:
+                            nr = _xb_take(bm_cand, pos, lim, batch, runs_s, runs_l, &npages, &nxt)
+                        else:
+                            nr, npages, nxt = 0, 0, lim
+                        if npages >= batch or hi_w == n_words:
+                            break
+                        width *= 2
+                    # the pages of to_send & to_skip in [pos, nxt)
+                    if pos < nxt:
+                        lo_w = pos >> 6
+                        hi_w = (nxt - 1) >> 6
+                        if lo_w == hi_w:
+                            xstate[XB_SKIPPED] += popcount64(skipped[lo_w] & _mask_from(pos) & _mask_upto(nxt - 1))
+                        else:
+                            xstate[XB_SKIPPED] += popcount64(skipped[lo_w] & _mask_from(pos))
+                            for w in range(lo_w + 1, hi_w):
+                                xstate[XB_SKIPPED] += popcount64(skipped[w])
+                            xstate[XB_SKIPPED] += popcount64(skipped[hi_w] & _mask_upto(nxt - 1))
+                state[CL_POS] = nxt
+                if npages == 0:
+                    continue
+                state[CL_NRUNS] = nr
+                state[CL_RUN_I] = 0
+                state[CL_RUN_OFF] = 0
+                xstate[XB_PENDING] = npages
+                xstate[XB_HEADER_DUE] = 1
+                if xstate[XB_SLOT] > 0:
+                    # the rate limiter (RateLimiter.write of the batch's page bytes)
+                    xstate[XB_BUDGET] -= npages * ps
+                    if xstate[XB_BUDGET] < 0:
+                        if not xstate[XB_HAS_PUT]:
+                            xstate[XB_BUDGET] += BURST_BUDGET
+                            xstate[XB_LAST_PUT] = s
+                            xstate[XB_HAS_PUT] = 1
+                        else:
+                            k = _floordiv(s - xstate[XB_LAST_PUT], xstate[XB_SLOT])
+                            xstate[XB_BUDGET] += k * BURST_BUDGET
+                            xstate[XB_LAST_PUT] += k * xstate[XB_SLOT]
+                            if xstate[XB_BUDGET] <= 0:
+                                k = _floordiv(-xstate[XB_BUDGET], BURST_BUDGET) + 1
+                                xstate[XB_BUDGET] += k * BURST_BUDGET
+                                xstate[XB_LAST_PUT] += k * xstate[XB_SLOT]
+                                if xstate[XB_LAST_PUT] > s:
+                                    s = xstate[XB_LAST_PUT]
+                                state[CL_ADMIT] = 0
+                                xstate[XB_WAITS] += 1
+                                xstate[XB_LIMITER_WAITS] += 1
+                                continue
+            if xstate[XB_HEADER_DUE]:
+                # the batch header (Interconnect.send_bytes), then the pieces
+                xstate[XB_HEADER_DUE] = 0
+                if header_bytes > 0:
+                    start = s if s > state[CL_BUSY] else state[CL_BUSY]
+                    cycles = <int64_t>rint((0.0 * per_copy + <double>header_bytes / bandwidth + 0.0 * first_copy)
+                                           * clock)
+                    state[CL_BUSY] = start + cycles
+                    state[CL_ARRIVAL] = state[CL_BUSY] + latency
+                    state[CL_BYTES] += header_bytes
+                    state[CL_BUSY_CYCLES] += cycles
+                    state[CL_TIMEOUTS] += 1
+                    state[CL_ADMIT] = 0
+                    xstate[XB_WAITS] += 1
+                    s = state[CL_BUSY]
+                continue
+            # one piece of at most chunk pages, read at s
+            i = state[CL_RUN_I]
+            off = state[CL_RUN_OFF]
+            split = off > 0
+            pages = 0
+            calls = 0
+            first = 0
+            zeros = 0
+            while pages < chunk and i < state[CL_NRUNS]:
+                take = runs_l[i] - off
+                if take > chunk - pages:
+                    take = chunk - pages
+                f = runs_s[i] + off
+                e = f + take
+                if first_copy > 0:
+                    for k in range(f, e):
+                        first += partner[k] == GARBAGE
+                for k in range(f, e):
+                    partner[k] = versions[k]
+                    zeros += versions[k] == 0
+                calls += 1
+                pages += take
+                off += take
+                if off == runs_l[i]:
+                    i += 1
+                    off = 0
+            if split:
+                calls -= 1
+            state[CL_RUN_I] = i
+            state[CL_RUN_OFF] = off
+            if i >= state[CL_NRUNS]:
+                state[CL_NRUNS] = 0
+            if zpb < 0:
+                nbytes = pages * ps
+            else:
+                nbytes = (pages - zeros) * ps + zeros * zpb
+            nbytes += pages * header
+            start = s if s > state[CL_BUSY] else state[CL_BUSY]
+            cycles = <int64_t>rint((<double>calls * per_copy + <double>nbytes / bandwidth + <double>first * first_copy)
+                                   * clock)
+            state[CL_BUSY] = start + cycles
+            state[CL_ARRIVAL] = state[CL_BUSY] + latency
+            state[CL_BYTES] += nbytes
+            state[CL_PAGES] += pages
+            state[CL_ZERO_SENT] += zeros
+            state[CL_CALLS] += calls
+            state[CL_BUSY_CYCLES] += cycles
+            state[CL_TIMEOUTS] += 1
+            state[CL_COPY_ZEROS] += zeros
+            state[CL_PIECES] += 1
+            state[CL_ADMIT] = 0
+            xstate[XB_WAITS] += 1
+            s = state[CL_BUSY]
+    state[CL_NOW] = s
+    state[CL_T_DONE] = t_done
+    state[CL_METER_FILL] = fill
+    state[CL_STATUS] = status
     fstate[0] = tracking
     return None

@@ -61,3 +61,11 @@ def qemu_turn(state: _I64, fstate: _F64, bitmap: _U64, n_pages: int, cap: int, r
               block: int, frames: _I64, cpu_bounds: _I64, pte: _U64, versions: _U32, tlb_tag: _I64, tlb_flags: _U8,
               pt_base: int, ptes_per_pt: int, step_counts: _I64, walk_cycles: float, dirty_cycles: float,
               extra: _F64, meter_buf: _I64, meter_on: bool) -> None: ...
+def xen_batches(state: _I64, fstate: _F64, xstate: _I64, to_send: _U64, to_skip: _U64, cand: _U64, skipped: _U64,
+                batch: int, header_bytes: int, peek: bool, runs_s: _I64, runs_l: _I64, link_i: _I64, link_f: _F64,
+                partner: _U32, horizon: int, tick_limit: int, quantum: int, chunk: int, paced: bool,
+                rate_per_cycle: float, carry: _F64, debt: _F64, avail: _F64, counts: _I64, stream_keys: _U64,
+                counters: _U64, hot_span: int, hot_threshold: int, span: int, base: int, mult: int, modulus: int,
+                block: int, frames: _I64, cpu_bounds: _I64, pte: _U64, versions: _U32, tlb_tag: _I64, tlb_flags: _U8,
+                pt_base: int, ptes_per_pt: int, step_counts: _I64, walk_cycles: float, dirty_cycles: float,
+                extra: _F64, meter_buf: _I64, meter_on: bool) -> None: ...

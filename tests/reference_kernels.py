@@ -527,3 +527,138 @@ def qemu_turn(state, fstate, bitmap, n_pages, cap, runs_s, runs_l, link_i, link_
     for i, name in enumerate(QEMU_TURN_FIELDS):
         state[i] = st[name]
     fstate[0] = tracking
+
+
+def xen_batches(state, fstate, xstate, to_send, to_skip, cand, skipped, batch, header_bytes, peek, runs_s, runs_l,
+                link_i, link_f, partner, horizon, tick_limit, quantum, chunk, paced, rate_per_cycle, carry, debt, avail,
+                counts, stream_keys, counters, hot_span, hot_threshold, span, base, mult, modulus, block, frames,
+                cpu_bounds, pte, versions, tlb_tag, tlb_flags, pt_base, ptes_per_pt, step_counts, walk_cycles,
+                dirty_cycles, extra, meter_buf, meter_on):
+    # Save.send_round's batches as xen.py runs them: at each batch's start (with ``peek``) the cpus process's
+    # ticks and the scanner's catch-up, the peek one frame at a time, the choice, the header on the link, then
+    # the pieces (the reference copy_loop over the batch's runs).
+    import numpy as np
+    from pagesync_model.kernels.dtypes import COPY_LOOP_FIELDS, PTE_DIRTY, XEN_BATCH_FIELDS
+    F = {name: i for i, name in enumerate(COPY_LOOP_FIELDS)}
+    X = {name: i for i, name in enumerate(XEN_BATCH_FIELDS)}
+    n = len(pte)
+    n_words = len(to_send)
+    bandwidth, per_copy, first_copy, clock = (float(x) for x in link_f)
+    ncpu = len(stream_keys)
+
+    def tick(t):
+        dt = t - int(state[F["t_done"]])
+        bound = ncpu * (int(float(dt) * rate_per_cycle) + 2)
+        if t > tick_limit or bound > len(frames) or (meter_on and state[F["meter_fill"]] + bound > len(meter_buf)):
+            state[F["next_tick"]] = t
+            return False
+        state[F["t_done"]] = t
+        state[F["running_cycles"]] += dt
+        total = cpu_rate_step(float(dt), debt, paced, rate_per_cycle, carry, avail, counts)
+        if total:
+            w = random_write_step(stream_keys, counters, counts, hot_span, hot_threshold, span, base, mult, modulus,
+                                  block, frames, cpu_bounds, pte, versions, tlb_tag, tlb_flags, pt_base, ptes_per_pt,
+                                  step_counts, walk_cycles, dirty_cycles, debt, extra)
+            if meter_on:
+                for j in range(total):
+                    meter_buf[state[F["meter_fill"]] + j] = frames[j]
+                state[F["meter_fill"]] += total
+            fstate[0] = float(fstate[0]) + float(np.add.reduce(extra))
+            state[F["writes"]] += total
+            state[F["walks"]] += w[0]
+            state[F["dirty_sets"]] += w[1]
+            state[F["flush_refills"]] += w[2]
+        return True
+
+    while True:
+        s = int(state[F["now"]])
+        if not state[F["admit"]]:
+            if s >= horizon:
+                state[F["status"]] = 1
+                return
+            state[F["admit"]] = 1
+        if state[F["nruns"]] and not xstate[X["header_due"]]:
+            pieces = int(state[F["pieces"]])
+            copy_loop(state, fstate, np.zeros(1, np.uint64), 0, False, runs_s, runs_l, link_i, link_f, partner,
+                      horizon, tick_limit, quantum, chunk, paced, rate_per_cycle, carry, debt, avail, counts,
+                      stream_keys, counters, hot_span, hot_threshold, span, base, mult, modulus, block, frames,
+                      cpu_bounds, pte, versions, tlb_tag, tlb_flags, pt_base, ptes_per_pt, step_counts, walk_cycles,
+                      dirty_cycles, extra, meter_buf, meter_on)
+            xstate[X["waits"]] += int(state[F["pieces"]]) - pieces
+            if state[F["status"]]:
+                return
+            continue
+        if not state[F["nruns"]]:
+            if xstate[X["pending"]]:
+                xstate[X["sent"]] += xstate[X["pending"]]
+                xstate[X["batches"]] += 1
+                xstate[X["pending"]] = 0
+            pos = int(state[F["pos"]])
+            if pos >= n:
+                state[F["status"]] = 0
+                return
+            if peek:
+                while state[F["t_done"]] + quantum <= s:
+                    if not tick(int(state[F["t_done"]]) + quantum):
+                        state[F["status"]] = 2
+                        return
+                if state[F["t_done"]] < s and not tick(s):
+                    state[F["status"]] = 2
+                    return
+                # the peek: windows of 2 x batch pages (in words), doubling until one holds a batch
+                lo_w = hi_w = pos // 64
+                width = max(1, math.ceil(2 * batch / 64))
+                while True:
+                    new_hi = min(n_words, hi_w + width)
+                    for w in range(hi_w, new_hi):
+                        to_skip[w] = 0
+                        for f in range(w * 64, min(n, w * 64 + 64)):
+                            if int(pte[f]) & PTE_DIRTY:
+                                _set_bit(to_skip, f)
+                        cand[w] = to_send[w] & ~to_skip[w]
+                        skipped[w] = to_send[w] & to_skip[w]
+                    hi_w = new_hi
+                    nr, pages, nxt = bitmap_take_pages(cand, pos, min(n, hi_w * 64), batch, False, runs_s, runs_l)
+                    if pages >= batch or hi_w == n_words:
+                        break
+                    width *= 2
+                xstate[X["skipped"]] += bitmap_popcount(skipped, pos, nxt)
+            else:
+                nr, pages, nxt = bitmap_take_pages(to_send, pos, n, batch, False, runs_s, runs_l)
+            state[F["pos"]] = nxt
+            if pages == 0:
+                continue
+            state[F["nruns"]], state[F["run_i"]], state[F["run_off"]] = nr, 0, 0
+            xstate[X["pending"]], xstate[X["header_due"]] = pages, 1
+            slot = int(xstate[X["slot"]])
+            if slot:
+                # the rate limiter's token bucket, a slot at a time: each whole slot since the last grant
+                # grants 100 KiB when a write overdraws; still overdrawn, sleep to the ends of the next slots
+                xstate[X["budget"]] -= pages * int(link_i[0])
+                if xstate[X["budget"]] < 0 and not xstate[X["has_put"]]:
+                    xstate[X["budget"]] += 100 * 1024
+                    xstate[X["last_put"]], xstate[X["has_put"]] = s, 1
+                elif xstate[X["budget"]] < 0:
+                    while xstate[X["last_put"]] + slot <= s:
+                        xstate[X["budget"]] += 100 * 1024
+                        xstate[X["last_put"]] += slot
+                    if xstate[X["budget"]] <= 0:
+                        while xstate[X["budget"]] <= 0:
+                            xstate[X["budget"]] += 100 * 1024
+                            xstate[X["last_put"]] += slot
+                        state[F["now"]] = int(xstate[X["last_put"]])
+                        state[F["admit"]] = 0
+                        xstate[X["waits"]] += 1
+                        xstate[X["limiter_waits"]] += 1
+                        continue
+        xstate[X["header_due"]] = 0
+        if header_bytes > 0:
+            cycles = int(round((0 * per_copy + header_bytes / bandwidth + 0 * first_copy) * clock))
+            state[F["busy_until"]] = max(s, int(state[F["busy_until"]])) + cycles
+            state[F["last_arrival"]] = state[F["busy_until"]] + int(link_i[3])
+            state[F["bytes_sent"]] += header_bytes
+            state[F["busy_cycles"]] += cycles
+            state[F["timeouts"]] += 1
+            state[F["admit"]] = 0
+            state[F["now"]] = state[F["busy_until"]]
+            xstate[X["waits"]] += 1

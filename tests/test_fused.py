@@ -5,7 +5,8 @@ step ``Cpus.advance_to``: the path the equivalence digests were made with) and o
 documents (per-pass records, totals, lost writes, the achieved dirty rate, the event counts) must be
 equal. The cases make the loop stop where it must: other processes' events (a progress ticker every
 50 ms), the dirty-rate meter's windows (short windows), first-copy costs, a hot/cold workload; ``stratus``
-copies bitmap runs and all of memory through it, ``xen`` its batches (a run list of several pieces).
+copies bitmap runs and all of memory through it; ``xen`` runs a round's batches (peek, choice, header and
+pieces) through the kernel ``xen_batches``.
 """
 import json
 
@@ -27,8 +28,11 @@ CASES = {
     "stratus-hotcold-outside": ("stratus.yaml", SMALL + ["workload.kind=hotcold", "stratus.tracking_outside=true",
                                                          "stratus.stop=after-copy"]),
     "stratus-auto": ("stratus.yaml", SMALL + ["sim.quantum=auto", "link.per_copy=3us"]),
-    # a xen batch (1024 pages) is several link pieces: Machine.copy of a run list goes through the loop
+    # a round of xen batches (1024 pages each, several link pieces) goes through xen_batches, with the
+    # rate limiter (xen-2005.yaml's) and without
     "xen-legacy": ("xen-2005.yaml", XEN),
+    "xen-legacy-short": ("xen-2005.yaml", XEN[:2] + ["sim.time_limit=1.5s", "workload.working_set=32MiB"] + XEN[4:]),
+    "xen-legacy-no-limiter": ("xen-2005.yaml", XEN + ["xen.rate_limit=false", "workload.kind=hotcold"]),
     "xen-v2-windows": ("xen-2005.yaml", XEN + ["policy=xen-v2", "workload.dirty_rate_window=0.05s"]),
 }
 
@@ -39,8 +43,9 @@ def _run(name, backend, enabled, progress, monkeypatch):
     cfg = load_config(f"configs/{config}", sets)
     engine = Engine(cfg, backend=backend)
     calls = []
-    real = engine.kernels.copy_loop
-    monkeypatch.setattr(engine.kernels, "copy_loop", lambda *a: calls.append(1) or real(*a))
+    for kernel in ("copy_loop", "xen_batches"):
+        real = getattr(engine.kernels, kernel)
+        monkeypatch.setattr(engine.kernels, kernel, lambda *a, real=real: calls.append(1) or real(*a))
     seen = []
     d = engine.run((lambda *p: seen.append(p)) if progress else None).to_dict()
     for key in ("wall_s", "simulated_s_per_wall_s"):
@@ -62,13 +67,14 @@ def test_copy_loop_same_result(name, progress, monkeypatch):
     assert new_seen == old_seen
 
 
-def test_copy_loop_same_result_numpy(monkeypatch):
-    old, _, _ = _run("stratus-windows", "numpy", False, True, monkeypatch)
-    new, calls, _ = _run("stratus-windows", "numpy", True, True, monkeypatch)
+@pytest.mark.parametrize("name", ["stratus-windows", "xen-legacy-short"])
+def test_copy_loop_same_result_numpy(name, monkeypatch):
+    old, _, _ = _run(name, "numpy", False, True, monkeypatch)
+    new, calls, _ = _run(name, "numpy", True, True, monkeypatch)
     assert calls > 0 and new == old
 
 
-@pytest.mark.parametrize("name", ["stratus-windows", "xen-legacy"])
+@pytest.mark.parametrize("name", ["stratus-windows", "xen-legacy", "xen-legacy-no-limiter"])
 def test_piece_by_piece_fallback_mid_copy(name, monkeypatch):
     # When the loop cannot go on after a wait (another process stopped or throttled the CPUs), the copy
     # continues a piece at a time (fused._python_pieces): forced here on every other check.

@@ -1126,3 +1126,79 @@ def test_qemu_turn_refuses_bad_buffers(backend):
     with pytest.raises(ValueError):
         backend.qemu_turn(*bad)
 
+# xen batches: a round of xc_domain_save()'s batches (peek, choice, header, pieces) in one call
+
+def xen_batches_args(rng):
+    """A xen round on a small dense memory as fused.xen_batches starts it (at a batch's start, or with a batch's
+    pieces under way), with copy_loop_args' workload, link, horizon and meter limits."""
+    a = list(copy_loop_args(rng))
+    state, n, runs_s, runs_l, pte = a[0], a[3], a[5], a[6], a[31]
+    nwords = (n + 63) // 64
+    to_send = rand_bitmap(rng, nwords)
+    if n % 64:
+        to_send[-1] &= np.uint64((1 << (n % 64)) - 1)
+    pte[rng.random(n) < float(rng.choice([0.0, 0.2, 0.8]))] |= np.uint64(PTE_DIRTY)
+    xstate = np.zeros(11, np.int64)
+    if a[4]:                                  # copy_loop's bitmap case: a batch's start at a random PFN
+        state[4], state[7] = int(rng.integers(0, n + 1)), 0
+    else:                                     # its run list: a batch under way (its header sent or not yet)
+        end = int(runs_s[state[7] - 1] + runs_l[state[7] - 1])
+        state[4] = int(rng.integers(end, n + 1))
+        xstate[0], xstate[5] = int(runs_l[:state[7]].sum()), int(rng.integers(0, 2))
+    # the rate limiter: off, or a slot of 1 cycle to 0.5 ms, a budget, a last grant (or none yet)
+    xstate[6] = int(rng.choice([0, 1, 5000, 10**6]))
+    xstate[7] = int(rng.integers(-300000, 300000))
+    xstate[8] = int(state[0]) - int(rng.integers(0, 3 * 10**6))
+    xstate[9] = int(rng.integers(0, 2))
+    a[10] = int(state[0]) + int(rng.choice([0, 10**6, 10**8, 1 << 62]))       # horizon
+    a[11] = int(state[0]) + int(rng.choice([10**5, 10**7, 1 << 61]))           # tick limit (a meter window's end)
+    if a[12] == 1:                            # a CPU step every cycle: a horizon keeps the round short
+        a[10] = min(a[10], int(state[0]) + 20000)
+    garbage = [rng.integers(0, 1 << 64, nwords, dtype=np.uint64) for _ in range(3)]
+    batch = int(rng.choice([1, 3, 16, 64, 300, 5000]))
+    return (state, a[1], xstate, to_send, *garbage, batch, int(rng.choice([0, 4, 16])), bool(rng.integers(0, 2)),
+            *a[5:])
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_xen_batches_random(backend, seed):
+    rng = np.random.default_rng(9000 + seed)
+    _, args = check(backend, "xen_batches", *xen_batches_args(rng))
+    assert args[0][23] in (0, 1, 2)
+
+
+def test_xen_batches_by_hand(backend):
+    # to_send = pages 10-19 and 30; PTEs 12 and 13 dirty (re-dirtied: the peek skips them); batch 4, chunk 2:
+    # batches {10, 11, 14, 15} (2 skipped), {16..19}, {30}. A page takes 1000 cycles (4096 B at 4096e3 B/s,
+    # 1e6 Hz), a copy call 500 more, the 4-byte header rint(0.98) = 1; no CPU writes (rate 0).
+    rng = np.random.default_rng(3)
+    args = list(xen_batches_args(rng))
+    while len(args[36]) < 64:
+        args = list(xen_batches_args(rng))
+    pte, n = args[36], len(args[36])
+    pte[:] = 0
+    pte[[12, 13]] = PTE_DIRTY
+    nwords = (n + 63) // 64
+    to_send = np.zeros(nwords, np.uint64)
+    to_send[0] = np.uint64(((1 << 10) - 1) << 10 | 1 << 30)
+    args[0] = state = np.zeros(25, np.int64)
+    state[0], state[1], state[22] = 100, 100, 1
+    args[2], args[3] = np.zeros(11, np.int64), to_send
+    args[4:7] = [np.zeros(nwords, np.uint64) for _ in range(3)]
+    args[7], args[8], args[9] = 4, 4, True
+    args[12] = np.array([4096, 0, -1, 7], np.int64)
+    args[13] = np.array([4096e3, 500e-6, 0.0, 1e6])
+    args[15], args[16], args[17], args[18], args[20] = 1 << 62, 1 << 62, 1000, 2, 0.0
+    args[34], args[47] = np.zeros(1000, np.int64), False
+    for mod in (ref, backend):
+        a = _copy(args)
+        mod.xen_batches(*a)
+        st, xs = a[0], a[2]
+        # 100 +1 (header) +2500 +2500 = 5101; +1 +2500 +2000 (split: no call) = 9602; +1 +1500 = 11103
+        assert st[0] == 11103 and st[2] == 11103 and st[3] == 11110 and st[23] == 0
+        assert st[9] == 9 and st[11] == 4 and st[13] == 8 and st[8] == 9 * 4096 + 3 * 4
+        assert xs.tolist() == [0, 9, 2, 3, 8] + [0] * 6   # pending, sent, skipped, batches, waits; no limiter
+        assert st[4] == n and st[1] == 9603               # CPUs stepped up to the last piece's start
+        assert a[5][0] == to_send[0] & ~np.uint64(1 << 12 | 1 << 13)  # cand: the word peeked last
+        np.testing.assert_array_equal(a[14][[10, 11, 14, 15, 16, 17, 18, 19, 30]], args[37][[10, 11, 14, 15, 16, 17, 18, 19, 30]])
+        assert (a[14][[12, 13]] == args[14][[12, 13]]).all()   # the skipped pages were not copied

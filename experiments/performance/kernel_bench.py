@@ -10,6 +10,7 @@ a loaded machine inflates far less than wall time. What is measured (compiled ke
   pages) and over 128 M frames (512 GiB), ns per write;
 - ``gen_random``: 1 M targets of 4 CPUs with the default 512-frame block and with single frames, ns per write;
 - a CPU step (``Cpus.advance_to``) of a 1-CPU ``uniform`` workload writing 244 pages per 1 ms step, us per step;
+- ``harvest`` with clearing of 16 M PTEs (64 GiB), every one dirty (a first pass's harvest), ns per PTE;
 - building the state of a 512 GB ``qemu-default.yaml`` memory (30% zero pages), s.
 Every measurement also prints a digest of its output, which must be the same in both trees.
 """
@@ -74,6 +75,23 @@ elif what == "cpu_step":
         c.advance_to(i * q)
     out["value"] = (time.process_time() - t) / 20000 * 1e6
     out["digest"] = [c.writes, c.walks, c.dirty_sets, float(c.tracking_cycles)]
+elif what.startswith("harvest"):
+    from pagesync_model import _cykernels as K
+    n = int(what.split(":")[1])
+    pte = np.full(n, 0x23, np.uint64)            # present, writable, accessed
+    ver = np.ones(n, np.uint32)
+    bm = np.zeros((n + 63) // 64, np.uint64)
+    bounds = np.array([0, n], np.int64)
+    seg = np.zeros(1, np.int64)
+    total = 0.0
+    for _ in range(3):
+        pte |= np.uint64(0x40)                   # every PTE dirty: a first pass's harvest
+        bm[:] = 0
+        t = time.process_time()
+        K.harvest(pte, bounds, bm, ver, 0, 512, True, seg)
+        total += time.process_time() - t
+    out["value"] = total / (3 * n) * 1e9
+    out["digest"] = [int(ver.astype(np.uint64) @ np.arange(n, dtype=np.uint64) % (1 << 61)), int(pte.sum() % (1 << 61))]
 elif what == "memory_512GB":
     from pagesync_model.config import load_config
     from pagesync_model.memory import build_memory
@@ -90,7 +108,7 @@ print(json.dumps(out))
 """
 
 MEASURES = {"apply_writes:16777216": "ns/write", "apply_writes:134217728": "ns/write", "gen_random:512": "ns/write",
-            "gen_random:1": "ns/write", "cpu_step": "us/step", "memory_512GB": "s"}
+            "gen_random:1": "ns/write", "cpu_step": "us/step", "harvest:16777216": "ns/PTE", "memory_512GB": "s"}
 
 
 def run(tree, what):

@@ -19,7 +19,7 @@ KERNEL_NAMES = (
     "harvest", "apply_writes", "apply_writes_mapped", "block_index", "bitmap_set_range", "bitmap_set_frames",
     "bitmap_popcount", "bitmap_extract_runs", "bitmap_take_pages", "build_copy_list", "deliver_runs", "find_mismatch",
     "gen_random", "gen_sequential", "cpu_debt_step", "rate_step", "charge_tracking", "cpu_rate_step",
-    "random_write_step", "copy_loop",
+    "random_write_step", "copy_loop", "xen_batches",
     "qemu_turn",
 )
 

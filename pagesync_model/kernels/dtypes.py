@@ -42,3 +42,6 @@ QEMU_TURN_FIELDS = ("now", "t_done", "busy_until", "last_arrival", "bytes_sent",
                     "busy_cycles", "timeouts", "running_cycles", "writes", "walks", "dirty_sets", "flush_refills",
                     "meter_fill", "pieces", "admit", "status", "next_tick", "cursor", "remaining", "nruns", "wrapped")
 QEMU_TURN_OVER, QEMU_TURN_HORIZON, QEMU_TURN_PY_TICK, QEMU_TURN_PY_PIECE = 0, 1, 2, 3
+# The fields of ``xen_batches``' int64 ``xstate`` array, in order (_ext/kernels.pyx: the XB_* enum).
+XEN_BATCH_FIELDS = ("pending", "sent", "skipped", "batches", "waits", "header_due", "slot", "budget", "last_put",
+                    "has_put", "limiter_waits")

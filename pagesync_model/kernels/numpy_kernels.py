@@ -19,6 +19,7 @@ import numpy as np
 from pagesync_model.kernels.dtypes import (
     COPY_LOOP_DONE, COPY_LOOP_FIELDS, COPY_LOOP_HORIZON, COPY_LOOP_PY_TICK, PARTNER_GARBAGE,
     QEMU_TURN_FIELDS, QEMU_TURN_HORIZON, QEMU_TURN_OVER, QEMU_TURN_PY_PIECE, QEMU_TURN_PY_TICK,
+    COPY_LOOP_DONE, COPY_LOOP_FIELDS, COPY_LOOP_HORIZON, COPY_LOOP_PY_TICK, PARTNER_GARBAGE, XEN_BATCH_FIELDS,
     INDEX_DTYPE, PTE_ACCESSED, PTE_DIRTY, PTE_DTYPE, PTE_SOFT_DIRTY, SPLITMIX_GAMMA, SPLITMIX_M1, SPLITMIX_M2,
     TLB_DIRTY, TLB_FLAG_DTYPE, TLB_TAG_DTYPE, TLB_VALID, VERSION_DTYPE, WORD_DTYPE,
 )
@@ -1253,3 +1254,188 @@ def qemu_turn(state, fstate, bitmap, n_pages, cap, runs_s, runs_l, link_i, link_
         state[i] = st[name]
     fstate[0] = tracking
     return None
+def xen_batches(state, fstate, xstate, to_send, to_skip, cand, skipped, batch, header_bytes, peek, runs_s, runs_l,
+                link_i, link_f, partner, horizon, tick_limit, quantum, chunk, paced, rate_per_cycle, carry, debt, avail,
+                counts, stream_keys, counters, hot_span, hot_threshold, span, base, mult, modulus, block, frames,
+                cpu_bounds, pte, versions, tlb_tag, tlb_flags, pt_base, ptes_per_pt, step_counts, walk_cycles,
+                dirty_cycles, extra, meter_buf, meter_on):
+    """A round of xen batches while the CPUs write; the same effects, ``state`` and ``xstate`` as the compiled
+    kernel (CONTRACT.md, ``xen_batches``): the batch's start here (CPU steps, peek, choice, header), its pieces
+    ``copy_loop`` over the batch's run list. Returns None."""
+    _buf("state", state, INDEX_DTYPE, writable=True)
+    _buf("xstate", xstate, INDEX_DTYPE, writable=True)
+    _buf("fstate", fstate, np.float64, writable=True)
+    for name, bm in (("to_send", to_send), ("to_skip", to_skip), ("cand", cand), ("skipped", skipped)):
+        _buf(name, bm, WORD_DTYPE, writable=True)
+    n = len(pte)
+    n_words = len(to_send)
+    if len(state) != len(COPY_LOOP_FIELDS) or len(fstate) != 1 or len(xstate) != len(XEN_BATCH_FIELDS) \
+            or len(link_i) != 4 or len(link_f) != 4:
+        raise ValueError("state, fstate, xstate, link_i, link_f must have 25, 1, 11, 4, 4 elements")
+    if n_words != (n + 63) // 64 or not len(to_skip) == len(cand) == len(skipped) == n_words:
+        raise ValueError(f"to_send, to_skip, cand and skipped must have {(n + 63) // 64} words")
+    F = {name: i for i, name in enumerate(COPY_LOOP_FIELDS)}
+    X = {name: i for i, name in enumerate(XEN_BATCH_FIELDS)}
+    if not 0 <= state[F["pos"]] <= n:
+        raise ValueError(f"pos = {state[F['pos']]} is outside [0, {n}]")
+    if quantum < 1 or chunk < 1 or batch < 1:
+        raise ValueError("quantum, chunk and batch must be >= 1")
+    if len(runs_s) != len(runs_l) or len(runs_s) < 1 or state[F["nruns"]] > len(runs_s):
+        raise ValueError("runs_s and runs_l must have the same length >= 1, at least NRUNS")
+    for c in range(int(state[F["run_i"]]), int(state[F["nruns"]])):
+        if runs_l[c] < 1 or runs_s[c] < 0 or runs_s[c] > n - runs_l[c]:
+            raise ValueError(f"run {c} is empty or outside [0, {n})")
+    if len(partner) != n or len(versions) != n:
+        raise ValueError(f"partner and versions must have {n} elements")
+    ncpu = len(stream_keys)
+    if not len(counts) == len(carry) == len(debt) == len(avail) == len(counters) == len(extra) == ncpu \
+            or len(cpu_bounds) != ncpu + 1:
+        raise ValueError("counts, carry, debt, avail, counters, extra must have ncpu elements, cpu_bounds ncpu + 1")
+    if base < 0 or base + modulus * block > n:
+        raise ValueError(f"generated frames [{base}, {base} + {modulus} * {block}) must lie inside [0, {n})")
+    _check_generator_map(span, mult, modulus, block)
+    _check_pt(n, pt_base, ptes_per_pt)
+    header, latency = int(link_i[1]), int(link_i[3])
+    bandwidth, per_copy, first_copy, clock = (float(x) for x in link_f)
+    loop_args = (None, 0, False, runs_s, runs_l, link_i, link_f, partner, horizon, tick_limit, quantum, chunk, paced,
+                 rate_per_cycle, carry, debt, avail, counts, stream_keys, counters, hot_span, hot_threshold, span,
+                 base, mult, modulus, block, frames, cpu_bounds, pte, versions, tlb_tag, tlb_flags, pt_base,
+                 ptes_per_pt, step_counts, walk_cycles, dirty_cycles, extra, meter_buf, meter_on)
+    while True:
+        s = int(state[F["now"]])
+        if not state[F["admit"]]:
+            if s >= horizon:
+                state[F["status"]] = COPY_LOOP_HORIZON
+                return None
+            state[F["admit"]] = 1
+        if state[F["nruns"]] and not xstate[X["header_due"]]:
+            # the batch's pieces: copy_loop over its run list, to its end or a stop
+            pieces = int(state[F["pieces"]])
+            copy_loop(state, fstate, np.zeros(1, WORD_DTYPE), *loop_args[1:])
+            xstate[X["waits"]] += int(state[F["pieces"]]) - pieces
+            if state[F["status"]] != COPY_LOOP_DONE:
+                return None
+            continue
+        if not state[F["nruns"]]:
+            # a batch's start: the last batch is done; the CPU steps, the peek and the choice
+            if xstate[X["pending"]]:
+                xstate[X["sent"]] += xstate[X["pending"]]
+                xstate[X["batches"]] += 1
+                xstate[X["pending"]] = 0
+            pos = int(state[F["pos"]])
+            if pos >= n:
+                state[F["status"]] = COPY_LOOP_DONE
+                return None
+            if peek and not _xb_steps(state, fstate, s, *loop_args[9:]):
+                return None
+            if not peek:
+                nr, pages, nxt = bitmap_take_pages(to_send, pos, n, batch, False, runs_s, runs_l)
+            else:
+                nr, pages, nxt = _xb_peek(pos, n, batch, to_send, to_skip, cand, skipped, pte, runs_s, runs_l)
+                xstate[X["skipped"]] += bitmap_popcount(skipped, pos, nxt)
+            state[F["pos"]] = nxt
+            if pages == 0:
+                continue
+            state[F["nruns"]], state[F["run_i"]], state[F["run_off"]] = nr, 0, 0
+            xstate[X["pending"]], xstate[X["header_due"]] = pages, 1
+            if xstate[X["slot"]] and _xb_limiter(xstate, X, s, pages * int(link_i[0])):
+                state[F["now"]] = max(s, int(xstate[X["last_put"]]))
+                state[F["admit"]] = 0
+                continue
+        xstate[X["header_due"]] = 0
+        if header_bytes > 0:     # the batch header (Interconnect.send_bytes)
+            busy = max(s, int(state[F["busy_until"]]))
+            busy += int(round((0 * per_copy + header_bytes / bandwidth + 0 * first_copy) * clock))
+            state[F["busy_cycles"]] += busy - max(s, int(state[F["busy_until"]]))
+            state[F["busy_until"]], state[F["last_arrival"]] = busy, busy + latency
+            state[F["bytes_sent"]] += header_bytes
+            state[F["timeouts"]] += 1
+            state[F["admit"]] = 0
+            state[F["now"]] = busy
+            xstate[X["waits"]] += 1
+
+
+def _xb_peek(pos, n, batch, to_send, to_skip, cand, skipped, pte, runs_s, runs_l):
+    """xen_batches' peek and choice from ``pos``: windows of PTE dirty bits doubling until one holds a batch;
+    returns bitmap_take_pages' (nruns, pages, end) over ``cand``."""
+    n_words = len(to_send)
+    hi_w = pos >> 6
+    width = max(1, -(-2 * batch // 64))
+    while True:
+        new_hi = min(n_words, hi_w + width)
+        f0, f1 = hi_w * 64, min(n, new_hi * 64)
+        tk = _pack_bits((pte[f0:f1] & _DIRTY) != 0, 0, new_hi - hi_w)
+        ts = to_send[hi_w:new_hi]
+        to_skip[hi_w:new_hi] = tk
+        cand[hi_w:new_hi] = ts & ~tk
+        skipped[hi_w:new_hi] = ts & tk
+        hi_w = new_hi
+        nr, pages, nxt = bitmap_take_pages(cand, pos, min(n, hi_w * 64), batch, False, runs_s, runs_l)
+        if pages >= batch or hi_w == n_words:
+            return nr, pages, nxt
+        width *= 2
+
+
+def _xb_limiter(xstate, X, s, nbytes):
+    """xen_batches' rate limiter (RateLimiter.write of ``nbytes`` at cycle ``s``); True when it sleeps to
+    ``last_put``."""
+    xstate[X["budget"]] -= nbytes
+    if xstate[X["budget"]] >= 0:
+        return False
+    if not xstate[X["has_put"]]:
+        xstate[X["budget"]] += _BURST_BUDGET
+        xstate[X["last_put"]], xstate[X["has_put"]] = s, 1
+        return False
+    slot = int(xstate[X["slot"]])
+    elapsed = (s - int(xstate[X["last_put"]])) // slot
+    xstate[X["budget"]] += elapsed * _BURST_BUDGET
+    xstate[X["last_put"]] += elapsed * slot
+    if xstate[X["budget"]] > 0:
+        return False
+    more = (-int(xstate[X["budget"]])) // _BURST_BUDGET + 1
+    xstate[X["budget"]] += more * _BURST_BUDGET
+    xstate[X["last_put"]] += more * slot
+    xstate[X["waits"]] += 1
+    xstate[X["limiter_waits"]] += 1
+    return True
+
+
+_BURST_BUDGET = 100 * 1024   # bytes granted per burst slot (policies/xen.py BURST_BUDGET, ratewrite)
+
+
+def _xb_steps(state, fstate, s, tick_limit, quantum, chunk, paced, rate_per_cycle, carry, debt, avail, counts,
+              stream_keys, counters, hot_span, hot_threshold, span, base, mult, modulus, block, frames, cpu_bounds,
+              pte, versions, tlb_tag, tlb_flags, pt_base, ptes_per_pt, step_counts, walk_cycles, dirty_cycles, extra,
+              meter_buf, meter_on):
+    """xen_batches' CPU steps due by ``s`` (copy_loop's); False when one is left to Python (STATUS 2)."""
+    F = {name: i for i, name in enumerate(COPY_LOOP_FIELDS)}
+    ncpu = len(stream_keys)
+    fill = int(state[F["meter_fill"]])
+    wcap, mcap = len(frames), (len(meter_buf) if meter_on else 0)
+    while state[F["t_done"]] < s:
+        t_done = int(state[F["t_done"]])
+        t = min(t_done + quantum, s)
+        dt = t - t_done
+        bound = ncpu * (int(float(dt) * rate_per_cycle) + 2)
+        if t > tick_limit or bound > wcap or (meter_on and fill + bound > mcap):
+            state[F["status"]], state[F["next_tick"]], state[F["meter_fill"]] = COPY_LOOP_PY_TICK, t, fill
+            return False
+        state[F["t_done"]] = t
+        state[F["running_cycles"]] += dt
+        total = cpu_rate_step(float(dt), debt, paced, rate_per_cycle, carry, avail, counts)
+        if total == 0:
+            continue
+        walks, dirty_sets, refills = random_write_step(
+            stream_keys, counters, counts, hot_span, hot_threshold, span, base, mult, modulus, block, frames[:total],
+            cpu_bounds, pte, versions, tlb_tag, tlb_flags, pt_base, ptes_per_pt, step_counts, walk_cycles,
+            dirty_cycles, debt, extra)
+        if meter_on:
+            meter_buf[fill:fill + total] = frames[:total]
+            fill += total
+        fstate[0] = float(fstate[0]) + float(np.add.reduce(extra))
+        state[F["writes"]] += total
+        state[F["walks"]] += walks
+        state[F["dirty_sets"]] += dirty_sets
+        state[F["flush_refills"]] += refills
+    state[F["meter_fill"]] = fill
+    return True

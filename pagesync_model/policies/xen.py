@@ -46,6 +46,7 @@ import numpy as np
 
 from ..bounds import MAX_BANDWIDTH, MAX_BYTES, MAX_FRAMES, MAX_LATENCY, MAX_ROUNDS
 from ..schema import BANDWIDTH, BOOL, DURATION, FRACTION, INT, SIZE, ConfigError, Field, Section
+from ..sim import fused
 from .base import PagePolicy, register
 from .steady import Sample, SteadyState
 
@@ -209,7 +210,7 @@ class RateLimiter:
             self.budget += BURST_BUDGET
             self.last_put = now
             return
-        slot = max(1, e.cycles((RATE_TO_BTU // self.mbit_rate) * 1e-6))
+        slot = self.slot_cycles()
         elapsed = (now - self.last_put) // slot
         self.budget += elapsed * BURST_BUDGET
         self.last_put += elapsed * slot
@@ -219,6 +220,10 @@ class RateLimiter:
         self.budget += more * BURST_BUDGET
         self.last_put += more * slot
         yield e.wait(self.last_put - now)
+
+    def slot_cycles(self):
+        """The burst slot at the current limit, in cycles."""
+        return max(1, self.e.cycles((RATE_TO_BTU // self.mbit_rate) * 1e-6))
 
     def update(self, dirty_count, wall_cycles):
         """print_stats(): dirty_Mbps from the CLEAN's dirty count over the ms since the last call."""
@@ -315,6 +320,13 @@ class Save:
         e = self.e
         pos = sent = skipped = 0
         while pos < self.n:
+            if fused.fusable(e) and not (self.limiter is not None and self.limiter.cpu_per_byte):
+                # many batches per kernel call, as below (sim/fused.py); the sending daemon's CPU work
+                # (xen.sender_cpu) lives in RateLimiter.write, which the kernel does not run
+                pos, k, skip = yield from fused.xen_batches(e, self, pos, peek)
+                sent += k
+                skipped += skip
+                continue
             starts, lens, pos, skip = self.next_batch(pos, peek)
             skipped += skip
             k = int(lens.sum())

@@ -20,7 +20,7 @@ import numpy as np
 import simpy
 
 from ..kernels.dtypes import (COPY_LOOP_DONE, COPY_LOOP_FIELDS, COPY_LOOP_PY_TICK, INDEX_DTYPE, QEMU_TURN_FIELDS,
-                              QEMU_TURN_OVER, QEMU_TURN_PY_PIECE, QEMU_TURN_PY_TICK)
+                              QEMU_TURN_OVER, QEMU_TURN_PY_PIECE, QEMU_TURN_PY_TICK, XEN_BATCH_FIELDS)
 from ..memory import Partner
 from .interconnect import Interconnect
 
@@ -57,6 +57,7 @@ class _Loop:
         self.fstate = np.zeros(1)
         self.runs_s = np.empty(RUN_CAP, dtype=INDEX_DTYPE)
         self.runs_l = np.empty(RUN_CAP, dtype=INDEX_DTYPE)
+        self.xstate = np.zeros(len(XEN_BATCH_FIELDS), dtype=INDEX_DTYPE)
         self.link_i = np.zeros(4, dtype=INDEX_DTYPE)
         self.link_f = np.zeros(4)
         wl = c._fast
@@ -195,6 +196,85 @@ def _python_pieces(m, loop, bitmap, hi, use_bitmap):
     zeros = link.partner.receive(link.kernels, link.memory, p_s, p_l)
     yield link._send(pages, zeros, len(p_s) - (1 if split else 0), None, first)
     return (st[_F["nruns"]] == 0 and not use_bitmap), zeros
+
+
+_X = {name: i for i, name in enumerate(XEN_BATCH_FIELDS)}
+
+
+def xen_batches(m, save, pos, peek):
+    """Process step: ``Save.send_round``'s batches from PFN ``pos`` (policies/xen.py), many per ``xen_batches``
+    kernel call: each batch's start (with ``peek`` the scanner's catch-up and the to_skip peek), its choice,
+    the rate limiter's sleep (``save.limiter``, whose state is kept in step), its header on the link and its
+    pieces, as the batch-by-batch path does them. Returns
+    (pos, sent, skipped) when the round is over (pos = n) or, at a batch's start, when the loop cannot go on
+    (``fusable`` turned false after a wait: the caller goes on batch by batch); a batch under way then is
+    finished piece by piece. ``save.batches`` counts the batches done. The caller checked ``fusable``."""
+    loop = m.__dict__.get("_copy_loop")
+    if loop is None:
+        loop = m._copy_loop = _Loop(m)
+    st, xs, k, c, env = loop.state, loop.xstate, m.kernels, m.cpus, m.env
+    st[:] = 0
+    xs[:] = 0
+    st[_F["pos"]] = pos
+    n = m.memory.n_frames
+    lim = save.limiter
+    if lim is not None:
+        xs[_X["slot"]] = lim.slot_cycles()
+    sent = skipped = 0
+    checked = True
+    while True:
+        if not checked and not fusable(m):
+            if xs[_X["header_due"]]:  # the batch under way: its header (after the limiter's sleep), its pieces
+                xs[_X["header_due"]] = 0
+                yield from m.send_bytes(save.header_bytes)
+            while st[_F["nruns"]]:
+                yield from _python_pieces(m, loop, None, 0, False)
+            if xs[_X["pending"]]:
+                save.batches += 1
+                sent += int(xs[_X["pending"]])
+            return int(st[_F["pos"]]), sent, skipped
+        checked = False
+        loop.read_link(m)
+        wl, mem, meter = c._fast, m.memory, c.meter
+        st[_START] = (env.now, 1, 0, 0)
+        xs[_X["waits"]] = 0
+        _load(st, loop.fstate, m.link, c)
+        if lim is not None:
+            xs[_X["budget"]], xs[_X["last_put"]] = lim.budget, lim.last_put or 0
+            xs[_X["has_put"]] = lim.last_put is not None
+        frames = wl._buffer(loop.frames_bound)
+        h = horizon(env, c.pending)
+        while True:
+            meter_on = meter is not None and meter._on
+            mbuf = meter._buf if meter_on and meter._buf is not None else _EMPTY
+            st[_F["meter_fill"]] = meter._fill if meter_on else 0
+            k.xen_batches(st, loop.fstate, xs, save.to_send, save.to_skip, save.cand, save.skipped, save.batch,
+                          save.header_bytes, peek, loop.runs_s, loop.runs_l, loop.link_i, loop.link_f,
+                          m.partner.versions, h, meter._end if meter is not None else (1 << 62), m.quantum,
+                          m.link.chunk_pages, c.paced, wl.rate_per_cycle, wl.carry, c.debt, c._avail, c._writes,
+                          wl.keys, wl.counters, wl.hot_span, wl.hot_threshold, wl.span, mem.user_base, mem.mult,
+                          mem.blocks, mem.block, frames, c._bounds, mem.pte, mem.versions, c.tlb_tag, c.tlb_flags,
+                          mem.pt_base, mem.ptes_per_pt, c._counts, c.walk_cycles, c.dirty_cycles, c._extra, mbuf,
+                          meter_on)
+            _store(st, loop.fstate, m.link, c)
+            if meter_on:
+                meter._fill = int(st[_F["meter_fill"]])
+            if st[_F["status"]] != COPY_LOOP_PY_TICK:
+                break
+            c.advance_to(int(st[_F["next_tick"]]))
+            _load(st, loop.fstate, m.link, c)
+        save.batches += int(xs[_X["batches"]])
+        sent += int(xs[_X["sent"]])
+        skipped += int(xs[_X["skipped"]])
+        m.waits += int(xs[_X["limiter_waits"]])       # the limiter's sleeps are Machine.wait calls
+        xs[_X["batches"]] = xs[_X["sent"]] = xs[_X["skipped"]] = xs[_X["limiter_waits"]] = 0
+        if lim is not None:
+            lim.budget = int(xs[_X["budget"]])
+            lim.last_put = int(xs[_X["last_put"]]) if xs[_X["has_put"]] else None
+        if xs[_X["waits"]]:
+            yield env.timeout(int(st[_F["now"]]) - env.now)
+        if st[_F["status"]] == COPY_LOOP_DONE:
+            return n, sent, skipped
 
 
 # -- QEMU's migration-thread turn (policies/qemu.py ``iterate``) in ``qemu_turn`` calls ----------------------
