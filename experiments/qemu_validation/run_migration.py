@@ -45,6 +45,18 @@ def loadavg():
     return [float(a[0]), float(a[1]), float(a[2])]
 
 
+def host_cpu_s():
+    """The host's CPU seconds from /proc/stat's first line: (busy, of which at a positive nice value),
+    busy being everything but idle and iowait; None if unreadable."""
+    try:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+        hz = os.sysconf("SC_CLK_TCK")
+        return (sum(v) - v[3] - v[4]) / hz, v[1] / hz
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def free_port():
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
@@ -355,6 +367,7 @@ def run(a):
         result["host"]["loadavg_at_migrate"] = loadavg()
         cpu_src0 = proc_cpu_s(src.pid)
         cpu_dst0 = proc_cpu_s(dst.pid)
+        host0 = host_cpu_s()
         sched = {"src": SchedWait(src.pid), "dst": SchedWait(dst.pid)}
         for w in sched.values():
             w.start()
@@ -442,6 +455,16 @@ def run(a):
         for side, w in sched.items():
             w.sample()
             result["host"][side + "_qemu_schedstat"] = w.result()
+        # what the rest of the host used meanwhile: its busy CPU time less the two QEMUs', as a share of
+        # the host's CPU time (nproc x wall), and the part of it at a positive nice value (other jobs,
+        # which yield to the lab)
+        host1 = host_cpu_s()
+        cpu_q = [proc_cpu_s(src.pid), proc_cpu_s(dst.pid)]
+        if host0 and host1 and None not in cpu_q + [cpu_src0, cpu_dst0]:
+            span = (tm1 - tm0) * os.cpu_count()
+            other = (host1[0] - host0[0]) - (cpu_q[0] - cpu_src0) - (cpu_q[1] - cpu_dst0)
+            result["host"]["other_cpu_share"] = round(max(0.0, other) / span, 4)
+            result["host"]["niced_cpu_share"] = round((host1[1] - host0[1]) / span, 4)
         result["host"]["src_qemu_cpu_s_during_migration"] = (
             round(proc_cpu_s(src.pid) - cpu_src0, 2)
             if cpu_src0 is not None else None)
@@ -656,7 +679,7 @@ def summary_line(r):
     f = r.get("final") or {}
     ram = f.get("ram", {})
     return ("%s#%s status=%s total=%sms downtime=%sms setup=%sms "
-            "transferred=%.1fMiB syncs=%s mbps=%s rate_achieved=%s load=%s wait_share=%s "
+            "transferred=%.1fMiB syncs=%s mbps=%s rate_achieved=%s load=%s wait_share=%s other_cpu=%s "
             "dst_ok=%s xbzrle_pages=%s pc_requests=%s blocktime=%s err=%s" % (
                 r.get("config"), r.get("run_index"), f.get("status"),
                 f.get("total-time"), f.get("downtime"), f.get("setup-time"),
@@ -667,6 +690,7 @@ def summary_line(r):
                 r["host"].get("loadavg_at_migrate"),
                 [(r["host"].get(k) or {}).get("wait_share")
                  for k in ("src_qemu_schedstat", "dst_qemu_schedstat")],
+                r["host"].get("other_cpu_share"),
                 (r.get("dest_check") or {}).get("alive_and_writing"),
                 f.get("xbzrle-cache", {}).get("pages"), ram.get("postcopy-requests"),
                 (r.get("postcopy") or {}).get("postcopy_blocktime_ms"),
