@@ -133,9 +133,10 @@ SECTION = Section("QEMU/KVM pre-copy migration (QEMU 10.0 migration thread).", d
                                                     "count in its windows.", ge=0, le=MAX_BANDWIDTH),
     postcopy_fault_latency=Field(DURATION, "0us", "Per post-copy page request on the migration stream, the wait "
                                                   "besides the link: the destination's userfaultfd fault and "
-                                                  "request, the source's return-path thread queueing it, the pages "
-                                                  "the stream's socket buffers hold ahead of it, placing it and "
-                                                  "waking the vCPU (added to each wait). With postcopy_preempt the "
+                                                  "request, the source's return-path thread queueing it, placing it "
+                                                  "and waking the vCPU, and the pages the stream's socket buffers "
+                                                  "hold ahead of it unless postcopy_socket_buffer models them "
+                                                  "(added to each wait). With postcopy_preempt the "
                                                   "page comes on its own channel and does not take it.", ge=0,
                                  le=MAX_STEP),
     postcopy_page_time=Field(DURATION, "0us", "Destination's time to place one page received after the switch "
