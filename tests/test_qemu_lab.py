@@ -56,6 +56,46 @@ def test_defaults_leave_the_older_runs_command_line_unchanged():
         "console=ttyS0 quiet panic=-1 dirty_ws=128 dirty_rate=16000 dirty_pattern=rand dirty_report_ms=500")
 
 
+def _schedstat(root, pid, tid, run_ns, wait_ns):
+    d = root / str(pid) / "task" / str(tid)
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "schedstat").write_text("%d %d 7\n" % (run_ns, wait_ns))
+
+
+def test_schedwait_sums_threads_including_ones_that_start_and_exit(tmp_path):
+    """The wait share over an interval, by hand: thread 10 runs 2 s and waits 0.5 s in it; thread 11
+    (QEMU's migration thread) is created after the start, runs 1 s, waits 1.5 s and exits before the
+    end (its last reading is kept); thread 12 has a garbled file and is skipped, never fatal."""
+    _schedstat(tmp_path, 5, 10, 4_000_000_000, 1_000_000_000)
+    w = RM.SchedWait(5, proc=str(tmp_path))
+    w.start()
+    _schedstat(tmp_path, 5, 10, 5_000_000_000, 1_200_000_000)
+    _schedstat(tmp_path, 5, 11, 1_000_000_000, 1_500_000_000)
+    (tmp_path / "5" / "task" / "12").mkdir()
+    (tmp_path / "5" / "task" / "12" / "schedstat").write_text("garbage\n")
+    w.sample()
+    import shutil
+    shutil.rmtree(tmp_path / "5" / "task" / "11")       # the thread exits
+    _schedstat(tmp_path, 5, 10, 6_000_000_000, 1_500_000_000)
+    w.sample()
+    r = w.result()
+    assert (r["run_s"], r["wait_s"], r["threads"]) == (3.0, 2.0, 2)
+    assert r["wait_share"] == pytest.approx(2.0 / 3.0, abs=1e-4)
+
+
+def test_schedwait_of_a_vanished_process_reports_nothing(tmp_path):
+    w = RM.SchedWait(99, proc=str(tmp_path))   # no such process
+    w.start()
+    w.sample()
+    assert w.result() == {"run_s": None, "wait_s": None, "wait_share": None, "threads": 0}
+    w2 = RM.SchedWait(os.getpid())               # a real process: itself, over a short busy loop
+    w2.start()
+    sum(i * i for i in range(200000))
+    w2.sample()
+    r = w2.result()
+    assert r["run_s"] > 0 and r["wait_s"] >= 0 and r["threads"] >= 1
+
+
 @pytest.mark.parametrize("name", NEW)
 def test_the_matrix_passes_each_configuration_through(name):
     """Every new configuration's options, as run_matrix writes them, parse back to the configuration."""

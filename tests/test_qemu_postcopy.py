@@ -221,3 +221,22 @@ def test_the_destination_paces_the_post_copy_stream():
     pages = next(p for p in d["per_pass"] if p["kind"] == "postcopy")["pages_copied"]
     assert pages > 10000
     assert d["postcopy_s"] == pytest.approx(pages * 50e-6, rel=0.03)
+
+
+def test_socket_backlog_and_the_destinations_end():
+    """The socket buffers hold 2000 pages (qemu.postcopy_socket_buffer) ahead of a destination that places
+    one in 50 us, and its end takes 30 ms (qemu.postcopy_complete): the phase is still every page placed,
+    then the end and the SHUT's trip (50 us x pages + 30 ms + 20 us); a requested page queues behind the
+    full buffers, so a request waits about 2000 x 50 us = 0.1 s (one placed after it, a quantum of
+    skew), a page faulted on in the buffers less; without the buffers the waits are the link's."""
+    buf = 2000 * (PAGE + PAGE_HEADER)
+    d = run(qemu={"max_postcopy_bandwidth": "0B/s", "postcopy_page_time": "50us",
+                  "postcopy_socket_buffer": f"{buf}B", "postcopy_complete": "30ms"})
+    pages = next(p for p in d["per_pass"] if p["kind"] == "postcopy")["pages_copied"]
+    assert pages > 10000
+    assert d["postcopy_s"] == pytest.approx(pages * 50e-6 + 0.030 + 20e-6, rel=0.03)
+    per_request = d["postcopy_blocktime_s"] / d["postcopy_requests"]
+    assert 0.05 < per_request < 0.1 + 50e-6 + 2e-3
+    plain = run(qemu={"max_postcopy_bandwidth": "0B/s", "postcopy_page_time": "50us"})
+    assert plain["postcopy_blocktime_s"] / plain["postcopy_requests"] < 0.01
+    assert plain["postcopy_s"] == pytest.approx(pages * 50e-6, rel=0.03)

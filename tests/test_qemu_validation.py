@@ -53,35 +53,34 @@ KNOWN_MISSES = {  # (configuration, target) -> why the model misses it
         "the stop's calibration, 11/20 with it at the old loopback rate, 8/20 at the fitted 2.47 GB/s); "
         "the verdicts and times remain a plausible sample (Fisher, Mann-Whitney)",
 }
-# Issue 14's lab runs (measured with the host's 1-minute load at 9-13, the older runs at ~1; the model
-# has no host-load input):
+# Issue 14's lab runs, re-measured at the lab's priority (runs/; the first measurement, under a 1-minute
+# load of 9-13, is kept in runs_loaded/ and not judged). Even so the QEMU processes waited on a run queue
+# 0.3-0.8 s per second they ran (the older runs, at a load of ~1, did not record it); the model has no
+# host-contention input:
 _DEBT = ("the dirtier with a 2000 ms backlog tolerance catches up after each 990 ms sleep at 99%, but "
-         "only as fast as its 10 ms run slices allow under TCG (one run: 3329 writes/s at 99%, ~3 us a "
-         "write); the model's paced writer catches up all of it (its writes cost the CPU nothing but the "
-         "dirty-bit updates), dirties faster than the link and never converges")
-_SPACER = ("the 160 MiB spacer moves 10317 other pages amid the working set (placement.json, taken as "
-           "memory.holes), which changes the model's time by -1%; QEMU's five runs took 17.5-31.4 s (median "
-           "21.3) at a load of 9-11, seq_near_ctl's (no spacer, same day and kernel) 16.1-19.9 s (median 16.9, "
-           "met) at 6-9: what the placement changes beyond the pages' positions is not modelled (the working "
-           "set's virtual order within its physical extents is not decoded)")
+         "only as fast as its 10 ms run slices allow under TCG (one run of the loaded set: 3329 writes/s at "
+         "99%, ~3 us a write), and QEMU converged in 11.8-17.0 s (median 13.8; under load 14.3-20.7); the "
+         "model's paced writer catches up all of it (its writes cost the CPU nothing but the dirty-bit "
+         "updates), dirties faster than the link and never converges")
 KNOWN_MISSES.update({
     ("autoconv_99_debt2000", "verdict"): _DEBT, ("autoconv_99_debt2000", "total_s"): _DEBT,
     ("autoconv_99_debt2000", "transferred_mib"): _DEBT, ("autoconv_99_debt2000", "dirty_sync_count"): _DEBT,
-    ("seq_near_spacer", "total_s"): _SPACER, ("seq_near_spacer", "transferred_mib"): _SPACER,
-    ("seq_near_spacer", "dirty_sync_count"): _SPACER,
 })
 # Downtime targets the model misses, with the reason (strict: each fails the day it is met).
 _TOP = ("the idle guest's stop carries fewer of its never-sent pages at the top of RAM than QEMU's (the "
         "model's window that reaches them sends part before the stop); what ends QEMU's window before them "
         "is not modelled (README, 'The simulator against these measurements')")
 DOWNTIME_MISSES = {"idle_bw128": _TOP, "idle_bw32": _TOP, "idle_ws320": _TOP,
-                   "autoconv_99": "its five runs stopped for 10-1005 ms (median 30) at a host load of 9-13; "
+                   "autoconv_99": "its five runs stopped for 10-24 ms (median 15) with the QEMU processes waiting "
+                                  "0.38-0.77 s on a run queue per second run (under load: 10-1005 ms, median 30); "
                                   "the model's stop is 9.5 ms (autoconv_high's runs at a load of ~1: 7-12 ms)",
                    "autoconv_99_debt2000": _DEBT,
-                   "seq_near_ctl": "its five runs stopped for 13-54 ms (median 19) at a host load of 6-9 (the "
-                                   "model's 9.4 ms; seq_near's five runs at ~1: 7-11 ms)",
-                   "seq_near_spacer": "its five runs stopped for 26-75 ms (median 35) at a host load of 9-11 "
-                                      "(the model's 9.4 ms; seq_near's five runs at ~1: 7-11 ms)"}
+                   "seq_near_ctl": "its five runs stopped for 12-26 ms (median 13) with the QEMU processes "
+                                   "waiting 0.34-0.84 s on a run queue per second run (under load: 13-54 ms, median "
+                                   "19); the model's 9.4 ms (seq_near's five runs at a load of ~1: 7-11 ms)",
+                   "seq_near_spacer": "its five runs stopped for 14-20 ms (median 15) with the QEMU processes "
+                                      "waiting 0.27-0.85 s on a run queue per second run (under load: 26-75 ms, "
+                                      "median 35); the model's 9.4 ms (seq_near's five runs at ~1: 7-11 ms)"}
 
 
 def measured(name):
@@ -384,47 +383,38 @@ FEATURES = json.loads((HERE / "features.json").read_text())
 LISTED = [r for r in RUNS if r["config"] not in FEATURE_GROUPS
           or r["run_index"] in FEATURES["configs"].get(r["config"], {}).get("runs", [])]
 # (configuration, target) -> why the model misses it (strict: each fails the day it is met)
-_PC_UNLIMITED = ("at unlimited post-copy bandwidth the model's vCPU faults more often than QEMU's (11 requests "
-                 "against 5 on pc_pass1, 41 against 27 on pc_at2) for the same wait per request: QEMU's source has "
-                 "handed the socket every page 60-240 ms after the switch (its 100 ms polls) yet completes "
-                 "100-430 ms later, its vCPU blocked 85-243 ms of it; the model's destination places pages at one "
-                 "rate fitted over the whole phase, so its vCPU faults throughout (what QEMU's destination does "
-                 "between the last page sent and its SHUT on the return path is not modelled); at 16 MiB/s, "
-                 "where the waits are the window's, both agree")
+_PC_AT2 = ("a switch 2 s after migrate, inside the first pass: the model's vCPU requests 27 pages against QEMU's "
+           "7-31 (median 8; under load 27) for about the same blocked time (379 ms against 250-352), so each of "
+           "QEMU's requests waits ~40 ms where pc_pass1's waited 13 and the model's wait 14: the socket "
+           "buffers' backlog fitted on pc_pass1 (17.5 MB, 3.1 us a page) does not hold for a switch with a "
+           "third of the first pass unsent; what makes QEMU's requests wait longer there is not found")
 _PC_PREEMPT = ("with postcopy-preempt a request waits 0.04 ms in the model (its trip, the page at the link "
-               "rate, the trip back) against QEMU's 0.11-0.19 ms (blocktime over requests): the handling of a "
+               "rate, the trip back) against QEMU's 0.01-0.23 ms (blocktime over requests): the handling of a "
                "request on the preempt channel (the fault thread, the return path, the preempt thread's send, "
                "UFFDIO_COPY) is not fitted, no calibration run has preempt; its guest gets its pages sooner "
                "and the push ends sooner")
-_XB_EDGE = ("a chance configuration at the edge of convergence: QEMU's own runs took 13.8 to 46 s (14 "
-            "to 350 syncs); the model converges in 12.4-13.0 s on every seed, its 32 MiB cache hitting "
-            "more often than QEMU's")
+_XB_EDGE = ("near the edge of convergence (22000 writes/s against a 32 MiB cache, the pages at each sync "
+            "hovering at the threshold): QEMU's runs at the lab's priority took 18.0-19.8 s with 101-121 syncs and "
+            "47.5-53.6 thousand XBZRLE pages (under load: 13.8-46 s, 14-350 syncs); the model converges in "
+            "12.3-13.1 s after 50-58 syncs with 27-30 thousand: its passes fall under the threshold sooner, and "
+            "what holds QEMU's at the edge twice as long is not found")
+_XB_PAGES = ("the model sends 22286 XBZRLE pages against QEMU's 31085-32814 (median 32672): it encodes about as "
+             "many against its cache but finds about a third unchanged since they were cached (QEMU skips such a "
+             "page without counting it too), where QEMU's ~13.5 bytes per page (one changed word) show few of "
+             "its pages unchanged or written more than once since cached; which of the model's cached copies "
+             "are taken at other times than QEMU's is not found")
 FEATURE_MISSES = {
-    ("pc_pass1", "postcopy_requests"): _PC_UNLIMITED,
-    ("pc_pass1", "blocktime_ms"): _PC_UNLIMITED,
-    ("pc_at2", "blocktime_ms"): _PC_UNLIMITED + " (1.6 s against 0.4 s)",
-    ("pc_at2", "total_s"): _PC_UNLIMITED + "; its blocked vCPU keeps the post-copy phase going (3.6 s against 2.7 s)",
-    ("pc_pass1_bw16_preempt", "total_s"): _PC_PREEMPT + " (5.3 s against 6.1-7.1 s)",
-    ("pc_pass1_bw16_preempt", "blocktime_ms"): _PC_PREEMPT + " (887 ms against 1913-2818 ms)",
-    ("pc_pass1_bw16_preempt", "downtime_ms"):
-        "QEMU's downtime counter after a post-copy switch spreads from 1 ms to 3.2 s over the runs (median 5 ms, "
-        "at a host load of 10-11): the model's is the ~1 ms switch",
-    ("pc_pass1_bw16", "downtime_ms"):
-        "QEMU's downtime counter after a post-copy switch spreads from 1 to 60 ms over the runs (once 1884 ms "
-        "on pc_at2, whose median is 2 ms), measured at a host load of 8.8-11.5: the model's is the ~1 ms "
-        "switch; what else QEMU's counter takes in after postcopy_start was not read",
-    ("xbzrle_c256", "dirty_sync_count"):
-        "the model syncs twice as often as QEMU in the XBZRLE passes (12 against QEMU's median 6, 6 to 13): its "
-        "thread, charged the fitted time per XBZRLE page, still ends its passes sooner than QEMU's",
+    ("pc_at2", "postcopy_requests"): _PC_AT2,
+    ("pc_pass1_bw16_preempt", "total_s"): _PC_PREEMPT + " (5.4 s against 6.6-7.0 s)",
+    ("pc_pass1_bw16_preempt", "blocktime_ms"): _PC_PREEMPT + " (889 ms against 179-3161 ms, median 2691)",
     ("xbzrle_c256", "downtime_ms"):
-        "QEMU's stops spread 3-32 ms over five runs (median 11), measured at a host load of 8.5-11, the "
-        "model's 4.5 ms: the last pass's XBZRLE pages cost it the fitted 15 us each, QEMU's apparently more "
-        "under the host's load",
+        "QEMU's stops took 6-14 ms (median 8) at the lab's priority (under load 3-32), the model's 17 ms: with "
+        "the thread's time per page fitted on the third pass (6.2 us) its last pass leaves more pages to the "
+        "stop than QEMU's",
+    ("xbzrle_c256", "xbzrle_pages"): _XB_PAGES,
     ("xbzrle_c32", "total_s"): _XB_EDGE,
     ("xbzrle_c32", "transferred_mib"): _XB_EDGE,
     ("xbzrle_c32", "dirty_sync_count"): _XB_EDGE,
-    ("xbzrle_c32", "downtime_ms"): _XB_EDGE + "; its last pass is shorter too (24 against 63 ms; QEMU's "
-                                              "stops 15-211 ms at a host load of 8.8-10.4)",
     ("xbzrle_c32", "xbzrle_pages"): _XB_EDGE,
 }
 
@@ -509,38 +499,42 @@ def test_a_random_writer_on_the_captures_kernel_takes_the_captured_placement():
 
 
 def test_a_preempt_request_does_not_wait_behind_the_stream():
-    """The fitted wait per request (qemu.postcopy_fault_latency, on pc_pass1) is the migration stream's:
-    QEMU's requests wait ~40 ms there and 0.11-0.19 ms on postcopy-preempt's channel of their own
-    (blocktime over requests, pc_pass1_bw16_preempt's five runs); the model's preempt requests wait well
-    under a millisecond too, and its stream's requests tens of ms."""
+    """A request on the migration stream waits behind the socket buffers' backlog (pc_pass1, unlimited:
+    5-44 ms, median 13, blocktime over requests; qemu.postcopy_socket_buffer and postcopy_fault_latency,
+    fitted there) or for the next 100 ms window (pc_pass1_bw16: 43-64 ms); on postcopy-preempt's channel
+    of its own 0.01-0.23 ms (pc_pass1_bw16_preempt). The model's preempt requests wait well under a
+    millisecond too, and its stream's requests milliseconds (unlimited) and tens of them (16 MiB/s)."""
     def per_request(side, name):
         rows = feature_measured(name) if side == "measured" else FEATURES["configs"][name]["predicted"]
         return statistics.median(x["blocktime_ms"] / x["postcopy_requests"] for x in rows)
-    assert 0.05 < per_request("measured", "pc_pass1_bw16_preempt") < 0.3
+    assert 0.005 < per_request("measured", "pc_pass1_bw16_preempt") < 0.3
     assert per_request("predicted", "pc_pass1_bw16_preempt") < 0.3
-    for name in ("pc_pass1", "pc_pass1_bw16"):
-        assert per_request("measured", name) > 30 and per_request("predicted", name) > 30
+    assert per_request("measured", "pc_pass1") > 5 and per_request("predicted", "pc_pass1") > 5
+    assert per_request("measured", "pc_pass1_bw16") > 30 and per_request("predicted", "pc_pass1_bw16") > 30
 
 
 def test_feature_constants_are_fitted_on_calibration_runs_only():
-    """The XBZRLE thread time and the post-copy request handling move when a calibration run's data
-    does, not when a validation run's does (the handling's fit simulates: the XBZRLE one is checked
-    here, the handling's inputs by hand)."""
+    """The XBZRLE thread time's target (the calibration runs' third pass, from QEMU's MIGRATION_PASS
+    events) moves when a calibration run's events do, not when a validation run's do; the fitted time
+    per page makes the model's third pass last as long (features.json holds both); the post-copy
+    handling's inputs are checked by hand below."""
     import copy
-    stop = C.stop_calibration(LISTED)
-    base = C.xbzrle_calibration(LISTED, stop)
+    base = C.xbzrle_target(LISTED)
+    assert base["xbzrle_pass3_runs"] == len(FEATURE_GROUPS["xbzrle_c256"])
     moved = copy.deepcopy(LISTED)
     for r in moved:
         if r["config"] == "xbzrle_c32":
-            for h in r["history"]:
-                h[r["history_fields"].index("xbzrle_pages")] = (h[r["history_fields"].index("xbzrle_pages")] or 0) * 3
-    assert C.xbzrle_calibration(moved, stop) == base
+            r["events"]["pass"] = [[t * 3, k] for t, k in r["events"]["pass"]]
+    assert C.xbzrle_target(moved) == base
     for r in moved:
         if r["config"] == "xbzrle_c256":
-            for h in r["history"]:
-                h[r["history_fields"].index("xbzrle_pages")] = (h[r["history_fields"].index("xbzrle_pages")] or 0) * 3
-    assert C.xbzrle_calibration(moved, stop)["xbzrle_encode_s"] != base["xbzrle_encode_s"]
-    assert FEATURES["calibration"]["xbzrle_encode_s"] == pytest.approx(base["xbzrle_encode_s"])
+            r["events"]["pass"] = [[t * 3, k] for t, k in r["events"]["pass"]]
+    assert C.xbzrle_target(moved)["xbzrle_pass3_s"] == pytest.approx(3 * base["xbzrle_pass3_s"])
+    cal = FEATURES["calibration"]
+    assert cal["xbzrle_pass3_s"] == pytest.approx(base["xbzrle_pass3_s"])
+    # the bisection's resolution: the bracket / 2**steps of time per page, over ~30000 pages in the pass
+    assert cal["xbzrle_model_pass3_s"] == pytest.approx(cal["xbzrle_pass3_s"], rel=0.05)
+    assert 0 < cal["xbzrle_encode_s"] < C.XBZRLE_FIT_MAX
     assert set(C.FEATURE_CALIBRATION) == {n for n, c in FEATURES["configs"].items() if c["set"] == "calibration"}
 
 
@@ -548,3 +542,18 @@ def test_feature_constants_are_fitted_on_calibration_runs_only():
 def test_feature_predictions_are_current():
     """features.json is what compare.py --features computes from the committed runs (deterministic)."""
     assert json.loads(json.dumps(C.feature_predictions(LISTED))) == FEATURES
+
+
+def test_postcopy_tail_by_hand():
+    """The tail a run shows: the source hands the stream its last page between the polls at 3.1 s
+    (remaining > 0) and 3.2 s (remaining 0), so at 3.15 s to within the polls; QEMU's MIGRATION event
+    says completed at 3.3 s: 0.15 s. A run whose polls never see remaining fall to 0 in post-copy shows
+    none."""
+    fields = ["t", "status", "transferred", "remaining"]
+    run = {"history_fields": fields,
+           "history": [[3.0, "active", 1, 9], [3.1, "postcopy-active", 2, 8], [3.2, "postcopy-active", 3, 0],
+                       [3.3, "postcopy-active", 3, 0], [3.4, "completed", 3, 0]],
+           "events": {"status": [[0.0, "active"], [3.05, "postcopy-active"], [3.3, "completed"]]}}
+    assert C.postcopy_tail_s(run) == pytest.approx(0.15)
+    run["history"] = [h for h in run["history"] if h[0] != 3.1]
+    assert C.postcopy_tail_s(run) is None

@@ -1,6 +1,7 @@
 """Measured QEMU 10.0 migrations vs pagesync-sim's ``qemu`` policy, run by run.
 
-Run: ``python experiments/qemu_validation/compare.py`` (about a minute). Writes ``compare.json``
+Run: ``python experiments/qemu_validation/compare.py [--jobs N]`` (tens of minutes on two busy cores;
+``--jobs`` runs the simulations in N processes, with the same results). Writes ``compare.json``
 (every run, measured and predicted), ``compare.md`` (the table per configuration) and
 ``compare.png``, and ``precopy.json``: the model's seeds on every pre-copy configuration.
 ``--precopy`` writes only ``precopy.json``; ``--features`` only ``features.json``, the model on issue
@@ -277,7 +278,9 @@ def feature_inputs(i, stop):
         q.update(max_postcopy_bandwidth=f"{i.get('max_postcopy_bandwidth_mib_s') or 0}MiB/s",
                  postcopy_preempt=bool(i.get("postcopy_preempt")), vcpus=i["vcpus"],
                  postcopy_fault_latency=f"{stop.get('postcopy_fault_latency_s', 0.0)}s",
-                 postcopy_page_time=f"{stop.get('postcopy_page_time_s', 0.0)}s")
+                 postcopy_page_time=f"{stop.get('postcopy_page_time_s', 0.0)}s",
+                 postcopy_socket_buffer=f"{int(stop.get('postcopy_socket_buffer_B', 0))}B",
+                 postcopy_complete=f"{stop.get('postcopy_complete_s', 0.0)}s")
     return q
 
 
@@ -379,7 +382,25 @@ def ensemble(run, other, loop, top, seeds, first=1):
     """The model's own spread for one measured run: the same config under seeds ``first`` ..
     ``first + seeds - 1``."""
     cfg = config_for(run, other, loop, top)
-    return [predicted(cfg, seed=s) for s in range(first, first + seeds)]
+    return pmap(_predicted_seed, [(cfg, s) for s in range(first, first + seeds)])
+
+
+JOBS = 1  # processes for the simulations (``--jobs N``); the results do not depend on it
+
+
+def _predicted_seed(args):
+    return predicted(*args)
+
+
+def pmap(fn, items):
+    """``[fn(x) for x in items]``, in JOBS processes when JOBS > 1 (each simulation is deterministic in
+    its config and seed, so the order of the work changes nothing)."""
+    if JOBS <= 1 or len(items) < 2:
+        return [fn(x) for x in items]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    with ProcessPoolExecutor(JOBS, mp_context=multiprocessing.get_context("fork")) as ex:
+        return list(ex.map(fn, items))
 
 
 def chance(preds, spread=1.25):
@@ -390,77 +411,142 @@ def chance(preds, spread=1.25):
     return len({p["converged"] for p in preds}) > 1 or q(0.9) / q(0.1) > spread
 
 
-def xbzrle_calibration(runs, stop):
-    """The migration thread's time per XBZRLE page (``qemu.xbzrle_encode``), from the calibration XBZRLE
-    runs' 100 ms polls: in a poll interval where the thread sent XBZRLE pages but did not use up its
-    max-bandwidth quota, nothing rate-limited it and it was busy the whole interval, so the interval is
-    its XBZRLE pages' time plus its other pages' (each at the loopback rate of the stop's calibration).
-    Median over such intervals of (interval - other pages x their time) / XBZRLE pages."""
-    from pagesync_model.policies.qemu import window_quota
-    per_page = []
+def xbzrle_target(runs):
+    """What the XBZRLE thread time is fitted to, from the calibration XBZRLE runs: the duration of their
+    first pass of cache hits, from the third bitmap sync to the fourth (QEMU's MIGRATION_PASS events 3 and
+    4: exact timestamps; pass 2 sent every page once and filled the cache, so pass 3 encodes the pages
+    written since against it), median over the runs."""
+    d = []
     for r in runs:
-        if r["config"] not in FEATURE_CALIBRATION or not r["inputs"].get("xbzrle"):
-            continue
-        f = r["history_fields"]
-        t, st, tr, xp, xb = (f.index(k) for k in ("t", "status", "transferred", "xbzrle_pages", "xbzrle_bytes"))
-        hist = [h for h in r["history"] if h[st] == "active" and h[xp] is not None]
-        quota = window_quota(r["inputs"]["max_bandwidth_bytes_s"])
-        for a, b in zip(hist, hist[1:]):
-            dt, dx = b[t] - a[t], b[xp] - a[xp]
-            if dx <= 0 or not 0.05 < dt < 0.2:
-                continue
-            sent = b[tr] - a[tr]
-            if sent >= 0.9 * quota * dt / 0.1:     # the quota was used up: rate-limited, not busy
-                continue
-            other_bytes = sent - (b[xb] - a[xb])
-            per_page.append((dt - other_bytes / stop["rate_Bps"]) / dx)
-    if not per_page:
-        return {"xbzrle_encode_s": 0.0, "xbzrle_intervals": 0}
-    return {"xbzrle_encode_s": max(0.0, statistics.median(per_page)), "xbzrle_intervals": len(per_page)}
+        if r["config"] in FEATURE_CALIBRATION and r["inputs"].get("xbzrle"):
+            t = {k: v for v, k in r["events"]["pass"]}
+            if 3 in t and 4 in t:
+                d.append(t[4] - t[3])
+    return {"xbzrle_pass3_s": statistics.median(d) if d else None, "xbzrle_pass3_runs": len(d)}
+
+
+def model_pass3_s(d):
+    """A simulated run's pass from its third bitmap sync to its fourth (None when it has fewer)."""
+    starts = [p["start_s"] for p in d["per_pass"] if p["kind"] in ("full", "pass")]
+    return starts[3] - starts[2] if len(starts) > 3 else None
+
+
+XBZRLE_FIT_MAX = 30e-6  # s per page: the bracket of the fit
+XBZRLE_FIT_STEPS = 8    # bisections: the bracket / 256
+
+
+def xbzrle_calibration(runs, stop, other, top):
+    """The migration thread's time per XBZRLE page (``qemu.xbzrle_encode``), fitted on the calibration
+    XBZRLE runs: the time at which the model's third pass (the first of cache hits: each page encoded
+    against the cache, besides the misses still sent whole at the rate limit) lasts as long as QEMU's
+    (``xbzrle_target``), by bisection over [0, XBZRLE_FIT_MAX] on their median run (seed 1). The 100 ms
+    polls cannot time the thread: an interval that did not use up its quota may still have slept in a
+    window that began before it (the older fit, over such intervals, gave 15 us per page where a busy
+    interval of the same runs shows under 5)."""
+    target = xbzrle_target(runs)
+    cal = [r for r in runs if r["config"] in FEATURE_CALIBRATION and r["inputs"].get("xbzrle")]
+    if target["xbzrle_pass3_s"] is None or not cal:
+        return {"xbzrle_encode_s": 0.0, **target}
+    run = median_run(cal)
+    lo, hi, got = 0.0, XBZRLE_FIT_MAX, None
+    for _ in range(XBZRLE_FIT_STEPS):
+        mid = (lo + hi) / 2
+        d = simulate_dict(config_for(run, other, dict(stop, xbzrle_encode_s=mid), top), seed=1)
+        got = model_pass3_s(d)
+        if got is not None and got < target["xbzrle_pass3_s"]:
+            lo = mid
+        else:
+            hi = mid
+    enc = (lo + hi) / 2
+    d = simulate_dict(config_for(run, other, dict(stop, xbzrle_encode_s=enc), top), seed=1)
+    return {"xbzrle_encode_s": enc, **target, "xbzrle_model_pass3_s": model_pass3_s(d)}
+
+
+def simulate_dict(cfg, seed=None):
+    from pagesync_model.config import config_from_dict
+    from pagesync_model.sim.engine import simulate
+    return simulate(config_from_dict(cfg), seed=seed).to_dict()
+
+
+def postcopy_tail_s(run):
+    """A post-copy run's tail: from the moment its source had handed the stream every page (the middle of
+    the two 100 ms polls between which ``remaining`` fell to 0 after the switch) to its completion (QEMU's
+    MIGRATION event): the destination still placing what the socket buffers held, then its SHUT. None
+    when the polls do not show it."""
+    f = run["history_fields"]
+    t, st, rem = f.index("t"), f.index("status"), f.index("remaining")
+    hist = [h for h in run["history"] if h[st] == "postcopy-active" and h[rem] is not None]
+    done = [e[0] for e in run["events"]["status"] if e[1] == "completed"]
+    for a, b in zip(hist, hist[1:]):
+        if a[rem] > 0 and b[rem] == 0 and done:
+            return done[0] - (a[t] + b[t]) / 2
+    return None
 
 
 def postcopy_calibration(runs, other, stop, top):
-    """Post-copy's two constants, from the calibration post-copy runs: the destination's time to place a
-    page (``qemu.postcopy_page_time``: the post-copy phase, switch to completion, over the pages it
-    carried; unlimited bandwidth, so the destination sets the pace), and the handling of one request
-    besides the link (``qemu.postcopy_fault_latency``): their median wait per request
-    (postcopy-blocktime / postcopy-requests, one vCPU) less the model's own without it (their median
-    run, simulated)."""
+    """Post-copy's constants, from the calibration post-copy runs (unlimited bandwidth: the source hands
+    the socket pages faster than the destination places them, so the socket buffers stay full and the
+    destination sets the pace). Three medians over the runs: the wait per request W (postcopy-blocktime /
+    postcopy-requests, one vCPU), the tail T (``postcopy_tail_s``: last page handed to completion) and the
+    post-copy phase P (switch to completion, over its N pages). A requested page queues behind the full
+    socket buffers (B pages, placed at p each: W = B p); the tail is the buffers' drain and the
+    destination's end (``qemu.postcopy_complete``, C): T = B p + C; the phase is every page placed and
+    that end: P = N p + C. So C = T - W, ``qemu.postcopy_page_time`` p = (P - C) / N and
+    ``qemu.postcopy_socket_buffer`` B = W / p pages. ``qemu.postcopy_fault_latency`` is what remains of
+    W: the measured wait less the model's own with those (its median run, simulated), at least 0."""
     cal = [r for r in runs if r["config"] in FEATURE_CALIBRATION and r["inputs"].get("postcopy")
            and (r.get("postcopy") or {}).get("postcopy_requests")]
     waits = [r["postcopy"]["postcopy_blocktime_ms"] / 1e3 / r["postcopy"]["postcopy_requests"] for r in cal
              if r["postcopy"].get("postcopy_blocktime_ms") is not None]
     if not waits:
-        return {"postcopy_fault_latency_s": 0.0, "postcopy_page_time_s": 0.0}
-    # the destination's placement: the post-copy phase (switch to completion) over the pages it carried
-    place = statistics.median((r["final"]["total-time"] / 1e3 - r["postcopy"]["postcopy_active_t"])
+        return {"postcopy_fault_latency_s": 0.0, "postcopy_page_time_s": 0.0, "postcopy_socket_buffer_B": 0,
+                "postcopy_complete_s": 0.0}
+    wait = statistics.median(waits)
+    tails = [x for x in (postcopy_tail_s(r) for r in cal) if x is not None]
+    tail = statistics.median(tails) if tails else wait
+    complete = max(0.0, tail - wait)
+    place = statistics.median((r["final"]["total-time"] / 1e3 - r["postcopy"]["postcopy_active_t"] - complete)
                               / (r["final"]["ram"]["postcopy-bytes"] / (PAGE + 8)) for r in cal)
-    p = predicted(config_for(median_run(cal), other,
-                             dict(stop, postcopy_fault_latency_s=0.0, postcopy_page_time_s=place), top))
+    fitted = dict(postcopy_page_time_s=place, postcopy_complete_s=complete,
+                  postcopy_socket_buffer_B=int(round(wait / place)) * (PAGE + 8) if place > 0 else 0)
+    p = predicted(config_for(median_run(cal), other, dict(stop, postcopy_fault_latency_s=0.0, **fitted), top))
     own = p["blocktime_ms"] / 1e3 / p["postcopy_requests"] if p["postcopy_requests"] else 0.0
-    return {"postcopy_fault_latency_s": max(0.0, statistics.median(waits) - own), "postcopy_page_time_s": place,
-            "postcopy_measured_wait_s": statistics.median(waits), "postcopy_model_wait_s": own}
+    return {"postcopy_fault_latency_s": max(0.0, wait - own), **fitted, "postcopy_tail_s": tail,
+            "postcopy_measured_wait_s": wait, "postcopy_model_wait_s": own}
 
 
 def calibrate(runs):
     """Every constant fitted on the calibration configurations: (non-zero pages outside the working set,
     the stop's costs with issue 16's XBZRLE and post-copy constants, non-zero pages at the top of RAM)."""
-    other, stop, top = nonzero_other_pages(runs), stop_calibration(runs), top_nonzero_pages(runs)
-    stop = dict(stop, **xbzrle_calibration(runs, stop))
-    stop.update(postcopy_calibration(runs, other, stop, top))
-    return other, stop, top
+    key = tuple(sorted((r["config"], r["run_index"], r["timestamp"]) for r in runs))
+    if key not in _CALIBRATED:  # the fits simulate: once per set of runs
+        other, stop, top = nonzero_other_pages(runs), stop_calibration(runs), top_nonzero_pages(runs)
+        stop = dict(stop, **xbzrle_calibration(runs, stop, other, top))
+        stop.update(postcopy_calibration(runs, other, stop, top))
+        _CALIBRATED[key] = (other, stop, top)
+    other, stop, top = _CALIBRATED[key]
+    return other, dict(stop), top
+
+
+_CALIBRATED = {}
 
 
 def compare(runs=None):
-    """Measured and predicted, per run: a list of dicts."""
+    """Measured and predicted, per run of the pre-copy configurations (issue 16's go through
+    ``feature_predictions``), with the constants fitted on every calibration run: a list of dicts."""
     runs = load_runs() if runs is None else runs
     other, loop, top = calibrate(runs)
+    features = feature_runs(runs)
+    pre = [r for r in runs if r["config"] not in features]
     rows = []
-    for r in runs:
-        cfg = config_for(r, other, loop, top)
+    cfgs = [config_for(r, other, loop, top) for r in pre]
+    preds = pmap(_predicted_seed, [(cfg, None) for cfg in cfgs])
+    for r, cfg, pred in zip(pre, cfgs, preds):
         rows.append({"config": r["config"], "run": r["run_index"], "load1": r["host"]["loadavg_at_migrate"][0],
+                     "wait_share": [(r["host"].get(k) or {}).get("wait_share")
+                                    for k in ("src_qemu_schedstat", "dst_qemu_schedstat")],
                      "mbps_active": active_mbps(r), "rate_achieved": r["guest_rate"]["achieved_before_migration_pages_s"],
-                     "measured": measured(r), "predicted": predicted(cfg), "sim_config": cfg})
+                     "measured": measured(r), "predicted": pred, "sim_config": cfg})
     return rows, {"stop": loop, "nonzero_other_pages": {f"{k[0]}MiB RAM, {k[1]}MiB ws": v
                                                                 for k, v in other.items()},
                   "top_nonzero_pages": {f"{k[0]}MiB RAM, {k[1]}MiB ws": v for k, v in top.items()}}
@@ -477,12 +563,15 @@ def median_run(runs):
 def ensembles(runs=None, seeds=SEEDS):
     """Per configuration, the model under ``seeds`` seeds (its median run's inputs), and how the
     measured runs sit in that distribution: Fisher's exact test on the verdicts, Mann-Whitney on the
-    total times (a run that did not converge counts as the time limit)."""
+    total times (a run that did not converge counts as the time limit). The pre-copy configurations:
+    issue 16's are judged on ``feature_predictions``' seeds."""
     runs = load_runs() if runs is None else runs
     calib = calibrate(runs)
+    features = feature_runs(runs)
     groups = {}
     for r in runs:
-        groups.setdefault(r["config"], []).append(r)
+        if r["config"] not in features:
+            groups.setdefault(r["config"], []).append(r)
     out = {}
     for name, g in sorted(groups.items()):
         preds = ensemble(median_run(g), *calib, seeds)
@@ -587,7 +676,7 @@ def feature_predictions(runs=None, seeds=FEATURE_SEEDS):
     calib = calibrate(runs)
     keys = ("converged", "total_s", "transferred_mib", "dirty_sync_count", "downtime_ms", "lost_writes",
             "xbzrle_pages", "postcopy_requests", "blocktime_ms")
-    out = {"seeds": seeds, "calibration": {k: float(v) for k, v in calib[1].items()
+    out = {"seeds": seeds, "calibration": {k: None if v is None else float(v) for k, v in calib[1].items()
                                            if k.startswith(("xbzrle", "postcopy"))}, "configs": {}}
     for name, g in sorted(feature_runs(runs).items()):
         run = median_run(g)
@@ -808,9 +897,18 @@ def main_features():
 
 
 if __name__ == "__main__":
-    if sys.argv[1:] == ["--features"]:
+    argv = sys.argv[1:]
+    if argv[:1] == ["--jobs"]:
+        if len(argv) < 2 or not argv[1].isdigit() or int(argv[1]) < 1:
+            print("compare.py: --jobs needs a whole number of processes >= 1", file=sys.stderr)
+            sys.exit(2)
+        JOBS, argv = int(argv[1]), argv[2:]
+    if argv == ["--features"]:
         main_features()
-    elif sys.argv[1:] == ["--precopy"]:
+    elif argv == ["--precopy"]:
         write_precopy(precopy_predictions())
-    else:
+    elif not argv:
         main()
+    else:
+        print("usage: compare.py [--jobs N] [--features | --precopy]", file=sys.stderr)
+        sys.exit(2)

@@ -45,6 +45,18 @@ def loadavg():
     return [float(a[0]), float(a[1]), float(a[2])]
 
 
+def host_cpu_s():
+    """The host's CPU seconds from /proc/stat's first line: (busy, of which at a positive nice value),
+    busy being everything but idle and iowait; None if unreadable."""
+    try:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+        hz = os.sysconf("SC_CLK_TCK")
+        return (sum(v) - v[3] - v[4]) / hz, v[1] / hz
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def free_port():
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
@@ -61,6 +73,67 @@ def proc_cpu_s(pid):
         return (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
     except (OSError, IndexError, ValueError):
         return None
+
+
+class SchedWait:
+    """Run-queue wait of one process over an interval, from the kernel's schedstat.
+
+    /proc/PID/task/TID/schedstat holds, per thread, the ns spent on a CPU, the ns spent runnable
+    but waiting on a run queue, and the number of time slices. A thread that exits (QEMU's
+    migration thread ends with the migration) takes its figures with it, so the threads are read
+    at every poll and each thread's last reading is kept: run_s and wait_s are the sums over all
+    threads of (last - first) reading; a thread first seen after start() counts from zero (it was
+    created during the interval). wait_share = wait_s / run_s (how much CPU the process was
+    denied, per second it ran). Unreadable or malformed files are skipped, never fatal: the
+    figures are then None (no thread ever read) or cover the threads that could be read."""
+
+    def __init__(self, pid, proc="/proc"):
+        self.dir = os.path.join(proc, str(pid), "task")
+        self.first = {}
+        self.last = {}
+        self.started = False
+
+    def _read(self):
+        out = {}
+        try:
+            tids = os.listdir(self.dir)
+        except OSError:
+            return out
+        for tid in tids:
+            try:
+                with open(os.path.join(self.dir, tid, "schedstat")) as f:
+                    parts = f.read().split()
+                out[tid] = (int(parts[0]), int(parts[1]))
+            except (OSError, IndexError, ValueError):
+                continue
+        return out
+
+    def start(self):
+        self.first = self._read()
+        self.last = dict(self.first)
+        self.started = True
+
+    def sample(self):
+        if not self.started:
+            return
+        now = self._read()
+        for tid, v in now.items():
+            if tid not in self.first:
+                self.first[tid] = (0, 0)
+            # a reading going backwards is a reused thread id: start it again from zero
+            if v[0] < self.last.get(tid, (0, 0))[0]:
+                self.first[tid] = (0, 0)
+            self.last[tid] = v
+        return now
+
+    def result(self):
+        if not self.last:
+            return {"run_s": None, "wait_s": None, "wait_share": None, "threads": 0}
+        run = sum(self.last[t][0] - self.first[t][0] for t in self.last) / 1e9
+        wait = sum(self.last[t][1] - self.first[t][1] for t in self.last) / 1e9
+        return {"run_s": round(run, 4), "wait_s": round(wait, 4),
+                "wait_share": round(wait / run, 4) if run > 0 else None,
+                "threads": len(self.last)}
 
 
 class SerialTail(threading.Thread):
@@ -294,6 +367,10 @@ def run(a):
         result["host"]["loadavg_at_migrate"] = loadavg()
         cpu_src0 = proc_cpu_s(src.pid)
         cpu_dst0 = proc_cpu_s(dst.pid)
+        host0 = host_cpu_s()
+        sched = {"src": SchedWait(src.pid), "dst": SchedWait(dst.pid)}
+        for w in sched.values():
+            w.start()
         qs.events.clear()
         tm0 = time.monotonic()
         wall0 = time.time()
@@ -341,6 +418,8 @@ def run(a):
             t = time.monotonic() - tm0
             q = qs.cmd("query-migrate")
             history.append(compact(q, t))
+            for w in sched.values():
+                w.sample()
             status = q.get("status")
             if "ram" in q:
                 last_active = q
@@ -370,6 +449,22 @@ def run(a):
         tm1 = time.monotonic()
         mig_end_rel = tm1 - t0
         result["host"]["loadavg_end"] = loadavg()
+        # how much CPU the two QEMU processes were denied between migrate and the end of
+        # polling: run-queue wait over run time, all threads (the load average counts niced
+        # jobs queued behind the lab too; this is what says whether a run was quiet)
+        for side, w in sched.items():
+            w.sample()
+            result["host"][side + "_qemu_schedstat"] = w.result()
+        # what the rest of the host used meanwhile: its busy CPU time less the two QEMUs', as a share of
+        # the host's CPU time (nproc x wall), and the part of it at a positive nice value (other jobs,
+        # which yield to the lab)
+        host1 = host_cpu_s()
+        cpu_q = [proc_cpu_s(src.pid), proc_cpu_s(dst.pid)]
+        if host0 and host1 and None not in cpu_q + [cpu_src0, cpu_dst0]:
+            span = (tm1 - tm0) * os.cpu_count()
+            other = (host1[0] - host0[0]) - (cpu_q[0] - cpu_src0) - (cpu_q[1] - cpu_dst0)
+            result["host"]["other_cpu_share"] = round(max(0.0, other) / span, 4)
+            result["host"]["niced_cpu_share"] = round((host1[1] - host0[1]) / span, 4)
         result["host"]["src_qemu_cpu_s_during_migration"] = (
             round(proc_cpu_s(src.pid) - cpu_src0, 2)
             if cpu_src0 is not None else None)
@@ -584,7 +679,7 @@ def summary_line(r):
     f = r.get("final") or {}
     ram = f.get("ram", {})
     return ("%s#%s status=%s total=%sms downtime=%sms setup=%sms "
-            "transferred=%.1fMiB syncs=%s mbps=%s rate_achieved=%s load=%s "
+            "transferred=%.1fMiB syncs=%s mbps=%s rate_achieved=%s load=%s wait_share=%s other_cpu=%s "
             "dst_ok=%s xbzrle_pages=%s pc_requests=%s blocktime=%s err=%s" % (
                 r.get("config"), r.get("run_index"), f.get("status"),
                 f.get("total-time"), f.get("downtime"), f.get("setup-time"),
@@ -593,6 +688,9 @@ def summary_line(r):
                 (r.get("guest_rate") or {}).get(
                     "achieved_during_migration_pages_s"),
                 r["host"].get("loadavg_at_migrate"),
+                [(r["host"].get(k) or {}).get("wait_share")
+                 for k in ("src_qemu_schedstat", "dst_qemu_schedstat")],
+                r["host"].get("other_cpu_share"),
                 (r.get("dest_check") or {}).get("alive_and_writing"),
                 f.get("xbzrle-cache", {}).get("pages"), ram.get("postcopy-requests"),
                 (r.get("postcopy") or {}).get("postcopy_blocktime_ms"),

@@ -3,6 +3,7 @@
 
     ./summarize.py            # table to stdout
     ./summarize.py --runs     # one line per run as well
+    ./summarize.py --dir runs_loaded   # another folder (runs_loaded: the runs measured under host load)
 
 Medians over the runs of a configuration; "spread" is min-max. For runs
 cancelled at the time limit the statistics come from the last query-migrate
@@ -55,7 +56,8 @@ def fmt(x, f="%.0f"):
 
 def main():
     show_runs = "--runs" in sys.argv
-    runs = load(os.path.join(HERE, "runs", "*.json"))
+    folder = sys.argv[sys.argv.index("--dir") + 1] if "--dir" in sys.argv[:-1] else "runs"
+    runs = load(os.path.join(HERE, folder, "*.json"))
     by = {}
     for r in runs:
         by.setdefault(r["config"], []).append(r)
@@ -65,8 +67,8 @@ def main():
           " (min–max) | setup ms | transferred MiB (min–max) | normal pages"
           " | duplicate pages | dirty-sync-count (min–max) | mbps final | mbps active"
           " | load1 at start | set | xbzrle pages | xbzrle cache-miss | post-copy requests"
-          " | blocktime ms (min–max) |")
-    print("|" + "---|" * 24)
+          " | blocktime ms (min–max) | QEMU wait share src/dst % (max) |")
+    print("|" + "---|" * 25)
     for n in names:
         rs = by[n]
         i = rs[0]["inputs"]
@@ -90,6 +92,12 @@ def main():
         xm = [stats_of(r).get("xbzrle-cache", {}).get("cache-miss") for r in rs]
         pr = [stats_of(r).get("ram", {}).get("postcopy-requests") for r in rs]
         bt = [(r.get("postcopy") or {}).get("postcopy_blocktime_ms") for r in rs]
+        ws = [[(r["host"].get(k) or {}).get("wait_share") for k in ("src_qemu_schedstat", "dst_qemu_schedstat")]
+              for r in rs]
+        ws_s = ("%s/%s (%s)" % (fmt(med([w[0] * 100 for w in ws if w[0] is not None]), "%.1f"),
+                                fmt(med([w[1] * 100 for w in ws if w[1] is not None]), "%.1f"),
+                                fmt(max(x * 100 for w in ws for x in w if x is not None), "%.1f"))
+                if any(x is not None for w in ws for x in w) else "-")
         pc = i.get("postcopy")
         mset = (rs[0].get("model") or {}).get("set") or "-"
         alive = all(r.get("dest_check", {}).get("alive_and_writing")
@@ -99,7 +107,7 @@ def main():
         if len(ok) < len(rs):
             tt_s += " [limit %gs]" % i["time_limit_s"]
         print("| %s | %g | %d | %d (%s) | %s | %d | %s | %d | %s | %s | %s (%s) | %s |"
-              " %s (%s) | %s | %s | %s (%s) | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+              " %s (%s) | %s | %s | %s (%s) | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
                   n, i["max_bandwidth_mib_s"], i["working_set_mib"], i["rate_requested_pages_s"],
                   fmt(med(ach)), i["pattern"], i["downtime_limit_ms"],
                   "on" if i["auto_converge"] else "off", len(rs), conv, tt_s,
@@ -108,7 +116,7 @@ def main():
                   rng(sc), fmt(med(mb), "%.1f"), fmt(med(mba), "%.1f"),
                   fmt(med(la), "%.2f"), mset, fmt(med(xp)), fmt(med(xm)),
                   fmt(med(pr)) if pc else "-",
-                  "%s (%s)" % (fmt(med(bt)), rng(bt)) if pc else "-"))
+                  "%s (%s)" % (fmt(med(bt)), rng(bt)) if pc else "-", ws_s))
     if show_runs:
         print()
         for n in names:

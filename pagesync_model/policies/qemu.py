@@ -138,15 +138,30 @@ SECTION = Section("QEMU/KVM pre-copy migration (QEMU 10.0 migration thread).", d
                                                     "count in its windows.", ge=0, le=MAX_BANDWIDTH),
     postcopy_fault_latency=Field(DURATION, "0us", "Per post-copy page request on the migration stream, the wait "
                                                   "besides the link: the destination's userfaultfd fault and "
-                                                  "request, the source's return-path thread queueing it, the pages "
-                                                  "the stream's socket buffers hold ahead of it, placing it and "
-                                                  "waking the vCPU (added to each wait). With postcopy_preempt the "
+                                                  "request, the source's return-path thread queueing it, placing it "
+                                                  "and waking the vCPU, and the pages the stream's socket buffers "
+                                                  "hold ahead of it unless postcopy_socket_buffer models them "
+                                                  "(added to each wait). With postcopy_preempt the "
                                                   "page comes on its own channel and does not take it.", ge=0,
                                  le=MAX_STEP),
     postcopy_page_time=Field(DURATION, "0us", "Destination's time to place one page received after the switch "
                                               "(UFFDIO_COPY and its bookkeeping, one page at a time): the "
                                               "post-copy stream goes no faster than one page per this.", ge=0,
                              le=MAX_LATENCY),
+    postcopy_socket_buffer=Field(SIZE, "0B", "Bytes the migration stream's socket buffers hold after a post-copy "
+                                             "switch (postcopy_page_time > 0): the source's thread runs ahead "
+                                             "of the destination's placement by up to this much, a page it "
+                                             "handed the socket arrives only when the destination has placed "
+                                             "everything before it (a vCPU faulting on it requests it and waits: "
+                                             "the source skips a page no longer dirty), a requested page queues "
+                                             "behind it all, and the source completes when the destination has "
+                                             "placed the last page (its SHUT on the return path). 0: the source "
+                                             "keeps the destination's pace.", ge=0, le=MAX_BYTES),
+    postcopy_complete=Field(DURATION, "0us", "The destination's end of a post-copy migration once its last page "
+                                             "is placed (savevm.c postcopy_ram_listen_thread: the main thread's "
+                                             "load event, postcopy_ram_incoming_cleanup, then the SHUT on the "
+                                             "return path that the source's completion waits for): the source "
+                                             "completes this much (and one latency) later.", ge=0, le=MAX_STEP),
     postcopy_preempt=Field(BOOL, False, "postcopy-preempt capability: requested pages go on a channel of their own "
                                         "instead of queueing behind the background push."),
     vcpus=Field(INT, 0, "vCPUs the model's CPUs stand for (0: one each; else the CPUs are split evenly among them): "
@@ -795,6 +810,12 @@ def postcopy(e, mig, rec, found, setup_s, why, exact=0):
     e.spawn(dest.run())
     yield from postcopy_push(e, mig, dest)
     yield from e.drain()
+    if dest.backlog or q.postcopy_complete > 0:
+        # the destination places what the socket still holds, ends its side (qemu.postcopy_complete), and its
+        # SHUT comes back on the return path
+        end = max(e.now, dest.placed_at) + e.cycles(q.postcopy_complete) + dest.latency
+        if end > e.now:
+            yield e.wait(end - e.now)
     dest.done = True
     e.close_pass(rec, 0)
     out = report(e, mig, setup_s)
@@ -832,8 +853,12 @@ def postcopy_push(e, mig, dest):
         if len(ready):
             t0 = e.now
             yield from e.copy(ready, np.ones(len(ready), dtype=INDEX_DTYPE))
-            yield from placed(e, t0, len(ready) * dest.place)
-            dest.arrived(ready, e.now + dest.latency)
+            if dest.backlog:
+                dest.arrived(ready, dest.queue_placement(len(ready), e.now))
+                yield from dest.hold()
+            else:
+                yield from placed(e, t0, len(ready) * dest.place)
+                dest.arrived(ready, e.now + dest.latency)
             continue
         if mig.remaining > 0 and not exceeded:
             left = e.chunk_pages if quota is None else (quota - (e.bytes_sent - win_bytes)) // per_page
@@ -841,7 +866,13 @@ def postcopy_push(e, mig, dest):
             if len(starts):
                 t0 = e.now
                 yield from mig.send(starts, lens)
-                yield from placed(e, t0, int(lens.sum()) * dest.place)
+                if dest.backlog:  # in the socket: each page arrives when the destination has placed it
+                    pages = np.repeat(starts, lens) + (np.arange(int(lens.sum()))
+                                                       - np.repeat(np.cumsum(lens) - lens, lens))
+                    dest.arrived(pages, dest.queue_placement(len(pages), e.now))
+                    yield from dest.hold()
+                else:
+                    yield from placed(e, t0, int(lens.sum()) * dest.place)
                 continue
         if mig.remaining <= 0 and not dest.queue:
             return
@@ -890,6 +921,11 @@ class Destination:
         # postcopy-preempt's channel of its own
         self.handling = 0 if self.preempt else e.cycles(mig.q.postcopy_fault_latency)
         self.place = e.cycles(mig.q.postcopy_page_time)
+        # the socket buffers' backlog (qemu.postcopy_socket_buffer): pages placed one after another, in the
+        # order they were handed to the stream, from ``placed_at`` on (cycles: the last one placed)
+        self.buffer_pages = int(mig.q.postcopy_socket_buffer) // (PAGE_HEADER + mig.ps)
+        self.backlog = self.buffer_pages > 0 and self.place > 0
+        self.placed_at = float(e.now)
         inf = float("inf")
         self.blocked_until = np.zeros(self.nv)   # cycles; inf while the page waited for is not sent
         self.waiting = np.full(self.nv, -1, dtype=np.int64)  # the page each vCPU waits for
@@ -922,11 +958,31 @@ class Destination:
         return self.queue[0][0] if self.queue else self._inf
 
     def arrived(self, pages, at):
-        """``pages`` reach the destination at ``at`` (cycles): the vCPUs waiting for them run again then."""
+        """``pages`` reach the destination at ``at`` (cycles; one time, or one per page): the vCPUs waiting
+        for them run again then."""
         self.arrival[pages] = at
-        for p in pages.tolist():
+        waiting = self.waiting[self.waiting >= 0]
+        if not len(waiting):
+            return
+        for p in np.intersect1d(pages, waiting).tolist():
             for v in np.flatnonzero(self.waiting == p).tolist():
-                self.release(v, at + self.handling)
+                self.release(v, float(self.arrival[p]) + self.handling)
+
+    def queue_placement(self, n, sent):
+        """Arrivals (cycles) of ``n`` pages handed to the stream by ``sent``: they reach the destination one
+        latency later and are placed one after another, after every page handed before them."""
+        start = max(self.placed_at, sent + self.latency)
+        arr = start + self.place * np.arange(1, n + 1, dtype=np.float64)
+        if n:
+            self.placed_at = float(arr[-1])
+        return arr
+
+    def hold(self):
+        """Process step: the source's thread blocks while the socket buffers are full (more than
+        ``buffer_pages`` pages not yet placed)."""
+        over = self.placed_at - self.e.now - self.buffer_pages * self.place
+        if over > 0:
+            yield self.e.wait(over)
 
     def release(self, v, at):
         self.blocked_until[v] = at
@@ -1016,10 +1072,16 @@ class Destination:
         self.fault_at[v] = t
         self.fault_end[v] = quantum_end
         self.blocked_until[v] = self._inf
-        if not self.asked[page]:
+        bm = mig.bitmap
+        sent = not (int(bm[page >> 6]) >> (page & 63)) & 1
+        if not self.asked[page] and sent and self.backlog:
+            # handed to the socket already, not placed yet: the request goes, the source skips a page no
+            # longer dirty (get_queued_page_not_dirty) and the vCPU waits for the backlog to reach it
             self.asked[page] = True
             self.requests += 1
-            bm = mig.bitmap
+        elif not self.asked[page]:
+            self.asked[page] = True
+            self.requests += 1
             bm[page >> 6] &= ~(np.uint64(1) << np.uint64(page & 63))  # the source sends it now, not the push
             mig.remaining -= 1
             one = (np.array([page], dtype=INDEX_DTYPE), np.ones(1, dtype=INDEX_DTYPE))
@@ -1032,7 +1094,9 @@ class Destination:
                                                                   and not self.held):
                 # the thread takes it at its next page (after what it handed the socket already), or
                 # wakes for it (an urgent request): it is known now when the page leaves
-                self.arrival[page] = e.copy_at(*one, max(seen, busy)) + self.latency + self.place
+                left = e.copy_at(*one, max(seen, busy))
+                self.arrival[page] = (self.queue_placement(1, left)[0] if self.backlog
+                                      else left + self.latency + self.place)
             else:
                 self.arrival[page] = self._inf
                 self.queue.append((seen, page))
