@@ -254,14 +254,23 @@ def test_a_sweep_killed_with_sigkill_resumes_to_the_full_table(tmp_path, finishe
     path = write(tmp_path, TINY)
     proc = subprocess.Popen([sys.executable, "-m", "pagesync_model", "sweep", path, "--scheduler", "inprocess",
                              "--quiet"], env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            cwd=OUTSIDE)
+                            cwd=OUTSIDE, start_new_session=True)
     journal = tmp_path / "s.journal"
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline and (not journal.exists() or journal.read_bytes().count(b"\n") < 2):
-        time.sleep(0.02)
-    children = psutil.Process(proc.pid).children(recursive=True)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+        time.sleep(0.005)
+    # freeze the sweep and its run host at once (a run takes a few ms: looking up the children first let the
+    # sweep finish before the kill), then kill the sweep alone and let the run host go on to notice
+    os.killpg(proc.pid, signal.SIGSTOP)
+    try:
+        children = psutil.Process(proc.pid).children(recursive=True)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    finally:  # never leave a process stopped
+        try:
+            os.killpg(proc.pid, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
     gone, alive = psutil.wait_procs(children, timeout=10)  # the run host dies with the sweep
     assert children and not alive
     kept = len(journal_mod.read(str(journal))[1])
