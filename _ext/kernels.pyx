@@ -1126,6 +1126,33 @@ cdef inline Link _link_of(const index_t[::1] link_i, const double[::1] link_f) n
     return L
 
 
+cdef void _check_cpu_steps(int64_t n, const index_t[::1] counts, const double[::1] carry, const double[::1] debt,
+                           const double[::1] avail, const uint64_t[::1] stream_keys, const uint64_t[::1] counters,
+                           const double[::1] extra, const index_t[::1] cpu_bounds, int64_t hot_span,
+                           int64_t hot_threshold, int64_t span, int64_t base, int64_t mult, int64_t modulus,
+                           int64_t block, const tlb_tag_t[:, ::1] tlb_tag, const tlb_flag_t[:, ::1] tlb_flags,
+                           const index_t[:, ::1] step_counts, int64_t pt_base, int64_t ptes_per_pt) except *:
+    # the arguments of _cpu_steps (copy_loop, qemu_turn, xen_batches)
+    cdef int64_t ncpu = stream_keys.shape[0]
+    if ncpu != counts.shape[0] or carry.shape[0] != ncpu or debt.shape[0] != ncpu or avail.shape[0] != ncpu:
+        raise ValueError("counts, carry, debt, avail must have ncpu elements")
+    if counters.shape[0] != ncpu or extra.shape[0] != ncpu or cpu_bounds.shape[0] != ncpu + 1:
+        raise ValueError("counters, extra must have ncpu elements, cpu_bounds ncpu + 1")
+    if hot_threshold < 0 or hot_threshold > <int64_t>TWO32:
+        raise ValueError(f"hot_threshold must be in [0, 2**32], got {hot_threshold}")
+    if hot_span < 0 or hot_span > span:
+        raise ValueError(f"need 0 <= hot_span <= span, got hot_span={hot_span}, span={span}")
+    _check_generator_map(span, mult, modulus, block)
+    if base < 0 or base + modulus * block > n:
+        raise ValueError(f"generated frames [{base}, {base} + {modulus} * {block}) must lie inside [0, {n})")
+    if tlb_tag.shape[0] != ncpu or tlb_flags.shape[0] != ncpu or tlb_flags.shape[1] != tlb_tag.shape[1] \
+            or tlb_tag.shape[1] < 1:
+        raise ValueError("tlb_tag and tlb_flags must both be [ncpu, entries >= 1]")
+    if step_counts.shape[0] != ncpu or step_counts.shape[1] != 3:
+        raise ValueError(f"step_counts must be ({ncpu}, 3)")
+    _check_pt(n, pt_base, ptes_per_pt)
+
+
 cdef inline bint _cpu_steps(int64_t s, int64_t quantum, int64_t tick_limit, int64_t* t_done, int64_t* fill,
                             double* tracking, index_t* cpu_n, index_t* next_tick, bint paced, double rate_per_cycle,
                             double[::1] carry, double[::1] debt, double[::1] avail, index_t[::1] counts,
@@ -1292,24 +1319,8 @@ def copy_loop(index_t[::1] state, double[::1] fstate, word_t[::1] bitmap, int64_
     for c in range(state[CL_RUN_I], state[CL_NRUNS]):
         if runs_l[c] < 1 or runs_s[c] < 0 or runs_s[c] > n - runs_l[c]:
             raise ValueError(f"run {c} is empty or outside [0, {n})")
-    cdef int64_t ntick = counts.shape[0]
-    if ncpu != ntick or carry.shape[0] != ncpu or debt.shape[0] != ncpu or avail.shape[0] != ncpu:
-        raise ValueError("counts, carry, debt, avail must have ncpu elements")
-    if counters.shape[0] != ncpu or extra.shape[0] != ncpu or cpu_bounds.shape[0] != ncpu + 1:
-        raise ValueError("counters, extra must have ncpu elements, cpu_bounds ncpu + 1")
-    if hot_threshold < 0 or hot_threshold > <int64_t>TWO32:
-        raise ValueError(f"hot_threshold must be in [0, 2**32], got {hot_threshold}")
-    if hot_span < 0 or hot_span > span:
-        raise ValueError(f"need 0 <= hot_span <= span, got hot_span={hot_span}, span={span}")
-    _check_generator_map(span, mult, modulus, block)
-    if base < 0 or base + modulus * block > n:
-        raise ValueError(f"generated frames [{base}, {base} + {modulus} * {block}) must lie inside [0, {n})")
-    if tlb_tag.shape[0] != ncpu or tlb_flags.shape[0] != ncpu or tlb_flags.shape[1] != tlb_tag.shape[1] \
-            or tlb_tag.shape[1] < 1:
-        raise ValueError("tlb_tag and tlb_flags must both be [ncpu, entries >= 1]")
-    if step_counts.shape[0] != ncpu or step_counts.shape[1] != 3:
-        raise ValueError(f"step_counts must be ({ncpu}, 3)")
-    _check_pt(n, pt_base, ptes_per_pt)
+    _check_cpu_steps(n, counts, carry, debt, avail, stream_keys, counters, extra, cpu_bounds, hot_span, hot_threshold,
+                     span, base, mult, modulus, block, tlb_tag, tlb_flags, step_counts, pt_base, ptes_per_pt)
     cdef Link L = _link_of(link_i, link_f)
     cdef int64_t s = state[CL_NOW], t_done = state[CL_T_DONE]
     cdef int64_t nr, npages, nxt
@@ -1439,23 +1450,8 @@ def qemu_turn(index_t[::1] state, double[::1] fstate, word_t[::1] bitmap, int64_
     for c in range(state[QT_NRUNS]):
         if runs_l[c] < 1 or runs_s[c] < 0 or runs_s[c] > n - runs_l[c]:
             raise ValueError(f"run {c} is empty or outside [0, {n})")
-    if ncpu != counts.shape[0] or carry.shape[0] != ncpu or debt.shape[0] != ncpu or avail.shape[0] != ncpu:
-        raise ValueError("counts, carry, debt, avail must have ncpu elements")
-    if counters.shape[0] != ncpu or extra.shape[0] != ncpu or cpu_bounds.shape[0] != ncpu + 1:
-        raise ValueError("counters, extra must have ncpu elements, cpu_bounds ncpu + 1")
-    if hot_threshold < 0 or hot_threshold > <int64_t>TWO32:
-        raise ValueError(f"hot_threshold must be in [0, 2**32], got {hot_threshold}")
-    if hot_span < 0 or hot_span > span:
-        raise ValueError(f"need 0 <= hot_span <= span, got hot_span={hot_span}, span={span}")
-    _check_generator_map(span, mult, modulus, block)
-    if base < 0 or base + modulus * block > n:
-        raise ValueError(f"generated frames [{base}, {base} + {modulus} * {block}) must lie inside [0, {n})")
-    if tlb_tag.shape[0] != ncpu or tlb_flags.shape[0] != ncpu or tlb_flags.shape[1] != tlb_tag.shape[1] \
-            or tlb_tag.shape[1] < 1:
-        raise ValueError("tlb_tag and tlb_flags must both be [ncpu, entries >= 1]")
-    if step_counts.shape[0] != ncpu or step_counts.shape[1] != 3:
-        raise ValueError(f"step_counts must be ({ncpu}, 3)")
-    _check_pt(n, pt_base, ptes_per_pt)
+    _check_cpu_steps(n, counts, carry, debt, avail, stream_keys, counters, extra, cpu_bounds, hot_span, hot_threshold,
+                     span, base, mult, modulus, block, tlb_tag, tlb_flags, step_counts, pt_base, ptes_per_pt)
     cdef Link L = _link_of(link_i, link_f)
     cdef int64_t s = state[QT_NOW], t_done = state[QT_T_DONE], i
     cdef int64_t calls, first, zeros, pages, nr, n1, budget, got, it, cursor, sent
@@ -1622,23 +1618,8 @@ def xen_batches(index_t[::1] state, double[::1] fstate, index_t[::1] xstate, wor
     for c in range(state[CL_RUN_I], state[CL_NRUNS]):
         if runs_l[c] < 1 or runs_s[c] < 0 or runs_s[c] > n - runs_l[c]:
             raise ValueError(f"run {c} is empty or outside [0, {n})")
-    if ncpu != counts.shape[0] or carry.shape[0] != ncpu or debt.shape[0] != ncpu or avail.shape[0] != ncpu:
-        raise ValueError("counts, carry, debt, avail must have ncpu elements")
-    if counters.shape[0] != ncpu or extra.shape[0] != ncpu or cpu_bounds.shape[0] != ncpu + 1:
-        raise ValueError("counters, extra must have ncpu elements, cpu_bounds ncpu + 1")
-    if hot_threshold < 0 or hot_threshold > <int64_t>TWO32:
-        raise ValueError(f"hot_threshold must be in [0, 2**32], got {hot_threshold}")
-    if hot_span < 0 or hot_span > span:
-        raise ValueError(f"need 0 <= hot_span <= span, got hot_span={hot_span}, span={span}")
-    _check_generator_map(span, mult, modulus, block)
-    if base < 0 or base + modulus * block > n:
-        raise ValueError(f"generated frames [{base}, {base} + {modulus} * {block}) must lie inside [0, {n})")
-    if tlb_tag.shape[0] != ncpu or tlb_flags.shape[0] != ncpu or tlb_flags.shape[1] != tlb_tag.shape[1] \
-            or tlb_tag.shape[1] < 1:
-        raise ValueError("tlb_tag and tlb_flags must both be [ncpu, entries >= 1]")
-    if step_counts.shape[0] != ncpu or step_counts.shape[1] != 3:
-        raise ValueError(f"step_counts must be ({ncpu}, 3)")
-    _check_pt(n, pt_base, ptes_per_pt)
+    _check_cpu_steps(n, counts, carry, debt, avail, stream_keys, counters, extra, cpu_bounds, hot_span, hot_threshold,
+                     span, base, mult, modulus, block, tlb_tag, tlb_flags, step_counts, pt_base, ptes_per_pt)
     cdef Link L = _link_of(link_i, link_f)
     cdef int64_t s = state[CL_NOW], t_done = state[CL_T_DONE]
     cdef int64_t k, f, nr, npages, nxt, pos
