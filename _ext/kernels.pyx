@@ -556,35 +556,14 @@ cdef int64_t _extract_loop(uint64_t* bm, int64_t lo, int64_t hi, int64_t max_pag
     return nruns
 
 
-def bitmap_take_pages(word_t[::1] bitmap, int64_t lo, int64_t hi, int64_t k, bint clear,
-                      index_t[::1] out_starts, index_t[::1] out_lens):
-    """The first ``k`` set pages of [lo, hi) as maximal runs (cut at lo and hi), the last run cut so that
-    no more than ``k`` pages are taken; optionally test-and-clear exactly the pages taken.
-
-    Buffers: ``bitmap`` INOUT u64[nwords] (only modified if ``clear``); ``out_starts``, ``out_lens``
-    OUT i64[cap] (entries past ``nruns`` are left untouched).
-
-    Stops when pages == k, nruns == cap or the scan reaches hi. ``end`` is the end of the last run
-    taken when pages == k, else ``hi`` (also when the scan stopped at cap runs).
-
-    Returns (nruns, pages, end).
-    Raises ValueError unless 0 <= lo <= hi <= 64 * nwords, k >= 1 and len(out_starts) == len(out_lens) >= 1.
-    """
-    _check_range(lo, hi, bitmap.shape[0] * 64)
-    cdef int64_t cap = out_starts.shape[0]
-    if out_lens.shape[0] != cap:
-        raise ValueError(f"out_starts has {cap} elements, out_lens has {out_lens.shape[0]}")
-    if cap < 1:
-        raise ValueError("out_starts/out_lens must hold at least one run (cap >= 1)")
-    if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
-    if lo == hi:
-        return 0, 0, hi
-    cdef uint64_t* bm = &bitmap[0]
+cdef int64_t _take_loop(uint64_t* bm, int64_t lo, int64_t hi, int64_t k, bint clear, int64_t cap,
+                        index_t* out_starts, index_t* out_lens, int64_t* out_pages, int64_t* out_end) noexcept nogil:
+    """``bitmap_take_pages``' loop (k >= 1, cap >= 1): returns nruns, sets ``out_pages`` and ``out_end``."""
     cdef int64_t pos = lo, w, start, end, lim, wlim, nruns = 0, pages = 0, last_end = hi
-    cdef int64_t wend = ((hi - 1) >> 6) + 1
+    cdef int64_t wend
     cdef uint64_t m
-    with nogil:
+    if lo < hi:
+        wend = ((hi - 1) >> 6) + 1
         while pos < hi:
             w = pos >> 6
             m = bm[w] & _mask_from(pos)
@@ -628,6 +607,38 @@ def bitmap_take_pages(word_t[::1] bitmap, int64_t lo, int64_t hi, int64_t k, bin
                 break
             if nruns == cap:
                 break
+    out_pages[0] = pages
+    out_end[0] = last_end
+    return nruns
+
+
+def bitmap_take_pages(word_t[::1] bitmap, int64_t lo, int64_t hi, int64_t k, bint clear,
+                      index_t[::1] out_starts, index_t[::1] out_lens):
+    """The first ``k`` set pages of [lo, hi) as maximal runs (cut at lo and hi), the last run cut so that
+    no more than ``k`` pages are taken; optionally test-and-clear exactly the pages taken.
+
+    Buffers: ``bitmap`` INOUT u64[nwords] (only modified if ``clear``); ``out_starts``, ``out_lens``
+    OUT i64[cap] (entries past ``nruns`` are left untouched).
+
+    Stops when pages == k, nruns == cap or the scan reaches hi. ``end`` is the end of the last run
+    taken when pages == k, else ``hi`` (also when the scan stopped at cap runs).
+
+    Returns (nruns, pages, end).
+    Raises ValueError unless 0 <= lo <= hi <= 64 * nwords, k >= 1 and len(out_starts) == len(out_lens) >= 1.
+    """
+    _check_range(lo, hi, bitmap.shape[0] * 64)
+    cdef int64_t cap = out_starts.shape[0]
+    if out_lens.shape[0] != cap:
+        raise ValueError(f"out_starts has {cap} elements, out_lens has {out_lens.shape[0]}")
+    if cap < 1:
+        raise ValueError("out_starts/out_lens must hold at least one run (cap >= 1)")
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    if lo == hi:
+        return 0, 0, hi
+    cdef int64_t nruns, pages, last_end
+    with nogil:
+        nruns = _take_loop(&bitmap[0], lo, hi, k, clear, cap, &out_starts[0], &out_lens[0], &pages, &last_end)
     return nruns, pages, last_end
 
 
@@ -1100,6 +1111,179 @@ cdef double _pairwise_sum(const double* a, int64_t n) noexcept nogil:
     return _pairwise_sum(a, n2) + _pairwise_sum(a + n2, n - n2)
 
 
+# the blocks copy_loop, qemu_turn and xen_batches share
+
+cdef struct Link:
+    # Interconnect's parameters: link_i, link_f of the loops
+    int64_t ps, header, zpb, latency
+    double bandwidth, per_copy, first_copy, clock
+
+
+cdef inline Link _link_of(const index_t[::1] link_i, const double[::1] link_f) noexcept nogil:
+    cdef Link L
+    L.ps, L.header, L.zpb, L.latency = link_i[0], link_i[1], link_i[2], link_i[3]
+    L.bandwidth, L.per_copy, L.first_copy, L.clock = link_f[0], link_f[1], link_f[2], link_f[3]
+    return L
+
+
+cdef void _check_cpu_steps(int64_t n, const index_t[::1] counts, const double[::1] carry, const double[::1] debt,
+                           const double[::1] avail, const uint64_t[::1] stream_keys, const uint64_t[::1] counters,
+                           const double[::1] extra, const index_t[::1] cpu_bounds, int64_t hot_span,
+                           int64_t hot_threshold, int64_t span, int64_t base, int64_t mult, int64_t modulus,
+                           int64_t block, const tlb_tag_t[:, ::1] tlb_tag, const tlb_flag_t[:, ::1] tlb_flags,
+                           const index_t[:, ::1] step_counts, int64_t pt_base, int64_t ptes_per_pt) except *:
+    # the arguments of _cpu_steps (copy_loop, qemu_turn, xen_batches)
+    cdef int64_t ncpu = stream_keys.shape[0]
+    if ncpu != counts.shape[0] or carry.shape[0] != ncpu or debt.shape[0] != ncpu or avail.shape[0] != ncpu:
+        raise ValueError("counts, carry, debt, avail must have ncpu elements")
+    if counters.shape[0] != ncpu or extra.shape[0] != ncpu or cpu_bounds.shape[0] != ncpu + 1:
+        raise ValueError("counters, extra must have ncpu elements, cpu_bounds ncpu + 1")
+    if hot_threshold < 0 or hot_threshold > <int64_t>TWO32:
+        raise ValueError(f"hot_threshold must be in [0, 2**32], got {hot_threshold}")
+    if hot_span < 0 or hot_span > span:
+        raise ValueError(f"need 0 <= hot_span <= span, got hot_span={hot_span}, span={span}")
+    _check_generator_map(span, mult, modulus, block)
+    if base < 0 or base + modulus * block > n:
+        raise ValueError(f"generated frames [{base}, {base} + {modulus} * {block}) must lie inside [0, {n})")
+    if tlb_tag.shape[0] != ncpu or tlb_flags.shape[0] != ncpu or tlb_flags.shape[1] != tlb_tag.shape[1] \
+            or tlb_tag.shape[1] < 1:
+        raise ValueError("tlb_tag and tlb_flags must both be [ncpu, entries >= 1]")
+    if step_counts.shape[0] != ncpu or step_counts.shape[1] != 3:
+        raise ValueError(f"step_counts must be ({ncpu}, 3)")
+    _check_pt(n, pt_base, ptes_per_pt)
+
+
+cdef inline bint _cpu_steps(int64_t s, int64_t quantum, int64_t tick_limit, int64_t* t_done, int64_t* fill,
+                            double* tracking, index_t* cpu_n, index_t* next_tick, bint paced, double rate_per_cycle,
+                            double[::1] carry, double[::1] debt, double[::1] avail, index_t[::1] counts,
+                            const uint64_t[::1] stream_keys, uint64_t[::1] counters, int64_t hot_span,
+                            int64_t hot_threshold, int64_t span, int64_t base, int64_t mult, int64_t modulus,
+                            int64_t block, index_t[::1] frames, index_t[::1] cpu_bounds, pte_t[::1] pte,
+                            version_t[::1] versions, tlb_tag_t[:, ::1] tlb_tag, tlb_flag_t[:, ::1] tlb_flags,
+                            int64_t pt_base, int64_t ptes_per_pt, index_t[:, ::1] step_counts, double walk_cycles,
+                            double dirty_cycles, double[::1] extra, index_t[::1] meter_buf,
+                            bint meter_on) noexcept nogil:
+    """The CPU steps due by s: one a quantum after the last (``t_done``), then one to s, each as
+    ``cpu_rate_step`` + ``random_write_step`` (+ the meter's copy of the frames into ``meter_buf`` at
+    ``fill``). ``cpu_n[0:5]`` are Cpus.running_cycles, writes, walks, dirty_sets, flush_refills. Returns
+    True before a step after ``tick_limit`` or one whose writes might not fit ``frames`` or the meter's
+    buffer (its time in ``next_tick``: Python applies it)."""
+    cdef int64_t ncpu = stream_keys.shape[0], wcap = frames.shape[0], mcap = meter_buf.shape[0] if meter_on else 0
+    cdef int64_t td = t_done[0], t, dt, bound, total, c, k
+    cdef int64_t[3] totals
+    cdef bint py = False
+    while td < s:
+        t = td + quantum
+        if t > s:
+            t = s
+        dt = t - td
+        bound = ncpu * (<int64_t>(<double>dt * rate_per_cycle) + 2)
+        if t > tick_limit or bound > wcap or (meter_on and fill[0] + bound > mcap):
+            next_tick[0] = t
+            py = True
+            break
+        td = t
+        cpu_n[0] += dt
+        _debt_loop(<double>dt, debt, paced, avail)
+        total = _rate_loop(avail, rate_per_cycle, carry, counts)
+        if total == 0:
+            continue
+        _gen_random_loop(stream_keys, counters, counts, hot_span, hot_threshold, span, base, mult, modulus, frames,
+                         block)
+        cpu_bounds[0] = 0
+        for c in range(ncpu):
+            cpu_bounds[c + 1] = cpu_bounds[c] + counts[c]
+        _write_loop(frames, NULL, cpu_bounds, pte, versions, tlb_tag, tlb_flags, pt_base, ptes_per_pt, step_counts)
+        _charge_loop(step_counts, walk_cycles, dirty_cycles, debt, extra, totals)
+        if meter_on:
+            for k in range(total):
+                meter_buf[fill[0] + k] = frames[k]
+            fill[0] += total
+        tracking[0] = tracking[0] + (0.0 + _pairwise_sum(&extra[0], ncpu))
+        cpu_n[1] += total
+        cpu_n[2] += totals[0]
+        cpu_n[3] += totals[1]
+        cpu_n[4] += totals[2]
+    t_done[0] = td
+    return py
+
+
+cdef inline void _read_run(version_t* partner, const version_t* versions, int64_t f, int64_t e, bint count_first,
+                           int64_t* first, int64_t* zeros) noexcept nogil:
+    """Pages [f, e) read into ``partner``: adds the pages ``partner`` had never received (GARBAGE; counted
+    only with ``count_first``) to ``first`` and the all-zero pages to ``zeros``."""
+    cdef int64_t k
+    if count_first:
+        for k in range(f, e):
+            first[0] += partner[k] == GARBAGE
+    for k in range(f, e):
+        partner[k] = versions[k]
+        zeros[0] += versions[k] == 0
+
+
+cdef inline int64_t _link_send(const Link* L, int64_t s, index_t* busy, index_t* sent, int64_t calls, int64_t pages,
+                               int64_t zeros, int64_t first, int64_t nbytes) noexcept nogil:
+    """Interconnect._send at s of ``nbytes`` (``pages`` pages, ``zeros`` of them all-zero, ``first`` first
+    copies) in ``calls`` copy calls: ``busy[0:2]`` are link.busy_until, last_arrival, ``sent[0:6]``
+    link.bytes_sent, pages_sent, zero_pages_sent, calls, busy_cycles, timeouts. Returns busy_until."""
+    cdef int64_t start = s if s > busy[0] else busy[0]
+    cdef int64_t cycles = <int64_t>rint((<double>calls * L.per_copy + <double>nbytes / L.bandwidth
+                                         + <double>first * L.first_copy) * L.clock)
+    busy[0] = start + cycles
+    busy[1] = busy[0] + L.latency
+    sent[0] += nbytes
+    sent[1] += pages
+    sent[2] += zeros
+    sent[3] += calls
+    sent[4] += cycles
+    sent[5] += 1
+    return busy[0]
+
+
+cdef inline int64_t _piece_bytes(const Link* L, int64_t pages, int64_t zeros) noexcept nogil:
+    # the bytes of a piece of pages (zero pages at zpb bytes unless zpb < 0), with their headers
+    cdef int64_t nbytes
+    if L.zpb < 0:
+        nbytes = pages * L.ps
+    else:
+        nbytes = (pages - zeros) * L.ps + zeros * L.zpb
+    return nbytes + pages * L.header
+
+
+cdef inline int64_t _chunk_piece(index_t[::1] state, int64_t s, const index_t[::1] runs_s, const index_t[::1] runs_l,
+                                 int64_t chunk, version_t* partner, const version_t* versions,
+                                 const Link* L) noexcept nogil:
+    """copy_loop's piece: at most ``chunk`` pages of ``runs_s/runs_l[RUN_I:NRUNS]`` from RUN_OFF, read into
+    ``partner`` at s and sent (``state`` is copy_loop's). Returns the link's busy_until."""
+    cdef int64_t i = state[CL_RUN_I], off = state[CL_RUN_OFF], pages = 0, calls = 0, first = 0, zeros = 0
+    cdef int64_t take, f
+    cdef bint split = off > 0
+    while pages < chunk and i < state[CL_NRUNS]:
+        take = runs_l[i] - off
+        if take > chunk - pages:
+            take = chunk - pages
+        f = runs_s[i] + off
+        _read_run(partner, versions, f, f + take, L.first_copy > 0, &first, &zeros)
+        calls += 1
+        pages += take
+        off += take
+        if off == runs_l[i]:
+            i += 1
+            off = 0
+    if split:
+        calls -= 1
+    state[CL_RUN_I] = i
+    state[CL_RUN_OFF] = off
+    if i >= state[CL_NRUNS]:
+        state[CL_NRUNS] = 0
+    s = _link_send(L, s, &state[CL_BUSY], &state[CL_BYTES], calls, pages, zeros, first, _piece_bytes(L, pages, zeros))
+    state[CL_COPY_ZEROS] += zeros
+    state[CL_PIECES] += 1
+    state[CL_ADMIT] = 0
+    return s
+
+
+
 def copy_loop(index_t[::1] state, double[::1] fstate, word_t[::1] bitmap, int64_t hi, bint use_bitmap,
               index_t[::1] runs_s, index_t[::1] runs_l, const index_t[::1] link_i, const double[::1] link_f,
               version_t[::1] partner, int64_t horizon, int64_t tick_limit, int64_t quantum, int64_t chunk,
@@ -1135,33 +1319,13 @@ def copy_loop(index_t[::1] state, double[::1] fstate, word_t[::1] bitmap, int64_
     for c in range(state[CL_RUN_I], state[CL_NRUNS]):
         if runs_l[c] < 1 or runs_s[c] < 0 or runs_s[c] > n - runs_l[c]:
             raise ValueError(f"run {c} is empty or outside [0, {n})")
-    cdef int64_t ntick = counts.shape[0]
-    if ncpu != ntick or carry.shape[0] != ncpu or debt.shape[0] != ncpu or avail.shape[0] != ncpu:
-        raise ValueError("counts, carry, debt, avail must have ncpu elements")
-    if counters.shape[0] != ncpu or extra.shape[0] != ncpu or cpu_bounds.shape[0] != ncpu + 1:
-        raise ValueError("counters, extra must have ncpu elements, cpu_bounds ncpu + 1")
-    if hot_threshold < 0 or hot_threshold > <int64_t>TWO32:
-        raise ValueError(f"hot_threshold must be in [0, 2**32], got {hot_threshold}")
-    if hot_span < 0 or hot_span > span:
-        raise ValueError(f"need 0 <= hot_span <= span, got hot_span={hot_span}, span={span}")
-    _check_generator_map(span, mult, modulus, block)
-    if base < 0 or base + modulus * block > n:
-        raise ValueError(f"generated frames [{base}, {base} + {modulus} * {block}) must lie inside [0, {n})")
-    if tlb_tag.shape[0] != ncpu or tlb_flags.shape[0] != ncpu or tlb_flags.shape[1] != tlb_tag.shape[1] \
-            or tlb_tag.shape[1] < 1:
-        raise ValueError("tlb_tag and tlb_flags must both be [ncpu, entries >= 1]")
-    if step_counts.shape[0] != ncpu or step_counts.shape[1] != 3:
-        raise ValueError(f"step_counts must be ({ncpu}, 3)")
-    _check_pt(n, pt_base, ptes_per_pt)
-    cdef int64_t ps = link_i[0], header = link_i[1], zpb = link_i[2], latency = link_i[3]
-    cdef double bandwidth = link_f[0], per_copy = link_f[1], first_copy = link_f[2], clock = link_f[3]
-    cdef int64_t s = state[CL_NOW], t_done = state[CL_T_DONE], t, dt, total, bound, i, off, take, k, f, e
-    cdef int64_t calls, first, zeros, pages, nbytes, start, cycles, nr, npages, nxt
+    _check_cpu_steps(n, counts, carry, debt, avail, stream_keys, counters, extra, cpu_bounds, hot_span, hot_threshold,
+                     span, base, mult, modulus, block, tlb_tag, tlb_flags, step_counts, pt_base, ptes_per_pt)
+    cdef Link L = _link_of(link_i, link_f)
+    cdef int64_t s = state[CL_NOW], t_done = state[CL_T_DONE]
+    cdef int64_t nr, npages, nxt
     cdef int64_t fill = state[CL_METER_FILL], status = CL_DONE
-    cdef int64_t[3] totals
     cdef double tracking = fstate[0]
-    cdef int64_t wcap = frames.shape[0], mcap = meter_buf.shape[0] if meter_on else 0
-    cdef bint split
     with nogil:
         while True:
             if state[CL_NRUNS] == 0:
@@ -1187,94 +1351,16 @@ def copy_loop(index_t[::1] state, double[::1] fstate, word_t[::1] bitmap, int64_
                     status = CL_HORIZON
                     break
                 state[CL_ADMIT] = 1
-            # the CPU steps due by s: one a quantum after the last, then one to s
-            while t_done < s:
-                t = t_done + quantum
-                if t > s:
-                    t = s
-                dt = t - t_done
-                bound = ncpu * (<int64_t>(<double>dt * rate_per_cycle) + 2)
-                if t > tick_limit or bound > wcap or (meter_on and fill + bound > mcap):
-                    status = CL_PY_TICK
-                    state[CL_NEXT_TICK] = t
-                    break
-                t_done = t
-                state[CL_RUNNING] += dt
-                _debt_loop(<double>dt, debt, paced, avail)
-                total = _rate_loop(avail, rate_per_cycle, carry, counts)
-                if total == 0:
-                    continue
-                _gen_random_loop(stream_keys, counters, counts, hot_span, hot_threshold, span, base, mult, modulus,
-                                 frames, block)
-                cpu_bounds[0] = 0
-                for c in range(ncpu):
-                    cpu_bounds[c + 1] = cpu_bounds[c] + counts[c]
-                _write_loop(frames, NULL, cpu_bounds, pte, versions, tlb_tag, tlb_flags, pt_base, ptes_per_pt,
-                            step_counts)
-                _charge_loop(step_counts, walk_cycles, dirty_cycles, debt, extra, totals)
-                if meter_on:
-                    for k in range(total):
-                        meter_buf[fill + k] = frames[k]
-                    fill += total
-                tracking = tracking + (0.0 + _pairwise_sum(&extra[0], ncpu))
-                state[CL_WRITES] += total
-                state[CL_WALKS] += totals[0]
-                state[CL_DIRTY_SETS] += totals[1]
-                state[CL_REFILLS] += totals[2]
-            if status == CL_PY_TICK:
+            # the CPU steps due by s
+            if _cpu_steps(s, quantum, tick_limit, &t_done, &fill, &tracking, &state[CL_RUNNING], &state[CL_NEXT_TICK],
+                          paced, rate_per_cycle, carry, debt, avail, counts, stream_keys, counters, hot_span,
+                          hot_threshold, span, base, mult, modulus, block, frames, cpu_bounds, pte, versions, tlb_tag,
+                          tlb_flags, pt_base, ptes_per_pt, step_counts, walk_cycles, dirty_cycles, extra, meter_buf,
+                          meter_on):
+                status = CL_PY_TICK
                 break
             # one piece of at most chunk pages, read at s
-            i = state[CL_RUN_I]
-            off = state[CL_RUN_OFF]
-            split = off > 0
-            pages = 0
-            calls = 0
-            first = 0
-            zeros = 0
-            while pages < chunk and i < state[CL_NRUNS]:
-                take = runs_l[i] - off
-                if take > chunk - pages:
-                    take = chunk - pages
-                f = runs_s[i] + off
-                e = f + take
-                if first_copy > 0:
-                    for k in range(f, e):
-                        first += partner[k] == GARBAGE
-                for k in range(f, e):
-                    partner[k] = versions[k]
-                    zeros += versions[k] == 0
-                calls += 1
-                pages += take
-                off += take
-                if off == runs_l[i]:
-                    i += 1
-                    off = 0
-            if split:
-                calls -= 1
-            state[CL_RUN_I] = i
-            state[CL_RUN_OFF] = off
-            if i >= state[CL_NRUNS]:
-                state[CL_NRUNS] = 0
-            if zpb < 0:
-                nbytes = pages * ps
-            else:
-                nbytes = (pages - zeros) * ps + zeros * zpb
-            nbytes += pages * header
-            start = s if s > state[CL_BUSY] else state[CL_BUSY]
-            cycles = <int64_t>rint((<double>calls * per_copy + <double>nbytes / bandwidth + <double>first * first_copy)
-                                   * clock)
-            state[CL_BUSY] = start + cycles
-            state[CL_ARRIVAL] = state[CL_BUSY] + latency
-            state[CL_BYTES] += nbytes
-            state[CL_PAGES] += pages
-            state[CL_ZERO_SENT] += zeros
-            state[CL_CALLS] += calls
-            state[CL_BUSY_CYCLES] += cycles
-            state[CL_TIMEOUTS] += 1
-            state[CL_COPY_ZEROS] += zeros
-            state[CL_PIECES] += 1
-            state[CL_ADMIT] = 0
-            s = state[CL_BUSY]
+            s = _chunk_piece(state, s, runs_s, runs_l, chunk, &partner[0], &versions[0], &L)
             if state[CL_NRUNS] == 0 and not use_bitmap:
                 status = CL_DONE
                 break
@@ -1324,60 +1410,6 @@ cdef enum:
     QT_PY_PIECE = 3
 
 
-cdef int64_t _qt_take(uint64_t* bm, int64_t lo, int64_t hi, int64_t k, int64_t cap, index_t* out_starts,
-                      index_t* out_lens, int64_t* out_pages) noexcept nogil:
-    """``bitmap_take_pages(bitmap, lo, hi, k, True, out[:cap])``'s loop (k >= 1): returns nruns, sets
-    ``out_pages``; its ``end`` is returned through ``out_pages[1]``."""
-    cdef int64_t pos = lo, w, start, end, lim, wlim, nruns = 0, pages = 0, last_end = hi
-    cdef int64_t wend
-    cdef uint64_t m
-    if lo < hi:
-        wend = ((hi - 1) >> 6) + 1
-        while pos < hi:
-            w = pos >> 6
-            m = bm[w] & _mask_from(pos)
-            while m == 0:
-                w += 1
-                if w >= wend:
-                    break
-                m = bm[w]
-            if m == 0:
-                break
-            start = (w << 6) + ctz64(m)
-            if start >= hi:
-                break
-            lim = start + (k - pages)
-            if lim > hi:
-                lim = hi
-            wlim = ((lim - 1) >> 6) + 1
-            m = ~bm[w] & _mask_from(start)
-            while m == 0:
-                w += 1
-                if w >= wlim:
-                    break
-                m = ~bm[w]
-            if m == 0:
-                end = lim
-            else:
-                end = (w << 6) + ctz64(m)
-                if end > lim:
-                    end = lim
-            _clear_bits(bm, start, end)
-            out_starts[nruns] = start
-            out_lens[nruns] = end - start
-            nruns += 1
-            pages += end - start
-            pos = end
-            if pages >= k:
-                last_end = end
-                break
-            if nruns == cap:
-                break
-    out_pages[0] = pages
-    out_pages[1] = last_end
-    return nruns
-
-
 def qemu_turn(index_t[::1] state, double[::1] fstate, word_t[::1] bitmap, int64_t n_pages, int64_t cap,
               index_t[::1] runs_s, index_t[::1] runs_l, const index_t[::1] link_i, const double[::1] link_f,
               version_t[::1] partner, int64_t horizon, int64_t tick_limit, int64_t quantum, int64_t chunk, int64_t t0,
@@ -1418,32 +1450,14 @@ def qemu_turn(index_t[::1] state, double[::1] fstate, word_t[::1] bitmap, int64_
     for c in range(state[QT_NRUNS]):
         if runs_l[c] < 1 or runs_s[c] < 0 or runs_s[c] > n - runs_l[c]:
             raise ValueError(f"run {c} is empty or outside [0, {n})")
-    if ncpu != counts.shape[0] or carry.shape[0] != ncpu or debt.shape[0] != ncpu or avail.shape[0] != ncpu:
-        raise ValueError("counts, carry, debt, avail must have ncpu elements")
-    if counters.shape[0] != ncpu or extra.shape[0] != ncpu or cpu_bounds.shape[0] != ncpu + 1:
-        raise ValueError("counters, extra must have ncpu elements, cpu_bounds ncpu + 1")
-    if hot_threshold < 0 or hot_threshold > <int64_t>TWO32:
-        raise ValueError(f"hot_threshold must be in [0, 2**32], got {hot_threshold}")
-    if hot_span < 0 or hot_span > span:
-        raise ValueError(f"need 0 <= hot_span <= span, got hot_span={hot_span}, span={span}")
-    _check_generator_map(span, mult, modulus, block)
-    if base < 0 or base + modulus * block > n:
-        raise ValueError(f"generated frames [{base}, {base} + {modulus} * {block}) must lie inside [0, {n})")
-    if tlb_tag.shape[0] != ncpu or tlb_flags.shape[0] != ncpu or tlb_flags.shape[1] != tlb_tag.shape[1] \
-            or tlb_tag.shape[1] < 1:
-        raise ValueError("tlb_tag and tlb_flags must both be [ncpu, entries >= 1]")
-    if step_counts.shape[0] != ncpu or step_counts.shape[1] != 3:
-        raise ValueError(f"step_counts must be ({ncpu}, 3)")
-    _check_pt(n, pt_base, ptes_per_pt)
-    cdef int64_t ps = link_i[0], header = link_i[1], zpb = link_i[2], latency = link_i[3]
-    cdef double bandwidth = link_f[0], per_copy = link_f[1], first_copy = link_f[2], clock = link_f[3]
-    cdef int64_t s = state[QT_NOW], t_done = state[QT_T_DONE], t, dt, total, bound, i, k, f, e
-    cdef int64_t calls, first, zeros, pages, nbytes, start, cycles, nr, n1, budget, got, it, cursor, sent
+    _check_cpu_steps(n, counts, carry, debt, avail, stream_keys, counters, extra, cpu_bounds, hot_span, hot_threshold,
+                     span, base, mult, modulus, block, tlb_tag, tlb_flags, step_counts, pt_base, ptes_per_pt)
+    cdef Link L = _link_of(link_i, link_f)
+    cdef int64_t s = state[QT_NOW], t_done = state[QT_T_DONE], i
+    cdef int64_t calls, first, zeros, pages, nr, n1, budget, got, it, cursor, sent
     cdef int64_t fill = state[QT_METER_FILL], status = QT_TURN_OVER
-    cdef int64_t[3] totals
     cdef int64_t[2] took
     cdef double tracking = fstate[0]
-    cdef int64_t wcap = frames.shape[0], mcap = meter_buf.shape[0] if meter_on else 0
     cdef bint wrapped
     cdef uint64_t* bm = &bitmap[0]
     with nogil:
@@ -1470,7 +1484,8 @@ def qemu_turn(index_t[::1] state, double[::1] fstate, word_t[::1] bitmap, int64_
                 wrapped = False
                 cursor = state[QT_CURSOR]
                 for it in range(2):
-                    n1 = _qt_take(bm, cursor, n_pages, budget - got, cap, &runs_s[nr], &runs_l[nr], took)
+                    n1 = _take_loop(bm, cursor, n_pages, budget - got, True, cap, &runs_s[nr], &runs_l[nr], &took[0],
+                                    &took[1])
                     if nr == 0 and took[1] < n_pages and n1 > 0:
                         cursor = took[1]
                         nr = n1
@@ -1501,41 +1516,13 @@ def qemu_turn(index_t[::1] state, double[::1] fstate, word_t[::1] bitmap, int64_
                 if xbzrle and wrapped:
                     status = QT_PY_PIECE
                     break
-            # the CPU steps due by s: one a quantum after the last, then one to s
-            while t_done < s:
-                t = t_done + quantum
-                if t > s:
-                    t = s
-                dt = t - t_done
-                bound = ncpu * (<int64_t>(<double>dt * rate_per_cycle) + 2)
-                if t > tick_limit or bound > wcap or (meter_on and fill + bound > mcap):
-                    status = QT_PY_TICK
-                    state[QT_NEXT_TICK] = t
-                    break
-                t_done = t
-                state[QT_RUNNING] += dt
-                _debt_loop(<double>dt, debt, paced, avail)
-                total = _rate_loop(avail, rate_per_cycle, carry, counts)
-                if total == 0:
-                    continue
-                _gen_random_loop(stream_keys, counters, counts, hot_span, hot_threshold, span, base, mult, modulus,
-                                 frames, block)
-                cpu_bounds[0] = 0
-                for c in range(ncpu):
-                    cpu_bounds[c + 1] = cpu_bounds[c] + counts[c]
-                _write_loop(frames, NULL, cpu_bounds, pte, versions, tlb_tag, tlb_flags, pt_base, ptes_per_pt,
-                            step_counts)
-                _charge_loop(step_counts, walk_cycles, dirty_cycles, debt, extra, totals)
-                if meter_on:
-                    for k in range(total):
-                        meter_buf[fill + k] = frames[k]
-                    fill += total
-                tracking = tracking + (0.0 + _pairwise_sum(&extra[0], ncpu))
-                state[QT_WRITES] += total
-                state[QT_WALKS] += totals[0]
-                state[QT_DIRTY_SETS] += totals[1]
-                state[QT_REFILLS] += totals[2]
-            if status == QT_PY_TICK:
+            # the CPU steps due by s
+            if _cpu_steps(s, quantum, tick_limit, &t_done, &fill, &tracking, &state[QT_RUNNING], &state[QT_NEXT_TICK],
+                          paced, rate_per_cycle, carry, debt, avail, counts, stream_keys, counters, hot_span,
+                          hot_threshold, span, base, mult, modulus, block, frames, cpu_bounds, pte, versions, tlb_tag,
+                          tlb_flags, pt_base, ptes_per_pt, step_counts, walk_cycles, dirty_cycles, extra, meter_buf,
+                          meter_on):
+                status = QT_PY_TICK
                 break
             # the piece: every run taken, one copy call each, read at s (Interconnect.copy of one piece)
             pages = 0
@@ -1543,36 +1530,15 @@ def qemu_turn(index_t[::1] state, double[::1] fstate, word_t[::1] bitmap, int64_
             zeros = 0
             calls = state[QT_NRUNS]
             for i in range(calls):
-                f = runs_s[i]
-                e = f + runs_l[i]
-                if first_copy > 0:
-                    for k in range(f, e):
-                        first += partner[k] == GARBAGE
-                for k in range(f, e):
-                    partner[k] = versions[k]
-                    zeros += versions[k] == 0
-                pages += e - f
+                _read_run(&partner[0], &versions[0], runs_s[i], runs_s[i] + runs_l[i], L.first_copy > 0, &first,
+                          &zeros)
+                pages += runs_l[i]
             state[QT_NRUNS] = 0
             state[QT_REMAINING] -= pages
-            if zpb < 0:
-                nbytes = pages * ps
-            else:
-                nbytes = (pages - zeros) * ps + zeros * zpb
-            nbytes += pages * header
-            start = s if s > state[QT_BUSY] else state[QT_BUSY]
-            cycles = <int64_t>rint((<double>calls * per_copy + <double>nbytes / bandwidth + <double>first * first_copy)
-                                   * clock)
-            state[QT_BUSY] = start + cycles
-            state[QT_ARRIVAL] = state[QT_BUSY] + latency
-            state[QT_BYTES] += nbytes
-            state[QT_PAGES] += pages
-            state[QT_ZERO_SENT] += zeros
-            state[QT_CALLS] += calls
-            state[QT_BUSY_CYCLES] += cycles
-            state[QT_TIMEOUTS] += 1
+            s = _link_send(&L, s, &state[QT_BUSY], &state[QT_BYTES], calls, pages, zeros, first,
+                           _piece_bytes(&L, pages, zeros))
             state[QT_PIECES] += 1
             state[QT_ADMIT] = 0
-            s = state[QT_BUSY]
     state[QT_NOW] = s
     state[QT_T_DONE] = t_done
     state[QT_METER_FILL] = fill
@@ -1609,57 +1575,6 @@ cdef inline int64_t _floordiv(int64_t a, int64_t b) noexcept nogil:
     if (a % b) < 0:
         q -= 1
     return q
-
-
-cdef int64_t _xb_take(uint64_t* bm, int64_t lo, int64_t hi, int64_t k, index_t[::1] out_starts,
-                      index_t[::1] out_lens, int64_t* out_pages, int64_t* out_end) noexcept nogil:
-    """``bitmap_take_pages`` without clearing (lo < hi, k >= 1, cap >= 1): returns nruns."""
-    cdef int64_t cap = out_starts.shape[0]
-    cdef int64_t pos = lo, w, start, end, lim, wlim, nruns = 0, pages = 0, last_end = hi
-    cdef int64_t wend = ((hi - 1) >> 6) + 1
-    cdef uint64_t m
-    while pos < hi:
-        w = pos >> 6
-        m = bm[w] & _mask_from(pos)
-        while m == 0:
-            w += 1
-            if w >= wend:
-                break
-            m = bm[w]
-        if m == 0:
-            break
-        start = (w << 6) + ctz64(m)
-        if start >= hi:
-            break
-        lim = start + (k - pages)
-        if lim > hi:
-            lim = hi
-        wlim = ((lim - 1) >> 6) + 1
-        m = ~bm[w] & _mask_from(start)
-        while m == 0:
-            w += 1
-            if w >= wlim:
-                break
-            m = ~bm[w]
-        if m == 0:
-            end = lim
-        else:
-            end = (w << 6) + ctz64(m)
-            if end > lim:
-                end = lim
-        out_starts[nruns] = start
-        out_lens[nruns] = end - start
-        nruns += 1
-        pages += end - start
-        pos = end
-        if pages >= k:
-            last_end = end
-            break
-        if nruns == cap:
-            break
-    out_pages[0] = pages
-    out_end[0] = last_end
-    return nruns
 
 
 def xen_batches(index_t[::1] state, double[::1] fstate, index_t[::1] xstate, word_t[::1] to_send,
@@ -1703,36 +1618,18 @@ def xen_batches(index_t[::1] state, double[::1] fstate, index_t[::1] xstate, wor
     for c in range(state[CL_RUN_I], state[CL_NRUNS]):
         if runs_l[c] < 1 or runs_s[c] < 0 or runs_s[c] > n - runs_l[c]:
             raise ValueError(f"run {c} is empty or outside [0, {n})")
-    if ncpu != counts.shape[0] or carry.shape[0] != ncpu or debt.shape[0] != ncpu or avail.shape[0] != ncpu:
-        raise ValueError("counts, carry, debt, avail must have ncpu elements")
-    if counters.shape[0] != ncpu or extra.shape[0] != ncpu or cpu_bounds.shape[0] != ncpu + 1:
-        raise ValueError("counters, extra must have ncpu elements, cpu_bounds ncpu + 1")
-    if hot_threshold < 0 or hot_threshold > <int64_t>TWO32:
-        raise ValueError(f"hot_threshold must be in [0, 2**32], got {hot_threshold}")
-    if hot_span < 0 or hot_span > span:
-        raise ValueError(f"need 0 <= hot_span <= span, got hot_span={hot_span}, span={span}")
-    _check_generator_map(span, mult, modulus, block)
-    if base < 0 or base + modulus * block > n:
-        raise ValueError(f"generated frames [{base}, {base} + {modulus} * {block}) must lie inside [0, {n})")
-    if tlb_tag.shape[0] != ncpu or tlb_flags.shape[0] != ncpu or tlb_flags.shape[1] != tlb_tag.shape[1] \
-            or tlb_tag.shape[1] < 1:
-        raise ValueError("tlb_tag and tlb_flags must both be [ncpu, entries >= 1]")
-    if step_counts.shape[0] != ncpu or step_counts.shape[1] != 3:
-        raise ValueError(f"step_counts must be ({ncpu}, 3)")
-    _check_pt(n, pt_base, ptes_per_pt)
-    cdef int64_t ps = link_i[0], header = link_i[1], zpb = link_i[2], latency = link_i[3]
-    cdef double bandwidth = link_f[0], per_copy = link_f[1], first_copy = link_f[2], clock = link_f[3]
-    cdef int64_t s = state[CL_NOW], t_done = state[CL_T_DONE], t, dt, total, bound, i, off, take, k, f, e
-    cdef int64_t calls, first, zeros, pages, nbytes, start, cycles, nr, npages, nxt, pos
+    _check_cpu_steps(n, counts, carry, debt, avail, stream_keys, counters, extra, cpu_bounds, hot_span, hot_threshold,
+                     span, base, mult, modulus, block, tlb_tag, tlb_flags, step_counts, pt_base, ptes_per_pt)
+    cdef Link L = _link_of(link_i, link_f)
+    cdef int64_t s = state[CL_NOW], t_done = state[CL_T_DONE]
+    cdef int64_t k, f, nr, npages, nxt, pos
     cdef int64_t lo_w, hi_w, new_hi, width, w, f0, f1, lim
     cdef int64_t fill = state[CL_METER_FILL], status = CL_DONE
-    cdef int64_t[3] totals
     cdef double tracking = fstate[0]
-    cdef int64_t wcap = frames.shape[0], mcap = meter_buf.shape[0] if meter_on else 0
     cdef uint64_t tk, ts
     cdef uint64_t* bm_send = &to_send[0]
     cdef uint64_t* bm_cand = &cand[0]
-    cdef bint split, steps
+    cdef bint steps
     with nogil:
         while True:
             if not state[CL_ADMIT]:
@@ -1752,47 +1649,20 @@ def xen_batches(index_t[::1] state, double[::1] fstate, index_t[::1] xstate, wor
                 steps = peek
             else:
                 steps = not xstate[XB_HEADER_DUE]
-            # the CPU steps due by s: one a quantum after the last, then one to s
-            while steps and t_done < s:
-                t = t_done + quantum
-                if t > s:
-                    t = s
-                dt = t - t_done
-                bound = ncpu * (<int64_t>(<double>dt * rate_per_cycle) + 2)
-                if t > tick_limit or bound > wcap or (meter_on and fill + bound > mcap):
-                    status = CL_PY_TICK
-                    state[CL_NEXT_TICK] = t
-                    break
-                t_done = t
-                state[CL_RUNNING] += dt
-                _debt_loop(<double>dt, debt, paced, avail)
-                total = _rate_loop(avail, rate_per_cycle, carry, counts)
-                if total == 0:
-                    continue
-                _gen_random_loop(stream_keys, counters, counts, hot_span, hot_threshold, span, base, mult, modulus,
-                                 frames, block)
-                cpu_bounds[0] = 0
-                for c in range(ncpu):
-                    cpu_bounds[c + 1] = cpu_bounds[c] + counts[c]
-                _write_loop(frames, NULL, cpu_bounds, pte, versions, tlb_tag, tlb_flags, pt_base, ptes_per_pt,
-                            step_counts)
-                _charge_loop(step_counts, walk_cycles, dirty_cycles, debt, extra, totals)
-                if meter_on:
-                    for k in range(total):
-                        meter_buf[fill + k] = frames[k]
-                    fill += total
-                tracking = tracking + (0.0 + _pairwise_sum(&extra[0], ncpu))
-                state[CL_WRITES] += total
-                state[CL_WALKS] += totals[0]
-                state[CL_DIRTY_SETS] += totals[1]
-                state[CL_REFILLS] += totals[2]
-            if status == CL_PY_TICK:
+            # the CPU steps due by s
+            if steps and _cpu_steps(s, quantum, tick_limit, &t_done, &fill, &tracking, &state[CL_RUNNING], &state[CL_NEXT_TICK],
+                          paced, rate_per_cycle, carry, debt, avail, counts, stream_keys, counters, hot_span,
+                          hot_threshold, span, base, mult, modulus, block, frames, cpu_bounds, pte, versions, tlb_tag,
+                          tlb_flags, pt_base, ptes_per_pt, step_counts, walk_cycles, dirty_cycles, extra, meter_buf,
+                          meter_on):
+                status = CL_PY_TICK
                 break
             if state[CL_NRUNS] == 0:
                 # choose the batch (Save.next_batch)
                 pos = state[CL_POS]
                 if not peek:
-                    nr = _xb_take(bm_send, pos, n, batch, runs_s, runs_l, &npages, &nxt)
+                    nr = _take_loop(bm_send, pos, n, batch, False, runs_s.shape[0], &runs_s[0], &runs_l[0], &npages,
+                                    &nxt)
                 else:
                     lo_w = pos >> 6
                     hi_w = lo_w
@@ -1821,7 +1691,8 @@ def xen_batches(index_t[::1] state, double[::1] fstate, index_t[::1] xstate, wor
                         if lim > n:
                             lim = n
                         if pos < lim:
-                            nr = _xb_take(bm_cand, pos, lim, batch, runs_s, runs_l, &npages, &nxt)
+                            nr = _take_loop(bm_cand, pos, lim, batch, False, runs_s.shape[0], &runs_s[0], &runs_l[0],
+                                            &npages, &nxt)
                         else:
                             nr, npages, nxt = 0, 0, lim
                         if npages >= batch or hi_w == n_words:
@@ -1848,7 +1719,7 @@ def xen_batches(index_t[::1] state, double[::1] fstate, index_t[::1] xstate, wor
                 xstate[XB_HEADER_DUE] = 1
                 if xstate[XB_SLOT] > 0:
                     # the rate limiter (RateLimiter.write of the batch's page bytes)
-                    xstate[XB_BUDGET] -= npages * ps
+                    xstate[XB_BUDGET] -= npages * L.ps
                     if xstate[XB_BUDGET] < 0:
                         if not xstate[XB_HAS_PUT]:
                             xstate[XB_BUDGET] += BURST_BUDGET
@@ -1872,71 +1743,13 @@ def xen_batches(index_t[::1] state, double[::1] fstate, index_t[::1] xstate, wor
                 # the batch header (Interconnect.send_bytes), then the pieces
                 xstate[XB_HEADER_DUE] = 0
                 if header_bytes > 0:
-                    start = s if s > state[CL_BUSY] else state[CL_BUSY]
-                    cycles = <int64_t>rint((0.0 * per_copy + <double>header_bytes / bandwidth + 0.0 * first_copy)
-                                           * clock)
-                    state[CL_BUSY] = start + cycles
-                    state[CL_ARRIVAL] = state[CL_BUSY] + latency
-                    state[CL_BYTES] += header_bytes
-                    state[CL_BUSY_CYCLES] += cycles
-                    state[CL_TIMEOUTS] += 1
+                    s = _link_send(&L, s, &state[CL_BUSY], &state[CL_BYTES], 0, 0, 0, 0, header_bytes)
                     state[CL_ADMIT] = 0
                     xstate[XB_WAITS] += 1
-                    s = state[CL_BUSY]
                 continue
             # one piece of at most chunk pages, read at s
-            i = state[CL_RUN_I]
-            off = state[CL_RUN_OFF]
-            split = off > 0
-            pages = 0
-            calls = 0
-            first = 0
-            zeros = 0
-            while pages < chunk and i < state[CL_NRUNS]:
-                take = runs_l[i] - off
-                if take > chunk - pages:
-                    take = chunk - pages
-                f = runs_s[i] + off
-                e = f + take
-                if first_copy > 0:
-                    for k in range(f, e):
-                        first += partner[k] == GARBAGE
-                for k in range(f, e):
-                    partner[k] = versions[k]
-                    zeros += versions[k] == 0
-                calls += 1
-                pages += take
-                off += take
-                if off == runs_l[i]:
-                    i += 1
-                    off = 0
-            if split:
-                calls -= 1
-            state[CL_RUN_I] = i
-            state[CL_RUN_OFF] = off
-            if i >= state[CL_NRUNS]:
-                state[CL_NRUNS] = 0
-            if zpb < 0:
-                nbytes = pages * ps
-            else:
-                nbytes = (pages - zeros) * ps + zeros * zpb
-            nbytes += pages * header
-            start = s if s > state[CL_BUSY] else state[CL_BUSY]
-            cycles = <int64_t>rint((<double>calls * per_copy + <double>nbytes / bandwidth + <double>first * first_copy)
-                                   * clock)
-            state[CL_BUSY] = start + cycles
-            state[CL_ARRIVAL] = state[CL_BUSY] + latency
-            state[CL_BYTES] += nbytes
-            state[CL_PAGES] += pages
-            state[CL_ZERO_SENT] += zeros
-            state[CL_CALLS] += calls
-            state[CL_BUSY_CYCLES] += cycles
-            state[CL_TIMEOUTS] += 1
-            state[CL_COPY_ZEROS] += zeros
-            state[CL_PIECES] += 1
-            state[CL_ADMIT] = 0
+            s = _chunk_piece(state, s, runs_s, runs_l, chunk, &partner[0], &versions[0], &L)
             xstate[XB_WAITS] += 1
-            s = state[CL_BUSY]
     state[CL_NOW] = s
     state[CL_T_DONE] = t_done
     state[CL_METER_FILL] = fill

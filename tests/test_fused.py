@@ -37,13 +37,12 @@ CASES = {
 }
 
 
-def _run(name, backend, enabled, progress, monkeypatch):
+def _run_engine(cfg, backend, enabled, progress, monkeypatch, kernels):
+    """The result document (without wall times), the calls of ``kernels`` and the progress calls."""
     monkeypatch.setattr(fused, "ENABLED", enabled)
-    config, sets = CASES[name]
-    cfg = load_config(f"configs/{config}", sets)
     engine = Engine(cfg, backend=backend)
     calls = []
-    for kernel in ("copy_loop", "xen_batches"):
+    for kernel in kernels:
         real = getattr(engine.kernels, kernel)
         monkeypatch.setattr(engine.kernels, kernel, lambda *a, real=real: calls.append(1) or real(*a))
     seen = []
@@ -53,13 +52,23 @@ def _run(name, backend, enabled, progress, monkeypatch):
     return json.dumps(d, sort_keys=True, default=str), len(calls), seen
 
 
-@pytest.mark.parametrize("progress", [False, True], ids=["alone", "ticker"])
-@pytest.mark.parametrize("name", list(CASES))
-def test_copy_loop_same_result(name, progress, monkeypatch):
+def _run(name, backend, enabled, progress, monkeypatch):
+    config, sets = CASES[name]
+    return _run_engine(load_config(f"configs/{config}", sets), backend, enabled, progress, monkeypatch,
+                       ("copy_loop", "xen_batches"))
+
+
+def _need_cython():
     try:
         get_backend("cython")
     except Exception:
         pytest.skip("compiled kernels not built")
+
+
+@pytest.mark.parametrize("progress", [False, True], ids=["alone", "ticker"])
+@pytest.mark.parametrize("name", list(CASES))
+def test_copy_loop_same_result(name, progress, monkeypatch):
+    _need_cython()
     old, old_calls, old_seen = _run(name, "cython", False, progress, monkeypatch)
     new, new_calls, new_seen = _run(name, "cython", True, progress, monkeypatch)
     assert old_calls == 0 and new_calls > 0, "the loop ran only when enabled"
@@ -78,10 +87,7 @@ def test_copy_loop_same_result_numpy(name, monkeypatch):
 def test_piece_by_piece_fallback_mid_copy(name, monkeypatch):
     # When the loop cannot go on after a wait (another process stopped or throttled the CPUs), the copy
     # continues a piece at a time (fused._python_pieces): forced here on every other check.
-    try:
-        get_backend("cython")
-    except Exception:
-        pytest.skip("compiled kernels not built")
+    _need_cython()
     old, _, _ = _run(name, "cython", False, True, monkeypatch)
     real, flip = fused.fusable, [1]   # the first check passes, the re-check after the first wait fails
 
@@ -110,25 +116,14 @@ QEMU_CASES = {
 
 
 def _run_qemu(name, backend, enabled, progress, monkeypatch, extra=()):
-    monkeypatch.setattr(fused, "ENABLED", enabled)
-    engine = Engine(load_config("configs/qemu-default.yaml", QEMU_CASES[name] + list(extra)), backend=backend)
-    calls = []
-    real = engine.kernels.qemu_turn
-    monkeypatch.setattr(engine.kernels, "qemu_turn", lambda *a: calls.append(1) or real(*a))
-    seen = []
-    d = engine.run((lambda *p: seen.append(p)) if progress else None).to_dict()
-    for key in ("wall_s", "simulated_s_per_wall_s"):
-        d.get("simulator", {}).pop(key, None)
-    return json.dumps(d, sort_keys=True, default=str), len(calls), seen
+    cfg = load_config("configs/qemu-default.yaml", QEMU_CASES[name] + list(extra))
+    return _run_engine(cfg, backend, enabled, progress, monkeypatch, ("qemu_turn",))
 
 
 @pytest.mark.parametrize("name, progress", [(name, False) for name in QEMU_CASES] + [("qemu", True),
                                                                                    ("qemu-xbzrle", True)])
 def test_qemu_turn_same_result(name, progress, monkeypatch):
-    try:
-        get_backend("cython")
-    except Exception:
-        pytest.skip("compiled kernels not built")
+    _need_cython()
     old, old_calls, old_seen = _run_qemu(name, "cython", False, progress, monkeypatch)
     new, new_calls, new_seen = _run_qemu(name, "cython", True, progress, monkeypatch)
     assert old_calls == 0 and new_calls > 0, "the turn ran in the kernel only when enabled"
@@ -146,10 +141,7 @@ def test_qemu_turn_same_result_numpy(monkeypatch):
 def test_qemu_turn_python_fallback_mid_turn(monkeypatch):
     # When the kernel cannot go on after a wait, the rest of the turn goes piece by piece (qemu.iterate's
     # loop): forced here on every other check.
-    try:
-        get_backend("cython")
-    except Exception:
-        pytest.skip("compiled kernels not built")
+    _need_cython()
     old, _, _ = _run_qemu("qemu-windows", "cython", False, True, monkeypatch)
     real, flip = fused.qemu_fusable, [1]
 

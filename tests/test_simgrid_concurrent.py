@@ -161,22 +161,32 @@ def _fluid_case(c, sharing, hosts=None):
     return {o.name: o for o in run.outcomes}
 
 
-def test_the_fluid_model_with_simgrid_sharing_gives_simgrids_times():
-    # every idle case (one to three migrations; same and different destinations, unequal sizes, a late
-    # start, disjoint routes) through the fluid migration model with sharing 'simgrid' against
-    # SimGrid's own output: total time and downtime within 0.1% (the single runs' tolerance)
+def _fluid_against_simgrid(cases, rounds):
+    """Each (SimGrid's record, its case) through the fluid model with sharing 'simgrid': every VM converges,
+    starts at its offset, takes SimGrid's total time and downtime within 0.1% (the single runs'
+    tolerance) and, with ``rounds``, SimGrid's stage-2 rounds. Returns (worst relative error, VMs)."""
     worst, checked = 0.0, 0
-    for rec, c in _idle_cases():
+    for rec, c in cases:
         got = _fluid_case(c, "simgrid")
         for v in rec["vms"]:
             o = got[v["name"]]
             assert o.converged
+            if rounds:
+                assert o.rounds - 1 == v["rounds"], (rec["case"], v["name"])   # o.rounds counts stage 1 too
             total = o.end_s - o.start_s
             worst = max(worst, abs(total / v["total_time"] - 1), abs(o.downtime_s / v["downtime"] - 1))
             assert total == pytest.approx(v["total_time"], rel=1e-3), (rec["case"], v["name"])
             assert o.downtime_s == pytest.approx(v["downtime"], rel=1e-3), (rec["case"], v["name"])
             assert o.start_s == (v["offset"] or 0.0)
             checked += 1
+    return worst, checked
+
+
+def test_the_fluid_model_with_simgrid_sharing_gives_simgrids_times():
+    # every idle case (one to three migrations; same and different destinations, unequal sizes, a late
+    # start, disjoint routes) through the fluid migration model with sharing 'simgrid' against
+    # SimGrid's own output: total time and downtime within 0.1% (the single runs' tolerance)
+    worst, checked = _fluid_against_simgrid(_idle_cases(), rounds=False)
     assert checked >= 20 and worst < 1e-3
     # equal sharing misses the cases that latency-weighted sharing decides (216.5 s to Bourassa)
     eq = _fluid_case(_cases()["tesh_two_diff_dest"], "equal")
@@ -224,18 +234,7 @@ def test_the_fluid_model_with_simgrids_rules_gives_simgrids_busy_cases():
     # two on separate links from one host) through the fluid model with sharing 'simgrid' and each
     # VM's SimgridRule (dirtying at its share of its host's CPU, stage 2's stop rule) against
     # SimGrid's own output: the same stage-2 rounds, total time and downtime within 0.1%
-    worst, checked = 0.0, 0
-    for rec, c in _busy_cases():
-        got = _fluid_case(c, "simgrid")
-        for v in rec["vms"]:
-            o = got[v["name"]]
-            assert o.converged
-            assert o.rounds - 1 == v["rounds"], (rec["case"], v["name"])   # o.rounds counts stage 1 too
-            total = o.end_s - o.start_s
-            worst = max(worst, abs(total / v["total_time"] - 1), abs(o.downtime_s / v["downtime"] - 1))
-            assert total == pytest.approx(v["total_time"], rel=1e-3), (rec["case"], v["name"])
-            assert o.downtime_s == pytest.approx(v["downtime"], rel=1e-3), (rec["case"], v["name"])
-            checked += 1
+    worst, checked = _fluid_against_simgrid(_busy_cases(), rounds=True)
     assert checked == 7 and worst < 1e-3
     # without the host's CPU shared (each VM on a host of its own), two VMs of one host on separate
     # links dirty at full rate and need more rounds than SimGrid's 3

@@ -983,6 +983,89 @@ def random_write_step(stream_keys, counters, counts, hot_span, hot_threshold, sp
 # the copy loop: CPU steps, copy pieces and the link over many quanta (CONTRACT.md), as the per-step
 # twins above in a Python loop
 
+# the steps copy_loop, qemu_turn and xen_batches share
+
+class _Named:
+    """A kernel's ``state`` array by field name (ints), as the shared steps read and write it."""
+
+    __slots__ = ("a", "F")
+
+    def __init__(self, a, F):
+        self.a, self.F = a, F
+
+    def __getitem__(self, name):
+        return int(self.a[self.F[name]])
+
+    def __setitem__(self, name, value):
+        self.a[self.F[name]] = value
+
+
+def _cpu_steps(st, s, t_done, fill, tracking, tick_limit, quantum, paced, rate_per_cycle, carry, debt, avail, counts,
+               stream_keys, counters, hot_span, hot_threshold, span, base, mult, modulus, block, frames, cpu_bounds,
+               pte, versions, tlb_tag, tlb_flags, pt_base, ptes_per_pt, step_counts, walk_cycles, dirty_cycles, extra,
+               meter_buf, meter_on):
+    """The CPU steps due by ``s`` (Cpus.advance_to's fused path): one a quantum after ``t_done``, then one to s.
+    ``st`` holds running_cycles, writes, walks, dirty_sets, flush_refills and next_tick by name. Returns
+    (t_done, fill, tracking, left): ``left`` when a step is left to Python (its time in next_tick)."""
+    ncpu = len(stream_keys)
+    wcap, mcap = len(frames), (len(meter_buf) if meter_on else 0)
+    while t_done < s:
+        t = min(t_done + quantum, s)
+        dt = t - t_done
+        bound = ncpu * (int(float(dt) * rate_per_cycle) + 2)
+        if t > tick_limit or bound > wcap or (meter_on and fill + bound > mcap):
+            st["next_tick"] = t
+            return t_done, fill, tracking, True
+        t_done = t
+        st["running_cycles"] += dt
+        total = cpu_rate_step(float(dt), debt, paced, rate_per_cycle, carry, avail, counts)
+        if total == 0:
+            continue
+        walks, dirty_sets, refills = random_write_step(
+            stream_keys, counters, counts, hot_span, hot_threshold, span, base, mult, modulus, block, frames[:total],
+            cpu_bounds, pte, versions, tlb_tag, tlb_flags, pt_base, ptes_per_pt, step_counts, walk_cycles,
+            dirty_cycles, debt, extra)
+        if meter_on:
+            meter_buf[fill:fill + total] = frames[:total]
+            fill += total
+        tracking += float(np.add.reduce(extra))
+        st["writes"] += total
+        st["walks"] += walks
+        st["dirty_sets"] += dirty_sets
+        st["flush_refills"] += refills
+    return t_done, fill, tracking, False
+
+
+def _read_run(partner, versions, f, e, count_first):
+    """Pages [f, e) read into ``partner``: (first copies, counted only with ``count_first``; all-zero pages)."""
+    first = int(np.count_nonzero(partner[f:e] == PARTNER_GARBAGE)) if count_first else 0
+    v = versions[f:e]
+    partner[f:e] = v
+    return first, int(np.count_nonzero(v == 0))
+
+
+def _piece_bytes(link_i, pages, zeros):
+    """The bytes of a piece of ``pages`` pages, ``zeros`` of them all-zero, with their headers."""
+    ps, header, zpb = int(link_i[0]), int(link_i[1]), int(link_i[2])
+    return (pages * ps if zpb < 0 else (pages - zeros) * ps + zeros * zpb) + pages * header
+
+
+def _link_send(st, s, link_i, link_f, calls, pages, zeros, first, nbytes):
+    """Interconnect._send at ``s`` of ``nbytes`` in ``calls`` copy calls; returns busy_until."""
+    bandwidth, per_copy, first_copy, clock = (float(x) for x in link_f)
+    start = max(s, st["busy_until"])
+    cycles = int(round((calls * per_copy + nbytes / bandwidth + first * first_copy) * clock))
+    st["busy_until"] = start + cycles
+    st["last_arrival"] = st["busy_until"] + int(link_i[3])
+    st["bytes_sent"] += nbytes
+    st["pages_sent"] += pages
+    st["zero_pages_sent"] += zeros
+    st["calls"] += calls
+    st["busy_cycles"] += cycles
+    st["timeouts"] += 1
+    return st["busy_until"]
+
+
 def copy_loop(state, fstate, bitmap, hi, use_bitmap, runs_s, runs_l, link_i, link_f, partner, horizon, tick_limit,
               quantum, chunk, paced, rate_per_cycle, carry, debt, avail, counts, stream_keys, counters, hot_span,
               hot_threshold, span, base, mult, modulus, block, frames, cpu_bounds, pte, versions, tlb_tag, tlb_flags,
@@ -995,7 +1078,6 @@ def copy_loop(state, fstate, bitmap, hi, use_bitmap, runs_s, runs_l, link_i, lin
     _buf("runs_s", runs_s, INDEX_DTYPE, writable=True)
     _buf("runs_l", runs_l, INDEX_DTYPE, writable=True)
     n = len(pte)
-    ncpu = len(stream_keys)
     if len(state) != len(COPY_LOOP_FIELDS) or len(fstate) != 1 or len(link_i) != 4 or len(link_f) != 4:
         raise ValueError("state, fstate, link_i, link_f must have 25, 1, 4, 4 elements")
     F = {name: i for i, name in enumerate(COPY_LOOP_FIELDS)}
@@ -1010,14 +1092,12 @@ def copy_loop(state, fstate, bitmap, hi, use_bitmap, runs_s, runs_l, link_i, lin
     for c in range(int(state[F["run_i"]]), int(state[F["nruns"]])):
         if runs_l[c] < 1 or runs_s[c] < 0 or runs_s[c] > n - runs_l[c]:
             raise ValueError(f"run {c} is empty or outside [0, {n})")
-    ps, header, zpb, latency = (int(x) for x in link_i)
-    bandwidth, per_copy, first_copy, clock = (float(x) for x in link_f)
+    first_copy = float(link_f[2])
     st = {name: int(state[i]) for name, i in F.items()}
     s, t_done = st["now"], st["t_done"]
     status = COPY_LOOP_DONE
     tracking = float(fstate[0])
     fill = st["meter_fill"]
-    wcap, mcap = len(frames), (len(meter_buf) if meter_on else 0)
     while True:
         if st["nruns"] == 0:
             if not use_bitmap or st["pos"] >= hi:
@@ -1040,32 +1120,13 @@ def copy_loop(state, fstate, bitmap, hi, use_bitmap, runs_s, runs_l, link_i, lin
                 status = COPY_LOOP_HORIZON
                 break
             st["admit"] = 1
-        while t_done < s:                       # the CPU steps due by s (Cpus.advance_to's fused path)
-            t = min(t_done + quantum, s)
-            dt = t - t_done
-            bound = ncpu * (int(float(dt) * rate_per_cycle) + 2)
-            if t > tick_limit or bound > wcap or (meter_on and fill + bound > mcap):
-                status = COPY_LOOP_PY_TICK
-                st["next_tick"] = t
-                break
-            t_done = t
-            st["running_cycles"] += dt
-            total = cpu_rate_step(float(dt), debt, paced, rate_per_cycle, carry, avail, counts)
-            if total == 0:
-                continue
-            walks, dirty_sets, refills = random_write_step(
-                stream_keys, counters, counts, hot_span, hot_threshold, span, base, mult, modulus, block,
-                frames[:total], cpu_bounds, pte, versions, tlb_tag, tlb_flags, pt_base, ptes_per_pt, step_counts,
-                walk_cycles, dirty_cycles, debt, extra)
-            if meter_on:
-                meter_buf[fill:fill + total] = frames[:total]
-                fill += total
-            tracking += float(np.add.reduce(extra))
-            st["writes"] += total
-            st["walks"] += walks
-            st["dirty_sets"] += dirty_sets
-            st["flush_refills"] += refills
-        if status == COPY_LOOP_PY_TICK:
+        t_done, fill, tracking, left = _cpu_steps(      # the CPU steps due by s
+            st, s, t_done, fill, tracking, tick_limit, quantum, paced, rate_per_cycle, carry, debt, avail, counts,
+            stream_keys, counters, hot_span, hot_threshold, span, base, mult, modulus, block, frames, cpu_bounds, pte,
+            versions, tlb_tag, tlb_flags, pt_base, ptes_per_pt, step_counts, walk_cycles, dirty_cycles, extra,
+            meter_buf, meter_on)
+        if left:
+            status = COPY_LOOP_PY_TICK
             break
         # one piece of at most chunk pages, read at s (Interconnect.copy's cut and _send's timing)
         i, off = st["run_i"], st["run_off"]
@@ -1074,11 +1135,8 @@ def copy_loop(state, fstate, bitmap, hi, use_bitmap, runs_s, runs_l, link_i, lin
         while pages < chunk and i < st["nruns"]:
             take = min(int(runs_l[i]) - off, chunk - pages)
             f = int(runs_s[i]) + off
-            if first_copy > 0:
-                first += int(np.count_nonzero(partner[f:f + take] == PARTNER_GARBAGE))
-            v = versions[f:f + take]
-            partner[f:f + take] = v
-            zeros += int(np.count_nonzero(v == 0))
+            nf, nz = _read_run(partner, versions, f, f + take, first_copy > 0)
+            first, zeros = first + nf, zeros + nz
             calls += 1
             pages += take
             off += take
@@ -1088,22 +1146,10 @@ def copy_loop(state, fstate, bitmap, hi, use_bitmap, runs_s, runs_l, link_i, lin
         st["run_i"], st["run_off"] = i, off
         if i >= st["nruns"]:
             st["nruns"] = 0
-        nbytes = pages * ps if zpb < 0 else (pages - zeros) * ps + zeros * zpb
-        nbytes += pages * header
-        start = max(s, st["busy_until"])
-        cycles = int(round((calls * per_copy + nbytes / bandwidth + first * first_copy) * clock))
-        st["busy_until"] = start + cycles
-        st["last_arrival"] = st["busy_until"] + latency
-        st["bytes_sent"] += nbytes
-        st["pages_sent"] += pages
-        st["zero_pages_sent"] += zeros
-        st["calls"] += calls
-        st["busy_cycles"] += cycles
-        st["timeouts"] += 1
+        s = _link_send(st, s, link_i, link_f, calls, pages, zeros, first, _piece_bytes(link_i, pages, zeros))
         st["copy_zeros"] += zeros
         st["pieces"] += 1
         st["admit"] = 0
-        s = st["busy_until"]
         if st["nruns"] == 0 and not use_bitmap:
             status = COPY_LOOP_DONE
             break
@@ -1128,7 +1174,6 @@ def qemu_turn(state, fstate, bitmap, n_pages, cap, runs_s, runs_l, link_i, link_
     _buf("runs_s", runs_s, INDEX_DTYPE, writable=True)
     _buf("runs_l", runs_l, INDEX_DTYPE, writable=True)
     n = len(pte)
-    ncpu = len(stream_keys)
     F = {name: i for i, name in enumerate(QEMU_TURN_FIELDS)}
     if len(state) != len(QEMU_TURN_FIELDS) or len(fstate) != 1 or len(link_i) != 4 or len(link_f) != 4:
         raise ValueError("state, fstate, link_i, link_f must have 24, 1, 4, 4 elements")
@@ -1147,14 +1192,12 @@ def qemu_turn(state, fstate, bitmap, n_pages, cap, runs_s, runs_l, link_i, link_
     for c in range(int(state[F["nruns"]])):
         if runs_l[c] < 1 or runs_s[c] < 0 or runs_s[c] > n - runs_l[c]:
             raise ValueError(f"run {c} is empty or outside [0, {n})")
-    ps, header, zpb, latency = (int(x) for x in link_i)
-    bandwidth, per_copy, first_copy, clock = (float(x) for x in link_f)
+    first_copy = float(link_f[2])
     st = {name: int(state[i]) for name, i in F.items()}
     s, t_done = st["now"], st["t_done"]
     status = QEMU_TURN_OVER
     tracking = float(fstate[0])
     fill = st["meter_fill"]
-    wcap, mcap = len(frames), (len(meter_buf) if meter_on else 0)
     while True:
         if st["nruns"] == 0:
             sent = st["bytes_sent"] - window_bytes      # ram_save_iterate's loop condition, at s
@@ -1195,60 +1238,26 @@ def qemu_turn(state, fstate, bitmap, n_pages, cap, runs_s, runs_l, link_i, link_
             if xbzrle and wrapped:
                 status = QEMU_TURN_PY_PIECE
                 break
-        while t_done < s:                       # the CPU steps due by s, as copy_loop
-            t = min(t_done + quantum, s)
-            dt = t - t_done
-            bound = ncpu * (int(float(dt) * rate_per_cycle) + 2)
-            if t > tick_limit or bound > wcap or (meter_on and fill + bound > mcap):
-                status = QEMU_TURN_PY_TICK
-                st["next_tick"] = t
-                break
-            t_done = t
-            st["running_cycles"] += dt
-            total = cpu_rate_step(float(dt), debt, paced, rate_per_cycle, carry, avail, counts)
-            if total == 0:
-                continue
-            walks, dirty_sets, refills = random_write_step(
-                stream_keys, counters, counts, hot_span, hot_threshold, span, base, mult, modulus, block,
-                frames[:total], cpu_bounds, pte, versions, tlb_tag, tlb_flags, pt_base, ptes_per_pt, step_counts,
-                walk_cycles, dirty_cycles, debt, extra)
-            if meter_on:
-                meter_buf[fill:fill + total] = frames[:total]
-                fill += total
-            tracking += float(np.add.reduce(extra))
-            st["writes"] += total
-            st["walks"] += walks
-            st["dirty_sets"] += dirty_sets
-            st["flush_refills"] += refills
-        if status == QEMU_TURN_PY_TICK:
+        t_done, fill, tracking, left = _cpu_steps(      # the CPU steps due by s
+            st, s, t_done, fill, tracking, tick_limit, quantum, paced, rate_per_cycle, carry, debt, avail, counts,
+            stream_keys, counters, hot_span, hot_threshold, span, base, mult, modulus, block, frames, cpu_bounds, pte,
+            versions, tlb_tag, tlb_flags, pt_base, ptes_per_pt, step_counts, walk_cycles, dirty_cycles, extra,
+            meter_buf, meter_on)
+        if left:
+            status = QEMU_TURN_PY_TICK
             break
         # the piece: every run taken, one copy call each, read at s
         calls = st["nruns"]
         pages = first = zeros = 0
         for i in range(calls):
             f, take = int(runs_s[i]), int(runs_l[i])
-            if first_copy > 0:
-                first += int(np.count_nonzero(partner[f:f + take] == PARTNER_GARBAGE))
-            v = versions[f:f + take]
-            partner[f:f + take] = v
-            zeros += int(np.count_nonzero(v == 0))
-            pages += take
+            nf, nz = _read_run(partner, versions, f, f + take, first_copy > 0)
+            first, zeros, pages = first + nf, zeros + nz, pages + take
         st["nruns"] = 0
         st["remaining"] -= pages
-        nbytes = (pages * ps if zpb < 0 else (pages - zeros) * ps + zeros * zpb) + pages * header
-        start = max(s, st["busy_until"])
-        cycles = int(round((calls * per_copy + nbytes / bandwidth + first * first_copy) * clock))
-        st["busy_until"] = start + cycles
-        st["last_arrival"] = st["busy_until"] + latency
-        st["bytes_sent"] += nbytes
-        st["pages_sent"] += pages
-        st["zero_pages_sent"] += zeros
-        st["calls"] += calls
-        st["busy_cycles"] += cycles
-        st["timeouts"] += 1
+        s = _link_send(st, s, link_i, link_f, calls, pages, zeros, first, _piece_bytes(link_i, pages, zeros))
         st["pieces"] += 1
         st["admit"] = 0
-        s = st["busy_until"]
     st["now"], st["t_done"], st["meter_fill"], st["status"] = s, t_done, fill, status
     for name, i in F.items():
         state[i] = st[name]
@@ -1295,8 +1304,6 @@ def xen_batches(state, fstate, xstate, to_send, to_skip, cand, skipped, batch, h
         raise ValueError(f"generated frames [{base}, {base} + {modulus} * {block}) must lie inside [0, {n})")
     _check_generator_map(span, mult, modulus, block)
     _check_pt(n, pt_base, ptes_per_pt)
-    header, latency = int(link_i[1]), int(link_i[3])
-    bandwidth, per_copy, first_copy, clock = (float(x) for x in link_f)
     loop_args = (None, 0, False, runs_s, runs_l, link_i, link_f, partner, horizon, tick_limit, quantum, chunk, paced,
                  rate_per_cycle, carry, debt, avail, counts, stream_keys, counters, hot_span, hot_threshold, span,
                  base, mult, modulus, block, frames, cpu_bounds, pte, versions, tlb_tag, tlb_flags, pt_base,
@@ -1326,8 +1333,14 @@ def xen_batches(state, fstate, xstate, to_send, to_skip, cand, skipped, batch, h
             if pos >= n:
                 state[F["status"]] = COPY_LOOP_DONE
                 return None
-            if peek and not _xb_steps(state, fstate, s, *loop_args[9:]):
-                return None
+            if peek:
+                t_done, fill, tracking, left = _cpu_steps(
+                    _Named(state, F), s, int(state[F["t_done"]]), int(state[F["meter_fill"]]), float(fstate[0]),
+                    *loop_args[9:11], *loop_args[12:])
+                state[F["t_done"]], state[F["meter_fill"]], fstate[0] = t_done, fill, tracking
+                if left:
+                    state[F["status"]] = COPY_LOOP_PY_TICK
+                    return None
             if not peek:
                 nr, pages, nxt = bitmap_take_pages(to_send, pos, n, batch, False, runs_s, runs_l)
             else:
@@ -1344,14 +1357,8 @@ def xen_batches(state, fstate, xstate, to_send, to_skip, cand, skipped, batch, h
                 continue
         xstate[X["header_due"]] = 0
         if header_bytes > 0:     # the batch header (Interconnect.send_bytes)
-            busy = max(s, int(state[F["busy_until"]]))
-            busy += int(round((0 * per_copy + header_bytes / bandwidth + 0 * first_copy) * clock))
-            state[F["busy_cycles"]] += busy - max(s, int(state[F["busy_until"]]))
-            state[F["busy_until"]], state[F["last_arrival"]] = busy, busy + latency
-            state[F["bytes_sent"]] += header_bytes
-            state[F["timeouts"]] += 1
+            state[F["now"]] = _link_send(_Named(state, F), s, link_i, link_f, 0, 0, 0, 0, header_bytes)
             state[F["admit"]] = 0
-            state[F["now"]] = busy
             xstate[X["waits"]] += 1
 
 
@@ -1401,41 +1408,3 @@ def _xb_limiter(xstate, X, s, nbytes):
 
 
 _BURST_BUDGET = 100 * 1024   # bytes granted per burst slot (policies/xen.py BURST_BUDGET, ratewrite)
-
-
-def _xb_steps(state, fstate, s, tick_limit, quantum, chunk, paced, rate_per_cycle, carry, debt, avail, counts,
-              stream_keys, counters, hot_span, hot_threshold, span, base, mult, modulus, block, frames, cpu_bounds,
-              pte, versions, tlb_tag, tlb_flags, pt_base, ptes_per_pt, step_counts, walk_cycles, dirty_cycles, extra,
-              meter_buf, meter_on):
-    """xen_batches' CPU steps due by ``s`` (copy_loop's); False when one is left to Python (STATUS 2)."""
-    F = {name: i for i, name in enumerate(COPY_LOOP_FIELDS)}
-    ncpu = len(stream_keys)
-    fill = int(state[F["meter_fill"]])
-    wcap, mcap = len(frames), (len(meter_buf) if meter_on else 0)
-    while state[F["t_done"]] < s:
-        t_done = int(state[F["t_done"]])
-        t = min(t_done + quantum, s)
-        dt = t - t_done
-        bound = ncpu * (int(float(dt) * rate_per_cycle) + 2)
-        if t > tick_limit or bound > wcap or (meter_on and fill + bound > mcap):
-            state[F["status"]], state[F["next_tick"]], state[F["meter_fill"]] = COPY_LOOP_PY_TICK, t, fill
-            return False
-        state[F["t_done"]] = t
-        state[F["running_cycles"]] += dt
-        total = cpu_rate_step(float(dt), debt, paced, rate_per_cycle, carry, avail, counts)
-        if total == 0:
-            continue
-        walks, dirty_sets, refills = random_write_step(
-            stream_keys, counters, counts, hot_span, hot_threshold, span, base, mult, modulus, block, frames[:total],
-            cpu_bounds, pte, versions, tlb_tag, tlb_flags, pt_base, ptes_per_pt, step_counts, walk_cycles,
-            dirty_cycles, debt, extra)
-        if meter_on:
-            meter_buf[fill:fill + total] = frames[:total]
-            fill += total
-        fstate[0] = float(fstate[0]) + float(np.add.reduce(extra))
-        state[F["writes"]] += total
-        state[F["walks"]] += walks
-        state[F["dirty_sets"]] += dirty_sets
-        state[F["flush_refills"]] += refills
-    state[F["meter_fill"]] = fill
-    return True

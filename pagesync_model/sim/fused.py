@@ -105,27 +105,13 @@ def copy(m, starts=None, lens=None, bitmap=None):
         checked = False
         wl, mem, meter = c._fast, m.memory, c.meter
         st[_START] = (env.now, 1, 0, 0)
-        _load(st, loop.fstate, link, c)
+        _load_into(st, loop.fstate, link, c, _COUNTERS)
         frames = wl._buffer(loop.frames_bound)
         h = horizon(env, c.pending)
-        while True:
-            meter_on = meter is not None and meter._on
-            mbuf = meter._buf if meter_on and meter._buf is not None else _EMPTY
-            st[_F["meter_fill"]] = meter._fill if meter_on else 0
-            k.copy_loop(st, loop.fstate, bitmap, hi, use_bitmap, loop.runs_s, loop.runs_l, loop.link_i, loop.link_f,
-                        m.partner.versions, h, meter._end if meter is not None else (1 << 62), m.quantum, chunk,
-                        c.paced, wl.rate_per_cycle, wl.carry, c.debt, c._avail, c._writes, wl.keys, wl.counters,
-                        wl.hot_span, wl.hot_threshold, wl.span, mem.user_base, mem.mult, mem.blocks, mem.block,
-                        frames, c._bounds, mem.pte, mem.versions, c.tlb_tag, c.tlb_flags, mem.pt_base,
-                        mem.ptes_per_pt, c._counts, c.walk_cycles, c.dirty_cycles, c._extra, mbuf, meter_on)
-            _store(st, loop.fstate, link, c)
-            if meter_on:
-                meter._fill = int(st[_F["meter_fill"]])
-            if st[_F["status"]] != COPY_LOOP_PY_TICK:
-                break
-            # a CPU step the kernel leaves to Python (the meter's window or buffer), then on
-            c.advance_to(int(st[_F["next_tick"]]))
-            _load(st, loop.fstate, link, c)
+        _run_kernel(lambda mbuf, meter_on: k.copy_loop(
+            st, loop.fstate, bitmap, hi, use_bitmap, loop.runs_s, loop.runs_l, loop.link_i, loop.link_f,
+            m.partner.versions, h, meter._end if meter is not None else (1 << 62), m.quantum, chunk,
+            *_cpu_args(c, wl, mem, frames, mbuf, meter_on)), st, loop.fstate, link, c, _CL_LAYOUT)
         zeros += int(st[_F["copy_zeros"]])
         st[_F["copy_zeros"]] = 0
         wake = int(st[_F["now"]])
@@ -142,22 +128,36 @@ _START = np.array([_F["now"], _F["admit"], _F["pieces"], _F["copy_zeros"]])
 _LINK_AT = [(name, _F[name]) for name in _LINK]
 _CPUS_AT = [(name, _F[name]) for name in _CPUS]
 _COUNTERS = np.array([_F[name] for name in _LINK + _CPUS])
+_CL_LAYOUT = (_F, _COUNTERS, _LINK_AT, _CPUS_AT, COPY_LOOP_PY_TICK)  # copy_loop's and xen_batches' state
 
 
-def _load(st, fstate, link, c):
-    """Copy the link's and the CPUs' counters into the kernel's state."""
-    st[_COUNTERS] = [getattr(link, name) for name in _LINK] + [getattr(c, name) for name in _CPUS]
-    fstate[0] = c.tracking_cycles
+def _run_kernel(call, st, fstate, link, c, layout):
+    """``call(mbuf, meter_on)`` (copy_loop, qemu_turn or xen_batches; ``st`` its state, ``layout`` its field
+    indices, counters' indices and CPU-step-for-Python status) with the meter's buffer, its counters written back to the link and the CPUs after each call;
+    a CPU step the kernel leaves to Python (the meter's window or buffer) goes through Cpus.advance_to,
+    then the kernel goes on. Returns at any other stop."""
+    F, counters, link_at, cpus_at, py_tick = layout
+    meter = c.meter
+    while True:
+        meter_on = meter is not None and meter._on
+        mbuf = meter._buf if meter_on and meter._buf is not None else _EMPTY
+        st[F["meter_fill"]] = meter._fill if meter_on else 0
+        call(mbuf, meter_on)
+        _store_from(st, fstate, link, c, link_at, cpus_at)
+        if meter_on:
+            meter._fill = int(st[F["meter_fill"]])
+        if st[F["status"]] != py_tick:
+            return
+        c.advance_to(int(st[F["next_tick"]]))
+        _load_into(st, fstate, link, c, counters)
 
 
-def _store(st, fstate, link, c):
-    """Write the kernel's counters back to the link and the CPUs."""
-    v = st.tolist()
-    for name, i in _LINK_AT:
-        setattr(link, name, v[i])
-    for name, i in _CPUS_AT:
-        setattr(c, name, v[i])
-    c.tracking_cycles = float(fstate[0])
+def _cpu_args(c, wl, mem, frames, mbuf, meter_on):
+    """The kernels' arguments of the CPU steps, from ``paced`` on."""
+    return (c.paced, wl.rate_per_cycle, wl.carry, c.debt, c._avail, c._writes, wl.keys, wl.counters, wl.hot_span,
+            wl.hot_threshold, wl.span, mem.user_base, mem.mult, mem.blocks, mem.block, frames, c._bounds, mem.pte,
+            mem.versions, c.tlb_tag, c.tlb_flags, mem.pt_base, mem.ptes_per_pt, c._counts, c.walk_cycles,
+            c.dirty_cycles, c._extra, mbuf, meter_on)
 
 
 def _python_pieces(m, loop, bitmap, hi, use_bitmap):
@@ -238,31 +238,17 @@ def xen_batches(m, save, pos, peek):
         wl, mem, meter = c._fast, m.memory, c.meter
         st[_START] = (env.now, 1, 0, 0)
         xs[_X["waits"]] = 0
-        _load(st, loop.fstate, m.link, c)
+        _load_into(st, loop.fstate, m.link, c, _COUNTERS)
         if lim is not None:
             xs[_X["budget"]], xs[_X["last_put"]] = lim.budget, lim.last_put or 0
             xs[_X["has_put"]] = lim.last_put is not None
         frames = wl._buffer(loop.frames_bound)
         h = horizon(env, c.pending)
-        while True:
-            meter_on = meter is not None and meter._on
-            mbuf = meter._buf if meter_on and meter._buf is not None else _EMPTY
-            st[_F["meter_fill"]] = meter._fill if meter_on else 0
-            k.xen_batches(st, loop.fstate, xs, save.to_send, save.to_skip, save.cand, save.skipped, save.batch,
-                          save.header_bytes, peek, loop.runs_s, loop.runs_l, loop.link_i, loop.link_f,
-                          m.partner.versions, h, meter._end if meter is not None else (1 << 62), m.quantum,
-                          m.link.chunk_pages, c.paced, wl.rate_per_cycle, wl.carry, c.debt, c._avail, c._writes,
-                          wl.keys, wl.counters, wl.hot_span, wl.hot_threshold, wl.span, mem.user_base, mem.mult,
-                          mem.blocks, mem.block, frames, c._bounds, mem.pte, mem.versions, c.tlb_tag, c.tlb_flags,
-                          mem.pt_base, mem.ptes_per_pt, c._counts, c.walk_cycles, c.dirty_cycles, c._extra, mbuf,
-                          meter_on)
-            _store(st, loop.fstate, m.link, c)
-            if meter_on:
-                meter._fill = int(st[_F["meter_fill"]])
-            if st[_F["status"]] != COPY_LOOP_PY_TICK:
-                break
-            c.advance_to(int(st[_F["next_tick"]]))
-            _load(st, loop.fstate, m.link, c)
+        _run_kernel(lambda mbuf, meter_on: k.xen_batches(
+            st, loop.fstate, xs, save.to_send, save.to_skip, save.cand, save.skipped, save.batch, save.header_bytes,
+            peek, loop.runs_s, loop.runs_l, loop.link_i, loop.link_f, m.partner.versions, h,
+            meter._end if meter is not None else (1 << 62), m.quantum, m.link.chunk_pages,
+            *_cpu_args(c, wl, mem, frames, mbuf, meter_on)), st, loop.fstate, m.link, c, _CL_LAYOUT)
         save.batches += int(xs[_X["batches"]])
         sent += int(xs[_X["sent"]])
         skipped += int(xs[_X["skipped"]])
@@ -283,6 +269,7 @@ _T = {name: i for i, name in enumerate(QEMU_TURN_FIELDS)}
 _T_COUNTERS = np.array([_T[name] for name in _LINK + _CPUS])
 _T_LINK_AT = [(name, _T[name]) for name in _LINK]
 _T_CPUS_AT = [(name, _T[name]) for name in _CPUS]
+_T_LAYOUT = (_T, _T_COUNTERS, _T_LINK_AT, _T_CPUS_AT, QEMU_TURN_PY_TICK)
 
 
 def qemu_fusable(m, mig):
@@ -336,25 +323,11 @@ def qemu_iterate(m, mig, t0, per_page, max_wait):
         _load_into(st, turn.fstate, link, c, _T_COUNTERS)
         frames = wl._buffer(turn.frames_bound)
         h = horizon(env, c.pending)
-        while True:
-            meter_on = meter is not None and meter._on
-            mbuf = meter._buf if meter_on and meter._buf is not None else _EMPTY
-            st[_T["meter_fill"]] = meter._fill if meter_on else 0
-            k.qemu_turn(st, turn.fstate, mig.bitmap, mig.n, turn.cap, turn.runs_s, turn.runs_l, turn.link_i,
-                        turn.link_f, m.partner.versions, h, meter._end if meter is not None else (1 << 62), m.quantum,
-                        chunk, t0, max_wait, window, quota, per_page, mig.xbzrle is not None, c.paced,
-                        wl.rate_per_cycle, wl.carry, c.debt, c._avail, c._writes, wl.keys, wl.counters, wl.hot_span,
-                        wl.hot_threshold, wl.span, mem.user_base, mem.mult, mem.blocks, mem.block, frames, c._bounds,
-                        mem.pte, mem.versions, c.tlb_tag, c.tlb_flags, mem.pt_base, mem.ptes_per_pt, c._counts,
-                        c.walk_cycles, c.dirty_cycles, c._extra, mbuf, meter_on)
-            _store_from(st, turn.fstate, link, c, _T_LINK_AT, _T_CPUS_AT)
-            if meter_on:
-                meter._fill = int(st[_T["meter_fill"]])
-            if st[_T["status"]] != QEMU_TURN_PY_TICK:
-                break
-            # a CPU step the kernel leaves to Python (the meter's window or buffer), then on
-            c.advance_to(int(st[_T["next_tick"]]))
-            _load_into(st, turn.fstate, link, c, _T_COUNTERS)
+        _run_kernel(lambda mbuf, meter_on: k.qemu_turn(
+            st, turn.fstate, mig.bitmap, mig.n, turn.cap, turn.runs_s, turn.runs_l, turn.link_i, turn.link_f,
+            m.partner.versions, h, meter._end if meter is not None else (1 << 62), m.quantum, chunk, t0, max_wait,
+            window, quota, per_page, mig.xbzrle is not None, *_cpu_args(c, wl, mem, frames, mbuf, meter_on)),
+            st, turn.fstate, link, c, _T_LAYOUT)
         mig.cursor, mig.remaining = int(st[_T["cursor"]]), int(st[_T["remaining"]])
         if st[_T["wrapped"]] and mig.xbzrle is not None:
             mig.xbzrle.started = True  # Migration.next_pages: the first wrap starts XBZRLE
