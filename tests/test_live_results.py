@@ -83,18 +83,43 @@ def test_every_target_four_or_more_runs_with_each_stop_rule_all_verified():
             assert 0 < d["host_load"]["cpu_busy_share"] <= 1 and d["host_load"]["loadavg_1min_before"] >= 0
 
 
+def _same_fit(got, committed, where="fit"):
+    """``got`` (refitted here) is ``committed`` to the last few bits: least squares and numpy's sums round
+    differently on another CPU or numpy build, so floats agree within 1e-12, everything else exactly."""
+    if isinstance(committed, dict):
+        assert isinstance(got, dict) and sorted(got) == sorted(committed), where
+        for k in committed:
+            _same_fit(got[k], committed[k], f"{where}.{k}")
+    elif isinstance(committed, (list, tuple)):
+        assert isinstance(got, (list, tuple)) and len(got) == len(committed), where
+        for i, (g, c) in enumerate(zip(got, committed)):
+            _same_fit(g, c, f"{where}[{i}]")
+    elif isinstance(committed, float):
+        assert got == pytest.approx(committed, rel=1e-12, abs=1e-300), where
+    else:
+        assert got == committed, where
+
+
+def test_same_fit_tells_rounding_from_a_different_fit():
+    _same_fit({"a": [1.0, 2], "b": {"c": 0.1 + 0.2}}, {"a": [1.0, 2], "b": {"c": 0.3}})
+    for wrong in ({"a": [1.0, 3], "b": {"c": 0.3}}, {"a": [1.0 + 1e-9, 2], "b": {"c": 0.3}},
+                  {"a": [1.0, 2], "b": {}}):
+        with pytest.raises(AssertionError):
+            _same_fit(wrong, {"a": [1.0, 2], "b": {"c": 0.3}})
+
+
 def test_the_blackout_model_comes_from_the_calibration_runs_only():
     """The constants the predictions use are those fitted on the calibration runs (refitted here from
     their committed measurements), none of which is a judged target's."""
     bm = R.blackout_model(CALIBRATION["runs"], CALIBRATION["contended_runs"])
-    assert bm == CALIBRATION["model"]
+    _same_fit(bm, CALIBRATION["model"])
     commands = {tuple(run["live"]["command"][1:]) for r in RESULTS.values() for run in r["runs"]}
     for run in CALIBRATION["runs"] + CALIBRATION["contended_runs"]:
         assert run["live"]["verified"] and tuple(run["live"]["command"][1:]) not in commands
         assert "host_load" in run["live"]
     assert len({run["size_mib"] for run in CALIBRATION["runs"]}) >= 3
     for r in RESULTS.values():
-        assert r["blackout_model"] == bm
+        _same_fit(r["blackout_model"], bm)
 
 
 def test_the_quiet_calibration_runs_were_quiet_and_the_contended_ones_were_not():
@@ -148,7 +173,8 @@ def test_a_runs_inputs_do_not_hold_its_blackout():
             bl[k] *= 7
         d["live"]["sched"]["blackout"] = {"cpu_s": 1.0, "runqueue_s": 9.0}
         c = R.fitted_costs(d)
-        assert c == run["costs"], case
+        assert c == R.fitted_costs(run["live"]), case
+        _same_fit(c, run["costs"], str(case))
         for model in R.FORMS:
             assert (R.predicted_blackout_costs(d, c, bm, model)
                     == R.predicted_blackout_costs(run["live"], run["costs"], bm, model))
