@@ -53,14 +53,14 @@ KNOWN_MISSES = {  # (configuration, target) -> why the model misses it
         "the stop's calibration, 11/20 with it at the old loopback rate, 8/20 at the fitted 2.47 GB/s); "
         "the verdicts and times remain a plausible sample (Fisher, Mann-Whitney)",
 }
-# Issue 14's lab runs, re-measured at the lab's priority (runs/; the first measurement, under a 1-minute
-# load of 9-13, is kept in runs_loaded/ and not judged). Even so the QEMU processes waited on a run queue
-# 0.3-0.8 s per second they ran (the older runs, at a load of ~1, did not record it); the model has no
-# host-contention input:
+# Issue 14's lab runs, measured on a quiet machine (runs/; 1-minute load 0.2-1.1; the earlier measurements,
+# under load and at the lab's priority on a busy host, are kept in runs_loaded/ and not judged). The QEMU
+# processes still waited on a run queue 0.03-0.48 s per second they ran: their own threads on 2 cores.
 _DEBT = ("the dirtier with a 2000 ms backlog tolerance catches up after each 990 ms sleep at 99%, but "
          "only as fast as its 10 ms run slices allow under TCG (one run of the loaded set: 3329 writes/s at "
-         "99%, ~3 us a write), and QEMU converged in 11.8-17.0 s (median 13.8; under load 14.3-20.7); the "
-         "model's paced writer catches up all of it (its writes cost the CPU nothing but the dirty-bit "
+         "99%, ~3 us a write), and QEMU converged in 19.7-52.8 s (median 24.9, 17-50 syncs; at the lab's "
+         "priority on a busy host 11.8-17.0, under load 14.3-20.7: the more CPU the dirtier gets, the later); "
+         "the model's paced writer catches up all of it (its writes cost the CPU nothing but the dirty-bit "
          "updates), dirties faster than the link and never converges")
 KNOWN_MISSES.update({
     ("autoconv_99_debt2000", "verdict"): _DEBT, ("autoconv_99_debt2000", "total_s"): _DEBT,
@@ -70,17 +70,14 @@ KNOWN_MISSES.update({
 _TOP = ("the idle guest's stop carries fewer of its never-sent pages at the top of RAM than QEMU's (the "
         "model's window that reaches them sends part before the stop); what ends QEMU's window before them "
         "is not modelled (README, 'The simulator against these measurements')")
+_SEQ_STOP = ("the quiet runs (no other load) stop for as long as those at the lab's priority on a busy host "
+             "(12-26 ms, 14-20): not the host's load; the model's 9.4 ms is what seq_near's runs of 2026-11-27 "
+             "(guest kernel 6.1.0-56, then -57) took, 7-11 ms: what the later runs' stops spend the extra 4-6 ms "
+             "on is not found")
 DOWNTIME_MISSES = {"idle_bw128": _TOP, "idle_bw32": _TOP, "idle_ws320": _TOP,
-                   "autoconv_99": "its five runs stopped for 10-24 ms (median 15) with the QEMU processes waiting "
-                                  "0.38-0.77 s on a run queue per second run (under load: 10-1005 ms, median 30); "
-                                  "the model's stop is 9.5 ms (autoconv_high's runs at a load of ~1: 7-12 ms)",
                    "autoconv_99_debt2000": _DEBT,
-                   "seq_near_ctl": "its five runs stopped for 12-26 ms (median 13) with the QEMU processes "
-                                   "waiting 0.34-0.84 s on a run queue per second run (under load: 13-54 ms, median "
-                                   "19); the model's 9.4 ms (seq_near's five runs at a load of ~1: 7-11 ms)",
-                   "seq_near_spacer": "its five runs stopped for 14-20 ms (median 15) with the QEMU processes "
-                                      "waiting 0.27-0.85 s on a run queue per second run (under load: 26-75 ms, "
-                                      "median 35); the model's 9.4 ms (seq_near's five runs at ~1: 7-11 ms)"}
+                   "seq_near_ctl": _SEQ_STOP + " (seq_near_ctl: 12-17 ms, median 14)",
+                   "seq_near_spacer": _SEQ_STOP + " (seq_near_spacer: 11-27 ms, median 15)"}
 
 
 def measured(name):
@@ -137,7 +134,11 @@ def test_the_chance_configurations_are_the_ones_qemu_itself_could_not_repeat():
     quiet = [n for n in GROUPS if statistics.median(r["host"]["loadavg_at_migrate"][0] for r in GROUPS[n]) < 5]
     spread = {n for n in quiet if len({m["converged"] for m in measured(n)}) > 1
               or max(m["total_s"] for m in measured(n)) / min(m["total_s"] for m in measured(n)) > 1.3}
-    assert {n for n in GROUPS if is_chance(n)} == spread == {"rand_near_dt100", "rand_high_dt1000"}
+    # autoconv_99_debt2000's quiet runs spread 19.7-52.8 s: QEMU could not repeat it, and the model's verdict
+    # there is a known miss (it never converges), so it is not one of the model's chance configurations
+    verdict_misses = {n for n, key in KNOWN_MISSES if key == "verdict"}
+    assert spread & verdict_misses == {"autoconv_99_debt2000"}
+    assert {n for n in GROUPS if is_chance(n)} == spread - verdict_misses == {"rand_near_dt100", "rand_high_dt1000"}
 
 
 @pytest.mark.parametrize("name", sorted(GROUPS))
@@ -383,35 +384,35 @@ FEATURES = json.loads((HERE / "features.json").read_text())
 LISTED = [r for r in RUNS if r["config"] not in FEATURE_GROUPS
           or r["run_index"] in FEATURES["configs"].get(r["config"], {}).get("runs", [])]
 # (configuration, target) -> why the model misses it (strict: each fails the day it is met)
-_PC_AT2 = ("a switch 2 s after migrate, inside the first pass: the model's vCPU requests 27 pages against QEMU's "
-           "7-31 (median 8; under load 27) for about the same blocked time (379 ms against 250-352), so each of "
-           "QEMU's requests waits ~40 ms where pc_pass1's waited 13 and the model's wait 14: the socket "
-           "buffers' backlog fitted on pc_pass1 (17.5 MB, 3.1 us a page) does not hold for a switch with a "
-           "third of the first pass unsent; what makes QEMU's requests wait longer there is not found")
+_PC_AT2 = ("a switch 2 s after migrate, inside the first pass: the model's vCPU requests 21 pages against QEMU's "
+           "7-14 (median 8, quiet; 7-31 at the lab's priority, 27 under load) for about the same blocked time "
+           "(228 ms against 169-209), so each of QEMU's requests waits ~23 ms where pc_pass1's waited 8 and the "
+           "model's wait 11: the socket buffers' backlog fitted on pc_pass1 (15.4 MB, 1.9 us a page) does not "
+           "hold for a switch with a third of the first pass unsent; what makes QEMU's requests wait longer "
+           "there is not found")
 _PC_PREEMPT = ("with postcopy-preempt a request waits 0.04 ms in the model (its trip, the page at the link "
                "rate, the trip back) against QEMU's 0.01-0.23 ms (blocktime over requests): the handling of a "
                "request on the preempt channel (the fault thread, the return path, the preempt thread's send, "
                "UFFDIO_COPY) is not fitted, no calibration run has preempt; its guest gets its pages sooner "
                "and the push ends sooner")
 _XB_EDGE = ("near the edge of convergence (22000 writes/s against a 32 MiB cache, the pages at each sync "
-            "hovering at the threshold): QEMU's runs at the lab's priority took 18.0-19.8 s with 101-121 syncs and "
-            "47.5-53.6 thousand XBZRLE pages (under load: 13.8-46 s, 14-350 syncs); the model converges in "
-            "12.3-13.1 s after 50-58 syncs with 27-30 thousand: its passes fall under the threshold sooner, and "
-            "what holds QEMU's at the edge twice as long is not found")
-_XB_PAGES = ("the model sends 22286 XBZRLE pages against QEMU's 31085-32814 (median 32672): it encodes about as "
-             "many against its cache but finds about a third unchanged since they were cached (QEMU skips such a "
-             "page without counting it too), where QEMU's ~13.5 bytes per page (one changed word) show few of "
-             "its pages unchanged or written more than once since cached; which of the model's cached copies "
-             "are taken at other times than QEMU's is not found")
+            "hovering at the threshold): QEMU's quiet runs took 19.5-24.5 s with 118-163 syncs and 52-68 "
+            "thousand XBZRLE pages (at the lab's priority 18.0-19.8 s, 101-121 syncs; under load 13.8-46 s); "
+            "the model converges in 12.4-12.9 s after 50-56 syncs with 27-29 thousand: its passes fall under "
+            "the threshold sooner, and what holds QEMU's at the edge twice as long is not found")
 FEATURE_MISSES = {
     ("pc_at2", "postcopy_requests"): _PC_AT2,
-    ("pc_pass1_bw16_preempt", "total_s"): _PC_PREEMPT + " (5.4 s against 6.6-7.0 s)",
-    ("pc_pass1_bw16_preempt", "blocktime_ms"): _PC_PREEMPT + " (889 ms against 179-3161 ms, median 2691)",
+    ("pc_pass1_bw16_preempt", "total_s"): _PC_PREEMPT + " (5.4 s against 6.1-6.5 s)",
+    ("pc_pass1_bw16_preempt", "blocktime_ms"): _PC_PREEMPT + " (887 ms against 2211-2688 ms, median 2513)",
     ("xbzrle_c256", "downtime_ms"):
-        "QEMU's stops took 6-14 ms (median 8) at the lab's priority (under load 3-32), the model's 17 ms: with "
-        "the thread's time per page fitted on the third pass (6.2 us) its last pass leaves more pages to the "
-        "stop than QEMU's",
-    ("xbzrle_c256", "xbzrle_pages"): _XB_PAGES,
+        "QEMU's quiet stops took 2-4 ms (median 3; 6-14 at the lab's priority on a busy host, 3-32 under load), "
+        "the model's 9.3 ms: with the thread's time per page fitted on the third pass (8.7 us on the quiet runs, "
+        "6.2 on the busy ones) its last pass leaves more pages to the stop than QEMU's",
+    ("xbzrle_c32", "downtime_ms"):
+        "QEMU's quiet stops took 10-17 ms (median 12; 11-22, median 18, at the lab's priority on a busy host), "
+        "the model's 17.7 ms, most of it the XBZRLE hits of the stop at the 8.7 us per page fitted on "
+        "xbzrle_c256's quiet third pass (the busy runs' 6.2 us gave 18 against 18): one time per page does not "
+        "fit both the third pass of xbzrle_c256 and the stop of xbzrle_c32",
     ("xbzrle_c32", "total_s"): _XB_EDGE,
     ("xbzrle_c32", "transferred_mib"): _XB_EDGE,
     ("xbzrle_c32", "dirty_sync_count"): _XB_EDGE,
