@@ -1162,12 +1162,13 @@ cdef inline bint _cpu_steps(int64_t s, int64_t quantum, int64_t tick_limit, int6
                             version_t[::1] versions, tlb_tag_t[:, ::1] tlb_tag, tlb_flag_t[:, ::1] tlb_flags,
                             int64_t pt_base, int64_t ptes_per_pt, index_t[:, ::1] step_counts, double walk_cycles,
                             double dirty_cycles, double[::1] extra, index_t[::1] meter_buf,
-                            bint meter_on) noexcept nogil:
+                            bint meter_on, bint stopped) noexcept nogil:
     """The CPU steps due by s: one a quantum after the last (``t_done``), then one to s, each as
     ``cpu_rate_step`` + ``random_write_step`` (+ the meter's copy of the frames into ``meter_buf`` at
     ``fill``). ``cpu_n[0:5]`` are Cpus.running_cycles, writes, walks, dirty_sets, flush_refills. Returns
     True before a step after ``tick_limit`` or one whose writes might not fit ``frames`` or the meter's
-    buffer (its time in ``next_tick``: Python applies it)."""
+    buffer (its time in ``next_tick``: Python applies it). With ``stopped`` (the CPUs stopped: a rendezvous,
+    a blackout) a step only moves ``t_done``, as Cpus.advance_to does."""
     cdef int64_t ncpu = stream_keys.shape[0], wcap = frames.shape[0], mcap = meter_buf.shape[0] if meter_on else 0
     cdef int64_t td = t_done[0], t, dt, bound, total, c, k
     cdef int64_t[3] totals
@@ -1183,6 +1184,8 @@ cdef inline bint _cpu_steps(int64_t s, int64_t quantum, int64_t tick_limit, int6
             py = True
             break
         td = t
+        if stopped:
+            continue
         cpu_n[0] += dt
         _debt_loop(<double>dt, debt, paced, avail)
         total = _rate_loop(avail, rate_per_cycle, carry, counts)
@@ -1293,7 +1296,7 @@ def copy_loop(index_t[::1] state, double[::1] fstate, word_t[::1] bitmap, int64_
               index_t[::1] frames, index_t[::1] cpu_bounds, pte_t[::1] pte, version_t[::1] versions,
               tlb_tag_t[:, ::1] tlb_tag, tlb_flag_t[:, ::1] tlb_flags, int64_t pt_base, int64_t ptes_per_pt,
               index_t[:, ::1] step_counts, double walk_cycles, double dirty_cycles, double[::1] extra,
-              index_t[::1] meter_buf, bint meter_on):
+              index_t[::1] meter_buf, bint meter_on, bint stopped=False):
     """A scanner copying runs while the CPUs write, over many quanta (CONTRACT.md, ``copy_loop``).
 
     Runs the pieces of the current run list ``runs_s/runs_l[RUN_I:NRUNS]`` (from RUN_OFF) and, with
@@ -1356,7 +1359,7 @@ def copy_loop(index_t[::1] state, double[::1] fstate, word_t[::1] bitmap, int64_
                           paced, rate_per_cycle, carry, debt, avail, counts, stream_keys, counters, hot_span,
                           hot_threshold, span, base, mult, modulus, block, frames, cpu_bounds, pte, versions, tlb_tag,
                           tlb_flags, pt_base, ptes_per_pt, step_counts, walk_cycles, dirty_cycles, extra, meter_buf,
-                          meter_on):
+                          meter_on, stopped):
                 status = CL_PY_TICK
                 break
             # one piece of at most chunk pages, read at s
@@ -1420,7 +1423,7 @@ def qemu_turn(index_t[::1] state, double[::1] fstate, word_t[::1] bitmap, int64_
               index_t[::1] frames, index_t[::1] cpu_bounds, pte_t[::1] pte, version_t[::1] versions,
               tlb_tag_t[:, ::1] tlb_tag, tlb_flag_t[:, ::1] tlb_flags, int64_t pt_base, int64_t ptes_per_pt,
               index_t[:, ::1] step_counts, double walk_cycles, double dirty_cycles, double[::1] extra,
-              index_t[::1] meter_buf, bint meter_on):
+              index_t[::1] meter_buf, bint meter_on, bint stopped=False):
     """QEMU's ram_save_iterate while the CPUs write, in one call (CONTRACT.md, ``qemu_turn``).
 
     Until the turn is over (the window's ``quota`` used: bytes_sent - ``window_bytes`` >= quota, nothing
@@ -1521,7 +1524,7 @@ def qemu_turn(index_t[::1] state, double[::1] fstate, word_t[::1] bitmap, int64_
                           paced, rate_per_cycle, carry, debt, avail, counts, stream_keys, counters, hot_span,
                           hot_threshold, span, base, mult, modulus, block, frames, cpu_bounds, pte, versions, tlb_tag,
                           tlb_flags, pt_base, ptes_per_pt, step_counts, walk_cycles, dirty_cycles, extra, meter_buf,
-                          meter_on):
+                          meter_on, stopped):
                 status = QT_PY_TICK
                 break
             # the piece: every run taken, one copy call each, read at s (Interconnect.copy of one piece)
@@ -1587,7 +1590,8 @@ def xen_batches(index_t[::1] state, double[::1] fstate, index_t[::1] xstate, wor
                 int64_t mult, int64_t modulus, int64_t block, index_t[::1] frames, index_t[::1] cpu_bounds,
                 pte_t[::1] pte, version_t[::1] versions, tlb_tag_t[:, ::1] tlb_tag, tlb_flag_t[:, ::1] tlb_flags,
                 int64_t pt_base, int64_t ptes_per_pt, index_t[:, ::1] step_counts, double walk_cycles,
-                double dirty_cycles, double[::1] extra, index_t[::1] meter_buf, bint meter_on):
+                double dirty_cycles, double[::1] extra, index_t[::1] meter_buf, bint meter_on,
+                bint stopped=False):
     """A round of xen batches while the CPUs write, many batches in one call (CONTRACT.md, ``xen_batches``).
 
     From PFN POS: at each batch's start the CPU steps due by then (with ``peek``), the to_skip peek of the
@@ -1654,7 +1658,7 @@ def xen_batches(index_t[::1] state, double[::1] fstate, index_t[::1] xstate, wor
                           paced, rate_per_cycle, carry, debt, avail, counts, stream_keys, counters, hot_span,
                           hot_threshold, span, base, mult, modulus, block, frames, cpu_bounds, pte, versions, tlb_tag,
                           tlb_flags, pt_base, ptes_per_pt, step_counts, walk_cycles, dirty_cycles, extra, meter_buf,
-                          meter_on):
+                          meter_on, stopped):
                 status = CL_PY_TICK
                 break
             if state[CL_NRUNS] == 0:

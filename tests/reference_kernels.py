@@ -291,7 +291,8 @@ def random_write_step(stream_keys, counters, counts, hot_span, hot_threshold, sp
 def copy_loop(state, fstate, bitmap, hi, use_bitmap, runs_s, runs_l, link_i, link_f, partner, horizon, tick_limit,
               quantum, chunk, paced, rate_per_cycle, carry, debt, avail, counts, stream_keys, counters, hot_span,
               hot_threshold, span, base, mult, modulus, block, frames, cpu_bounds, pte, versions, tlb_tag, tlb_flags,
-              pt_base, ptes_per_pt, step_counts, walk_cycles, dirty_cycles, extra, meter_buf, meter_on):
+              pt_base, ptes_per_pt, step_counts, walk_cycles, dirty_cycles, extra, meter_buf, meter_on,
+              stopped=False):
     # The scanner's loop as Interconnect.copy and Machine.copy_bitmap_runs run it, with the cpus process's
     # ticks: one frame at a time, the pieces cut by searching the run list from its start.
     import numpy as np
@@ -310,6 +311,8 @@ def copy_loop(state, fstate, bitmap, hi, use_bitmap, runs_s, runs_l, link_i, lin
             st["next_tick"] = t
             return False
         st["t_done"] = t
+        if stopped:                                   # Cpus.advance_to of stopped CPUs: time only
+            return True
         st["running_cycles"] += dt
         total = cpu_rate_step(float(dt), debt, paced, rate_per_cycle, carry, avail, counts)
         if total:
@@ -407,7 +410,7 @@ def qemu_turn(state, fstate, bitmap, n_pages, cap, runs_s, runs_l, link_i, link_
               chunk, t0, max_wait, window_bytes, quota, per_page, xbzrle, paced, rate_per_cycle, carry, debt, avail,
               counts, stream_keys, counters, hot_span, hot_threshold, span, base, mult, modulus, block, frames,
               cpu_bounds, pte, versions, tlb_tag, tlb_flags, pt_base, ptes_per_pt, step_counts, walk_cycles,
-              dirty_cycles, extra, meter_buf, meter_on):
+              dirty_cycles, extra, meter_buf, meter_on, stopped=False):
     # policies/qemu.py's iterate and Migration.next_pages as written there (lists of takes, then
     # concatenated), each piece Interconnect.copy of one piece, the CPU steps as the cpus process's ticks
     # and the catch-up before the piece is read; one frame at a time.
@@ -427,6 +430,8 @@ def qemu_turn(state, fstate, bitmap, n_pages, cap, runs_s, runs_l, link_i, link_
             st["next_tick"] = t
             return False
         st["t_done"] = t
+        if stopped:                                   # Cpus.advance_to of stopped CPUs: time only
+            return True
         st["running_cycles"] += dt
         total = cpu_rate_step(float(dt), debt, paced, rate_per_cycle, carry, avail, counts)
         if total:
@@ -533,7 +538,7 @@ def xen_batches(state, fstate, xstate, to_send, to_skip, cand, skipped, batch, h
                 link_i, link_f, partner, horizon, tick_limit, quantum, chunk, paced, rate_per_cycle, carry, debt, avail,
                 counts, stream_keys, counters, hot_span, hot_threshold, span, base, mult, modulus, block, frames,
                 cpu_bounds, pte, versions, tlb_tag, tlb_flags, pt_base, ptes_per_pt, step_counts, walk_cycles,
-                dirty_cycles, extra, meter_buf, meter_on):
+                dirty_cycles, extra, meter_buf, meter_on, stopped=False):
     # Save.send_round's batches as xen.py runs them: at each batch's start (with ``peek``) the cpus process's
     # ticks and the scanner's catch-up, the peek one frame at a time, the choice, the header on the link, then
     # the pieces (the reference copy_loop over the batch's runs).
@@ -553,6 +558,8 @@ def xen_batches(state, fstate, xstate, to_send, to_skip, cand, skipped, batch, h
             state[F["next_tick"]] = t
             return False
         state[F["t_done"]] = t
+        if stopped:
+            return True
         state[F["running_cycles"]] += dt
         total = cpu_rate_step(float(dt), debt, paced, rate_per_cycle, carry, avail, counts)
         if total:
@@ -583,7 +590,7 @@ def xen_batches(state, fstate, xstate, to_send, to_skip, cand, skipped, batch, h
                       horizon, tick_limit, quantum, chunk, paced, rate_per_cycle, carry, debt, avail, counts,
                       stream_keys, counters, hot_span, hot_threshold, span, base, mult, modulus, block, frames,
                       cpu_bounds, pte, versions, tlb_tag, tlb_flags, pt_base, ptes_per_pt, step_counts, walk_cycles,
-                      dirty_cycles, extra, meter_buf, meter_on)
+                      dirty_cycles, extra, meter_buf, meter_on, stopped)
             xstate[X["waits"]] += int(state[F["pieces"]]) - pieces
             if state[F["status"]]:
                 return

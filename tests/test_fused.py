@@ -28,6 +28,9 @@ CASES = {
     "stratus-hotcold-outside": ("stratus.yaml", SMALL + ["workload.kind=hotcold", "stratus.tracking_outside=true",
                                                          "stratus.stop=after-copy"]),
     "stratus-auto": ("stratus.yaml", SMALL + ["sim.quantum=auto", "link.per_copy=3us"]),
+    # a blackout of many pieces over far-apart ranges (a threshold of most of the working set): with the
+    # CPUs stopped the copy loop runs the pieces, its CPU steps only moving time
+    "stratus-long-blackout": ("stratus.yaml", SMALL + ["stratus.threshold=20000", "stratus.passes=1", "stratus.max_copyrange=8"]),
     # a round of xen batches (1024 pages each, several link pieces) goes through xen_batches, with the
     # rate limiter (xen-2005.yaml's) and without
     "xen-legacy": ("xen-2005.yaml", XEN),

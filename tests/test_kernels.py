@@ -5,6 +5,7 @@ the return value and every buffer afterwards. The numpy twin also runs with a ti
 chunk-boundary code is exercised by small inputs. Hand-computed cases pin the contract itself.
 """
 import ast
+import inspect
 import math
 import os
 import re
@@ -1165,6 +1166,27 @@ def test_xen_batches_random(backend, seed):
     rng = np.random.default_rng(9000 + seed)
     _, args = check(backend, "xen_batches", *xen_batches_args(rng))
     assert args[0][23] in (0, 1, 2)
+
+
+@pytest.mark.parametrize("seed", range(12))
+@pytest.mark.parametrize("name", ["copy_loop", "qemu_turn", "xen_batches"])
+def test_loops_with_the_cpus_stopped(backend, name, seed):
+    # Stopped CPUs (a rendezvous, a blackout): each CPU step only moves t_done, as Cpus.advance_to does; the
+    # pieces go on. The reference against the backend, and against the same call's effects by hand: no
+    # write, no running time, the memory's PTEs and versions as they were.
+    make = {"copy_loop": copy_loop_args, "qemu_turn": qemu_turn_args, "xen_batches": xen_batches_args}[name]
+    args = list(make(np.random.default_rng(9500 + seed)))
+    params = list(inspect.signature(getattr(npk, name)).parameters)
+    fields = dtypes.QEMU_TURN_FIELDS if name == "qemu_turn" else dtypes.COPY_LOOP_FIELDS
+    st0 = args[0].copy()
+    pte0, versions0 = args[params.index("pte")].copy(), args[params.index("versions")].copy()
+    _, got = check(backend, name, *args, True)
+    st = got[0]
+    for field in ("running_cycles", "writes", "walks", "dirty_sets", "flush_refills", "meter_fill"):
+        assert st[fields.index(field)] == st0[fields.index(field)], field
+    np.testing.assert_array_equal(got[params.index("pte")], pte0)
+    np.testing.assert_array_equal(got[params.index("versions")], versions0)
+    assert st[fields.index("t_done")] >= st0[fields.index("t_done")]
 
 
 def test_xen_batches_by_hand(backend):

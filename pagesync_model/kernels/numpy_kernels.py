@@ -1003,10 +1003,11 @@ class _Named:
 def _cpu_steps(st, s, t_done, fill, tracking, tick_limit, quantum, paced, rate_per_cycle, carry, debt, avail, counts,
                stream_keys, counters, hot_span, hot_threshold, span, base, mult, modulus, block, frames, cpu_bounds,
                pte, versions, tlb_tag, tlb_flags, pt_base, ptes_per_pt, step_counts, walk_cycles, dirty_cycles, extra,
-               meter_buf, meter_on):
+               meter_buf, meter_on, stopped=False):
     """The CPU steps due by ``s`` (Cpus.advance_to's fused path): one a quantum after ``t_done``, then one to s.
     ``st`` holds running_cycles, writes, walks, dirty_sets, flush_refills and next_tick by name. Returns
-    (t_done, fill, tracking, left): ``left`` when a step is left to Python (its time in next_tick)."""
+    (t_done, fill, tracking, left): ``left`` when a step is left to Python (its time in next_tick). With
+    ``stopped`` (the CPUs stopped) a step only moves ``t_done``."""
     ncpu = len(stream_keys)
     wcap, mcap = len(frames), (len(meter_buf) if meter_on else 0)
     while t_done < s:
@@ -1017,6 +1018,8 @@ def _cpu_steps(st, s, t_done, fill, tracking, tick_limit, quantum, paced, rate_p
             st["next_tick"] = t
             return t_done, fill, tracking, True
         t_done = t
+        if stopped:
+            continue
         st["running_cycles"] += dt
         total = cpu_rate_step(float(dt), debt, paced, rate_per_cycle, carry, avail, counts)
         if total == 0:
@@ -1069,7 +1072,8 @@ def _link_send(st, s, link_i, link_f, calls, pages, zeros, first, nbytes):
 def copy_loop(state, fstate, bitmap, hi, use_bitmap, runs_s, runs_l, link_i, link_f, partner, horizon, tick_limit,
               quantum, chunk, paced, rate_per_cycle, carry, debt, avail, counts, stream_keys, counters, hot_span,
               hot_threshold, span, base, mult, modulus, block, frames, cpu_bounds, pte, versions, tlb_tag, tlb_flags,
-              pt_base, ptes_per_pt, step_counts, walk_cycles, dirty_cycles, extra, meter_buf, meter_on):
+              pt_base, ptes_per_pt, step_counts, walk_cycles, dirty_cycles, extra, meter_buf, meter_on,
+              stopped=False):
     """A scanner copying runs while the CPUs write, over many quanta; the same effects and ``state`` as the
     compiled kernel (CONTRACT.md, ``copy_loop``). Returns None."""
     _buf("state", state, INDEX_DTYPE, writable=True)
@@ -1124,7 +1128,7 @@ def copy_loop(state, fstate, bitmap, hi, use_bitmap, runs_s, runs_l, link_i, lin
             st, s, t_done, fill, tracking, tick_limit, quantum, paced, rate_per_cycle, carry, debt, avail, counts,
             stream_keys, counters, hot_span, hot_threshold, span, base, mult, modulus, block, frames, cpu_bounds, pte,
             versions, tlb_tag, tlb_flags, pt_base, ptes_per_pt, step_counts, walk_cycles, dirty_cycles, extra,
-            meter_buf, meter_on)
+            meter_buf, meter_on, stopped)
         if left:
             status = COPY_LOOP_PY_TICK
             break
@@ -1164,7 +1168,7 @@ def qemu_turn(state, fstate, bitmap, n_pages, cap, runs_s, runs_l, link_i, link_
               chunk, t0, max_wait, window_bytes, quota, per_page, xbzrle, paced, rate_per_cycle, carry, debt, avail,
               counts, stream_keys, counters, hot_span, hot_threshold, span, base, mult, modulus, block, frames,
               cpu_bounds, pte, versions, tlb_tag, tlb_flags, pt_base, ptes_per_pt, step_counts, walk_cycles,
-              dirty_cycles, extra, meter_buf, meter_on):
+              dirty_cycles, extra, meter_buf, meter_on, stopped=False):
     """QEMU's ram_save_iterate while the CPUs write, in one call; the same effects and ``state`` as the
     compiled kernel (CONTRACT.md, ``qemu_turn``). Returns None."""
     _buf("state", state, INDEX_DTYPE, writable=True)
@@ -1242,7 +1246,7 @@ def qemu_turn(state, fstate, bitmap, n_pages, cap, runs_s, runs_l, link_i, link_
             st, s, t_done, fill, tracking, tick_limit, quantum, paced, rate_per_cycle, carry, debt, avail, counts,
             stream_keys, counters, hot_span, hot_threshold, span, base, mult, modulus, block, frames, cpu_bounds, pte,
             versions, tlb_tag, tlb_flags, pt_base, ptes_per_pt, step_counts, walk_cycles, dirty_cycles, extra,
-            meter_buf, meter_on)
+            meter_buf, meter_on, stopped)
         if left:
             status = QEMU_TURN_PY_TICK
             break
@@ -1267,7 +1271,7 @@ def xen_batches(state, fstate, xstate, to_send, to_skip, cand, skipped, batch, h
                 link_i, link_f, partner, horizon, tick_limit, quantum, chunk, paced, rate_per_cycle, carry, debt, avail,
                 counts, stream_keys, counters, hot_span, hot_threshold, span, base, mult, modulus, block, frames,
                 cpu_bounds, pte, versions, tlb_tag, tlb_flags, pt_base, ptes_per_pt, step_counts, walk_cycles,
-                dirty_cycles, extra, meter_buf, meter_on):
+                dirty_cycles, extra, meter_buf, meter_on, stopped=False):
     """A round of xen batches while the CPUs write; the same effects, ``state`` and ``xstate`` as the compiled
     kernel (CONTRACT.md, ``xen_batches``): the batch's start here (CPU steps, peek, choice, header), its pieces
     ``copy_loop`` over the batch's run list. Returns None."""
@@ -1307,7 +1311,7 @@ def xen_batches(state, fstate, xstate, to_send, to_skip, cand, skipped, batch, h
     loop_args = (None, 0, False, runs_s, runs_l, link_i, link_f, partner, horizon, tick_limit, quantum, chunk, paced,
                  rate_per_cycle, carry, debt, avail, counts, stream_keys, counters, hot_span, hot_threshold, span,
                  base, mult, modulus, block, frames, cpu_bounds, pte, versions, tlb_tag, tlb_flags, pt_base,
-                 ptes_per_pt, step_counts, walk_cycles, dirty_cycles, extra, meter_buf, meter_on)
+                 ptes_per_pt, step_counts, walk_cycles, dirty_cycles, extra, meter_buf, meter_on, stopped)
     while True:
         s = int(state[F["now"]])
         if not state[F["admit"]]:

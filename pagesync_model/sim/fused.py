@@ -32,9 +32,10 @@ _CPUS = ("t_done", "running_cycles", "writes", "walks", "dirty_sets", "flush_ref
 
 
 def fusable(m):
-    """Whether machine ``m``'s next copy pieces can run in ``copy_loop`` now."""
+    """Whether machine ``m``'s next copy pieces can run in ``copy_loop`` now (the CPUs running or stopped, as
+    in a blackout: stopped CPUs' steps only move time)."""
     c = m.cpus
-    return (ENABLED and c._fast is not None and not c.stopped and c.throttle == 0 and c.dma is None
+    return (ENABLED and c._fast is not None and c.throttle == 0 and c.dma is None
             and getattr(c, "pending", None) is not None and type(m.env) is simpy.Environment
             and type(m.link) is Interconnect and type(m.partner) is Partner and hasattr(m.kernels, "copy_loop"))
 
@@ -157,7 +158,7 @@ def _cpu_args(c, wl, mem, frames, mbuf, meter_on):
     return (c.paced, wl.rate_per_cycle, wl.carry, c.debt, c._avail, c._writes, wl.keys, wl.counters, wl.hot_span,
             wl.hot_threshold, wl.span, mem.user_base, mem.mult, mem.blocks, mem.block, frames, c._bounds, mem.pte,
             mem.versions, c.tlb_tag, c.tlb_flags, mem.pt_base, mem.ptes_per_pt, c._counts, c.walk_cycles,
-            c.dirty_cycles, c._extra, mbuf, meter_on)
+            c.dirty_cycles, c._extra, mbuf, meter_on, c.stopped)
 
 
 def _python_pieces(m, loop, bitmap, hi, use_bitmap):
