@@ -301,6 +301,11 @@ def test_non_root_without_ptrace_access(bindir, tmp_path):
     assert err.count("\n") == 1 and "no ptrace access" in err, err
 
 
+# slow (on demand): it holds a live mirror's counts to a simulation of a trace recorded in another run of
+# the appender, and on a 2-core machine the two runs get different shares of the CPU (the appender under
+# the mirror wrote half of what its traced twin did in 2 of 6 tries on a quiet machine, 2026-12-03): the
+# comparison needs the appender's own count of what it wrote during the mirror, which it does not report
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["m", "b"])
 def test_a_heap_grown_with_brk_is_copied_in_full_until_registered(bindir, tmp_path, mode):
     """An appender writes ~21 new pages a ms. Into one mapping made at the start, the live mirror
@@ -318,7 +323,18 @@ def test_a_heap_grown_with_brk_is_copied_in_full_until_registered(bindir, tmp_pa
     p = subprocess.run([sys.executable, "-m", "pagesync_model", "trace", "record", "--interval", "2ms", "-o",
                         str(trace), "--", *cmd], capture_output=True, text=True, timeout=60, cwd=OUTSIDE)
     assert p.returncode == 0, p.stderr
-    d = mirror(tmp_path, ["--passes", "30", "--threshold", "0", "--delay", "500ms"], cmd)
+    # The mirror starts 0.5 s into the appender's 1.2 s and its 30 passes take 0.1-0.3 s; once in a while
+    # they took over 0.7 s and the appender exited first ("exited during mirroring": nothing to cut
+    # over, exit status 2). A longer appender changes what the trace window compares, so that run is
+    # taken again, up to three times; any other failure fails at once.
+    for attempt in range(3):
+        out = tmp_path / "r.json"
+        p = cli(["mirror", "--json", str(out), "--quiet", "--then", "kill", "--passes", "30", "--threshold", "0",
+                 "--delay", "500ms", "--", *cmd], 60)
+        if p.returncode == 0 or "exited during mirroring" not in p.stderr:
+            break
+    assert p.returncode == 0, p.stderr
+    d = json.loads(out.read_text())
     assert d["verified"]
     start = d["live"]["mirror_start_from_target_start_s"]
     library = {"pages_per_wake": 8, "interval_s": 0.01}
