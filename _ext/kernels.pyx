@@ -38,6 +38,15 @@ cdef inline void _check_range(int64_t lo, int64_t hi, int64_t nbits) except *:
             f"need 0 <= lo <= hi <= {nbits} (64 * len(bitmap)), got lo={lo}, hi={hi}")
 
 
+cdef inline int64_t _check_run_buffers(int64_t n_starts, int64_t n_lens) except -1:
+    """The capacity of a pair of run buffers (out_starts, out_lens): equal lengths, at least one run."""
+    if n_lens != n_starts:
+        raise ValueError(f"out_starts has {n_starts} elements, out_lens has {n_lens}")
+    if n_starts < 1:
+        raise ValueError("out_starts/out_lens must hold at least one run (cap >= 1)")
+    return n_starts
+
+
 cdef inline void _check_pt(int64_t n_frames, int64_t pt_base, int64_t ptes_per_pt) except *:
     if ptes_per_pt < 1:
         raise ValueError(f"ptes_per_pt must be >= 1, got {ptes_per_pt}")
@@ -490,11 +499,7 @@ def bitmap_extract_runs(word_t[::1] bitmap, int64_t lo, int64_t hi, int64_t max_
     len(out_starts) == len(out_lens) >= 1.
     """
     _check_range(lo, hi, bitmap.shape[0] * 64)
-    cdef int64_t cap = out_starts.shape[0]
-    if out_lens.shape[0] != cap:
-        raise ValueError(f"out_starts has {cap} elements, out_lens has {out_lens.shape[0]}")
-    if cap < 1:
-        raise ValueError("out_starts/out_lens must hold at least one run (cap >= 1)")
+    cdef int64_t cap = _check_run_buffers(out_starts.shape[0], out_lens.shape[0])
     if max_pages < 1:
         raise ValueError(f"max_pages must be >= 1, got {max_pages}")
     if lo == hi:
@@ -627,11 +632,7 @@ def bitmap_take_pages(word_t[::1] bitmap, int64_t lo, int64_t hi, int64_t k, bin
     Raises ValueError unless 0 <= lo <= hi <= 64 * nwords, k >= 1 and len(out_starts) == len(out_lens) >= 1.
     """
     _check_range(lo, hi, bitmap.shape[0] * 64)
-    cdef int64_t cap = out_starts.shape[0]
-    if out_lens.shape[0] != cap:
-        raise ValueError(f"out_starts has {cap} elements, out_lens has {out_lens.shape[0]}")
-    if cap < 1:
-        raise ValueError("out_starts/out_lens must hold at least one run (cap >= 1)")
+    cdef int64_t cap = _check_run_buffers(out_starts.shape[0], out_lens.shape[0])
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     if lo == hi:
