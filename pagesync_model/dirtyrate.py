@@ -355,8 +355,13 @@ class DirtyRateMeter:
     def _sample(self, frames):
         if self.stride == 1:
             return frames
-        h = frames.astype(np.uint64) * _GOLDEN
-        return frames[(h >> np.uint64(40)) % np.uint64(self.stride) == 0]
+        # (frame x golden) >> 40 in one bucket of ``stride`` (a power of two: the mask is the modulo), in
+        # place on one temporary
+        h = frames.astype(np.uint64)
+        h *= _GOLDEN
+        h >>= np.uint64(40)
+        h &= np.uint64(self.stride - 1)
+        return frames[h == 0]
 
     def _compact(self):
         if self._fill:

@@ -281,3 +281,14 @@ def test_sampled_meter_estimates_a_large_working_set():
         m.add(rng.integers(0, pages, 200000), 10 * w + 5)
     counts = m.finish(30)
     assert np.mean(counts) == pytest.approx(pages * -math.expm1(-200000 / pages), rel=0.02)
+
+
+@pytest.mark.parametrize("pages", [1 << 17, 1 << 20, 1 << 28])
+def test_the_meters_sample_is_the_hashed_bucket(pages):
+    # a frame is sampled when (frame x 0x9E3779B97F4A7C15 mod 2**64) >> 40 falls in bucket 0 of ``stride``:
+    # the meter's vectorised filter against that rule in Python integers, frame by frame
+    m = DirtyRateMeter(window_cycles=10, working_set_pages=pages)
+    assert m.stride > 1 and m.stride & (m.stride - 1) == 0
+    frames = np.random.default_rng(pages).integers(0, 1 << 42, 20000)
+    want = [f for f in frames.tolist() if ((f * 0x9E3779B97F4A7C15) % (1 << 64) >> 40) % m.stride == 0]
+    assert m._sample(frames).tolist() == want and 0 < len(want) < len(frames)
