@@ -119,7 +119,11 @@ def test_stop_after_copy_copies_the_deciding_pass_then_stops(bindir, tmp_path):
     for r in d["per_pass"][1:4]:
         assert 300 <= r["dirty_pages"] <= 380 and r["pages_copied"] == r["dirty_pages"], r
     bl = d["live"]["per_pass"][-1]
-    assert 300 <= d["per_pass"][-1]["dirty_pages"] == bl["final_scan_pages"] == bl["blackout_pages"] <= 380
+    # the blackout copies what its own scan found, not the deciding pass again: the set as far as the writer
+    # rewrote it between that pass's copy and the stop (all 300 if it swept meanwhile; a copy of 300 pages
+    # can end inside the writer's 1 ms sleep, and then the scan finds almost nothing: 1 page once in CI)
+    assert d["per_pass"][-1]["dirty_pages"] == bl["final_scan_pages"] == bl["blackout_pages"] <= 380
+    assert bl["mirrored_pages"] >= 4096
 
 
 def test_sequential_writer_counts_follow_the_rate_over_tcp(bindir, tmp_path, monkeypatch):
