@@ -288,6 +288,53 @@ def random_write_step(stream_keys, counters, counts, hot_span, hot_threshold, sp
     return charge_tracking(step_counts, walk_cycles, dirty_cycles, debt, out_extra)
 
 
+def _cpu_tick(st, fstate, t, tick_limit, stopped, paced, rate_per_cycle, carry, debt, avail, counts, stream_keys,
+              counters, hot_span, hot_threshold, span, base, mult, modulus, block, frames, cpu_bounds, pte, versions,
+              tlb_tag, tlb_flags, pt_base, ptes_per_pt, step_counts, walk_cycles, dirty_cycles, extra, meter_buf,
+              meter_on):
+    # One tick of the cpus process (Cpus.advance_to up to t) inside the copy loop, the QEMU turn or the xen
+    # batches: ``st`` maps the loop's state fields by name, the tracking cycles add up in fstate[0]. False
+    # (and next_tick = t) when the step is left to Python: past tick_limit, or its writes might not fit.
+    import numpy as np
+    dt = t - int(st["t_done"])
+    bound = len(stream_keys) * (int(float(dt) * rate_per_cycle) + 2)
+    if t > tick_limit or bound > len(frames) or (meter_on and int(st["meter_fill"]) + bound > len(meter_buf)):
+        st["next_tick"] = t
+        return False
+    st["t_done"] = t
+    if stopped:                                   # Cpus.advance_to of stopped CPUs: time only
+        return True
+    st["running_cycles"] += dt
+    total = cpu_rate_step(float(dt), debt, paced, rate_per_cycle, carry, avail, counts)
+    if total:
+        w = random_write_step(stream_keys, counters, counts, hot_span, hot_threshold, span, base, mult, modulus,
+                              block, frames, cpu_bounds, pte, versions, tlb_tag, tlb_flags, pt_base, ptes_per_pt,
+                              step_counts, walk_cycles, dirty_cycles, debt, extra)
+        if meter_on:
+            fill = int(st["meter_fill"])
+            for j in range(total):
+                meter_buf[fill + j] = frames[j]
+            st["meter_fill"] += total
+        fstate[0] = float(fstate[0]) + float(np.add.reduce(extra))   # numpy's summation order, as Cpus.advance_to
+        st["writes"] += total
+        st["walks"] += w[0]
+        st["dirty_sets"] += w[1]
+        st["flush_refills"] += w[2]
+    return True
+
+
+class _Fields:
+    # an int64 state array seen by field name, as _cpu_tick reads and writes it
+    def __init__(self, state, fields):
+        self.state, self.fields = state, fields
+
+    def __getitem__(self, name):
+        return self.state[self.fields[name]]
+
+    def __setitem__(self, name, value):
+        self.state[self.fields[name]] = value
+
+
 def copy_loop(state, fstate, bitmap, hi, use_bitmap, runs_s, runs_l, link_i, link_f, partner, horizon, tick_limit,
               quantum, chunk, paced, rate_per_cycle, carry, debt, avail, counts, stream_keys, counters, hot_span,
               hot_threshold, span, base, mult, modulus, block, frames, cpu_bounds, pte, versions, tlb_tag, tlb_flags,
@@ -301,35 +348,13 @@ def copy_loop(state, fstate, bitmap, hi, use_bitmap, runs_s, runs_l, link_i, lin
     ps, header, zpb, latency = (int(x) for x in link_i)
     bandwidth, per_copy, first_copy, clock = (float(x) for x in link_f)
     ncpu = len(stream_keys)
-    tracking = float(fstate[0])
     status = 0
 
     def tick(t):
-        dt = t - st["t_done"]
-        bound = ncpu * (int(float(dt) * rate_per_cycle) + 2)
-        if t > tick_limit or bound > len(frames) or (meter_on and st["meter_fill"] + bound > len(meter_buf)):
-            st["next_tick"] = t
-            return False
-        st["t_done"] = t
-        if stopped:                                   # Cpus.advance_to of stopped CPUs: time only
-            return True
-        st["running_cycles"] += dt
-        total = cpu_rate_step(float(dt), debt, paced, rate_per_cycle, carry, avail, counts)
-        if total:
-            w = random_write_step(stream_keys, counters, counts, hot_span, hot_threshold, span, base, mult, modulus,
-                                  block, frames, cpu_bounds, pte, versions, tlb_tag, tlb_flags, pt_base, ptes_per_pt,
-                                  step_counts, walk_cycles, dirty_cycles, debt, extra)
-            if meter_on:
-                for j in range(total):
-                    meter_buf[st["meter_fill"] + j] = frames[j]
-                st["meter_fill"] += total
-            nonlocal tracking
-            tracking += float(np.add.reduce(extra))   # numpy's summation order, as Cpus.advance_to adds it
-            st["writes"] += total
-            st["walks"] += w[0]
-            st["dirty_sets"] += w[1]
-            st["flush_refills"] += w[2]
-        return True
+        return _cpu_tick(st, fstate, t, tick_limit, stopped, paced, rate_per_cycle, carry, debt, avail, counts,
+                         stream_keys, counters, hot_span, hot_threshold, span, base, mult, modulus, block, frames,
+                         cpu_bounds, pte, versions, tlb_tag, tlb_flags, pt_base, ptes_per_pt, step_counts,
+                         walk_cycles, dirty_cycles, extra, meter_buf, meter_on)
 
     while True:
         if st["nruns"] == 0:
@@ -403,7 +428,6 @@ def copy_loop(state, fstate, bitmap, hi, use_bitmap, runs_s, runs_l, link_i, lin
     st["status"] = status
     for i, name in enumerate(COPY_LOOP_FIELDS):
         state[i] = st[name]
-    fstate[0] = tracking
 
 
 def qemu_turn(state, fstate, bitmap, n_pages, cap, runs_s, runs_l, link_i, link_f, partner, horizon, tick_limit, quantum,
@@ -420,35 +444,13 @@ def qemu_turn(state, fstate, bitmap, n_pages, cap, runs_s, runs_l, link_i, link_
     ps, header, zpb, latency = (int(x) for x in link_i)
     bandwidth, per_copy, first_copy, clock = (float(x) for x in link_f)
     ncpu = len(stream_keys)
-    tracking = float(fstate[0])
     status = 0
 
     def tick(t):
-        dt = t - st["t_done"]
-        bound = ncpu * (int(float(dt) * rate_per_cycle) + 2)
-        if t > tick_limit or bound > len(frames) or (meter_on and st["meter_fill"] + bound > len(meter_buf)):
-            st["next_tick"] = t
-            return False
-        st["t_done"] = t
-        if stopped:                                   # Cpus.advance_to of stopped CPUs: time only
-            return True
-        st["running_cycles"] += dt
-        total = cpu_rate_step(float(dt), debt, paced, rate_per_cycle, carry, avail, counts)
-        if total:
-            w = random_write_step(stream_keys, counters, counts, hot_span, hot_threshold, span, base, mult, modulus,
-                                  block, frames, cpu_bounds, pte, versions, tlb_tag, tlb_flags, pt_base, ptes_per_pt,
-                                  step_counts, walk_cycles, dirty_cycles, debt, extra)
-            if meter_on:
-                for j in range(total):
-                    meter_buf[st["meter_fill"] + j] = frames[j]
-                st["meter_fill"] += total
-            nonlocal tracking
-            tracking += float(np.add.reduce(extra))
-            st["writes"] += total
-            st["walks"] += w[0]
-            st["dirty_sets"] += w[1]
-            st["flush_refills"] += w[2]
-        return True
+        return _cpu_tick(st, fstate, t, tick_limit, stopped, paced, rate_per_cycle, carry, debt, avail, counts,
+                         stream_keys, counters, hot_span, hot_threshold, span, base, mult, modulus, block, frames,
+                         cpu_bounds, pte, versions, tlb_tag, tlb_flags, pt_base, ptes_per_pt, step_counts,
+                         walk_cycles, dirty_cycles, extra, meter_buf, meter_on)
 
     def next_pages(budget):
         parts, got = [], 0
@@ -531,7 +533,6 @@ def qemu_turn(state, fstate, bitmap, n_pages, cap, runs_s, runs_l, link_i, link_
     st["status"] = status
     for i, name in enumerate(QEMU_TURN_FIELDS):
         state[i] = st[name]
-    fstate[0] = tracking
 
 
 def xen_batches(state, fstate, xstate, to_send, to_skip, cand, skipped, batch, header_bytes, peek, runs_s, runs_l,
@@ -552,30 +553,10 @@ def xen_batches(state, fstate, xstate, to_send, to_skip, cand, skipped, batch, h
     ncpu = len(stream_keys)
 
     def tick(t):
-        dt = t - int(state[F["t_done"]])
-        bound = ncpu * (int(float(dt) * rate_per_cycle) + 2)
-        if t > tick_limit or bound > len(frames) or (meter_on and state[F["meter_fill"]] + bound > len(meter_buf)):
-            state[F["next_tick"]] = t
-            return False
-        state[F["t_done"]] = t
-        if stopped:
-            return True
-        state[F["running_cycles"]] += dt
-        total = cpu_rate_step(float(dt), debt, paced, rate_per_cycle, carry, avail, counts)
-        if total:
-            w = random_write_step(stream_keys, counters, counts, hot_span, hot_threshold, span, base, mult, modulus,
-                                  block, frames, cpu_bounds, pte, versions, tlb_tag, tlb_flags, pt_base, ptes_per_pt,
-                                  step_counts, walk_cycles, dirty_cycles, debt, extra)
-            if meter_on:
-                for j in range(total):
-                    meter_buf[state[F["meter_fill"]] + j] = frames[j]
-                state[F["meter_fill"]] += total
-            fstate[0] = float(fstate[0]) + float(np.add.reduce(extra))
-            state[F["writes"]] += total
-            state[F["walks"]] += w[0]
-            state[F["dirty_sets"]] += w[1]
-            state[F["flush_refills"]] += w[2]
-        return True
+        return _cpu_tick(_Fields(state, F), fstate, t, tick_limit, stopped, paced, rate_per_cycle, carry, debt,
+                         avail, counts, stream_keys, counters, hot_span, hot_threshold, span, base, mult, modulus,
+                         block, frames, cpu_bounds, pte, versions, tlb_tag, tlb_flags, pt_base, ptes_per_pt,
+                         step_counts, walk_cycles, dirty_cycles, extra, meter_buf, meter_on)
 
     while True:
         s = int(state[F["now"]])
