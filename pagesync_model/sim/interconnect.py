@@ -155,23 +155,11 @@ class Interconnect:
                                  encode(piece_s, piece_l, zeros) if encode else None, first)
             return zeros_total
         ends = np.cumsum(lens)
-        # A cursor on the run holding the piece's first page (pieces are consecutive): a piece inside one
-        # run is that run's slice, as cut_runs would give it, without searching (a stratus blackout of
-        # 100 long ranges is hundreds of thousands of such pieces); a piece across runs is cut_runs'.
-        run_ends, run_starts, r = ends.tolist(), starts.tolist(), 0
         zeros_total = 0
         for lo in range(0, total, self.chunk_pages):
             hi = min(total, lo + self.chunk_pages)
-            while run_ends[r] <= lo:
-                r += 1
-            if hi <= run_ends[r]:
-                skip = lo - (run_ends[r - 1] if r else 0)
-                p_starts = np.array((run_starts[r] + skip,), dtype=INDEX_DTYPE)
-                p_lens = np.array((hi - lo,), dtype=INDEX_DTYPE)
-                calls = 0 if skip else 1
-            else:
-                p_starts, p_lens, split = cut_runs(starts, lens, ends, lo, hi)
-                calls = len(p_starts) - (1 if split else 0)
+            p_starts, p_lens, split = cut_runs(starts, lens, ends, lo, hi)
+            calls = len(p_starts) - (1 if split else 0)
             self.sync()
             first = self._first(p_starts, p_lens)
             zeros = self.partner.receive(self.kernels, self.memory, p_starts, p_lens)
