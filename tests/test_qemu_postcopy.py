@@ -74,6 +74,18 @@ def test_preempt_wait_is_the_round_trip(preempt):
     assert d["postcopy_vcpu_blocktime_s"] == [d["postcopy_blocktime_s"]]
 
 
+def test_preempt_request_time_adds_to_each_wait(preempt):
+    """qemu.postcopy_preempt_request_time (the threads a request passes through on the preempt path) adds
+    to every wait exactly, and leaves the migration stream's postcopy_fault_latency out."""
+    d = run(qemu={"postcopy_preempt": True, "postcopy_preempt_request_time": "100us",
+                  "postcopy_fault_latency": "5ms"})
+    wait = 2 * 20e-6 + (PAGE + PAGE_HEADER) / 1e9 + 100e-6
+    assert d["postcopy_faults"] == d["postcopy_requests"] > 100
+    assert d["postcopy_blocktime_s"] == pytest.approx(d["postcopy_requests"] * wait, rel=1e-3)
+    assert d["postcopy_blocktime_s"] > 2 * preempt["postcopy_blocktime_s"] * (d["postcopy_requests"]
+                                                                            / preempt["postcopy_requests"])
+
+
 def test_without_preempt_a_request_waits_behind_the_push(preempt):
     """Unlimited post-copy bandwidth: the push keeps the link busy, so a request leaves after what the
     push already handed it (up to one link chunk, a quantum of bytes) and waits longer than on the

@@ -121,9 +121,9 @@ def active_mbps(run):
 #   outside the working set, those at the top of RAM) for each working set.
 CALIBRATION = ("idle", "idle_ws320", "kfoot_idle", "kfoot_rand", "rand_high_dt1000")
 # Issue 16's features (the runs' own "model" field says the same): XBZRLE's thread time per page is
-# fitted on xbzrle_c256, post-copy's request handling on pc_pass1; xbzrle_c32 and the other pc_* runs
-# are validation.
-FEATURE_CALIBRATION = ("xbzrle_c256", "pc_pass1")
+# fitted on xbzrle_c256, post-copy's request handling on pc_pass1, and on postcopy-preempt's channel on
+# pc_pass1_bw32_preempt; xbzrle_c32 and the other pc_* runs are validation.
+FEATURE_CALIBRATION = ("xbzrle_c256", "pc_pass1", "pc_pass1_bw32_preempt")
 CALIBRATION += FEATURE_CALIBRATION
 
 
@@ -278,6 +278,7 @@ def feature_inputs(i, stop):
         q.update(max_postcopy_bandwidth=f"{i.get('max_postcopy_bandwidth_mib_s') or 0}MiB/s",
                  postcopy_preempt=bool(i.get("postcopy_preempt")), vcpus=i["vcpus"],
                  postcopy_fault_latency=f"{stop.get('postcopy_fault_latency_s', 0.0)}s",
+                 postcopy_preempt_request_time=f"{stop.get('postcopy_preempt_request_s', 0.0)}s",
                  postcopy_page_time=f"{stop.get('postcopy_page_time_s', 0.0)}s",
                  postcopy_socket_buffer=f"{int(stop.get('postcopy_socket_buffer_B', 0))}B",
                  postcopy_complete=f"{stop.get('postcopy_complete_s', 0.0)}s")
@@ -495,12 +496,11 @@ def postcopy_calibration(runs, other, stop, top):
     ``qemu.postcopy_socket_buffer`` B = W / p pages. ``qemu.postcopy_fault_latency`` is what remains of
     W: the measured wait less the model's own with those (its median run, simulated), at least 0."""
     cal = [r for r in runs if r["config"] in FEATURE_CALIBRATION and r["inputs"].get("postcopy")
-           and (r.get("postcopy") or {}).get("postcopy_requests")]
-    waits = [r["postcopy"]["postcopy_blocktime_ms"] / 1e3 / r["postcopy"]["postcopy_requests"] for r in cal
-             if r["postcopy"].get("postcopy_blocktime_ms") is not None]
+           and not r["inputs"].get("postcopy_preempt") and (r.get("postcopy") or {}).get("postcopy_requests")]
+    waits = [request_wait_s(r) for r in cal if r["postcopy"].get("postcopy_blocktime_ms") is not None]
     if not waits:
         return {"postcopy_fault_latency_s": 0.0, "postcopy_page_time_s": 0.0, "postcopy_socket_buffer_B": 0,
-                "postcopy_complete_s": 0.0}
+                "postcopy_complete_s": 0.0, "postcopy_preempt_request_s": 0.0}
     wait = statistics.median(waits)
     tails = [x for x in (postcopy_tail_s(r) for r in cal) if x is not None]
     tail = statistics.median(tails) if tails else wait
@@ -511,8 +511,31 @@ def postcopy_calibration(runs, other, stop, top):
                   postcopy_socket_buffer_B=int(round(wait / place)) * (PAGE + 8) if place > 0 else 0)
     p = predicted(config_for(median_run(cal), other, dict(stop, postcopy_fault_latency_s=0.0, **fitted), top))
     own = p["blocktime_ms"] / 1e3 / p["postcopy_requests"] if p["postcopy_requests"] else 0.0
-    return {"postcopy_fault_latency_s": max(0.0, wait - own), **fitted, "postcopy_tail_s": tail,
-            "postcopy_measured_wait_s": wait, "postcopy_model_wait_s": own}
+    fitted.update(postcopy_fault_latency_s=max(0.0, wait - own), postcopy_tail_s=tail,
+                  postcopy_measured_wait_s=wait, postcopy_model_wait_s=own)
+    return dict(fitted, **preempt_calibration(runs, other, dict(stop, **fitted), top))
+
+
+def request_wait_s(run):
+    """A post-copy run's mean wait per request: postcopy-blocktime over postcopy-requests (one vCPU)."""
+    return run["postcopy"]["postcopy_blocktime_ms"] / 1e3 / run["postcopy"]["postcopy_requests"]
+
+
+def preempt_calibration(runs, other, stop, top):
+    """postcopy-preempt's handling of a request, from the calibration runs with preempt: the measured
+    wait per request (median of ``request_wait_s``) less the model's own with none (its median run,
+    simulated: the trip out, the page at the link rate, the trip back), at least 0:
+    ``qemu.postcopy_preempt_request_time``."""
+    cal = [r for r in runs if r["config"] in FEATURE_CALIBRATION and r["inputs"].get("postcopy_preempt")
+           and (r.get("postcopy") or {}).get("postcopy_requests")
+           and r["postcopy"].get("postcopy_blocktime_ms") is not None]
+    if not cal:
+        return {"postcopy_preempt_request_s": 0.0}
+    wait = statistics.median(request_wait_s(r) for r in cal)
+    p = predicted(config_for(median_run(cal), other, dict(stop, postcopy_preempt_request_s=0.0), top))
+    own = p["blocktime_ms"] / 1e3 / p["postcopy_requests"] if p["postcopy_requests"] else 0.0
+    return {"postcopy_preempt_request_s": max(0.0, wait - own), "postcopy_preempt_measured_wait_s": wait,
+            "postcopy_preempt_model_wait_s": own}
 
 
 def calibrate(runs):

@@ -86,6 +86,14 @@ MATRIX = [
                                    max_postcopy_bw=16, postcopy_preempt=True, feature="postcopy",
                                    model_set="validation"),
      "as pc_pass1_bw16, postcopy-preempt on (requested pages on their own channel)"),
+    # the preempt channel's handling of a request, fitted on a run of its own (issue 16)
+    ("pc_pass1_bw32_preempt", dict(rate=32000, postcopy=True, postcopy_after_passes=1,
+                                   max_postcopy_bw=32, postcopy_preempt=True, feature="postcopy",
+                                   model_set="calibration"),
+     "as pc_pass1_bw16_preempt, max-postcopy-bandwidth 32 MiB/s"),
+    ("pc_at2_bw16_preempt", dict(rate=32000, postcopy=True, postcopy_at=2, max_postcopy_bw=16,
+                                 postcopy_preempt=True, feature="postcopy", model_set="validation"),
+     "as pc_at2_bw16, postcopy-preempt on"),
     # issue 14 item 3: the throttle at 99 %, the dirtier's backlog tolerance, the placement
     ("autoconv_99", dict(rate=32000, auto_converge=True, throttle_initial=60,
                          throttle_increment=20, feature="autoconverge_99",

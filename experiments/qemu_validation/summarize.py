@@ -19,7 +19,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ORDER = ["idle", "idle_ws320", "rand_low", "rand_near", "rand_high",
          "seq_near", "autoconv_high", "rand_near_ws320", "rand_near_dt100",
          "rand_high_dt1000", "idle_bw32", "idle_bw128", "xbzrle_c256", "xbzrle_c32",
-         "pc_pass1", "pc_pass1_bw16", "pc_at2", "pc_at2_bw16", "pc_pass1_bw16_preempt", "autoconv_99",
+         "pc_pass1", "pc_pass1_bw16", "pc_at2", "pc_at2_bw16", "pc_pass1_bw16_preempt",
+         "pc_pass1_bw32_preempt", "pc_at2_bw16_preempt", "autoconv_99",
          "autoconv_99_debt2000", "seq_near_ctl", "seq_near_spacer"]
 
 

@@ -142,7 +142,8 @@ SECTION = Section("QEMU/KVM pre-copy migration (QEMU 10.0 migration thread).", d
                                                   "and waking the vCPU, and the pages the stream's socket buffers "
                                                   "hold ahead of it unless postcopy_socket_buffer models them "
                                                   "(added to each wait). With postcopy_preempt the "
-                                                  "page comes on its own channel and does not take it.", ge=0,
+                                                  "page comes on its own channel: postcopy_preempt_request_time "
+                                                  "instead.", ge=0,
                                  le=MAX_STEP),
     postcopy_page_time=Field(DURATION, "0us", "Destination's time to place one page received after the switch "
                                               "(UFFDIO_COPY and its bookkeeping, one page at a time): the "
@@ -164,6 +165,12 @@ SECTION = Section("QEMU/KVM pre-copy migration (QEMU 10.0 migration thread).", d
                                              "completes this much (and one latency) later.", ge=0, le=MAX_STEP),
     postcopy_preempt=Field(BOOL, False, "postcopy-preempt capability: requested pages go on a channel of their own "
                                         "instead of queueing behind the background push."),
+    postcopy_preempt_request_time=Field(DURATION, "0us", "With postcopy_preempt, per page request the wait besides "
+                                                         "the page's trip: the destination's fault thread reading the "
+                                                         "fault and writing the request, the source's return-path "
+                                                         "thread sending the page on the preempt channel, the "
+                                                         "destination's preempt thread placing it and waking the "
+                                                         "vCPU (added to each wait).", ge=0, le=MAX_STEP),
     vcpus=Field(INT, 0, "vCPUs the model's CPUs stand for (0: one each; else the CPUs are split evenly among them): "
                         "a post-copy fault blocks every CPU of its vCPU, and blocktime is per vCPU.", ge=0,
                 le=4096),
@@ -917,9 +924,10 @@ class Destination:
         self.paced, self.catchup = cfg.workload.paced, e.cycles(cfg.workload.catchup)
         self.latency = e.cycles(e.request_time(0) / 2)
         self.preempt = mig.q.postcopy_preempt
-        # the wait on the migration stream besides the link (its socket buffers ahead of the page): not on
-        # postcopy-preempt's channel of its own
-        self.handling = 0 if self.preempt else e.cycles(mig.q.postcopy_fault_latency)
+        # the wait besides the link: on the migration stream its socket buffers ahead of the page and the
+        # threads on the way; on postcopy-preempt's channel of its own only the threads on the way
+        self.handling = e.cycles(mig.q.postcopy_preempt_request_time if self.preempt
+                                 else mig.q.postcopy_fault_latency)
         self.place = e.cycles(mig.q.postcopy_page_time)
         # the socket buffers' backlog (qemu.postcopy_socket_buffer): pages placed one after another, in the
         # order they were handed to the stream, from ``placed_at`` on (cycles: the last one placed)
