@@ -138,35 +138,39 @@ class Memory:
     sparse = False
 
     def _init_state(self):
-        """Per-frame PTEs and versions of every frame."""
+        """Per-frame PTEs and versions of every frame. Every page has been written since boot, so every PTE
+        starts dirty (the first rendezvous harvest moves that to soft dirty), except the zero pages: dense
+        indices [working set, working set + zero pages) get version 0 and a clean PTE. The dense map keeps
+        blocks whole, so the user blocks are written once as rows of a (blocks, block) view, each row zero
+        or not; the partial blocks at the ends of the zero pages frame by frame (and every page where
+        holes shift the map)."""
         n = self.n_frames
-        # Every page has been written since boot, so every PTE starts dirty; the first rendezvous
-        # harvest moves that to soft dirty.
-        self.pte = np.full(n, PTE_PRESENT | PTE_RW | PTE_ACCESSED | PTE_DIRTY, dtype=PTE_DTYPE)
-        self.versions = np.ones(n, dtype=VERSION_DTYPE)
-        self._clear_zero_pages()
-
-    def _clear_zero_pages(self):
-        """The zero pages (dense indices [working set, working set + zero pages)) get version 0 and a clean
-        PTE. The dense map keeps blocks whole, so whole blocks are cleared as rows of a (blocks, block)
-        view; the partial blocks at the ends frame by frame (and every page where holes shift the map)."""
+        dirty = PTE_DTYPE(PTE_PRESENT | PTE_RW | PTE_ACCESSED | PTE_DIRTY)
+        clean = PTE_DTYPE(dirty & ~PTE_DTYPE(PTE_DIRTY | PTE_ACCESSED))
         lo, hi = self.working_set_pages, self.working_set_pages + self.zero_pages
-        if hi <= lo:
-            return
-        clean = ~PTE_DTYPE(PTE_DIRTY | PTE_ACCESSED)
         blk, ub = self.block, self.user_base
         first, last = -(-lo // blk), hi // blk        # the whole blocks inside [lo, hi)
-        if len(getattr(self, "hole_at", ())):        # holes shift the map: every page through it
+        if len(self.hole_at) or hi <= lo:             # holes shift the map: every page through it
             first, last = 1, 0
+        self.pte = np.empty(n, dtype=PTE_DTYPE)
+        self.versions = np.empty(n, dtype=VERSION_DTYPE)
+        whole = slice(ub, ub + self.blocks * blk)
+        for a, b in ((0, ub), (whole.stop, n)):       # the kernel's frames and the tail beyond the blocks
+            self.pte[a:b] = dirty
+            self.versions[a:b] = 1
+        zero_row = np.zeros(self.blocks, dtype=bool)
+        for b in range(first, last, CHUNK):
+            rows = np.arange(b, min(last, b + CHUNK), dtype=np.uint64)
+            zero_row[(rows * np.uint64(self.mult) % np.uint64(self.blocks)).astype(INDEX_DTYPE)] = True
+        p = self.pte[whole].reshape(self.blocks, blk)
+        v = self.versions[whole].reshape(self.blocks, blk)
+        for r in range(0, self.blocks, max(1, CHUNK // blk)):   # row chunks: the row values stay small
+            z = zero_row[r:r + max(1, CHUNK // blk)]
+            p[r:r + len(z)] = np.where(z, clean, dirty)[:, None]
+            v[r:r + len(z)] = (~z).astype(VERSION_DTYPE)[:, None]
+        if hi <= lo:
+            return
         ends = [(lo, hi)] if first > last else [(lo, first * blk), (last * blk, hi)]
-        if first < last:
-            v = self.versions[ub:ub + self.blocks * blk].reshape(self.blocks, blk)
-            p = self.pte[ub:ub + self.blocks * blk].reshape(self.blocks, blk)
-            for b in range(first, last, CHUNK):
-                rows = np.arange(b, min(last, b + CHUNK), dtype=np.uint64)
-                rows = (rows * np.uint64(self.mult) % np.uint64(self.blocks)).astype(INDEX_DTYPE)
-                v[rows] = 0
-                p[rows] &= clean
         for a, b in ends:
             for x in range(a, b, CHUNK):
                 frames = self.dense_to_frames(np.arange(x, min(b, x + CHUNK), dtype=INDEX_DTYPE))

@@ -134,7 +134,8 @@ def test_json_formats_are_what_the_cli_offers_and_writes(tmp_path):
 
 @pytest.mark.parametrize("layout,block,ws,zeros", [
     ("scattered", 1, 100, 333), ("scattered", 4, 10, 50), ("scattered", 4, 12, 48), ("scattered", 16, 5, 7),
-    ("scattered", 16, 0, 160), ("contiguous", 16, 37, 200), ("scattered", 8, 64, 0)])
+    ("scattered", 16, 0, 160), ("contiguous", 16, 37, 200), ("scattered", 8, 64, 0), ("scattered", 64, 3, 500),
+    ("contiguous", 1, 0, 0), ("contiguous", 128, 130, 600)])
 def test_zero_pages_cleared_as_the_dense_map_says(layout, block, ws, zeros):
     """The zero pages (dense indices [ws, ws + zeros)) have version 0 and a clean PTE; every other frame
     version 1 and its initial PTE. Frames computed one by one from the dense map's formula."""
